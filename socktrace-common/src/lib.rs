@@ -1,0 +1,201 @@
+//! The event ABI shared by socktrace's kernel programs and its userspace.
+//!
+//! Every struct here is `#[repr(C)]` with explicit padding and a size checked at compile time,
+//! so the kernel side (bpfel) and userspace (x86_64 or any 64-bit host) agree byte for byte.
+//! The kernel only records facts into these structs; the meaning is decided in userspace.
+#![no_std]
+
+pub const TASK_COMM_LEN: usize = 16;
+
+/// How many state transitions each socket remembers (a ring: the newest overwrite the oldest).
+/// A power of two so the ring index is a mask the verifier can bound.
+pub const HISTORY_TRANSITIONS: usize = 8;
+
+/// `TracedConfig::flags` bits.
+pub mod config_flags {
+    /// Report `read`/`recv*` returning 0 on a TCP socket (end of file after the peer's FIN).
+    pub const REPORT_EOF: u32 = 1 << 0;
+    /// Report failures on sockets that are not TCP (UDP, unix, ...).
+    pub const ALL_SOCKETS: u32 = 1 << 1;
+    /// The kernel's `tcp_send_reset` tracepoint carries a `reason` argument (about 6.10+).
+    pub const SEND_RESET_HAS_REASON: u32 = 1 << 2;
+}
+
+/// `FailureEvent::flags` bits.
+pub mod event_flags {
+    /// The failure was read from `getsockopt(SO_ERROR)`: the result of a non-blocking connect.
+    pub const FROM_SO_ERROR: u32 = 1 << 0;
+    /// The fd was a socket and `sock` holds what was read from its `struct sock`.
+    pub const IS_SOCKET: u32 = 1 << 1;
+    /// The kernel had recorded a history for this socket (`history` is meaningful).
+    pub const HAS_HISTORY: u32 = 1 << 2;
+    /// `connect_addr` holds the address the program passed to `connect()`.
+    pub const HAS_CONNECT_ADDR: u32 = 1 << 3;
+    /// The accept call passed a non-NULL address buffer.
+    pub const ACCEPT_WANTS_ADDR: u32 = 1 << 4;
+}
+
+/// Byte offsets of kernel struct fields and tracepoint fields, computed by userspace from the
+/// running kernel (BTF and tracefs format files) and handed to the programs as a read-only
+/// global, so no layout is compiled into the eBPF object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    // task -> files -> fdtable -> file -> socket -> sock
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_f_inode: u32,
+    pub file_private_data: u32,
+    pub inode_i_mode: u32,
+    pub socket_sk: u32,
+    // struct sock (through sock_common)
+    pub sk_family: u32,
+    pub sk_state: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
+    pub sk_shutdown: u32,
+    pub sk_err: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    // syscalls:sys_enter_* / sys_exit_* tracepoint records
+    pub tp_syscall_nr: u32,
+    pub tp_enter_args: u32,
+    pub tp_exit_ret: u32,
+}
+
+/// Global configuration the userspace writes before loading.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracedConfig {
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Addresses and ports of a socket. Ports in host byte order; addresses in network order,
+/// IPv4 in the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockAddrs {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// What was read from a `struct sock` at one moment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockSnapshot {
+    pub addrs: SockAddrs,
+    pub sock_type: u16,
+    pub protocol: u16,
+    /// `sk_state` (TCP_* numbering).
+    pub state: u8,
+    /// `sk_shutdown` (RCV_SHUTDOWN = 1, SEND_SHUTDOWN = 2).
+    pub shutdown: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transition {
+    pub ts_ns: u64,
+    pub old_state: u8,
+    pub new_state: u8,
+    /// 1 when the transition ran in the context of a traced process (e.g. connect, close).
+    pub in_traced_task: u8,
+    pub _pad: [u8; 5],
+}
+
+/// An event at one moment on one socket: when, and the TCP state the socket had then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StampedState {
+    /// 0 when the event never happened.
+    pub ts_ns: u64,
+    pub state: u8,
+    pub _pad: [u8; 3],
+    /// Event-specific value: errno for an error report, reason for a sent reset.
+    pub value: i32,
+}
+
+/// What the kernel remembers about one socket, keyed by its `struct sock` address. Filled from
+/// any context (softirq included): attribution goes through the socket, not the current task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketHistory {
+    pub transitions: [Transition; HISTORY_TRANSITIONS],
+    /// Transitions ever recorded; the newest is at `(n_transitions - 1) % HISTORY_TRANSITIONS`.
+    pub n_transitions: u32,
+    pub retransmits: u32,
+    pub last_retransmit_ns: u64,
+    /// `tcp:tcp_receive_reset`: an RST arrived; `state` is the state before it was handled.
+    pub rst_received: StampedState,
+    /// `tcp:tcp_send_reset`: this socket sent an RST; `value` is the reason when known.
+    pub rst_sent: StampedState,
+    /// `sock:inet_sk_error_report`: `sk_err` was set; `value` is the (positive) errno.
+    pub error_report: StampedState,
+    /// The most complete addresses seen on this socket (ports are cleared by the kernel when
+    /// a socket closes, so the last non-empty ones are kept).
+    pub addrs: SockAddrs,
+}
+
+/// One failing (or, with `REPORT_EOF`, end-of-file) syscall on a traced process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailureEvent {
+    /// `bpf_ktime_get_ns()` at syscall exit (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// The `struct sock` address (0 if the fd was not a socket).
+    pub sk: u64,
+    /// The syscall's return value (negative errno).
+    pub ret: i64,
+    pub pid: u32,
+    pub tid: u32,
+    pub syscall_nr: u32,
+    pub fd: i32,
+    /// The error read from `getsockopt(SO_ERROR)` when `FROM_SO_ERROR` is set (positive).
+    pub so_error: i32,
+    pub flags: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// The address passed to connect(), when `HAS_CONNECT_ADDR`.
+    pub connect_addr: SockAddrs,
+    /// The socket as it is at syscall exit.
+    pub sock: SockSnapshot,
+    pub history: SocketHistory,
+}
+
+macro_rules! assert_size {
+    ($t:ty, $n:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $n);
+        const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
+    };
+}
+assert_size!(KernelOffsets, 23 * 4);
+assert_size!(TracedConfig, 8);
+assert_size!(SockAddrs, 40);
+assert_size!(SockSnapshot, 48);
+assert_size!(Transition, 16);
+assert_size!(StampedState, 16);
+assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 16 + 3 * 16 + 40);
+assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 16 + 3 * 16 + 40);
+
+const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain-old-data, repr(C), no pointers, every bit pattern valid.
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for TracedConfig {}
+    unsafe impl aya::Pod for SocketHistory {}
+    unsafe impl aya::Pod for FailureEvent {}
+}

@@ -1,0 +1,507 @@
+//! socktrace's kernel programs. They filter and record facts; they never explain.
+//!
+//! * `sys_enter_*` remembers the arguments of a traced thread's socket call.
+//! * `sys_exit_*` turns a failing call on a socket fd into one `FailureEvent` on the ring
+//!   buffer, carrying the history the kernel kept for that socket.
+//! * The TCP/socket tracepoints keep that history, keyed by the `struct sock` address, from
+//!   whatever context they run in (softirq included): attribution goes through the socket.
+//!
+//! Every struct layout comes from userspace (`OFFSETS`), computed from the running kernel.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated::{bpf_get_current_task, bpf_ktime_get_ns},
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use socktrace_common::{
+    config_flags, event_flags, FailureEvent, KernelOffsets, SockAddrs, SockSnapshot,
+    SocketHistory, TracedConfig, Transition, HISTORY_TRANSITIONS,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const SOCK_STREAM: u16 = 1;
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+const SOL_SOCKET: u64 = 1;
+const SO_ERROR: u64 = 4;
+
+#[no_mangle]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_f_inode: 0,
+    file_private_data: 0,
+    inode_i_mode: 0,
+    socket_sk: 0,
+    sk_family: 0,
+    sk_state: 0,
+    sk_type: 0,
+    sk_protocol: 0,
+    sk_shutdown: 0,
+    sk_err: 0,
+    sk_daddr: 0,
+    sk_rcv_saddr: 0,
+    sk_dport: 0,
+    sk_num: 0,
+    sk_v6_daddr: 0,
+    sk_v6_rcv_saddr: 0,
+    tp_syscall_nr: 0,
+    tp_enter_args: 0,
+    tp_exit_ret: 0,
+};
+
+#[no_mangle]
+static CONFIG: TracedConfig = TracedConfig { flags: 0, _pad: 0 };
+
+/// Thread-group ids (processes) being traced; the first check of every syscall program.
+#[map]
+static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Arguments of the socket call each traced thread is in, from sys_enter to sys_exit.
+#[map]
+static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(16384, 0);
+
+/// What the kernel remembers per socket; entries go on `tcp_destroy_sock`, LRU bounds the rest.
+#[map]
+static SOCKETS: LruHashMap<u64, SocketHistory> = LruHashMap::with_max_entries(65536, 0);
+
+/// One all-zero `SocketHistory`, never written: the template for new entries.
+#[map]
+static EMPTY_HISTORY: Array<SocketHistory> = Array::with_max_entries(1, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Inflight {
+    args: [u64; 4],
+}
+
+/// Reads a global that userspace rewrites before load; volatile so the compiler cannot fold
+/// the placeholder zero.
+macro_rules! global {
+    ($g:ident . $field:ident) => {{
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&raw const $g.$field) };
+        v
+    }};
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn is_traced(tgid: u32) -> bool {
+    unsafe { TRACED_TGIDS.get(&tgid).is_some() }
+}
+
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syscalls
+
+fn record_enter(ctx: &TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if !is_traced((id >> 32) as u32) {
+        return 0;
+    }
+    let base = global!(OFFSETS.tp_enter_args) as usize;
+    let mut args = [0u64; 4];
+    for (i, arg) in args.iter_mut().enumerate() {
+        *arg = unsafe { ctx.read_at::<u64>(base + i * 8) }.unwrap_or(0);
+    }
+    let _ = INFLIGHT.insert(&(id as u32), &Inflight { args }, 0);
+    0
+}
+
+/// Attached to `syscalls:sys_enter_*` of every covered call.
+#[tracepoint]
+pub fn sys_enter(ctx: TracePointContext) -> u32 {
+    record_enter(&ctx)
+}
+
+/// What kind of exit a program handles; each is attached to the matching `sys_exit_*`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExitKind {
+    /// read-like: a return of 0 is end of file.
+    Receive,
+    /// getsockopt: a successful SO_ERROR read carrying an error is a failed async connect.
+    GetSockOpt,
+    Connect,
+    Accept,
+    Other,
+}
+
+#[tracepoint]
+pub fn sys_exit_receive(ctx: TracePointContext) -> u32 {
+    record_exit(&ctx, ExitKind::Receive)
+}
+
+#[tracepoint]
+pub fn sys_exit_getsockopt(ctx: TracePointContext) -> u32 {
+    record_exit(&ctx, ExitKind::GetSockOpt)
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    record_exit(&ctx, ExitKind::Connect)
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    record_exit(&ctx, ExitKind::Accept)
+}
+
+#[tracepoint]
+pub fn sys_exit_other(ctx: TracePointContext) -> u32 {
+    record_exit(&ctx, ExitKind::Other)
+}
+
+#[inline(always)]
+fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let tid = id as u32;
+    let Some(inflight) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = INFLIGHT.remove(&tid);
+    let ret: i64 = unsafe { ctx.read_at(global!(OFFSETS.tp_exit_ret) as usize) }.unwrap_or(0);
+    let syscall_nr: i32 =
+        unsafe { ctx.read_at(global!(OFFSETS.tp_syscall_nr) as usize) }.unwrap_or(-1);
+    let flags_cfg = global!(CONFIG.flags);
+
+    let mut flags = 0u32;
+    let mut so_error = 0i32;
+    if ret >= 0 {
+        match kind {
+            ExitKind::Receive if ret == 0 && flags_cfg & config_flags::REPORT_EOF != 0 => {}
+            ExitKind::GetSockOpt
+                if inflight.args[1] == SOL_SOCKET && inflight.args[2] == SO_ERROR =>
+            {
+                let value: i32 =
+                    unsafe { bpf_probe_read_user(inflight.args[3] as *const i32) }.unwrap_or(0);
+                if value == 0 {
+                    return 0;
+                }
+                so_error = value;
+                flags |= event_flags::FROM_SO_ERROR;
+            }
+            _ => return 0,
+        }
+    }
+
+    let fd = inflight.args[0] as i32;
+    let sk = sock_of_fd(fd);
+    if sk == 0 {
+        // Pipes, files, eventfds: never ours to report.
+        return 0;
+    }
+    let sock = read_sock(sk);
+    let is_tcp = sock.protocol == IPPROTO_TCP
+        && sock.sock_type == SOCK_STREAM
+        && (sock.addrs.family == AF_INET || sock.addrs.family == AF_INET6);
+    if !is_tcp && flags_cfg & config_flags::ALL_SOCKETS == 0 {
+        return 0;
+    }
+    if ret == 0 && !is_tcp && flags & event_flags::FROM_SO_ERROR == 0 {
+        return 0; // end of file is only reported for TCP
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        (*ev).ts_ns = now_ns();
+        (*ev).sk = sk;
+        (*ev).ret = ret;
+        (*ev).pid = tgid;
+        (*ev).tid = tid;
+        (*ev).syscall_nr = syscall_nr as u32;
+        (*ev).fd = fd;
+        (*ev).so_error = so_error;
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; 16]);
+        (*ev).sock = sock;
+        (*ev).connect_addr = SockAddrs::default();
+        flags |= event_flags::IS_SOCKET;
+        if kind == ExitKind::Connect {
+            if let Some(addr) = read_user_sockaddr(inflight.args[1], inflight.args[2]) {
+                (*ev).connect_addr = addr;
+                flags |= event_flags::HAS_CONNECT_ADDR;
+            }
+        }
+        if kind == ExitKind::Accept && inflight.args[1] != 0 {
+            flags |= event_flags::ACCEPT_WANTS_ADDR;
+        }
+        match SOCKETS.get(&sk) {
+            Some(history) => {
+                (*ev).history = *history;
+                flags |= event_flags::HAS_HISTORY;
+            }
+            None => {
+                if let Some(empty) = EMPTY_HISTORY.get(0) {
+                    (*ev).history = *empty;
+                }
+            }
+        }
+        (*ev).flags = flags;
+    }
+    entry.submit(0);
+    0
+}
+
+/// task -> files -> fdtable -> file -> socket -> sock. Returns 0 when the fd is not a socket.
+#[inline(always)]
+fn sock_of_fd(fd: i32) -> u64 {
+    if fd < 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, global!(OFFSETS.task_files)).unwrap_or(0);
+    let fdt: u64 = read(files, global!(OFFSETS.files_fdt)).unwrap_or(0);
+    let max_fds: u32 = read(fdt, global!(OFFSETS.fdtable_max_fds)).unwrap_or(0);
+    if fd as u32 >= max_fds {
+        return 0;
+    }
+    let fd_array: u64 = read(fdt, global!(OFFSETS.fdtable_fd)).unwrap_or(0);
+    let file: u64 = read(fd_array, fd as u32 * 8).unwrap_or(0);
+    let inode: u64 = read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0);
+    let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
+    if mode & S_IFMT != S_IFSOCK {
+        return 0;
+    }
+    let socket: u64 = read(file, global!(OFFSETS.file_private_data)).unwrap_or(0);
+    read(socket, global!(OFFSETS.socket_sk)).unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_addrs(sk: u64) -> SockAddrs {
+    let mut a = SockAddrs {
+        family: read(sk, global!(OFFSETS.sk_family)).unwrap_or(0),
+        sport: read(sk, global!(OFFSETS.sk_num)).unwrap_or(0),
+        dport: u16::from_be(read(sk, global!(OFFSETS.sk_dport)).unwrap_or(0)),
+        ..SockAddrs::default()
+    };
+    if a.family == AF_INET6 {
+        a.saddr = read(sk, global!(OFFSETS.sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.daddr = read(sk, global!(OFFSETS.sk_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = read(sk, global!(OFFSETS.sk_rcv_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = read(sk, global!(OFFSETS.sk_daddr)).unwrap_or([0; 4]);
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
+    }
+    a
+}
+
+#[inline(always)]
+fn read_sock(sk: u64) -> SockSnapshot {
+    SockSnapshot {
+        addrs: read_addrs(sk),
+        sock_type: read(sk, global!(OFFSETS.sk_type)).unwrap_or(0),
+        protocol: read(sk, global!(OFFSETS.sk_protocol)).unwrap_or(0),
+        state: read(sk, global!(OFFSETS.sk_state)).unwrap_or(0),
+        shutdown: read(sk, global!(OFFSETS.sk_shutdown)).unwrap_or(0),
+        _pad: [0; 2],
+    }
+}
+
+/// Reads a `struct sockaddr_in`/`sockaddr_in6` passed by the program.
+#[inline(always)]
+fn read_user_sockaddr(ptr: u64, len: u64) -> Option<SockAddrs> {
+    if ptr == 0 || len < 8 {
+        return None;
+    }
+    let family: u16 = unsafe { bpf_probe_read_user(ptr as *const u16) }.ok()?;
+    let port: u16 = unsafe { bpf_probe_read_user((ptr + 2) as *const u16) }.ok()?;
+    let mut a = SockAddrs { family, dport: u16::from_be(port), ..SockAddrs::default() };
+    if family == AF_INET {
+        let d: [u8; 4] = unsafe { bpf_probe_read_user((ptr + 4) as *const [u8; 4]) }.ok()?;
+        a.daddr[..4].copy_from_slice(&d);
+    } else if family == AF_INET6 && len >= 24 {
+        a.daddr = unsafe { bpf_probe_read_user((ptr + 8) as *const [u8; 16]) }.ok()?;
+    } else {
+        return None;
+    }
+    Some(a)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket history (any context)
+
+#[inline(always)]
+fn is_tcp_sock(sk: u64) -> bool {
+    read::<u16>(sk, global!(OFFSETS.sk_protocol)) == Some(IPPROTO_TCP)
+}
+
+/// The history of `sk`, created when `create` (a TCP socket the caller cares about).
+#[inline(always)]
+fn history_of(sk: u64, create: bool) -> Option<*mut SocketHistory> {
+    if let Some(h) = SOCKETS.get_ptr_mut(&sk) {
+        return Some(h);
+    }
+    if !create {
+        return None;
+    }
+    // The zeroed template lives in a map: a SocketHistory on the stack would not fit in 512 B.
+    let fresh = EMPTY_HISTORY.get(0)?;
+    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
+    let _ = SOCKETS.insert(&sk, fresh, 1);
+    SOCKETS.get_ptr_mut(&sk)
+}
+
+/// Keeps the most complete addresses: the kernel zeroes ports while a socket closes.
+#[inline(always)]
+fn merge_addrs(h: *mut SocketHistory, sk: u64) {
+    let now = read_addrs(sk);
+    unsafe {
+        if now.family != 0 {
+            (*h).addrs.family = now.family;
+        }
+        if now.sport != 0 {
+            (*h).addrs.sport = now.sport;
+            (*h).addrs.saddr = now.saddr;
+        }
+        if now.dport != 0 {
+            (*h).addrs.dport = now.dport;
+            (*h).addrs.daddr = now.daddr;
+        }
+    }
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    if !is_tcp_sock(sk) {
+        return 0;
+    }
+    // A socket's history starts in the traced process's own context (connect, close,
+    // shutdown); later transitions from softirq find it by address.
+    let in_traced = is_traced((bpf_get_current_pid_tgid() >> 32) as u32);
+    let Some(h) = history_of(sk, in_traced) else {
+        return 0;
+    };
+    unsafe {
+        let n = (*h).n_transitions;
+        let i = n as usize & (HISTORY_TRANSITIONS - 1);
+        if let Some(t) = (*h).transitions.get_mut(i) {
+            *t = Transition {
+                ts_ns: now_ns(),
+                old_state: old as u8,
+                new_state: new as u8,
+                in_traced_task: in_traced as u8,
+                _pad: [0; 5],
+            };
+        }
+        (*h).n_transitions = n.wrapping_add(1);
+    }
+    merge_addrs(h, sk);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    // Fires before tcp_reset() looks at the state, so this is the state the RST hit.
+    let Some(h) = history_of(sk, is_tcp_sock(sk)) else {
+        return 0;
+    };
+    unsafe {
+        (*h).rst_received.ts_ns = now_ns();
+        (*h).rst_received.state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+    }
+    merge_addrs(h, sk);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    // sk may be NULL (no socket), a time-wait or a request sock: only full sockets we already
+    // know are recorded, so no field beyond sock_common is read from the others.
+    let Some(h) = history_of(sk, false) else {
+        return 0;
+    };
+    let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 {
+        ctx.arg(2)
+    } else {
+        -1
+    };
+    unsafe {
+        (*h).rst_sent.ts_ns = now_ns();
+        (*h).rst_sent.state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+        (*h).rst_sent.value = reason;
+    }
+    0
+}
+
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let Some(h) = history_of(sk, is_tcp_sock(sk)) else {
+        return 0;
+    };
+    unsafe {
+        (*h).error_report.ts_ns = now_ns();
+        (*h).error_report.state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+        (*h).error_report.value = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
+    }
+    merge_addrs(h, sk);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let Some(h) = history_of(sk, false) else {
+        return 0;
+    };
+    unsafe {
+        (*h).retransmits = (*h).retransmits.wrapping_add(1);
+        (*h).last_retransmit_ns = now_ns();
+    }
+    merge_addrs(h, sk);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = SOCKETS.remove(&sk);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

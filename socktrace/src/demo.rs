@@ -1,0 +1,125 @@
+//! `socktrace demo`: a small client that makes the classic socket failures happen on loopback,
+//! traced by socktrace, so a newcomer sees real labels without a PID of their own.
+
+use crate::cli::OutputArgs;
+use anyhow::{Context as _, Result};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub fn run(output: OutputArgs) -> Result<i32> {
+    let exe = std::env::current_exe().context("locating socktrace's own binary")?;
+    let mut child = Command::new(exe)
+        .arg("demo-client")
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting the demo client")?;
+    eprintln!("socktrace: demo client started as PID {}", child.id());
+    let session = match crate::session::Session::attach(
+        &[child.id()],
+        crate::session::SessionOptions {
+            json: output.json,
+            all_errors: output.all_errors,
+            eof: output.eof,
+            all_sockets: output.all_sockets,
+            probe_mode: output.probe_mode,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    // Tell the client every probe is in place.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"go\n");
+    }
+    let code = session.run()?;
+    let _ = child.wait();
+    Ok(code)
+}
+
+/// The workload. Waits for a line on stdin (socktrace is attached), then fails on purpose.
+pub fn client(_wait_fd: Option<i32>) -> Result<i32> {
+    let mut line = [0u8; 3];
+    let _ = std::io::stdin().read(&mut line);
+    let closed = closed_port()?;
+
+    // 1. Blocking connect to a port nobody listens on: RST in SYN_SENT.
+    for _ in 0..2 {
+        let _ = TcpStream::connect(closed);
+    }
+
+    // 2. The same, non-blocking, the way event loops connect: the errno comes via SO_ERROR.
+    nonblocking_connect(closed);
+
+    // 3. The peer aborts the connection (SO_LINGER 0): our read gets ECONNRESET, then EPIPE.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let mut client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    set_linger_zero(&server);
+    drop(server);
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = client.read(&mut [0u8; 16]);
+    let _ = client.write(b"after reset");
+
+    // 4. The peer exits (FIN), we write anyway, its closed socket answers RST: EPIPE.
+    let mut client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    drop(server);
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = client.write(b"first write goes out");
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = client.write(b"second write hits the RST");
+    Ok(0)
+}
+
+/// A loopback port with no listener (bound, then released).
+fn closed_port() -> Result<SocketAddr> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let addr = l.local_addr()?;
+    drop(l);
+    Ok(addr)
+}
+
+fn set_linger_zero(s: &TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid fd and option buffer.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+fn nonblocking_connect(addr: SocketAddr) {
+    let SocketAddr::V4(v4) = addr else { return };
+    // SAFETY: plain socket calls on a descriptor owned here and closed at the end.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        if fd < 0 {
+            return;
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as u32);
+        let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+        libc::poll(&mut pfd, 1, 1000);
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len);
+        libc::close(fd);
+    }
+}

@@ -1,0 +1,508 @@
+//! The diagnosis: facts about one failing call in, its TCP cause out. Pure: no kernel, no I/O.
+//!
+//! The rules are Linux's own (net/ipv4/tcp_input.c, tcp_timer.c, tcp_ipv4.c):
+//! * `tcp_reset()` turns an RST into ECONNREFUSED in SYN_SENT, EPIPE in CLOSE_WAIT and
+//!   ECONNRESET elsewhere, then closes the socket. The error is reported once; later writes get
+//!   EPIPE and later reads 0.
+//! * ICMP errors in SYN_SENT are hard: the connect fails at once (port-unreachable gives the
+//!   same ECONNREFUSED as an RST), reported *before* the socket closes.
+//! * Timeouts report `sk_err_soft ?: ETIMEDOUT` *after* the socket closes, so a timeout that
+//!   followed a soft ICMP error reports that error (EHOSTUNREACH, ...).
+//! * A connect that fails before any SYN leaves no state change: routing refused it locally.
+//!
+//! Where the recorded facts do not prove a cause, the answer is `Unknown`, never a guess.
+
+use crate::event::{Failure, Stamp};
+use crate::model::{errno::*, Cause, TcpState};
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub cause: Cause,
+    /// The TCP state when the error was born (not the CLOSE the socket ends in).
+    pub state: Option<TcpState>,
+    /// When the causing event happened (kernel monotonic ns), if it was seen.
+    pub cause_ts_ns: Option<u64>,
+    /// Retransmissions counted on the socket, for timeouts.
+    pub retransmits: Option<u32>,
+    /// One plain sentence for the on-call engineer.
+    pub explain: String,
+}
+
+impl Diagnosis {
+    /// Time between the causing event and the failing call.
+    pub fn cause_age_ns(&self, failure_ts_ns: u64) -> Option<u64> {
+        self.cause_ts_ns.map(|t| failure_ts_ns.saturating_sub(t))
+    }
+}
+
+fn peer(remote: Option<SocketAddr>) -> String {
+    remote.map(|r| r.to_string()).unwrap_or_else(|| "the peer".into())
+}
+
+fn state_name(s: Option<TcpState>) -> &'static str {
+    s.map(TcpState::name).unwrap_or("an unknown state")
+}
+
+pub fn diagnose(f: &Failure) -> Diagnosis {
+    let h = &f.history;
+    let remote = peer(f.remote);
+    let d = |cause, state, at: Option<u64>, explain: String| Diagnosis {
+        cause,
+        state,
+        cause_ts_ns: at,
+        retransmits: None,
+        explain,
+    };
+
+    let Some(e) = f.errno else {
+        return end_of_file(f);
+    };
+    if !f.is_tcp {
+        return d(Cause::Unknown, None, None, format!(
+            "{} on a non-TCP socket (family {}); socktrace explains TCP causes only",
+            name(e), f.family
+        ));
+    }
+
+    match e {
+        EAGAIN => {
+            return d(Cause::WouldBlock, f.state_now, None, if f.syscall.is_some_and(|s| s.is_send()) {
+                "the socket's send buffer is full and it is non-blocking (or SO_SNDTIMEO expired): retry when writable".into()
+            } else {
+                "nothing to read yet on a non-blocking socket (or SO_RCVTIMEO expired): retry when readable".into()
+            });
+        }
+        EINTR => {
+            return d(Cause::Interrupted, f.state_now, None,
+                "a signal interrupted the blocking call before it completed".into());
+        }
+        _ if is_restart(e) => {
+            return d(Cause::Interrupted, f.state_now, None, format!(
+                "a signal interrupted the blocking call ({} is the kernel's internal code; the program sees EINTR or a restarted call)",
+                name(e)
+            ));
+        }
+        EINPROGRESS | EALREADY => {
+            return d(Cause::InProgress, f.state_now, None,
+                "non-blocking connect started; its result comes later through SO_ERROR or a failing read/write".into());
+        }
+        _ => {}
+    }
+
+    // An RST that arrived on this socket explains refusals, resets and the EPIPE after them.
+    if let Some(rst) = h.rst_received {
+        if matches!(e, ECONNREFUSED | ECONNRESET | EPIPE | ECONNABORTED) {
+            return from_rst_received(e, rst, &remote);
+        }
+    }
+
+    match e {
+        ECONNREFUSED => {
+            if let Some((at, ECONNREFUSED)) = h.error_report {
+                return d(Cause::IcmpError, at.state.or(Some(TcpState::SynSent)), Some(at.ts_ns), format!(
+                    "an ICMP port-unreachable answered the SYN to {remote}: a firewall or router rejected it (no RST came from the host)"
+                ));
+            }
+        }
+        ECONNRESET => {
+            if let Some((at, reason)) = h.rst_sent {
+                let why = reason.map(|r| format!(" (kernel reason {r})")).unwrap_or_default();
+                return d(Cause::RstSent, at.state, Some(at.ts_ns), format!(
+                    "this host reset the connection to {remote} in {}{why}: e.g. closed with unread data or SO_LINGER 0",
+                    state_name(at.state)
+                ));
+            }
+        }
+        EPIPE => {
+            if let Some((at, reason)) = h.rst_sent {
+                let why = reason.map(|r| format!(" (kernel reason {r})")).unwrap_or_default();
+                return d(Cause::RstSent, at.state, Some(at.ts_ns), format!(
+                    "this host had reset the connection to {remote} in {}{why}; writing after that is a broken pipe",
+                    state_name(at.state)
+                ));
+            }
+            if let Some(fin) = h.transitions.iter().rev().find(|t| is_local_fin(t.old, t.new)) {
+                return d(Cause::LocalShutdown, f.state_now, Some(fin.ts_ns), format!(
+                    "this socket had already sent its FIN (shutdown(SHUT_WR) or close in {}); writing after that is a broken pipe",
+                    state_name(fin.old)
+                ));
+            }
+            if f.shutdown & SEND_SHUTDOWN != 0 && h.error_report.is_none() {
+                return d(Cause::LocalShutdown, f.state_now, None,
+                    "the sending side of this socket was shut down (shutdown(SHUT_WR)) before the write".into());
+            }
+        }
+        ECONNABORTED => {
+            if let Some((at, ECONNABORTED)) = h.error_report {
+                let state = born_state(f, at);
+                return d(Cause::Aborted, state, Some(at.ts_ns), format!(
+                    "the connection to {remote} was aborted on this host in {} (a socket kill such as `ss -K`, or tcp_abort)",
+                    state_name(state)
+                ));
+            }
+        }
+        _ => {}
+    }
+
+    // Errors set by the stack itself: timeouts and ICMP, told apart by when they were reported.
+    if let Some((at, reported)) = h.error_report {
+        if reported == e || matches!(e, EPIPE) {
+            if let Some(dg) = from_error_report(f, e, at, reported, &remote) {
+                return dg;
+            }
+        }
+    }
+
+    if matches!(e, EHOSTUNREACH | ENETUNREACH)
+        && f.syscall_name() == "connect"
+        && !h.transitions.iter().any(|t| t.new == Some(TcpState::SynSent))
+    {
+        let what = if e == ENETUNREACH { "network" } else { "host" };
+        return d(Cause::NoRoute, None, None, format!(
+            "no route to {what} {remote}: the routing table refused the connect before any packet was sent"
+        ));
+    }
+
+    d(Cause::Unknown, f.state_now, None, format!(
+        "{} in {}: no TCP event recorded on this socket explains it (it may predate tracing)",
+        name(e),
+        state_name(f.state_now)
+    ))
+}
+
+const SEND_SHUTDOWN: u8 = 2;
+
+fn is_local_fin(old: Option<TcpState>, new: Option<TcpState>) -> bool {
+    use TcpState::*;
+    matches!(
+        (old, new),
+        (Some(Established), Some(FinWait1)) | (Some(CloseWait), Some(LastAck)) | (Some(SynRecv), Some(FinWait1))
+    )
+}
+
+/// The state the error was born in: the report's own state, or, when the kernel reported it
+/// after closing the socket (tcp_done), the state just before that close.
+fn born_state(f: &Failure, at: Stamp) -> Option<TcpState> {
+    if at.state != Some(TcpState::Close) {
+        return at.state;
+    }
+    f.history
+        .transitions
+        .iter()
+        .rev()
+        .find(|t| t.new == Some(TcpState::Close) && t.ts_ns <= at.ts_ns)
+        .and_then(|t| t.old)
+        .or(at.state)
+}
+
+fn from_rst_received(e: i32, rst: Stamp, remote: &str) -> Diagnosis {
+    use TcpState::*;
+    let state = rst.state;
+    let explain = match (e, state) {
+        (ECONNREFUSED, Some(SynSent)) => {
+            format!("peer answered the SYN with RST: nothing listens on {remote}")
+        }
+        (_, Some(CloseWait)) => format!(
+            "{remote} had closed its end (FIN) and answered our later data with RST: the peer terminated prematurely"
+        ),
+        (EPIPE, _) => format!(
+            "{remote} reset the connection in {} earlier; the reset was reported once and writes after it are a broken pipe",
+            state_name(state)
+        ),
+        (ECONNABORTED, _) => format!(
+            "{remote} reset the connection in {} before it was accepted",
+            state_name(state)
+        ),
+        _ => format!(
+            "{remote} reset the connection (RST in {}): it aborted, closed with unread data, or no longer knows the connection",
+            state_name(state)
+        ),
+    };
+    Diagnosis {
+        cause: Cause::RstReceived,
+        state,
+        cause_ts_ns: Some(rst.ts_ns),
+        retransmits: None,
+        explain,
+    }
+}
+
+fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str) -> Option<Diagnosis> {
+    let h = &f.history;
+    let state = born_state(f, at);
+    // Reported before the socket closed: an ICMP hard error (tcp_v4_err) while connecting.
+    let reported_before_close = at.state.is_some_and(|s| s != TcpState::Close);
+    let via = if e == EPIPE { format!(" ({} was reported first; this later write is a broken pipe)", name(reported)) } else { String::new() };
+    if reported == ETIMEDOUT || (!reported_before_close && matches!(reported, EHOSTUNREACH | ENETUNREACH | EHOSTDOWN | ENONET | EPROTO)) {
+        let n = h.retransmits;
+        let soft = if reported == ETIMEDOUT {
+            String::new()
+        } else {
+            format!(" (the last ICMP error seen, {}, is what the kernel reports)", name(reported))
+        };
+        let what = if state == Some(TcpState::SynSent) { "the SYN" } else { "data" };
+        return Some(Diagnosis {
+            cause: Cause::Timeout,
+            state,
+            cause_ts_ns: Some(at.ts_ns),
+            retransmits: Some(n),
+            explain: format!(
+                "{remote} never acknowledged {what} after {n} retransmission{} in {}: the connection timed out{soft}{via}",
+                if n == 1 { "" } else { "s" },
+                state_name(state)
+            ),
+        });
+    }
+    if reported_before_close && matches!(reported, EHOSTUNREACH | ENETUNREACH | ECONNREFUSED | EHOSTDOWN | ENONET | EPROTO) {
+        return Some(Diagnosis {
+            cause: Cause::IcmpError,
+            state,
+            cause_ts_ns: Some(at.ts_ns),
+            retransmits: None,
+            explain: format!(
+                "an ICMP error ({}) came back for {remote} while in {}{via}",
+                name(reported),
+                state_name(state)
+            ),
+        });
+    }
+    None
+}
+
+const EHOSTDOWN: i32 = 112;
+const ENONET: i32 = 64;
+const EPROTO: i32 = 71;
+
+fn end_of_file(f: &Failure) -> Diagnosis {
+    let h = &f.history;
+    if let Some(rst) = h.rst_received {
+        return Diagnosis {
+            cause: Cause::RstReceived,
+            state: rst.state,
+            cause_ts_ns: Some(rst.ts_ns),
+            retransmits: None,
+            explain: format!(
+                "end of file: {} reset the connection in {} and its error was already reported",
+                peer(f.remote),
+                state_name(rst.state)
+            ),
+        };
+    }
+    let fin = h.transitions.iter().rev().find(|t| {
+        matches!(
+            (t.old, t.new),
+            (Some(TcpState::Established), Some(TcpState::CloseWait))
+                | (Some(TcpState::FinWait1), Some(TcpState::Closing))
+                | (Some(TcpState::FinWait2), Some(TcpState::TimeWait))
+                | (Some(TcpState::SynRecv), Some(TcpState::CloseWait))
+        )
+    });
+    let state = fin.and_then(|t| t.new).or(f.state_now);
+    let peer_closed = fin.is_some()
+        || matches!(f.state_now, Some(TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait));
+    Diagnosis {
+        cause: if peer_closed { Cause::PeerFin } else { Cause::Unknown },
+        state,
+        cause_ts_ns: fin.map(|t| t.ts_ns),
+        retransmits: None,
+        explain: if peer_closed {
+            format!("end of file: {} closed its side of the connection (FIN)", peer(f.remote))
+        } else {
+            "end of file with no FIN recorded (our own SHUT_RD, or the FIN predates tracing)".into()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{History, StateChange};
+    use crate::model::Syscall;
+    use TcpState::*;
+
+    fn failure(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
+        Failure {
+            ts_ns: 10_000,
+            pid: 1,
+            tid: 1,
+            comm: b"t".to_vec(),
+            syscall_nr: syscall.number() as u32,
+            syscall: Some(syscall),
+            reported_as_connect: false,
+            fd: 3,
+            ret: errno.map(|e| -(e as i64)).unwrap_or(0),
+            errno,
+            sk: 1,
+            family: 2,
+            sock_type: 1,
+            protocol: 6,
+            is_tcp: true,
+            state_now: Some(state_now),
+            shutdown: 0,
+            local: Some("127.0.0.1:40000".parse().unwrap()),
+            remote: Some("127.0.0.1:9".parse().unwrap()),
+            history,
+            accept_wants_addr: false,
+        }
+    }
+
+    fn tr(ts_ns: u64, old: TcpState, new: TcpState) -> StateChange {
+        StateChange { ts_ns, old: Some(old), new: Some(new), in_traced_task: true }
+    }
+
+    fn at(ts_ns: u64, state: TcpState) -> Stamp {
+        Stamp { ts_ns, state: Some(state) }
+    }
+
+    fn connect_then_close(ts_close: u64) -> Vec<StateChange> {
+        vec![tr(1_000, Close, SynSent), tr(ts_close, SynSent, Close)]
+    }
+
+    /// (name, failure, expected cause, expected state at the failure's birth)
+    fn catalogue() -> Vec<(&'static str, Failure, Cause, Option<TcpState>)> {
+        let refused_rst = History {
+            transitions: connect_then_close(2_000),
+            rst_received: Some(at(1_900, SynSent)),
+            error_report: Some((at(2_100, Close), ECONNREFUSED)),
+            ..Default::default()
+        };
+        let refused_icmp = History {
+            transitions: connect_then_close(2_000),
+            error_report: Some((at(1_900, SynSent), ECONNREFUSED)),
+            ..Default::default()
+        };
+        let reset_established = History {
+            transitions: vec![tr(1_000, Close, SynSent), tr(1_100, SynSent, Established), tr(5_000, Established, Close)],
+            rst_received: Some(at(4_900, Established)),
+            error_report: Some((at(5_100, Close), ECONNRESET)),
+            ..Default::default()
+        };
+        let premature = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(3_000, Established, CloseWait), tr(5_000, CloseWait, Close)],
+            rst_received: Some(at(4_900, CloseWait)),
+            error_report: Some((at(5_100, Close), EPIPE)),
+            ..Default::default()
+        };
+        let shut_wr = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(3_000, Established, FinWait1), tr(3_100, FinWait1, FinWait2)],
+            ..Default::default()
+        };
+        let syn_timeout = History {
+            transitions: connect_then_close(9_000),
+            retransmits: 2,
+            last_retransmit_ns: Some(5_000),
+            error_report: Some((at(9_100, Close), ETIMEDOUT)),
+            ..Default::default()
+        };
+        let est_timeout = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(9_000, Established, Close)],
+            retransmits: 5,
+            error_report: Some((at(9_100, Close), ETIMEDOUT)),
+            ..Default::default()
+        };
+        let icmp_host = History {
+            transitions: connect_then_close(2_000),
+            error_report: Some((at(1_900, SynSent), EHOSTUNREACH)),
+            ..Default::default()
+        };
+        let soft_then_timeout = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(9_000, Established, Close)],
+            retransmits: 4,
+            error_report: Some((at(9_100, Close), EHOSTUNREACH)),
+            ..Default::default()
+        };
+        let aborted = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(6_000, Established, Close)],
+            error_report: Some((at(6_100, Close), ECONNABORTED)),
+            ..Default::default()
+        };
+        let fin = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(3_000, Established, CloseWait)],
+            ..Default::default()
+        };
+        let we_reset = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(3_000, Established, Close)],
+            rst_sent: Some((at(2_900, Established), Some(2))),
+            ..Default::default()
+        };
+        use Syscall::*;
+        vec![
+            ("connect refused by RST", failure(Connect, Some(ECONNREFUSED), Close, refused_rst.clone()), Cause::RstReceived, Some(SynSent)),
+            ("connect refused by ICMP port-unreachable", failure(Connect, Some(ECONNREFUSED), Close, refused_icmp), Cause::IcmpError, Some(SynSent)),
+            ("read after peer RST", failure(Read, Some(ECONNRESET), Close, reset_established.clone()), Cause::RstReceived, Some(Established)),
+            ("write after peer RST: first ECONNRESET", failure(Write, Some(ECONNRESET), Close, reset_established.clone()), Cause::RstReceived, Some(Established)),
+            ("write after peer RST: then EPIPE", failure(Sendto, Some(EPIPE), Close, reset_established.clone()), Cause::RstReceived, Some(Established)),
+            ("read after RST was reported: EOF", failure(Read, None, Close, reset_established), Cause::RstReceived, Some(Established)),
+            ("server terminated prematurely", failure(Write, Some(EPIPE), Close, premature), Cause::RstReceived, Some(CloseWait)),
+            ("write after our shutdown(SHUT_WR)", failure(Write, Some(EPIPE), FinWait2, shut_wr), Cause::LocalShutdown, Some(FinWait2)),
+            ("read after peer FIN", failure(Read, None, CloseWait, fin), Cause::PeerFin, Some(CloseWait)),
+            ("connect timeout", failure(Connect, Some(ETIMEDOUT), Close, syn_timeout), Cause::Timeout, Some(SynSent)),
+            ("established timeout", failure(Write, Some(ETIMEDOUT), Close, est_timeout), Cause::Timeout, Some(Established)),
+            ("ICMP host unreachable while connecting", failure(Connect, Some(EHOSTUNREACH), Close, icmp_host), Cause::IcmpError, Some(SynSent)),
+            ("timeout after a soft ICMP error", failure(Read, Some(EHOSTUNREACH), Close, soft_then_timeout), Cause::Timeout, Some(Established)),
+            ("no route: unreachable route", failure(Connect, Some(EHOSTUNREACH), Close, History::default()), Cause::NoRoute, None),
+            ("no route at all", failure(Connect, Some(ENETUNREACH), Close, History::default()), Cause::NoRoute, None),
+            ("killed with ss -K", failure(Read, Some(ECONNABORTED), Close, aborted), Cause::Aborted, Some(Established)),
+            ("we reset it ourselves", failure(Read, Some(ECONNRESET), Close, we_reset), Cause::RstSent, Some(Established)),
+            ("EAGAIN", failure(Read, Some(EAGAIN), Established, History::default()), Cause::WouldBlock, Some(Established)),
+            ("EINTR", failure(Read, Some(EINTR), Established, History::default()), Cause::Interrupted, Some(Established)),
+            ("ERESTARTSYS", failure(Read, Some(ERESTARTSYS), Established, History::default()), Cause::Interrupted, Some(Established)),
+            ("EINPROGRESS", failure(Connect, Some(EINPROGRESS), SynSent, History::default()), Cause::InProgress, Some(SynSent)),
+            ("reset with no recorded event", failure(Read, Some(ECONNRESET), Close, History::default()), Cause::Unknown, Some(Close)),
+            ("refused with no recorded event", failure(Connect, Some(ECONNREFUSED), Close, History::default()), Cause::Unknown, Some(Close)),
+            ("timeout with no recorded event", failure(Connect, Some(ETIMEDOUT), Close, History::default()), Cause::Unknown, Some(Close)),
+        ]
+    }
+
+    #[test]
+    fn every_row_of_the_catalogue() {
+        for (name, f, cause, state) in catalogue() {
+            let dg = diagnose(&f);
+            assert_eq!((dg.cause, dg.state), (cause, state), "{name}: {}", dg.explain);
+            assert!(!dg.explain.is_empty() && !dg.explain.contains('\n'), "{name}");
+        }
+    }
+
+    #[test]
+    fn refusal_by_rst_and_by_icmp_explain_differently() {
+        let rows = catalogue();
+        let rst = diagnose(&rows[0].1).explain;
+        let icmp = diagnose(&rows[1].1).explain;
+        assert!(rst.contains("RST") && rst.contains("nothing listens on 127.0.0.1:9"), "{rst}");
+        assert!(icmp.contains("ICMP") && !icmp.contains("nothing listens"), "{icmp}");
+    }
+
+    #[test]
+    fn cause_age_is_measured_from_the_causing_event() {
+        let rows = catalogue();
+        let f = &rows[0].1;
+        let dg = diagnose(f);
+        assert_eq!(dg.cause_ts_ns, Some(1_900));
+        assert_eq!(dg.cause_age_ns(f.ts_ns), Some(10_000 - 1_900));
+    }
+
+    #[test]
+    fn timeouts_carry_the_retransmission_count() {
+        let rows = catalogue();
+        let dg = diagnose(&rows[9].1);
+        assert_eq!(dg.retransmits, Some(2));
+        assert!(dg.explain.contains("2 retransmissions"), "{}", dg.explain);
+    }
+
+    #[test]
+    fn async_connect_result_is_labelled_like_a_connect() {
+        let rows = catalogue();
+        let mut f = rows[0].1.clone();
+        f.syscall = Some(Syscall::Getsockopt);
+        f.reported_as_connect = true;
+        assert_eq!(diagnose(&f).cause, Cause::RstReceived);
+    }
+
+    #[test]
+    fn non_tcp_sockets_are_not_explained() {
+        let mut f = catalogue()[0].1.clone();
+        f.is_tcp = false;
+        assert_eq!(diagnose(&f).cause, Cause::Unknown);
+    }
+}

@@ -1,0 +1,332 @@
+//! Decoding: ring buffer records -> `Failure`, the facts of one failing call in Rust types.
+//!
+//! Records come from the kernel, but a decoder that trusts them is one bug away from a panic
+//! on a production box: every length and value is checked, nothing here can panic.
+
+use crate::model::{errno, Syscall, TcpState};
+use socktrace_common::{
+    event_flags, FailureEvent, SockAddrs, SocketHistory, StampedState, HISTORY_TRANSITIONS,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const AF_UNIX: u16 = 1;
+
+/// One state change of a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub ts_ns: u64,
+    pub old: Option<TcpState>,
+    pub new: Option<TcpState>,
+    /// It ran in the traced process's own context (connect, shutdown, close).
+    pub in_traced_task: bool,
+}
+
+/// An event on a socket: when it happened and the state it hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub ts_ns: u64,
+    pub state: Option<TcpState>,
+}
+
+/// What the kernel recorded about the socket before the call failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// Oldest first.
+    pub transitions: Vec<StateChange>,
+    pub retransmits: u32,
+    pub last_retransmit_ns: Option<u64>,
+    pub rst_received: Option<Stamp>,
+    /// An RST this socket sent, with the kernel's reason code when the kernel has one.
+    pub rst_sent: Option<(Stamp, Option<i32>)>,
+    /// `sk_err` was set to this (positive) errno.
+    pub error_report: Option<(Stamp, i32)>,
+}
+
+/// One failing call, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// Raw bytes of the task name (the traced process controls them: escape before printing).
+    pub comm: Vec<u8>,
+    pub syscall_nr: u32,
+    pub syscall: Option<Syscall>,
+    /// The syscall as reported: a failing `getsockopt(SO_ERROR)` is the result of a connect.
+    pub reported_as_connect: bool,
+    pub fd: i32,
+    pub ret: i64,
+    /// Positive errno of the failure; None for an end of file (ret 0).
+    pub errno: Option<i32>,
+    pub sk: u64,
+    pub family: u16,
+    pub sock_type: u16,
+    pub protocol: u16,
+    pub is_tcp: bool,
+    /// The socket's state when the call returned.
+    pub state_now: Option<TcpState>,
+    pub shutdown: u8,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub history: History,
+    pub accept_wants_addr: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Truncated { len: usize, want: usize },
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Truncated { len, want } => {
+                write!(f, "ring buffer record of {len} bytes, expected {want}")
+            }
+        }
+    }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Failure, DecodeError> {
+    let want = std::mem::size_of::<FailureEvent>();
+    if bytes.len() < want {
+        return Err(DecodeError::Truncated { len: bytes.len(), want });
+    }
+    // SAFETY: the length was checked; FailureEvent is plain data valid for any bit pattern,
+    // and read_unaligned makes no alignment assumption about the ring buffer memory.
+    let ev: FailureEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    Ok(from_event(&ev))
+}
+
+pub fn from_event(ev: &FailureEvent) -> Failure {
+    let from_so_error = ev.flags & event_flags::FROM_SO_ERROR != 0;
+    let errno = if from_so_error {
+        Some(ev.so_error.saturating_abs())
+    } else if ev.ret < 0 {
+        i32::try_from(ev.ret.saturating_neg()).ok()
+    } else {
+        None
+    };
+    let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
+    let syscall = Syscall::from_number(ev.syscall_nr);
+    let sock = &ev.sock;
+    let is_tcp = sock.protocol == 6
+        && sock.sock_type == 1
+        && (sock.addrs.family == AF_INET || sock.addrs.family == AF_INET6);
+    let history = if ev.flags & event_flags::HAS_HISTORY != 0 {
+        decode_history(&ev.history)
+    } else {
+        History::default()
+    };
+    let hist_addrs = (ev.flags & event_flags::HAS_HISTORY != 0).then_some(&ev.history.addrs);
+
+    // The kernel zeroes a socket's ports as it closes: prefer what the socket shows at exit,
+    // then the history's last complete view, then (for the remote end) the connect() argument.
+    let local = endpoint(&sock.addrs, true).or_else(|| hist_addrs.and_then(|a| endpoint(a, true)));
+    let remote = endpoint(&sock.addrs, false)
+        .or_else(|| hist_addrs.and_then(|a| endpoint(a, false)))
+        .or_else(|| {
+            (ev.flags & event_flags::HAS_CONNECT_ADDR != 0)
+                .then(|| endpoint(&ev.connect_addr, false))
+                .flatten()
+        });
+
+    Failure {
+        ts_ns: ev.ts_ns,
+        pid: ev.pid,
+        tid: ev.tid,
+        comm: ev.comm[..comm_len].to_vec(),
+        syscall_nr: ev.syscall_nr,
+        syscall,
+        reported_as_connect: from_so_error,
+        fd: ev.fd,
+        ret: if from_so_error { -(ev.so_error.saturating_abs() as i64) } else { ev.ret },
+        errno,
+        sk: ev.sk,
+        family: sock.addrs.family,
+        sock_type: sock.sock_type,
+        protocol: sock.protocol,
+        is_tcp,
+        state_now: if is_tcp { TcpState::from_kernel(sock.state) } else { None },
+        shutdown: sock.shutdown,
+        local,
+        remote,
+        history,
+        accept_wants_addr: ev.flags & event_flags::ACCEPT_WANTS_ADDR != 0,
+    }
+}
+
+fn stamp(s: &StampedState) -> Option<Stamp> {
+    (s.ts_ns != 0).then(|| Stamp { ts_ns: s.ts_ns, state: TcpState::from_kernel(s.state) })
+}
+
+fn decode_history(h: &SocketHistory) -> History {
+    let n = h.n_transitions as usize;
+    let kept = n.min(HISTORY_TRANSITIONS);
+    let transitions = (n - kept..n)
+        .map(|i| &h.transitions[i % HISTORY_TRANSITIONS])
+        .map(|t| StateChange {
+            ts_ns: t.ts_ns,
+            old: TcpState::from_kernel(t.old_state),
+            new: TcpState::from_kernel(t.new_state),
+            in_traced_task: t.in_traced_task != 0,
+        })
+        .collect();
+    History {
+        transitions,
+        retransmits: h.retransmits,
+        last_retransmit_ns: (h.last_retransmit_ns != 0).then_some(h.last_retransmit_ns),
+        rst_received: stamp(&h.rst_received),
+        rst_sent: stamp(&h.rst_sent).map(|s| (s, (h.rst_sent.value >= 0).then_some(h.rst_sent.value))),
+        error_report: stamp(&h.error_report).map(|s| (s, h.error_report.value.saturating_abs())),
+    }
+}
+
+/// The local (`local = true`) or remote end, if the kernel had filled it in.
+fn endpoint(a: &SockAddrs, local: bool) -> Option<SocketAddr> {
+    let (addr, port) = if local { (&a.saddr, a.sport) } else { (&a.daddr, a.dport) };
+    if port == 0 {
+        return None;
+    }
+    let ip = match a.family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(*addr);
+            // Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d; print them as IPv4.
+            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+impl Failure {
+    pub fn syscall_name(&self) -> String {
+        if self.reported_as_connect {
+            return "connect".into();
+        }
+        match self.syscall {
+            Some(s) => s.name().into(),
+            None => format!("syscall_{}", self.syscall_nr),
+        }
+    }
+
+    pub fn errno_name(&self) -> Option<String> {
+        self.errno.map(errno::name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socktrace_common::{SockSnapshot, Transition};
+
+    fn sample() -> FailureEvent {
+        let mut ev = FailureEvent {
+            ts_ns: 5_000,
+            sk: 0xffff_8880_1234_0000,
+            ret: -111,
+            pid: 42,
+            tid: 43,
+            syscall_nr: libc::SYS_connect as u32,
+            fd: 3,
+            flags: event_flags::IS_SOCKET | event_flags::HAS_HISTORY | event_flags::HAS_CONNECT_ADDR,
+            ..Default::default()
+        };
+        ev.comm[..4].copy_from_slice(b"demo");
+        ev.sock = SockSnapshot { sock_type: 1, protocol: 6, state: 7, ..Default::default() };
+        ev.sock.addrs.family = AF_INET;
+        ev.history.addrs = SockAddrs {
+            family: AF_INET,
+            sport: 40122,
+            dport: 9,
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
+        };
+        ev.history.n_transitions = 2;
+        ev.history.transitions[0] = Transition { ts_ns: 1_000, old_state: 7, new_state: 2, in_traced_task: 1, _pad: [0; 5] };
+        ev.history.transitions[1] = Transition { ts_ns: 2_000, old_state: 2, new_state: 7, in_traced_task: 1, _pad: [0; 5] };
+        ev.history.rst_received = StampedState { ts_ns: 1_900, state: 2, _pad: [0; 3], value: 0 };
+        ev
+    }
+
+    fn bytes(ev: &FailureEvent) -> Vec<u8> {
+        let p = ev as *const FailureEvent as *const u8;
+        unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<FailureEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_a_refused_connect() {
+        let f = decode(&bytes(&sample())).unwrap();
+        assert_eq!(f.errno, Some(111));
+        assert_eq!(f.syscall, Some(Syscall::Connect));
+        assert_eq!(f.comm, b"demo");
+        assert!(f.is_tcp);
+        assert_eq!(f.state_now, Some(TcpState::Close));
+        assert_eq!(f.local, Some("127.0.0.1:40122".parse().unwrap()));
+        assert_eq!(f.remote, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(f.history.transitions.len(), 2);
+        assert_eq!(f.history.transitions[0].new, Some(TcpState::SynSent));
+        assert_eq!(f.history.rst_received.unwrap().state, Some(TcpState::SynSent));
+        assert_eq!(f.history.error_report, None);
+    }
+
+    #[test]
+    fn ring_of_transitions_is_read_oldest_first() {
+        let mut ev = sample();
+        ev.history.n_transitions = (HISTORY_TRANSITIONS + 3) as u32;
+        for i in 0..HISTORY_TRANSITIONS + 3 {
+            ev.history.transitions[i % HISTORY_TRANSITIONS].ts_ns = i as u64 + 1;
+        }
+        let f = decode(&bytes(&ev)).unwrap();
+        let ts: Vec<u64> = f.history.transitions.iter().map(|t| t.ts_ns).collect();
+        assert_eq!(ts, (4..=(HISTORY_TRANSITIONS as u64 + 3)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn so_error_is_a_connect_failure() {
+        let mut ev = sample();
+        ev.syscall_nr = libc::SYS_getsockopt as u32;
+        ev.ret = 0;
+        ev.so_error = 111;
+        ev.flags |= event_flags::FROM_SO_ERROR;
+        let f = decode(&bytes(&ev)).unwrap();
+        assert_eq!(f.errno, Some(111));
+        assert_eq!(f.ret, -111);
+        assert_eq!(f.syscall_name(), "connect");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_prints_as_ipv4() {
+        let mut a = SockAddrs { family: AF_INET6, dport: 80, ..Default::default() };
+        a.daddr[10] = 0xff;
+        a.daddr[11] = 0xff;
+        a.daddr[12..].copy_from_slice(&[10, 0, 0, 5]);
+        assert_eq!(endpoint(&a, false), Some("10.0.0.5:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn truncated_and_arbitrary_records_never_panic() {
+        let full = bytes(&sample());
+        for len in 0..full.len() {
+            assert!(matches!(decode(&full[..len]), Err(DecodeError::Truncated { .. })));
+        }
+        // Arbitrary bytes of the right length decode to something, without panicking.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let junk: Vec<u8> = (0..full.len())
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let f = decode(&junk).unwrap();
+            let _ = crate::diagnose::diagnose(&f);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Struct field offsets of the running kernel, read from its BTF (/sys/kernel/btf/vmlinux).
+//!
+//! The eBPF programs walk task -> files -> fdtable -> file -> socket -> sock and read fields of
+//! `struct sock`; those layouts change between kernels and configs, so they are looked up here
+//! at start-up and handed to the programs (see `socktrace_common::KernelOffsets`).
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use btf_rs::{Btf, Type};
+use socktrace_common::KernelOffsets;
+use std::path::Path;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<Self> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!(
+                "{} is missing: this kernel was built without BTF (CONFIG_DEBUG_INFO_BTF=y). \
+                 socktrace needs BTF to find socket fields; use a kernel with BTF \
+                 (most distribution kernels since 5.4 have it)",
+                path.display()
+            );
+        }
+        let btf = Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
+        Ok(Self { btf })
+    }
+
+    /// The byte offset of `path` (dot-separated, e.g. `__sk_common.skc_state`) inside the
+    /// struct `outer`. Anonymous unions and structs are searched through, as C does.
+    pub fn offset_of(&self, outer: &str, path: &str) -> Result<u32> {
+        let mut ty = self.struct_named(outer)?;
+        let mut offset_bits = 0u32;
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, field) in parts.iter().enumerate() {
+            let (bits, member_ty) = self
+                .find_member(&ty, field)?
+                .ok_or_else(|| anyhow!("struct {outer} has no field {path} in this kernel's BTF"))?;
+            offset_bits += bits;
+            if i + 1 < parts.len() {
+                ty = self.strip(member_ty)?;
+            }
+        }
+        if offset_bits % 8 != 0 {
+            bail!("{outer}.{path} is a bitfield in this kernel; socktrace cannot read it yet");
+        }
+        Ok(offset_bits / 8)
+    }
+
+    /// Whether `struct outer` has a member `name` (directly or through anonymous members).
+
+    /// Number of parameters of the BTF tracepoint `name` (its `btf_trace_<name>` typedef).
+    pub fn tracepoint_arity(&self, name: &str) -> Option<usize> {
+        let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?;
+        let typedef = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))?;
+        let mut ty = self.btf.resolve_chained_type(typedef.as_btf_type()?).ok()?;
+        loop {
+            match ty {
+                Type::Ptr(ref p) => ty = self.btf.resolve_chained_type(p).ok()?,
+                Type::FuncProto(ref f) => return Some(f.parameters.len().saturating_sub(1)),
+                _ => return None,
+            }
+        }
+    }
+
+    fn struct_named(&self, name: &str) -> Result<Type> {
+        self.btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("struct {name} is not in this kernel's BTF"))?
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+            .ok_or_else(|| anyhow!("struct {name} is not in this kernel's BTF"))
+    }
+
+    /// Follows typedefs and qualifiers to the underlying struct or union.
+    fn strip(&self, mut ty: Type) -> Result<Type> {
+        for _ in 0..16 {
+            ty = match ty {
+                Type::Struct(_) | Type::Union(_) => return Ok(ty),
+                Type::Typedef(ref t) => self.btf.resolve_chained_type(t)?,
+                Type::Const(ref t) | Type::Volatile(ref t) | Type::Restrict(ref t) => {
+                    self.btf.resolve_chained_type(t)?
+                }
+                Type::TypeTag(ref t) => self.btf.resolve_chained_type(t)?,
+                other => bail!("expected a struct or union, found {}", other.name()),
+            };
+        }
+        bail!("type chain too deep")
+    }
+
+    /// (bit offset, member type) of `name` in `ty`, searching anonymous members.
+    fn find_member(&self, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
+        let members = match ty {
+            Type::Struct(s) | Type::Union(s) => &s.members,
+            _ => return Ok(None),
+        };
+        for m in members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let mty = self.btf.resolve_chained_type(m)?;
+            if mname == name {
+                return Ok(Some((m.bit_offset(), mty)));
+            }
+            if mname.is_empty() {
+                if let Ok(inner) = self.strip(mty) {
+                    if let Some((bits, t)) = self.find_member(&inner, name)? {
+                        return Ok(Some((m.bit_offset() + bits, t)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every offset the eBPF programs need. The tracepoint fields are filled in by the caller.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets> {
+        let sk = |f: &str| self.offset_of("sock", f);
+        Ok(KernelOffsets {
+            task_files: self.offset_of("task_struct", "files")?,
+            files_fdt: self.offset_of("files_struct", "fdt")?,
+            fdtable_max_fds: self.offset_of("fdtable", "max_fds")?,
+            fdtable_fd: self.offset_of("fdtable", "fd")?,
+            file_f_inode: self.offset_of("file", "f_inode")?,
+            file_private_data: self.offset_of("file", "private_data")?,
+            inode_i_mode: self.offset_of("inode", "i_mode")?,
+            socket_sk: self.offset_of("socket", "sk")?,
+            sk_family: sk("__sk_common.skc_family")?,
+            sk_state: sk("__sk_common.skc_state")?,
+            sk_type: sk("sk_type")?,
+            sk_protocol: sk("sk_protocol")?,
+            sk_shutdown: sk("sk_shutdown")?,
+            sk_err: sk("sk_err")?,
+            sk_daddr: sk("__sk_common.skc_daddr")?,
+            sk_rcv_saddr: sk("__sk_common.skc_rcv_saddr")?,
+            sk_dport: sk("__sk_common.skc_dport")?,
+            sk_num: sk("__sk_common.skc_num")?,
+            sk_v6_daddr: sk("__sk_common.skc_v6_daddr")?,
+            sk_v6_rcv_saddr: sk("__sk_common.skc_v6_rcv_saddr")?,
+            tp_syscall_nr: 0,
+            tp_enter_args: 0,
+            tp_exit_ret: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Reads the BTF of the kernel the tests run on: every offset must resolve, and the
+    // sock_common fields must sit where every kernel since 4.x puts them relative to each other.
+    #[test]
+    fn offsets_resolve_on_this_kernel() {
+        let btf = KernelBtf::load().expect("this machine has BTF");
+        let o = btf.kernel_offsets().expect("all offsets");
+        // struct sock starts with sock_common, whose first fields are the address pair.
+        assert_eq!(o.sk_daddr, 0);
+        assert_eq!(o.sk_rcv_saddr, 4);
+        assert!(o.sk_dport > o.sk_rcv_saddr && o.sk_num == o.sk_dport + 2);
+        assert!(o.sk_state > o.sk_family);
+        assert!(o.sk_protocol > o.sk_state && o.sk_type > o.sk_state);
+        assert_ne!(o.task_files, 0);
+        assert_eq!(btf.tracepoint_arity("inet_sock_set_state"), Some(3));
+        assert_eq!(btf.tracepoint_arity("tcp_receive_reset"), Some(1));
+    }
+
+    #[test]
+    fn missing_field_is_a_clear_error() {
+        let btf = KernelBtf::load().unwrap();
+        let err = btf.offset_of("sock", "no_such_field").unwrap_err().to_string();
+        assert!(err.contains("struct sock has no field no_such_field"), "{err}");
+    }
+}

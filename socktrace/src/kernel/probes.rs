@@ -1,0 +1,204 @@
+//! Loading and attaching the eBPF programs: the one place that knows which probes exist on
+//! which kernel and which probe mode is in use.
+
+use super::{btf::KernelBtf, tracefs};
+use crate::model::Syscall;
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{HashMap, MapData, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use socktrace_common::{config_flags, KernelOffsets, TracedConfig};
+use std::path::Path;
+
+/// How socktrace reaches the kernel's TCP events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeMode {
+    /// Pick the best available on this kernel.
+    Auto,
+    /// Syscall tracepoints plus BTF-typed TCP/socket tracepoints (tp_btf, 5.5+).
+    Tracepoint,
+}
+
+/// The TCP/socket tracepoints the history is built from, with the program for each.
+const SOCKET_TRACEPOINTS: [&str; 6] = [
+    "inet_sock_set_state",
+    "tcp_receive_reset",
+    "tcp_send_reset",
+    "inet_sk_error_report",
+    "tcp_retransmit_skb",
+    "tcp_destroy_sock",
+];
+
+/// The syscall-exit program that handles each watched call.
+fn exit_program(s: Syscall) -> &'static str {
+    if s.is_receive() {
+        "sys_exit_receive"
+    } else if s.is_accept() {
+        "sys_exit_accept"
+    } else {
+        match s {
+            Syscall::Connect => "sys_exit_connect",
+            Syscall::Getsockopt => "sys_exit_getsockopt",
+            _ => "sys_exit_other",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbeOptions {
+    pub report_eof: bool,
+    pub all_sockets: bool,
+}
+
+/// The loaded programs with their links (dropping this detaches everything).
+pub struct Probes {
+    ebpf: Ebpf,
+    pub mode: ProbeMode,
+    /// What was attached, one entry per probe, for the attach line and `check`.
+    pub attached: Vec<String>,
+}
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/socktrace"));
+
+impl Probes {
+    pub fn load_and_attach(mode: ProbeMode, opts: ProbeOptions, tgids: &[u32]) -> Result<Self> {
+        let tracefs = tracefs::ensure_mounted()?;
+        let btf = KernelBtf::load()?;
+        let mut offsets = btf.kernel_offsets()?;
+        syscall_record_layout(&tracefs, &mut offsets)?;
+
+        let mut flags = 0;
+        if opts.report_eof {
+            flags |= config_flags::REPORT_EOF;
+        }
+        if opts.all_sockets {
+            flags |= config_flags::ALL_SOCKETS;
+        }
+        if btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3 {
+            flags |= config_flags::SEND_RESET_HAS_REASON;
+        }
+        let config = TracedConfig { flags, _pad: 0 };
+
+        raise_memlock_limit();
+        let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("CONFIG", &config, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| anyhow!("loading socktrace's eBPF programs: {e}{}", hint_for_load_error()))?;
+
+        {
+            let mut traced: HashMap<&mut MapData, u32, u8> =
+                HashMap::try_from(ebpf.map_mut("TRACED_TGIDS").context("TRACED_TGIDS map")?)?;
+            for &tgid in tgids {
+                traced.insert(tgid, 1, 0).context("adding the PID to the filter")?;
+            }
+        }
+
+        let mut attached = Vec::new();
+        // History first, so no state change between attach and the first failure is missed.
+        for tp in SOCKET_TRACEPOINTS {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(tp)
+                .with_context(|| format!("program {tp} missing from the object"))?
+                .try_into()?;
+            prog.load(tp, &aya_btf)
+                .with_context(|| format!("loading BTF tracepoint {tp} (needs kernel 5.5+ with BTF)"))?;
+            prog.attach()
+                .with_context(|| format!("attaching BTF tracepoint {tp}: this kernel may lack it"))?;
+            attached.push(format!("tp_btf/{tp}"));
+        }
+
+        for name in ["sys_enter", "sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_accept", "sys_exit_other"] {
+            let prog: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+        }
+        for s in Syscall::ALL {
+            for (prog_name, tp) in [("sys_enter", format!("sys_enter_{}", s.name())), (exit_program(s), format!("sys_exit_{}", s.name()))] {
+                let prog: &mut TracePoint = ebpf.program_mut(prog_name).context(prog_name)?.try_into()?;
+                prog.attach("syscalls", &tp).with_context(|| {
+                    format!("attaching tracepoint syscalls:{tp} (needs CONFIG_FTRACE_SYSCALLS)")
+                })?;
+            }
+        }
+        attached.push(format!("tracepoint/syscalls:sys_{{enter,exit}}_* ({} calls)", Syscall::ALL.len()));
+
+        let mode = match mode {
+            ProbeMode::Auto => ProbeMode::Tracepoint,
+            m => m,
+        };
+        Ok(Probes { ebpf, mode, attached })
+    }
+
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("EVENTS ring buffer missing")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+}
+
+/// The syscall tracepoints' record layout, read from their format files; every watched call
+/// must share it, since one program serves them all.
+fn syscall_record_layout(tracefs: &Path, o: &mut KernelOffsets) -> Result<()> {
+    let mut layout: Option<(u32, u32, u32)> = None;
+    for s in Syscall::ALL {
+        let enter = tracefs::Format::read(tracefs, "syscalls", &format!("sys_enter_{}", s.name()))?;
+        let exit = tracefs::Format::read(tracefs, "syscalls", &format!("sys_exit_{}", s.name()))?;
+        let nr = enter.offset("__syscall_nr")?;
+        // The first argument follows __syscall_nr, aligned to 8.
+        let first_arg = enter
+            .fields
+            .iter()
+            .find(|f| f.offset > nr)
+            .map(|f| f.offset)
+            .ok_or_else(|| anyhow!("sys_enter_{} has no arguments", s.name()))?;
+        let this = (nr, first_arg, exit.offset("ret")?);
+        if exit.offset("__syscall_nr")? != nr {
+            bail!("sys_exit_{} places __syscall_nr differently from its enter", s.name());
+        }
+        match layout {
+            None => layout = Some(this),
+            Some(l) if l != this => bail!(
+                "syscall tracepoint layouts differ on this kernel (sys_enter_{}: {:?} vs {:?})",
+                s.name(),
+                this,
+                l
+            ),
+            Some(_) => {}
+        }
+    }
+    let (nr, args, ret) = layout.ok_or_else(|| anyhow!("no syscalls"))?;
+    o.tp_syscall_nr = nr;
+    o.tp_enter_args = args;
+    o.tp_exit_ret = ret;
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the cgroup. Raising it
+/// can fail in containers (no CAP_SYS_RESOURCE): harmless on 5.11+, so only a notice below it.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 && kernel_version() < (5, 11) {
+        eprintln!(
+            "socktrace: notice: could not raise RLIMIT_MEMLOCK ({}); map creation may fail on this kernel",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+fn hint_for_load_error() -> &'static str {
+    if !super::privileges::has_bpf_privileges() {
+        " (not enough privilege: run socktrace as root, e.g. with sudo)"
+    } else {
+        ""
+    }
+}

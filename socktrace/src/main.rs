@@ -1,0 +1,27 @@
+//! socktrace: for every failing socket call of a process, the errno and the TCP cause.
+//!
+//! Data flows one way: kernel programs -> ring buffer -> `event` (decode) -> `diagnose` ->
+//! `render` (text, JSON). `kernel` loads and attaches the programs; `session` runs the loop.
+
+mod cli;
+mod demo;
+mod diagnose;
+mod event;
+mod kernel;
+mod model;
+mod render;
+mod session;
+
+use clap::Parser as _;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("socktrace: error: {}", render::escape_bytes(format!("{e:#}").as_bytes()));
+            cli::EXIT_FAILURE
+        }
+    };
+    std::process::exit(code);
+}
