@@ -1,1 +1,137 @@
-fn main(){}
+//! Project tasks: `cargo xtask build|test|demo`. Run through `./x`, which first makes sure the
+//! eBPF toolchain is installed and exports where it is.
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "socktrace's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build socktrace (the eBPF programs are compiled and embedded by its build script).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// The whole suite: unit tests of every crate, then the end-to-end tests (root + BPF).
+    Test {
+        /// Extra arguments for the test harness (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Build in release mode and run `socktrace demo`.
+    Demo {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.task {
+        Task::Build { release } => build(release),
+        Task::Test { args } => test(&args),
+        Task::Demo { args } => {
+            build(true)?;
+            let bin = root.join("target/release/socktrace");
+            run(Command::new(bin).arg("demo").args(args))
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    let started = Instant::now();
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "socktrace", "--package", "socktrace-tests"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    eprintln!("xtask: build took {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the end-to-end tests load BPF programs: run `./x test` as root (e.g. with sudo)");
+    }
+    build(false)?;
+    // Unit tests run in parallel; the end-to-end tests attach real probes and make real
+    // sockets fail, one at a time so their timings cannot disturb each other.
+    let mut totals = Totals::default();
+    let mut unit = cargo();
+    unit.args(["test", "--package", "socktrace", "--package", "socktrace-common", "--package", "xtask", "--", "--test-threads=2"]);
+    unit.args(args);
+    let unit_ok = run_counting(&mut unit, &mut totals)?;
+    let mut e2e = cargo();
+    e2e.args(["test", "--package", "socktrace-tests", "--", "--test-threads=1"]);
+    e2e.args(args);
+    let e2e_ok = run_counting(&mut e2e, &mut totals)?;
+    // One closing line for the whole suite, whatever the number of test binaries.
+    println!("summary: {} passed, {} failed", totals.passed, totals.failed);
+    if !(unit_ok && e2e_ok) || totals.failed > 0 {
+        bail!("test suite failed");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs a `cargo test`, echoing its output and adding up its `test result:` lines.
+fn run_counting(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
+    use std::io::BufRead as _;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += count(" passed");
+            totals.failed += count(" failed");
+        }
+    }
+    Ok(child.wait()?.success())
+}

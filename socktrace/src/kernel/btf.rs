@@ -54,8 +54,6 @@ impl KernelBtf {
         Ok(offset_bits / 8)
     }
 
-    /// Whether `struct outer` has a member `name` (directly or through anonymous members).
-
     /// Number of parameters of the BTF tracepoint `name` (its `btf_trace_<name>` typedef).
     pub fn tracepoint_arity(&self, name: &str) -> Option<usize> {
         let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?;
