@@ -1,24 +1,57 @@
 //! Builds the eBPF programs from `socktrace-ebpf/` on every build and leaves the object in
 //! OUT_DIR, where `include_bytes_aligned!` embeds it in the binary.
 use anyhow::Context as _;
+use std::process::Command;
+
+/// The rustup toolchain `./x setup` links to Debian's rustc-web where no nightly with
+/// rust-src can be installed.
+const LINKED_TOOLCHAIN: &str = "socktrace-ebpf";
 
 fn main() -> anyhow::Result<()> {
-    // Which rustup toolchain compiles the eBPF crate: `nightly` (with rust-src) on an ordinary
-    // machine; `./x setup` links Debian's rustc-web as `socktrace-ebpf` where rustup has none.
     println!("cargo:rerun-if-env-changed=SOCKTRACE_EBPF_TOOLCHAIN");
-    let toolchain = std::env::var("SOCKTRACE_EBPF_TOOLCHAIN").ok();
-    let toolchain = match toolchain.as_deref() {
-        None | Some("") | Some("nightly") => aya_build::Toolchain::Nightly,
-        Some(name) => aya_build::Toolchain::Custom(name),
+    let name = match std::env::var("SOCKTRACE_EBPF_TOOLCHAIN") {
+        Ok(name) if !name.is_empty() => name,
+        _ => detect_toolchain(),
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    if name != "nightly" && std::env::var_os("RUSTC_BOOTSTRAP").is_none() {
+        // A stable compiler needs this for `-Z build-std=core`; aya-build passes it on.
+        std::env::set_var("RUSTC_BOOTSTRAP", "1");
+    }
+    let toolchain = if name == "nightly" {
+        aya_build::Toolchain::Nightly
+    } else {
+        aya_build::Toolchain::Custom(&name)
+    };
+    let ebpf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
         .join("socktrace-ebpf");
-    println!("cargo:rerun-if-changed={}", root.with_file_name("socktrace-common").display());
-    let root = root.to_str().context("non-UTF-8 path")?;
+    println!("cargo:rerun-if-changed={}", ebpf.with_file_name("socktrace-common").display());
+    let root = ebpf.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
         [aya_build::Package { name: "socktrace-ebpf", root_dir: root, ..Default::default() }],
         toolchain,
     )
+    .with_context(|| format!("building the eBPF programs with toolchain {name:?} (run `./x setup` to install one)"))
+}
+
+/// nightly with rust-src if rustup has it, else the toolchain `./x setup` linked.
+fn detect_toolchain() -> String {
+    let nightly_has_src = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .is_some_and(|sysroot| {
+            std::path::Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").is_dir()
+        });
+    if nightly_has_src {
+        return "nightly".into();
+    }
+    let linked = Command::new("rustup")
+        .args(["run", LINKED_TOOLCHAIN, "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if linked { LINKED_TOOLCHAIN.into() } else { "nightly".into() }
 }

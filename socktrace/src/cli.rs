@@ -59,16 +59,13 @@ pub enum Command {
     },
     /// The demo's workload (run by `socktrace demo`; not for direct use).
     #[command(hide = true)]
-    DemoClient {
-        #[arg(long)]
-        wait_fd: Option<i32>,
-    },
+    DemoClient,
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Some(Command::Demo { output }) => crate::demo::run(output),
-        Some(Command::DemoClient { wait_fd }) => crate::demo::client(wait_fd),
+        Some(Command::DemoClient) => crate::demo::client(),
         None => {
             if cli.pids.is_empty() {
                 bail!("nothing to trace: give -p PID (see --help), or try `socktrace demo`");

@@ -44,7 +44,10 @@ pub fn run(output: OutputArgs) -> Result<i32> {
 }
 
 /// The workload. Waits for a line on stdin (socktrace is attached), then fails on purpose.
-pub fn client(_wait_fd: Option<i32>) -> Result<i32> {
+pub fn client() -> Result<i32> {
+    // Named so its lines are easy to tell from socktrace's own.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"demo-client".as_ptr()) };
     let mut line = [0u8; 3];
     let _ = std::io::stdin().read(&mut line);
     let closed = closed_port()?;

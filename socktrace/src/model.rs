@@ -84,6 +84,7 @@ pub enum Cause {
 }
 
 impl Cause {
+    #[cfg_attr(not(test), allow(dead_code))]
     pub const ALL: [Cause; 12] = [
         Cause::RstReceived,
         Cause::RstSent,
