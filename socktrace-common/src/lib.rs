@@ -69,6 +69,12 @@ pub struct KernelOffsets {
     pub tp_exit_ret: u32,
 }
 
+impl KernelOffsets {
+    /// The placeholder compiled into the eBPF object; userspace overrides it before load.
+    // SAFETY: all fields are integers, for which zero is valid.
+    pub const ZERO: Self = unsafe { core::mem::zeroed() };
+}
+
 /// Global configuration the userspace writes before loading.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,7 +131,11 @@ pub struct StampedState {
     pub _pad: [u8; 3],
     /// Event-specific value: errno for an error report, reason for a sent reset.
     pub value: i32,
+    /// The task on the CPU when the event ran (often not the socket's owner: softirq).
+    pub current_tgid: u32,
+    pub _pad2: u32,
 }
+
 
 /// What the kernel remembers about one socket, keyed by its `struct sock` address. Filled from
 /// any context (softirq included): attribution goes through the socket, not the current task.
@@ -184,9 +194,9 @@ assert_size!(TracedConfig, 8);
 assert_size!(SockAddrs, 40);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
-assert_size!(StampedState, 16);
-assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 16 + 3 * 16 + 40);
-assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 16 + 3 * 16 + 40);
+assert_size!(StampedState, 24);
+assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 16 + 3 * 24 + 40);
+assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 16 + 3 * 24 + 40);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 

@@ -16,12 +16,12 @@ use aya_ebpf::{
         bpf_probe_read_user, generated::{bpf_get_current_task, bpf_ktime_get_ns},
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use socktrace_common::{
     config_flags, event_flags, FailureEvent, KernelOffsets, SockAddrs, SockSnapshot,
-    SocketHistory, TracedConfig, Transition, HISTORY_TRANSITIONS,
+    SocketHistory, StampedState, TracedConfig, Transition, HISTORY_TRANSITIONS,
 };
 
 const AF_INET: u16 = 2;
@@ -34,31 +34,7 @@ const SOL_SOCKET: u64 = 1;
 const SO_ERROR: u64 = 4;
 
 #[no_mangle]
-static OFFSETS: KernelOffsets = KernelOffsets {
-    task_files: 0,
-    files_fdt: 0,
-    fdtable_max_fds: 0,
-    fdtable_fd: 0,
-    file_f_inode: 0,
-    file_private_data: 0,
-    inode_i_mode: 0,
-    socket_sk: 0,
-    sk_family: 0,
-    sk_state: 0,
-    sk_type: 0,
-    sk_protocol: 0,
-    sk_shutdown: 0,
-    sk_err: 0,
-    sk_daddr: 0,
-    sk_rcv_saddr: 0,
-    sk_dport: 0,
-    sk_num: 0,
-    sk_v6_daddr: 0,
-    sk_v6_rcv_saddr: 0,
-    tp_syscall_nr: 0,
-    tp_enter_args: 0,
-    tp_exit_ret: 0,
-};
+static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 
 #[no_mangle]
 static CONFIG: TracedConfig = TracedConfig { flags: 0, _pad: 0 };
@@ -79,8 +55,24 @@ static SOCKETS: LruHashMap<u64, SocketHistory> = LruHashMap::with_max_entries(65
 #[map]
 static EMPTY_HISTORY: Array<SocketHistory> = Array::with_max_entries(1, 0);
 
+/// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
+/// error right after closing a socket nobody traced yet (tcp_done, then the report: timeouts,
+/// `ss -K`), the new history starts with the transition that closed it.
+#[map]
+static LAST_TRANSITION: PerCpuArray<LastTransition> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct LastTransition {
+    sk: u64,
+    transition: Transition,
+}
+
+/// Only a transition this recent is taken to belong to the report that follows it.
+const SEED_WINDOW_NS: u64 = 10_000_000;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -357,20 +349,54 @@ fn is_tcp_sock(sk: u64) -> bool {
     read::<u16>(sk, global!(OFFSETS.sk_protocol)) == Some(IPPROTO_TCP)
 }
 
-/// The history of `sk`, created when `create` (a TCP socket the caller cares about).
+/// How a missing history is handled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    No,
+    Empty,
+    /// Start it with this CPU's last transition if that was on this socket, just now.
+    Seeded,
+}
+
+/// The history of `sk`, created as `create` says (for a TCP socket the caller cares about).
 #[inline(always)]
-fn history_of(sk: u64, create: bool) -> Option<*mut SocketHistory> {
+fn history_of(sk: u64, create: Create) -> Option<*mut SocketHistory> {
     if let Some(h) = SOCKETS.get_ptr_mut(&sk) {
         return Some(h);
     }
-    if !create {
+    if create == Create::No {
         return None;
     }
     // The zeroed template lives in a map: a SocketHistory on the stack would not fit in 512 B.
     let fresh = EMPTY_HISTORY.get(0)?;
     // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
     let _ = SOCKETS.insert(&sk, fresh, 1);
-    SOCKETS.get_ptr_mut(&sk)
+    let h = SOCKETS.get_ptr_mut(&sk)?;
+    if create == Create::Seeded {
+        if let Some(last) = LAST_TRANSITION.get_ptr(0) {
+            let last = unsafe { *last };
+            if last.sk == sk && now_ns().wrapping_sub(last.transition.ts_ns) < SEED_WINDOW_NS {
+                unsafe {
+                    if (*h).n_transitions == 0 {
+                        (*h).transitions[0] = last.transition;
+                        (*h).n_transitions = 1;
+                    }
+                }
+            }
+        }
+    }
+    Some(h)
+}
+
+/// Marks `event` as happened now, in the state `sk` is in.
+#[inline(always)]
+fn stamp(event: *mut StampedState, sk: u64, value: i32) {
+    unsafe {
+        (*event).ts_ns = now_ns();
+        (*event).state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+        (*event).value = value;
+        (*event).current_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    }
 }
 
 /// Keeps the most complete addresses: the kernel zeroes ports while a socket closes.
@@ -403,20 +429,24 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     // A socket's history starts in the traced process's own context (connect, close,
     // shutdown); later transitions from softirq find it by address.
     let in_traced = is_traced((bpf_get_current_pid_tgid() >> 32) as u32);
-    let Some(h) = history_of(sk, in_traced) else {
+    let transition = Transition {
+        ts_ns: now_ns(),
+        old_state: old as u8,
+        new_state: new as u8,
+        in_traced_task: in_traced as u8,
+        _pad: [0; 5],
+    };
+    if let Some(last) = LAST_TRANSITION.get_ptr_mut(0) {
+        unsafe { *last = LastTransition { sk, transition } };
+    }
+    let Some(h) = history_of(sk, if in_traced { Create::Empty } else { Create::No }) else {
         return 0;
     };
     unsafe {
         let n = (*h).n_transitions;
         let i = n as usize & (HISTORY_TRANSITIONS - 1);
         if let Some(t) = (*h).transitions.get_mut(i) {
-            *t = Transition {
-                ts_ns: now_ns(),
-                old_state: old as u8,
-                new_state: new as u8,
-                in_traced_task: in_traced as u8,
-                _pad: [0; 5],
-            };
+            *t = transition;
         }
         (*h).n_transitions = n.wrapping_add(1);
     }
@@ -428,13 +458,12 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     // Fires before tcp_reset() looks at the state, so this is the state the RST hit.
-    let Some(h) = history_of(sk, is_tcp_sock(sk)) else {
+    // Created for any TCP socket: the RST may come before the traced process ever touched
+    // it (a connection still in an accept queue, or one opened before tracing began).
+    let Some(h) = history_of(sk, if is_tcp_sock(sk) { Create::Empty } else { Create::No }) else {
         return 0;
     };
-    unsafe {
-        (*h).rst_received.ts_ns = now_ns();
-        (*h).rst_received.state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
-    }
+    unsafe { stamp(&raw mut (*h).rst_received, sk, 0) };
     merge_addrs(h, sk);
     0
 }
@@ -444,7 +473,7 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     // sk may be NULL (no socket), a time-wait or a request sock: only full sockets we already
     // know are recorded, so no field beyond sock_common is read from the others.
-    let Some(h) = history_of(sk, false) else {
+    let Some(h) = history_of(sk, Create::No) else {
         return 0;
     };
     let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 {
@@ -452,25 +481,23 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
     } else {
         -1
     };
-    unsafe {
-        (*h).rst_sent.ts_ns = now_ns();
-        (*h).rst_sent.state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
-        (*h).rst_sent.value = reason;
-    }
+    unsafe { stamp(&raw mut (*h).rst_sent, sk, reason) };
     0
 }
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
-    let Some(h) = history_of(sk, is_tcp_sock(sk)) else {
+    // tcp_disconnect() reports too, after the error was consumed (sk_err 0): that report
+    // carries no error and must not hide the one before it.
+    let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
+    if err == 0 {
+        return 0;
+    }
+    let Some(h) = history_of(sk, if is_tcp_sock(sk) { Create::Seeded } else { Create::No }) else {
         return 0;
     };
-    unsafe {
-        (*h).error_report.ts_ns = now_ns();
-        (*h).error_report.state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
-        (*h).error_report.value = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
-    }
+    unsafe { stamp(&raw mut (*h).error_report, sk, err) };
     merge_addrs(h, sk);
     0
 }
@@ -478,7 +505,9 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
-    let Some(h) = history_of(sk, false) else {
+    // Created on the first retransmission: a timeout later needs the count, whoever the
+    // socket belongs to (the timer runs in softirq).
+    let Some(h) = history_of(sk, Create::Empty) else {
         return 0;
     };
     unsafe {

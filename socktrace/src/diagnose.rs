@@ -100,7 +100,7 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
     match e {
         ECONNREFUSED => {
             if let Some((at, ECONNREFUSED)) = h.error_report {
-                return d(Cause::IcmpError, at.state.or(Some(TcpState::SynSent)), Some(at.ts_ns), format!(
+                return d(Cause::IcmpError, born_state(f, at), Some(at.ts_ns), format!(
                     "an ICMP port-unreachable answered the SYN to {remote}: a firewall or router rejected it (no RST came from the host)"
                 ));
             }
@@ -231,17 +231,24 @@ fn from_rst_received(e: i32, rst: Stamp, remote: &str) -> Diagnosis {
 fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str) -> Option<Diagnosis> {
     let h = &f.history;
     let state = born_state(f, at);
-    // Reported before the socket closed: an ICMP hard error (tcp_v4_err) while connecting.
+    let connecting = matches!(state, Some(TcpState::SynSent | TcpState::SynRecv));
+    // Reported before the socket closed: only an ICMP error with IP_RECVERR does that on
+    // kernels where errors are reported after tcp_done (6.10+); older kernels report hard
+    // ICMP errors before closing.
     let reported_before_close = at.state.is_some_and(|s| s != TcpState::Close);
     let via = if e == EPIPE { format!(" ({} was reported first; this later write is a broken pipe)", name(reported)) } else { String::new() };
-    if reported == ETIMEDOUT || (!reported_before_close && matches!(reported, EHOSTUNREACH | ENETUNREACH | EHOSTDOWN | ENONET | EPROTO)) {
+    let icmp_errno = matches!(reported, EHOSTUNREACH | ENETUNREACH | ECONNREFUSED | EHOSTDOWN | ENONET | EPROTO | EACCES);
+    // While connecting, every ICMP unreachable is a hard error (tcp_v4_err/tcp_v6_err): the
+    // connect fails on it. Afterwards they are soft: remembered, and reported only when the
+    // retransmissions time out.
+    if reported == ETIMEDOUT || (icmp_errno && !connecting && !reported_before_close) {
         let n = h.retransmits;
         let soft = if reported == ETIMEDOUT {
             String::new()
         } else {
             format!(" (the last ICMP error seen, {}, is what the kernel reports)", name(reported))
         };
-        let what = if state == Some(TcpState::SynSent) { "the SYN" } else { "data" };
+        let what = if connecting { "the SYN" } else { "data" };
         return Some(Diagnosis {
             cause: Cause::Timeout,
             state,
@@ -254,16 +261,23 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
             ),
         });
     }
-    if reported_before_close && matches!(reported, EHOSTUNREACH | ENETUNREACH | ECONNREFUSED | EHOSTDOWN | ENONET | EPROTO) {
+    if icmp_errno {
+        let kind = match reported {
+            ECONNREFUSED => "port-unreachable",
+            EHOSTUNREACH => "host-unreachable",
+            ENETUNREACH => "net-unreachable",
+            EACCES => "administratively-prohibited",
+            _ => "unreachable",
+        };
         return Some(Diagnosis {
             cause: Cause::IcmpError,
             state,
             cause_ts_ns: Some(at.ts_ns),
             retransmits: None,
             explain: format!(
-                "an ICMP error ({}) came back for {remote} while in {}{via}",
-                name(reported),
-                state_name(state)
+                "an ICMP {kind} came back for {remote} while in {} ({}){via}",
+                state_name(state),
+                name(reported)
             ),
         });
     }
@@ -273,6 +287,7 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
 const EHOSTDOWN: i32 = 112;
 const ENONET: i32 = 64;
 const EPROTO: i32 = 71;
+const EACCES: i32 = 13;
 
 fn end_of_file(f: &Failure) -> Diagnosis {
     let h = &f.history;
@@ -344,6 +359,7 @@ mod tests {
             remote: Some("127.0.0.1:9".parse().unwrap()),
             history,
             accept_wants_addr: false,
+            kernel_ret: None,
         }
     }
 
@@ -352,7 +368,7 @@ mod tests {
     }
 
     fn at(ts_ns: u64, state: TcpState) -> Stamp {
-        Stamp { ts_ns, state: Some(state) }
+        Stamp { ts_ns, state: Some(state), current_tgid: 99 }
     }
 
     fn connect_then_close(ts_close: u64) -> Vec<StateChange> {
@@ -406,6 +422,18 @@ mod tests {
             error_report: Some((at(1_900, SynSent), EHOSTUNREACH)),
             ..Default::default()
         };
+        let refused_icmp_after_close = History {
+            transitions: connect_then_close(2_000),
+            retransmits: 1,
+            error_report: Some((at(2_100, Close), ECONNREFUSED)),
+            ..Default::default()
+        };
+        let icmp_host_after_close = History {
+            transitions: connect_then_close(2_000),
+            retransmits: 1,
+            error_report: Some((at(2_100, Close), EHOSTUNREACH)),
+            ..Default::default()
+        };
         let soft_then_timeout = History {
             transitions: vec![tr(1_100, SynSent, Established), tr(9_000, Established, Close)],
             retransmits: 4,
@@ -440,11 +468,14 @@ mod tests {
             ("connect timeout", failure(Connect, Some(ETIMEDOUT), Close, syn_timeout), Cause::Timeout, Some(SynSent)),
             ("established timeout", failure(Write, Some(ETIMEDOUT), Close, est_timeout), Cause::Timeout, Some(Established)),
             ("ICMP host unreachable while connecting", failure(Connect, Some(EHOSTUNREACH), Close, icmp_host), Cause::IcmpError, Some(SynSent)),
+            ("ICMP port-unreachable reported after tcp_done (6.10+)", failure(Connect, Some(ECONNREFUSED), Close, refused_icmp_after_close), Cause::IcmpError, Some(SynSent)),
+            ("ICMP host-unreachable reported after tcp_done (6.10+)", failure(Connect, Some(EHOSTUNREACH), Close, icmp_host_after_close), Cause::IcmpError, Some(SynSent)),
             ("timeout after a soft ICMP error", failure(Read, Some(EHOSTUNREACH), Close, soft_then_timeout), Cause::Timeout, Some(Established)),
             ("no route: unreachable route", failure(Connect, Some(EHOSTUNREACH), Close, History::default()), Cause::NoRoute, None),
             ("no route at all", failure(Connect, Some(ENETUNREACH), Close, History::default()), Cause::NoRoute, None),
             ("killed with ss -K", failure(Read, Some(ECONNABORTED), Close, aborted), Cause::Aborted, Some(Established)),
             ("we reset it ourselves", failure(Read, Some(ECONNRESET), Close, we_reset), Cause::RstSent, Some(Established)),
+            ("accept aborted with nothing recorded", failure(Accept, Some(ECONNABORTED), Listen, History::default()), Cause::Unknown, Some(Listen)),
             ("EAGAIN", failure(Read, Some(EAGAIN), Established, History::default()), Cause::WouldBlock, Some(Established)),
             ("EINTR", failure(Read, Some(EINTR), Established, History::default()), Cause::Interrupted, Some(Established)),
             ("ERESTARTSYS", failure(Read, Some(ERESTARTSYS), Established, History::default()), Cause::Interrupted, Some(Established)),

@@ -28,6 +28,8 @@ pub struct StateChange {
 pub struct Stamp {
     pub ts_ns: u64,
     pub state: Option<TcpState>,
+    /// The process on the CPU when the event ran (softirq: often not the socket's owner).
+    pub current_tgid: u32,
 }
 
 /// What the kernel recorded about the socket before the call failed.
@@ -72,6 +74,9 @@ pub struct Failure {
     pub remote: Option<SocketAddr>,
     pub history: History,
     pub accept_wants_addr: bool,
+    /// The raw return value when it was a kernel-internal restart code (ERESTARTSYS, ...),
+    /// which the program sees as EINTR.
+    pub kernel_ret: Option<i64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -102,13 +107,21 @@ pub fn decode(bytes: &[u8]) -> Result<Failure, DecodeError> {
 
 pub fn from_event(ev: &FailureEvent) -> Failure {
     let from_so_error = ev.flags & event_flags::FROM_SO_ERROR != 0;
-    let errno = if from_so_error {
+    let mut errno = if from_so_error {
         Some(ev.so_error.saturating_abs())
     } else if ev.ret < 0 {
         i32::try_from(ev.ret.saturating_neg()).ok()
     } else {
         None
     };
+    let mut ret = if from_so_error { -(ev.so_error.saturating_abs() as i64) } else { ev.ret };
+    let mut kernel_ret = None;
+    if errno.is_some_and(errno::is_restart) {
+        // What the program sees: EINTR (or, with SA_RESTART, a transparently restarted call).
+        kernel_ret = Some(ret);
+        errno = Some(errno::EINTR);
+        ret = -(errno::EINTR as i64);
+    }
     let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
     let syscall = Syscall::from_number(ev.syscall_nr);
     let sock = &ev.sock;
@@ -142,7 +155,7 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         syscall,
         reported_as_connect: from_so_error,
         fd: ev.fd,
-        ret: if from_so_error { -(ev.so_error.saturating_abs() as i64) } else { ev.ret },
+        ret,
         errno,
         sk: ev.sk,
         family: sock.addrs.family,
@@ -155,11 +168,16 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         remote,
         history,
         accept_wants_addr: ev.flags & event_flags::ACCEPT_WANTS_ADDR != 0,
+        kernel_ret,
     }
 }
 
 fn stamp(s: &StampedState) -> Option<Stamp> {
-    (s.ts_ns != 0).then(|| Stamp { ts_ns: s.ts_ns, state: TcpState::from_kernel(s.state) })
+    (s.ts_ns != 0).then(|| Stamp {
+        ts_ns: s.ts_ns,
+        state: TcpState::from_kernel(s.state),
+        current_tgid: s.current_tgid,
+    })
 }
 
 fn decode_history(h: &SocketHistory) -> History {
@@ -213,6 +231,16 @@ impl Failure {
         }
     }
 
+    /// The process that was on the CPU when the recorded event at `ts_ns` ran.
+    pub fn task_at(&self, ts_ns: u64) -> Option<u32> {
+        let h = &self.history;
+        [h.rst_received, h.rst_sent.map(|r| r.0), h.error_report.map(|r| r.0)]
+            .into_iter()
+            .flatten()
+            .find(|s| s.ts_ns == ts_ns)
+            .map(|s| s.current_tgid)
+    }
+
     pub fn errno_name(&self) -> Option<String> {
         self.errno.map(errno::name)
     }
@@ -249,7 +277,7 @@ mod tests {
         ev.history.n_transitions = 2;
         ev.history.transitions[0] = Transition { ts_ns: 1_000, old_state: 7, new_state: 2, in_traced_task: 1, _pad: [0; 5] };
         ev.history.transitions[1] = Transition { ts_ns: 2_000, old_state: 2, new_state: 7, in_traced_task: 1, _pad: [0; 5] };
-        ev.history.rst_received = StampedState { ts_ns: 1_900, state: 2, _pad: [0; 3], value: 0 };
+        ev.history.rst_received = StampedState { ts_ns: 1_900, state: 2, current_tgid: 77, ..Default::default() };
         ev
     }
 
@@ -271,7 +299,18 @@ mod tests {
         assert_eq!(f.history.transitions.len(), 2);
         assert_eq!(f.history.transitions[0].new, Some(TcpState::SynSent));
         assert_eq!(f.history.rst_received.unwrap().state, Some(TcpState::SynSent));
+        assert_eq!(f.history.rst_received.unwrap().current_tgid, 77);
         assert_eq!(f.history.error_report, None);
+        assert_eq!(f.kernel_ret, None);
+    }
+
+    #[test]
+    fn restart_codes_fold_into_eintr() {
+        let mut ev = sample();
+        ev.syscall_nr = libc::SYS_read as u32;
+        ev.ret = -512;
+        let f = decode(&bytes(&ev)).unwrap();
+        assert_eq!((f.errno, f.ret, f.kernel_ret), (Some(4), -4, Some(-512)));
     }
 
     #[test]

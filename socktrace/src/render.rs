@@ -81,9 +81,38 @@ pub struct JsonFailure {
     pub dport: Option<u16>,
     pub family: &'static str,
     pub cause_age_ns: Option<u64>,
+    /// The process on the CPU when the causing event ran (softirq: often the peer, or none).
+    pub cause_pid: Option<u32>,
+    /// The kernel's own return value when it was a restart code folded into EINTR.
+    pub kernel_ret: Option<i64>,
     pub retransmits: Option<u32>,
     pub history: Vec<JsonTransition>,
+    /// The raw TCP facts the kernel recorded on this socket, for those who want to check.
+    pub facts: JsonFacts,
     pub explain: String,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonFacts {
+    pub rst_received: Option<JsonStamp>,
+    pub rst_sent: Option<JsonStamp>,
+    pub error_report: Option<JsonStamp>,
+    pub retransmits: u32,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonStamp {
+    pub mono_ns: u64,
+    pub state: Option<&'static str>,
+    /// The process on the CPU when it happened.
+    pub pid: u32,
+    /// errno for an error report, the kernel's reason code for a sent RST.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<i32>,
+}
+
+fn json_stamp(s: &crate::event::Stamp, value: Option<i32>) -> JsonStamp {
+    JsonStamp { mono_ns: s.ts_ns, state: s.state.map(|st| st.name()), pid: s.current_tgid, value }
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -124,6 +153,8 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
         dport: f.remote.map(|a| a.port()),
         family: family_name(f.family),
         cause_age_ns: d.cause_age_ns(f.ts_ns),
+        cause_pid: d.cause_ts_ns.and_then(|t| f.task_at(t)),
+        kernel_ret: f.kernel_ret,
         retransmits: d.retransmits,
         history: f
             .history
@@ -135,6 +166,12 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                 to: t.new.map(|s| s.name()),
             })
             .collect(),
+        facts: JsonFacts {
+            rst_received: f.history.rst_received.as_ref().map(|s| json_stamp(s, None)),
+            rst_sent: f.history.rst_sent.as_ref().map(|(s, r)| json_stamp(s, *r)),
+            error_report: f.history.error_report.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
+            retransmits: f.history.retransmits,
+        },
         explain: d.explain.clone(),
     }
 }

@@ -192,3 +192,108 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<std::pr
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A network namespace the test creates and removes itself (with loopback up), so rules
+/// and routes never touch the host's.
+pub struct Netns {
+    pub name: String,
+}
+
+fn sh(args: &[&str]) -> Result<()> {
+    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {args:?}"))?;
+    if !out.status.success() {
+        bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        require_root();
+        let name = format!("st-{tag}-{}", std::process::id());
+        let _ = sh(&["ip", "netns", "del", &name]);
+        sh(&["ip", "netns", "add", &name]).expect("ip netns add (iproute2)");
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS`.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full).unwrap();
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full).unwrap();
+    }
+
+    /// Adds an input-hook chain with `rules` (nft syntax, one per entry) to the namespace.
+    pub fn input_rules(&self, family: &str, rules: &[String]) {
+        self.nft(&input_chain(family, rules));
+    }
+
+    /// Loads an nftables ruleset inside the namespace.
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (nftables)");
+        child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "nft rejected: {ruleset}");
+    }
+
+    /// Joins two namespaces with a veth pair, `a_cidr` on this side and `b_cidr` on the other.
+    pub fn veth_to(&self, other: &Netns, a_cidr: &str, b_cidr: &str) {
+        let id = std::process::id();
+        let (a, b) = (format!("sta{id}"), format!("stb{id}"));
+        sh(&["ip", "link", "add", &a, "netns", &self.name, "type", "veth", "peer", "name", &b, "netns", &other.name])
+            .expect("veth pair");
+        self.ip(&["addr", "add", a_cidr, "dev", &a]);
+        self.ip(&["link", "set", &a, "up"]);
+        other.ip(&["addr", "add", b_cidr, "dev", &b]);
+        other.ip(&["link", "set", &b, "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// The only event socktrace printed, or a panic that shows them all.
+pub fn single_event(run: &Run) -> &Value {
+    assert!(run.socktrace_status.success(), "socktrace failed: {:?}\n{}", run.socktrace_status, run.stderr);
+    assert_eq!(run.events.len(), 1, "expected exactly one event, got {:#?}\nstderr: {}", run.events, run.stderr);
+    &run.events[0]
+}
+
+/// Asserts the label of an event: errno, state at the failure's birth, cause.
+#[track_caller]
+pub fn assert_label(ev: &Value, errno: &str, state: Option<&str>, cause: &str) {
+    assert_eq!(ev["errno"], errno, "errno in {ev:#}");
+    match state {
+        Some(s) => assert_eq!(ev["state"], s, "state in {ev:#}"),
+        None => assert!(ev["state"].is_null(), "state should be unknown in {ev:#}"),
+    }
+    assert_eq!(ev["cause"], cause, "cause in {ev:#}");
+    assert!(ev["explain"].as_str().is_some_and(|s| !s.is_empty()), "explain in {ev:#}");
+}
+
+/// An nftables table `socktrace_test` with an input chain holding `rules`.
+pub fn input_chain(family: &str, rules: &[String]) -> String {
+    let mut s = format!("table {family} socktrace_test {{\n  chain input {{\n    type filter hook input priority 0;\n");
+    for r in rules {
+        s.push_str("    ");
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.push_str("  }\n}\n");
+    s
+}

@@ -140,9 +140,7 @@ impl KernelBtf {
             sk_num: sk("__sk_common.skc_num")?,
             sk_v6_daddr: sk("__sk_common.skc_v6_daddr")?,
             sk_v6_rcv_saddr: sk("__sk_common.skc_v6_rcv_saddr")?,
-            tp_syscall_nr: 0,
-            tp_enter_args: 0,
-            tp_exit_ret: 0,
+            ..KernelOffsets::ZERO
         })
     }
 }

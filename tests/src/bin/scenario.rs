@@ -2,29 +2,70 @@
 //! happen for real, and reports what it saw itself, so the tests can check socktrace's
 //! account against the program's own.
 //!
-//! Protocol: `scenario NAME [ARGS]` sets up, prints `ready` on stdout, waits for a line on
-//! stdin (socktrace is attached), runs, prints one JSON line per call it made
+//! Protocol: `scenario [--netns NAME] NAME [ARGS]` sets up, prints `ready` on stdout, waits
+//! for a line on stdin (socktrace is attached), runs, prints one JSON line per call it made
 //! (`{"step":..,"fd":..,"errno":..}`), and exits 0.
+//!
+//! The other end of a connection is a separate, untraced process (`scenario peer ...`), so
+//! its packets are handled while *it* is on the CPU: attribution must go through the socket.
 
+use anyhow::{bail, Context as _, Result};
 use serde_json::json;
-use std::io::{BufRead as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let name = args.first().map(String::as_str).unwrap_or("");
-    let result = match name {
-        "connect-refused-and-ok" => connect_refused_and_ok(),
-        _ => {
-            eprintln!("scenario: unknown scenario {name:?}");
-            std::process::exit(2);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--netns") {
+        if args.len() < 2 {
+            fail("--netns needs a name");
         }
+        let ns = args.remove(1);
+        args.remove(0);
+        if let Err(e) = enter_netns(&ns) {
+            fail(&format!("{e:#}"));
+        }
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match a.as_slice() {
+        ["peer", addr] => peer(addr),
+        ["connect-refused-and-ok"] => connect_refused_and_ok(),
+        ["connect", addr] => connect_once(addr),
+        ["nonblocking-connect", addr] => nonblocking_connect(addr),
+        ["reset", call, ip] => reset_then(call, ip),
+        ["premature-exit"] => premature_exit(),
+        ["shut-wr"] => shut_wr(),
+        ["peer-fin"] => peer_fin(),
+        ["established-timeout", ip] => established_timeout(ip),
+        ["ss-kill"] => ss_kill(),
+        ["accept-after-reset"] => accept_after_reset(),
+        ["would-block"] => would_block(),
+        ["interrupted"] => interrupted(),
+        ["not-sockets"] => not_sockets(),
+        ["thread-refused"] => thread_refused(),
+        ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr),
+        _ => fail(&format!("unknown scenario {a:?}")),
     };
     if let Err(e) = result {
-        eprintln!("scenario {name}: {e:#}");
-        std::process::exit(1);
+        fail(&format!("{a:?}: {e:#}"));
     }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("scenario: {msg}");
+    std::process::exit(1);
+}
+
+fn enter_netns(name: &str) -> Result<()> {
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: valid fd of a network namespace; affects this (still single-threaded) process.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns({name}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Prints `ready` and blocks until the test says go (one line on stdin).
@@ -41,49 +82,554 @@ fn report(step: &str, fd: i32, errno: i32, extra: serde_json::Value) {
         o.extend(e.clone());
     }
     println!("{v}");
+    let _ = std::io::stdout().flush();
 }
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn sockaddr_v4(addr: SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(v4) = addr else { panic!("IPv4 only here") };
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
-        sin_zero: [0; 8],
+/// errno of a libc call's result (0 when it succeeded).
+fn check(rc: isize) -> i32 {
+    if rc < 0 { errno() } else { 0 }
+}
+
+fn gettid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::gettid() }
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+// ------------------------------------------------------------------------------------------
+// Raw sockets: every call is made by hand so the test knows exactly which syscall ran.
+
+struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+    family: i32,
+}
+
+fn sockaddr(addr: SocketAddr) -> SockAddr {
+    // SAFETY: zeroed sockaddr_storage is valid; we fill the matching variant.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            SockAddr { storage, len: std::mem::size_of::<libc::sockaddr_in>() as u32, family: libc::AF_INET }
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            SockAddr { storage, len: std::mem::size_of::<libc::sockaddr_in6>() as u32, family: libc::AF_INET6 }
+        }
     }
 }
 
-/// A blocking connect on a fresh socket; returns (fd, errno or 0). The fd stays open.
+fn tcp_socket(family: i32, flags: i32) -> i32 {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | flags, 0) };
+    assert!(fd >= 0, "socket: {}", errno());
+    fd
+}
+
+fn connect_fd(fd: i32, addr: SocketAddr) -> i32 {
+    let sa = sockaddr(addr);
+    // SAFETY: valid fd and address.
+    check(unsafe { libc::connect(fd, (&sa.storage as *const libc::sockaddr_storage).cast(), sa.len) } as isize)
+}
+
+/// A blocking connect on a fresh socket: (fd, errno or 0). The fd stays open.
 fn connect_blocking(addr: SocketAddr) -> (i32, i32) {
-    // SAFETY: plain socket calls with valid arguments.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket: {}", errno());
-        let sin = sockaddr_v4(addr);
-        let rc = libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as u32);
-        (fd, if rc == 0 { 0 } else { errno() })
+    let fd = tcp_socket(sockaddr(addr).family, 0);
+    (fd, connect_fd(fd, addr))
+}
+
+fn setsockopt_int(fd: i32, level: i32, opt: i32, v: i32) {
+    // SAFETY: valid fd and option buffer.
+    let rc = unsafe { libc::setsockopt(fd, level, opt, (&v as *const i32).cast(), 4) };
+    assert_eq!(rc, 0, "setsockopt({level},{opt}): {}", errno());
+}
+
+fn local_port(fd: i32) -> u16 {
+    // SAFETY: valid fd; the storage is large enough for any address.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    unsafe { libc::getsockname(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+    // Both sockaddr_in and sockaddr_in6 keep the port right after the family.
+    let port = unsafe { *((&ss as *const libc::sockaddr_storage as *const u8).add(2) as *const u16) };
+    u16::from_be(port)
+}
+
+fn close(fd: i32) {
+    // SAFETY: fd owned by the caller.
+    unsafe { libc::close(fd) };
+}
+
+fn loopback(ip: &str) -> IpAddr {
+    match ip {
+        "v6" => "::1".parse().unwrap(),
+        _ => "127.0.0.1".parse().unwrap(),
     }
 }
 
-fn closed_port() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+fn parse_addr(addr: &str) -> Result<SocketAddr> {
+    addr.parse().with_context(|| format!("bad address {addr:?}"))
+}
+
+// ------------------------------------------------------------------------------------------
+// The peer: a separate process that listens, accepts, and closes or aborts on command.
+
+fn peer(addr: &str) -> Result<()> {
+    let addr = parse_addr(addr)?;
+    let sa = sockaddr(addr);
+    let l = tcp_socket(sa.family, 0);
+    setsockopt_int(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    // SAFETY: valid fd and address.
+    if unsafe { libc::bind(l, (&sa.storage as *const libc::sockaddr_storage).cast(), sa.len) } != 0 {
+        bail!("peer bind {addr}: {}", std::io::Error::last_os_error());
+    }
+    unsafe { libc::listen(l, 16) };
+    println!("port {} pid {}", local_port(l), std::process::id());
+    let _ = std::io::stdout().flush();
+    let mut conns: Vec<i32> = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        match line.trim() {
+            "accept" => {
+                // SAFETY: valid listening fd.
+                let c = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+                assert!(c >= 0, "peer accept: {}", errno());
+                conns.push(c);
+            }
+            "abort" => {
+                let c = conns.pop().expect("a connection to abort");
+                let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+                // SAFETY: valid fd and option buffer.
+                unsafe {
+                    libc::setsockopt(c, libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), 8)
+                };
+                close(c);
+            }
+            "close" => close(conns.pop().expect("a connection to close")),
+            "exit" => return Ok(()),
+            other => bail!("peer: unknown command {other:?}"),
+        }
+        println!("ok");
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
+}
+
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl Peer {
+    fn start(ip: IpAddr) -> Result<Peer> {
+        Self::start_at(SocketAddr::new(ip, 0))
+    }
+
+    fn start_at(addr: SocketAddr) -> Result<Peer> {
+        Self::start_in(None, addr)
+    }
+
+    /// Starts the peer listening at `addr`, in network namespace `netns` if given.
+    fn start_in(netns: Option<&str>, addr: SocketAddr) -> Result<Peer> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        if let Some(ns) = netns {
+            cmd.args(["--netns", ns]);
+        }
+        let mut child = cmd
+            .args(["peer", &addr.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (Some(port), Some(pid)) = (parts.get(1), parts.get(3)) else {
+            bail!("peer did not start: {line:?}");
+        };
+        let addr = SocketAddr::new(addr.ip(), port.parse()?);
+        Ok(Peer { child, stdin, stdout, addr, pid: pid.parse()? })
+    }
+
+    fn cmd(&mut self, c: &str) -> Result<()> {
+        writeln!(self.stdin, "{c}")?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.trim() != "ok" {
+            bail!("peer answered {line:?} to {c}");
+        }
+        Ok(())
+    }
+
+    /// A connection to the peer, accepted on its side: our fd.
+    fn connected(&mut self) -> Result<i32> {
+        let (fd, e) = connect_blocking(self.addr);
+        if e != 0 {
+            bail!("connect to peer {}: errno {e}", self.addr);
+        }
+        self.cmd("accept")?;
+        Ok(fd)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "exit");
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Scenarios
+
+/// A connect to a closed loopback port (refused: RST in SYN_SENT), then one that succeeds.
+fn connect_refused_and_ok() -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    let open = std::net::TcpListener::bind("127.0.0.1:0")?;
+    ready_then_wait();
+    let (fd, e) = connect_blocking(closed);
+    report("refused", fd, e, json!({ "dport": closed.port() }));
+    let (fd, e) = connect_blocking(open.local_addr()?);
+    report("ok", fd, e, json!({ "dport": open.local_addr()?.port() }));
+    Ok(())
+}
+
+fn closed_port(ip: IpAddr) -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind(SocketAddr::new(ip, 0))?;
     let a = l.local_addr()?;
     drop(l);
     Ok(a)
 }
 
-/// A connect to a closed loopback port (refused: RST in SYN_SENT), then one that succeeds.
-fn connect_refused_and_ok() -> anyhow::Result<()> {
-    let closed = closed_port()?;
-    let open = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+/// One blocking connect to ADDR (`closed` as the port picks a closed loopback one).
+fn connect_once(addr: &str) -> Result<()> {
+    let addr = match addr.strip_suffix(":closed") {
+        Some(ip) => closed_port(ip.trim_matches(|c| c == '[' || c == ']').parse()?)?,
+        None => parse_addr(addr)?,
+    };
     ready_then_wait();
-    let (fd, e) = connect_blocking(closed);
-    report("refused", fd, e, json!({ "dport": closed.port() }));
-    let (fd, e) = connect_blocking(open.local_addr()?);
-    report("ok", fd, e, json!({ "dport": open.local_addr()?.port(), "listener_fd": open.as_raw_fd() }));
+    let started = std::time::Instant::now();
+    let (fd, e) = connect_blocking(addr);
+    report("connect", fd, e, json!({ "dport": addr.port(), "daddr": addr.ip().to_string(), "ms": started.elapsed().as_millis() as u64 }));
+    Ok(())
+}
+
+/// The event-loop way: EINPROGRESS, wait for writability, read the result with SO_ERROR.
+fn nonblocking_connect(addr: &str) -> Result<()> {
+    let addr = closed_port(parse_addr(addr)?.ip())?;
+    ready_then_wait();
+    let fd = tcp_socket(sockaddr(addr).family, libc::SOCK_NONBLOCK);
+    let e = connect_fd(fd, addr);
+    report("connect", fd, e, json!({ "dport": addr.port() }));
+    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 5000) };
+    let mut err: libc::c_int = 0;
+    let mut len = 4 as libc::socklen_t;
+    // SAFETY: valid fd and buffers.
+    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut i32).cast(), &mut len) };
+    report("so_error", fd, err, json!({ "dport": addr.port() }));
+    Ok(())
+}
+
+/// Makes the call named `call` on `fd` and returns its errno (0 when it succeeded).
+fn do_call(call: &str, fd: i32) -> i32 {
+    let mut buf = [0u8; 64];
+    let data = b"payload";
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut out_iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    // SAFETY: every pointer below refers to live local buffers of the stated sizes.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        let flags = libc::MSG_NOSIGNAL;
+        let rc: isize = match call {
+            "read" => libc::read(fd, buf.as_mut_ptr().cast(), buf.len()),
+            "readv" => libc::readv(fd, &iov, 1),
+            "recvfrom" => libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, std::ptr::null_mut(), std::ptr::null_mut()),
+            "recvmsg" => {
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                libc::recvmsg(fd, &mut msg, 0)
+            }
+            "recvmmsg" => {
+                let mut mm: libc::mmsghdr = std::mem::zeroed();
+                mm.msg_hdr.msg_iov = &mut iov;
+                mm.msg_hdr.msg_iovlen = 1;
+                libc::recvmmsg(fd, &mut mm, 1, 0, std::ptr::null_mut()) as isize
+            }
+            "write" => libc::write(fd, data.as_ptr().cast(), data.len()),
+            "writev" => libc::writev(fd, &out_iov, 1),
+            "sendto" => libc::sendto(fd, data.as_ptr().cast(), data.len(), flags, std::ptr::null(), 0),
+            "sendmsg" => {
+                msg.msg_iov = &mut out_iov;
+                msg.msg_iovlen = 1;
+                libc::sendmsg(fd, &msg, flags)
+            }
+            "sendmmsg" => {
+                let mut mm: libc::mmsghdr = std::mem::zeroed();
+                mm.msg_hdr.msg_iov = &mut out_iov;
+                mm.msg_hdr.msg_iovlen = 1;
+                libc::sendmmsg(fd, &mut mm, 1, flags) as isize
+            }
+            other => panic!("unknown call {other}"),
+        };
+        check(rc)
+    }
+}
+
+/// The peer aborts (SO_LINGER {1,0}: RST); then CALL fails with the reset, and a write after
+/// it gets EPIPE.
+fn reset_then(call: &str, ip: &str) -> Result<()> {
+    let mut peer = Peer::start(loopback(ip))?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    peer.cmd("abort")?;
+    sleep_ms(50);
+    let e = do_call(call, fd);
+    report(call, fd, e, json!({ "dport": peer.addr.port(), "sport": local_port(fd), "peer_pid": peer.pid }));
+    let e = do_call("sendto", fd);
+    report("after", fd, e, json!({}));
+    Ok(())
+}
+
+/// The seed's "server terminated prematurely": the peer closes (FIN), our first write goes
+/// out, its closed socket answers RST, our next write gets EPIPE.
+fn premature_exit() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    peer.cmd("close")?;
+    sleep_ms(50);
+    report("first_write", fd, do_call("write", fd), json!({ "dport": peer.addr.port() }));
+    sleep_ms(50);
+    report("second_write", fd, do_call("write", fd), json!({}));
+    Ok(())
+}
+
+/// Our own shutdown(SHUT_WR), then a write: EPIPE.
+fn shut_wr() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    // SAFETY: valid fd.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    sleep_ms(20);
+    report("write", fd, do_call("write", fd), json!({}));
+    Ok(())
+}
+
+/// The peer closes (FIN); our read returns 0.
+fn peer_fin() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    peer.cmd("close")?;
+    sleep_ms(50);
+    let mut buf = [0u8; 16];
+    // SAFETY: valid buffer.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    report("read", fd, check(n), json!({ "ret": n }));
+    Ok(())
+}
+
+/// An established connection whose packets start being dropped (nft in this netns): our
+/// data is retransmitted until TCP_USER_TIMEOUT, and the blocked read gets ETIMEDOUT.
+fn established_timeout(ip: &str) -> Result<()> {
+    let mut peer = Peer::start(loopback(ip))?;
+    let fd = peer.connected()?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000);
+    let port = peer.addr.port();
+    let rules = format!(
+        "table inet socktrace_drop {{\n chain input {{\n  type filter hook input priority 0;\n  tcp dport {port} drop\n  tcp sport {port} drop\n }}\n}}\n"
+    );
+    ready_then_wait();
+    let status = Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+        c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+        c.wait()
+    })?;
+    if !status.success() {
+        bail!("nft failed: {status}");
+    }
+    report("write", fd, do_call("write", fd), json!({}));
+    let started = std::time::Instant::now();
+    report("read", fd, do_call("read", fd), json!({ "ms": started.elapsed().as_millis() as u64 }));
+    Ok(())
+}
+
+/// `ss -K` kills our established socket while we are blocked reading it: ECONNABORTED.
+fn ss_kill() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    let (sport, dport) = (local_port(fd), peer.addr.port());
+    ready_then_wait();
+    let killer = std::thread::spawn(move || {
+        sleep_ms(200);
+        Command::new("ss")
+            .args(["-K", "-t", "src", &format!("127.0.0.1:{sport}"), "dst", &format!("127.0.0.1:{dport}")])
+            .stdout(Stdio::null())
+            .status()
+    });
+    let e = do_call("read", fd);
+    let status = killer.join().expect("killer thread")?;
+    report("read", fd, e, json!({ "ss_status": status.code() }));
+    Ok(())
+}
+
+/// The client resets a connection that still waits in our accept queue. Linux (unlike the
+/// BSDs) still hands it to accept(); the read that follows fails with the reset.
+fn accept_after_reset() -> Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = l.local_addr()?.port();
+    let lfd = std::os::fd::AsRawFd::as_raw_fd(&l);
+    ready_then_wait();
+    // The client is another (forked, untraced) process, so the RST is its doing.
+    rst_client_inline(port)?;
+    sleep_ms(50);
+    // SAFETY: valid buffers for the peer address.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let c = unsafe { libc::accept(lfd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+    report("accept", lfd, check(c as isize), json!({ "new_fd": c }));
+    if c >= 0 {
+        report("read", c, do_call("read", c), json!({}));
+    }
+    Ok(())
+}
+
+/// Connects to PORT from a forked child process and resets the connection (SO_LINGER 0).
+fn rst_client_inline(port: u16) -> Result<()> {
+    // SAFETY: fork in a single-threaded process; the child only makes raw syscalls and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let (fd, e) = connect_blocking(SocketAddr::new(loopback("v4"), port));
+        if e == 0 {
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            unsafe {
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), 8);
+                libc::close(fd);
+            }
+        }
+        unsafe { libc::_exit(if e == 0 { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if status != 0 {
+        bail!("rst client failed: {status}");
+    }
+    Ok(())
+}
+
+/// A non-blocking read with nothing to read: EAGAIN.
+fn would_block() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    // SAFETY: valid fd.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    ready_then_wait();
+    report("read", fd, do_call("read", fd), json!({}));
+    Ok(())
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// A blocking read interrupted by a signal whose handler has no SA_RESTART: EINTR.
+fn interrupted() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    // SAFETY: installing a handler that does nothing; no SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+    }
+    ready_then_wait();
+    // SAFETY: plain syscall.
+    unsafe { libc::alarm(1) };
+    report("read", fd, do_call("read", fd), json!({}));
+    Ok(())
+}
+
+/// Failing calls on things that are not TCP sockets: a pipe, an eventfd, a file, a unix
+/// socket, a UDP socket. Only the last two are sockets (reported with --all-sockets).
+fn not_sockets() -> Result<()> {
+    let mut p = [0i32; 2];
+    // SAFETY: valid array for pipe2; the rest are plain calls on fds created here.
+    unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK) };
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+    let file = std::fs::File::create(std::env::temp_dir().join(format!("socktrace-scenario-{}", std::process::id())))?;
+    let ffd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut sp = [0i32; 2];
+    unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sp.as_mut_ptr()) };
+    let udp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    report("pipe_read", p[0], do_call("read", p[0]), json!({}));
+    close(p[0]);
+    report("pipe_write", p[1], do_call("write", p[1]), json!({}));
+    let mut v = 0u64;
+    let e = check(unsafe { libc::read(efd, (&mut v as *mut u64).cast(), 8) });
+    report("eventfd_read", efd, e, json!({}));
+    report("file_read", ffd, do_call("read", ffd), json!({}));
+    close(sp[1]);
+    report("unix_write", sp[0], do_call("write", sp[0]), json!({}));
+    connect_fd(udp, closed);
+    do_call("write", udp);
+    sleep_ms(20);
+    report("udp_read", udp, do_call("recvfrom", udp), json!({}));
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("socktrace-scenario-{}", std::process::id())));
+    Ok(())
+}
+
+/// A refused connect made on a second thread.
+fn thread_refused() -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    let (fd, e, tid) = std::thread::spawn(move || {
+        let (fd, e) = connect_blocking(closed);
+        (fd, e, gettid())
+    })
+    .join()
+    .expect("thread");
+    report("connect", fd, e, json!({ "tid": tid, "dport": closed.port() }));
+    Ok(())
+}
+
+/// Across a veth pair: the peer (in netns PEER_NETNS, at ADDR) aborts; the RST crosses the veth
+/// and is handled in softirq while the peer, not us, is on the CPU.
+fn veth_reset(peer_netns: &str, addr: &str) -> Result<()> {
+    let addr = parse_addr(addr)?;
+    let mut peer = Peer::start_in(Some(peer_netns), addr)?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    peer.cmd("abort")?;
+    sleep_ms(100);
+    report("read", fd, do_call("read", fd), json!({ "peer_pid": peer.pid, "dport": peer.addr.port() }));
     Ok(())
 }

@@ -1,0 +1,282 @@
+//! The catalogue, end to end: every failure the seed lists, made to happen on real sockets
+//! (loopback, or network namespaces built here), traced by the real socktrace, and checked
+//! for errno, the state the error was born in, and the cause.
+
+use serde_json::{json, Value};
+use socktrace_tests::{assert_label, single_event, trace_scenario, Netns, Run};
+
+const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
+
+fn run(args: &[&str], extra: &[&str]) -> Run {
+    trace_scenario(SCENARIO, args, extra).unwrap()
+}
+
+fn in_netns(ns: &Netns, args: &[&str], extra: &[&str]) -> Run {
+    let mut full = vec!["--netns", ns.name.as_str()];
+    full.extend_from_slice(args);
+    run(&full, extra)
+}
+
+/// The event socktrace printed for the scenario's step `step` (matched by fd and errno).
+fn event_for<'a>(run: &'a Run, step: &str) -> &'a Value {
+    let c = run.client_step(step);
+    run.events
+        .iter()
+        .find(|e| e["fd"] == c["fd"] && e["ret"].as_i64() == c["errno"].as_i64().map(|n| -n))
+        .unwrap_or_else(|| panic!("no event for step {step} ({c}); events: {:#?}\nstderr: {}", run.events, run.stderr))
+}
+
+fn last_transition(ev: &Value) -> (&str, &str) {
+    let t = ev["history"].as_array().and_then(|h| h.last()).unwrap_or_else(|| panic!("no history in {ev:#}"));
+    (t["from"].as_str().unwrap(), t["to"].as_str().unwrap())
+}
+
+#[test]
+fn connect_refused_by_rst_ipv6() {
+    let r = run(&["connect", "[::1]:closed"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 111);
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
+    assert_eq!(ev["family"], "inet6");
+    assert_eq!(ev["daddr"], "::1");
+    assert_eq!(ev["dport"], r.client_step("connect")["dport"]);
+    assert!(ev["explain"].as_str().unwrap().contains("nothing listens on [::1]:"), "{ev:#}");
+}
+
+#[test]
+fn connect_refused_by_icmp_port_unreachable() {
+    let ns = Netns::new("icmp");
+    ns.input_rules("inet", &["tcp dport 9999 reject with icmpx type port-unreachable".into()]);
+    let r = in_netns(&ns, &["connect", "127.0.0.1:9999"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 111);
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "icmp_error");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("ICMP port-unreachable") && !explain.contains("nothing listens"), "{explain}");
+}
+
+#[test]
+fn connect_refused_nonblocking_through_so_error() {
+    let r = run(&["nonblocking-connect", "127.0.0.1:0"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 115, "EINPROGRESS first");
+    assert_eq!(r.client_step("so_error")["errno"], 111);
+    // EINPROGRESS is routine (counted, not printed); the SO_ERROR result is the failure.
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
+    assert_eq!(ev["syscall"], "connect");
+    assert_eq!(ev["fd"], r.client_step("so_error")["fd"]);
+    assert_eq!(ev["dport"], r.client_step("so_error")["dport"]);
+    assert!(r.stderr.contains("2 failing calls seen, 1 printed"), "{}", r.stderr);
+}
+
+/// Every receive and send call, each on a connection the peer aborted (SO_LINGER {1,0}):
+/// the first call gets ECONNRESET, a write after it EPIPE, both traced to the RST. The RST is
+/// handled while the *peer* is on the CPU; socktrace must still join it to our socket.
+#[test]
+fn reset_by_peer_for_every_call() {
+    for call in ["read", "readv", "recvfrom", "recvmsg", "recvmmsg", "write", "writev", "sendto", "sendmsg", "sendmmsg"] {
+        let r = run(&["reset", call, "v4"], &[]);
+        let step = r.client_step(call);
+        assert_eq!(step["errno"], 104, "{call}: the program's own errno");
+        assert_eq!(r.events.len(), 2, "{call}: {:#?}", r.events);
+        let ev = event_for(&r, call);
+        assert_eq!(ev["syscall"], call);
+        assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+        assert_eq!(ev["cause_pid"], step["peer_pid"], "{call}: the RST ran in the peer's context");
+        assert_ne!(ev["cause_pid"], json!(r.client_pid));
+        assert_eq!(ev["sport"], step["sport"]);
+        assert_eq!(ev["dport"], step["dport"]);
+        // The connection predates tracing; the history starts with the reset closing it.
+        assert_eq!(last_transition(ev), ("ESTABLISHED", "CLOSE"), "{call}");
+
+        assert_eq!(r.client_step("after")["errno"], 32);
+        let after = event_for(&r, "after");
+        assert_label(after, "EPIPE", Some("ESTABLISHED"), "rst_received");
+        assert!(after["cause_age_ns"].as_u64().unwrap() >= ev["cause_age_ns"].as_u64().unwrap());
+    }
+}
+
+#[test]
+fn reset_by_peer_ipv6() {
+    let r = run(&["reset", "read", "v6"], &[]);
+    let ev = event_for(&r, "read");
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    assert_eq!((ev["family"].as_str(), ev["daddr"].as_str()), (Some("inet6"), Some("::1")));
+    assert_label(event_for(&r, "after"), "EPIPE", Some("ESTABLISHED"), "rst_received");
+}
+
+/// The seed's "server terminated prematurely".
+#[test]
+fn premature_exit_write_then_epipe() {
+    let r = run(&["premature-exit"], &[]);
+    assert_eq!(r.client_step("first_write")["errno"], 0, "the first write goes out");
+    assert_eq!(r.client_step("second_write")["errno"], 32);
+    let ev = single_event(&r);
+    assert_label(ev, "EPIPE", Some("CLOSE_WAIT"), "rst_received");
+    assert_eq!(last_transition(ev), ("CLOSE_WAIT", "CLOSE"));
+}
+
+#[test]
+fn write_after_own_shutdown() {
+    let r = run(&["shut-wr"], &[]);
+    assert_eq!(r.client_step("write")["errno"], 32);
+    let ev = single_event(&r);
+    assert_eq!(ev["errno"], "EPIPE");
+    assert_eq!(ev["cause"], "local_shutdown");
+    assert!(matches!(ev["state"].as_str(), Some("FIN_WAIT1" | "FIN_WAIT2")), "{ev:#}");
+}
+
+#[test]
+fn read_after_peer_fin_with_eof() {
+    let r = run(&["peer-fin"], &["--eof"]);
+    assert_eq!(r.client_step("read")["ret"], 0);
+    let ev = single_event(&r);
+    assert_eq!((ev["ret"].as_i64(), ev["errno"].is_null()), (Some(0), true));
+    assert_eq!((ev["cause"].as_str(), ev["state"].as_str()), (Some("peer_fin"), Some("CLOSE_WAIT")));
+
+    let quiet = run(&["peer-fin"], &[]);
+    assert!(quiet.events.is_empty(), "EOF is reported only with --eof: {:#?}", quiet.events);
+}
+
+fn timeout_netns(tag: &str, port: u16) -> Netns {
+    let ns = Netns::new(tag);
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
+    ns.input_rules("inet", &[format!("tcp dport {port} drop")]);
+    ns
+}
+
+#[test]
+fn connect_timeout_ipv4_and_ipv6() {
+    for (tag, addr) in [("syn4", "127.0.0.1:9998"), ("syn6", "[::1]:9998")] {
+        let ns = timeout_netns(tag, 9998);
+        let r = in_netns(&ns, &["connect", addr], &[]);
+        assert_eq!(r.client_step("connect")["errno"], 110, "{addr}");
+        let ev = single_event(&r);
+        assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
+        assert!(ev["retransmits"].as_u64().unwrap() >= 1, "{ev:#}");
+    }
+}
+
+#[test]
+fn established_connection_timeout() {
+    let ns = Netns::new("est");
+    let r = in_netns(&ns, &["established-timeout", "v4"], &[]);
+    assert_eq!(r.client_step("write")["errno"], 0);
+    assert_eq!(r.client_step("read")["errno"], 110);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("ESTABLISHED"), "timeout");
+    assert!(ev["retransmits"].as_u64().unwrap() >= 1, "{ev:#}");
+}
+
+#[test]
+fn host_unreachable_by_icmp() {
+    let ns = Netns::new("hostun");
+    ns.input_rules("ip", &["tcp dport 9997 reject with icmp type host-unreachable".into()]);
+    let r = in_netns(&ns, &["connect", "127.0.0.1:9997"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 113);
+    assert_label(single_event(&r), "EHOSTUNREACH", Some("SYN_SENT"), "icmp_error");
+}
+
+#[test]
+fn no_route_unreachable_route_and_no_route_at_all() {
+    let ns = Netns::new("noroute");
+    ns.ip(&["route", "add", "unreachable", "10.77.0.0/24"]);
+    let r = in_netns(&ns, &["connect", "10.77.0.1:80"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 113);
+    let ev = single_event(&r);
+    assert_label(ev, "EHOSTUNREACH", None, "no_route");
+    assert_eq!((ev["daddr"].as_str(), ev["dport"].as_u64()), (Some("10.77.0.1"), Some(80)));
+
+    let r = in_netns(&ns, &["connect", "10.78.0.1:80"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 101);
+    let ev = single_event(&r);
+    assert_label(ev, "ENETUNREACH", None, "no_route");
+    assert_eq!(ev["daddr"], "10.78.0.1");
+}
+
+#[test]
+fn killed_with_ss_k_is_aborted() {
+    let r = run(&["ss-kill"], &[]);
+    assert_eq!(r.client_step("read")["ss_status"], 0, "ss -K worked");
+    assert_eq!(r.client_step("read")["errno"], 103);
+    assert_label(single_event(&r), "ECONNABORTED", Some("ESTABLISHED"), "aborted");
+}
+
+/// The seed expects ECONNABORTED from accept() when the client reset the queued connection.
+/// Linux hands the dead connection to accept() anyway (inet_getname with peer=2 accepts a
+/// closed socket); the read after it fails with the reset, which happened before the accept.
+#[test]
+fn reset_before_accept_surfaces_on_the_accepted_socket() {
+    let r = run(&["accept-after-reset"], &[]);
+    assert_eq!(r.client_step("accept")["errno"], 0, "Linux accepts the reset connection");
+    assert_eq!(r.client_step("read")["errno"], 104);
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    assert_ne!(ev["cause_pid"], json!(r.client_pid), "the RST came from the client process's close");
+    assert!(ev["cause_age_ns"].as_u64().unwrap() >= 40_000_000, "the RST predates the accept: {ev:#}");
+}
+
+#[test]
+fn would_block_is_counted_and_printed_with_all_errors() {
+    let r = run(&["would-block"], &["--all-errors"]);
+    assert_eq!(r.client_step("read")["errno"], 11);
+    assert_label(single_event(&r), "EAGAIN", Some("ESTABLISHED"), "would_block");
+
+    let quiet = run(&["would-block"], &[]);
+    assert!(quiet.events.is_empty(), "{:#?}", quiet.events);
+    assert!(quiet.stderr.contains("1 failing call seen, 0 printed (would_block 1)"), "{}", quiet.stderr);
+}
+
+#[test]
+fn interrupted_read_is_eintr() {
+    let r = run(&["interrupted"], &["--all-errors"]);
+    assert_eq!(r.client_step("read")["errno"], 4);
+    let ev = single_event(&r);
+    assert_label(ev, "EINTR", Some("ESTABLISHED"), "interrupted");
+    assert_eq!(ev["ret"], -4);
+    assert!(matches!(ev["kernel_ret"].as_i64(), None | Some(-516..=-512)), "{ev:#}");
+}
+
+#[test]
+fn only_sockets_are_reported_and_non_tcp_only_on_request() {
+    let r = run(&["not-sockets"], &["--all-errors"]);
+    for (step, errno) in [("pipe_read", 11), ("pipe_write", 32), ("eventfd_read", 11), ("file_read", 9), ("unix_write", 32), ("udp_read", 111)] {
+        assert_eq!(r.client_step(step)["errno"], errno, "{step}");
+    }
+    assert!(r.events.is_empty(), "pipes, files, eventfds, unix and UDP sockets are silent by default: {:#?}", r.events);
+
+    let r = run(&["not-sockets"], &["--all-errors", "--all-sockets"]);
+    assert_eq!(r.events.len(), 2, "{:#?}", r.events);
+    let unix = event_for(&r, "unix_write");
+    assert_eq!((unix["errno"].as_str(), unix["family"].as_str()), (Some("EPIPE"), Some("unix")));
+    let udp = event_for(&r, "udp_read");
+    assert_eq!((udp["errno"].as_str(), udp["family"].as_str()), (Some("ECONNREFUSED"), Some("inet")));
+    assert_eq!(udp["cause"], "unknown", "socktrace explains TCP causes only");
+}
+
+#[test]
+fn failure_on_a_non_main_thread() {
+    let r = run(&["thread-refused"], &[]);
+    let step = r.client_step("connect");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
+    assert_eq!(ev["tid"], step["tid"]);
+    assert_eq!(ev["pid"], json!(r.client_pid));
+    assert_ne!(ev["tid"], ev["pid"]);
+}
+
+/// Client and peer in two namespaces joined by veth: the peer's RST crosses the veth and is
+/// processed in softirq while another task is on the CPU.
+#[test]
+fn reset_across_veth_is_joined_through_the_socket() {
+    let cli = Netns::new("vc");
+    let srv = Netns::new("vs");
+    cli.veth_to(&srv, "10.199.1.1/24", "10.199.1.2/24");
+    let r = in_netns(&cli, &["veth-reset", &srv.name, "10.199.1.2:0"], &[]);
+    let step = r.client_step("read");
+    assert_eq!(step["errno"], 104);
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    assert_eq!((ev["daddr"].as_str(), ev["saddr"].as_str()), (Some("10.199.1.2"), Some("10.199.1.1")));
+    assert_ne!(ev["cause_pid"], json!(r.client_pid), "the RST was handled outside the client's context");
+}
