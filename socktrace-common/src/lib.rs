@@ -19,6 +19,14 @@ pub mod config_flags {
     pub const ALL_SOCKETS: u32 = 1 << 1;
     /// The kernel's `tcp_send_reset` tracepoint carries a `reason` argument (about 6.10+).
     pub const SEND_RESET_HAS_REASON: u32 = 1 << 2;
+    /// Only processes in the TRACED_TGIDS map are traced (-p, a started command).
+    pub const SELECT_PIDS: u32 = 1 << 3;
+    /// Only tasks whose name equals `TracedConfig::comm` (-c).
+    pub const SELECT_COMM: u32 = 1 << 4;
+    /// Only tasks in the cgroup v2 `cgroup_id` or below it (at `cgroup_level`) (--cgroup).
+    pub const SELECT_CGROUP: u32 = 1 << 5;
+    /// Children forked by a traced process join TRACED_TGIDS (-f).
+    pub const FOLLOW_FORKS: u32 = 1 << 6;
 }
 
 /// `FailureEvent::flags` bits.
@@ -67,6 +75,7 @@ pub struct KernelOffsets {
     pub tp_syscall_nr: u32,
     pub tp_enter_args: u32,
     pub tp_exit_ret: u32,
+    pub task_tgid: u32,
 }
 
 impl KernelOffsets {
@@ -80,7 +89,11 @@ impl KernelOffsets {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracedConfig {
     pub flags: u32,
-    pub _pad: u32,
+    /// Depth of the selected cgroup below the root (for bpf_get_current_ancestor_cgroup_id).
+    pub cgroup_level: u32,
+    pub cgroup_id: u64,
+    /// Task name to select, NUL-padded.
+    pub comm: [u8; TASK_COMM_LEN],
 }
 
 /// Addresses and ports of a socket. Ports in host byte order; addresses in network order,
@@ -189,8 +202,8 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 23 * 4);
-assert_size!(TracedConfig, 8);
+assert_size!(KernelOffsets, 24 * 4);
+assert_size!(TracedConfig, 32);
 assert_size!(SockAddrs, 40);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);

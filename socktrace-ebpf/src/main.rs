@@ -13,7 +13,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        bpf_probe_read_user, generated::{bpf_get_current_task, bpf_ktime_get_ns},
+        bpf_probe_read_user, generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -37,11 +37,11 @@ const SO_ERROR: u64 = 4;
 static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 
 #[no_mangle]
-static CONFIG: TracedConfig = TracedConfig { flags: 0, _pad: 0 };
+static CONFIG: TracedConfig = TracedConfig { flags: 0, cgroup_level: 0, cgroup_id: 0, comm: [0; 16] };
 
 /// Thread-group ids (processes) being traced; the first check of every syscall program.
 #[map]
-static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
 /// Arguments of the socket call each traced thread is in, from sys_enter to sys_exit.
 #[map]
@@ -60,6 +60,10 @@ static EMPTY_HISTORY: Array<SocketHistory> = Array::with_max_entries(1, 0);
 /// `ss -K`), the new history starts with the transition that closed it.
 #[map]
 static LAST_TRANSITION: PerCpuArray<LastTransition> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failures that could not be sent because the ring buffer was full (summed over CPUs).
+#[map]
+static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -95,9 +99,29 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Whether the current task is selected. Every selector given must match (pids, name,
+/// cgroup); with none, every process is.
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
-    unsafe { TRACED_TGIDS.get(&tgid).is_some() }
+    let flags = global!(CONFIG.flags);
+    if flags & config_flags::SELECT_PIDS != 0 && unsafe { TRACED_TGIDS.get(&tgid).is_none() } {
+        return false;
+    }
+    if flags & config_flags::SELECT_COMM != 0 {
+        let Ok(comm) = bpf_get_current_comm() else { return false };
+        let want = global!(CONFIG.comm);
+        if comm != want {
+            return false;
+        }
+    }
+    if flags & config_flags::SELECT_CGROUP != 0 {
+        let level = global!(CONFIG.cgroup_level) as i32;
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id != global!(CONFIG.cgroup_id) {
+            return false;
+        }
+    }
+    true
 }
 
 #[inline(always)]
@@ -223,6 +247,9 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
     }
 
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
+        if let Some(lost) = LOST_EVENTS.get_ptr_mut(0) {
+            unsafe { *lost += 1 };
+        }
         return 0;
     };
     let ev = entry.as_mut_ptr();
@@ -522,6 +549,41 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
 pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let _ = SOCKETS.remove(&sk);
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Following forks (-f)
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
+    if global!(CONFIG.flags) & config_flags::FOLLOW_FORKS == 0 {
+        return 0;
+    }
+    let parent: u64 = ctx.arg(0);
+    let child: u64 = ctx.arg(1);
+    let off = global!(OFFSETS.task_tgid);
+    let (Some(ptgid), Some(ctgid)) = (read::<u32>(parent, off), read::<u32>(child, off)) else {
+        return 0;
+    };
+    // A new thread shares its parent's tgid and is already traced with it.
+    if ptgid != ctgid && unsafe { TRACED_TGIDS.get(&ptgid).is_some() } {
+        let _ = TRACED_TGIDS.insert(&ctgid, &1, 0);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
+    if global!(CONFIG.flags) & config_flags::FOLLOW_FORKS == 0 {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    // The thread-group leader leaves last in the usual case: forget the process then, so a
+    // recycled PID is not traced by mistake.
+    if id >> 32 == id & 0xffff_ffff {
+        let _ = TRACED_TGIDS.remove(&((id >> 32) as u32));
+    }
     0
 }
 

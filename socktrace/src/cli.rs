@@ -1,37 +1,93 @@
 //! The command line: parsing, checking what the user asked for, and dispatching.
+//!
+//! Exit statuses: 0 done (or the traced command's own status), 1 socktrace could not run
+//! (privileges, PID, kernel, output file), 2 bad arguments.
 
-use crate::kernel::{privileges, probes::ProbeMode};
+use crate::kernel::{privileges, probes::ProbeMode, probes::Selection};
+use crate::model::{errno, Cause};
+use crate::render::ColorChoice;
 use crate::session::{Session, SessionOptions};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 
 /// Exit status when socktrace itself fails (bad arguments exit with clap's 2).
 pub const EXIT_FAILURE: i32 = 1;
+
+const EXAMPLES: &str = "\
+Examples:
+  sudo socktrace -p 1234                 explain failing socket calls of PID 1234 (all threads)
+  sudo socktrace -p 1234 --json          one JSON object per failure (NDJSON)
+  sudo socktrace -- curl http://127.0.0.1:9/
+                                         start a command and trace it from its first call
+  sudo socktrace -f -- ./server          ... and the children it forks
+  sudo socktrace -c nginx -e ECONNRESET,EPIPE
+                                         every process named nginx, only these errnos
+  sudo socktrace --cgroup /system.slice/foo.service --summary
+                                         a container or service; counts only
+  sudo socktrace check                   what this kernel supports
+  sudo socktrace demo                    watch socktrace explain real failures
+
+Exit status: 0 when done (with a command: the command's own status), 1 when socktrace cannot
+run (privileges, PID, kernel features, output file), 2 for bad arguments.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "socktrace",
     version,
     about = "Explains every failing socket call of a process: the errno and the TCP cause",
-    after_help = "Examples:\n  sudo socktrace -p 1234            explain failing connect/read/write/accept of PID 1234\n  sudo socktrace -p 1234 --json     one JSON object per failure\n  sudo socktrace demo               watch socktrace explain a refused connect"
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Trace this process (every thread of it). Repeat for several processes.
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
-    pub pids: Vec<i64>,
+    #[command(flatten)]
+    pub select: SelectArgs,
 
     #[command(flatten)]
     pub output: OutputArgs,
+
+    /// A command to start and trace (after `--`), as strace does.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command_line: Vec<String>,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Selection (all filtering happens in the kernel)")]
+pub struct SelectArgs {
+    /// Trace this process, every thread of it. Repeat for several.
+    #[arg(short = 'p', long = "pid", value_name = "PID", allow_negative_numbers = true)]
+    pub pids: Vec<String>,
+
+    /// Also trace children forked by traced processes after attach.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
+    /// Only tasks with this name (as in /proc/PID/comm; 15 bytes at most).
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub comm: Option<String>,
+
+    /// Only processes in this cgroup v2 (e.g. a container's), or below it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// One JSON object per line (NDJSON) instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Only these errnos, e.g. `-e ECONNRESET,EPIPE` (names or numbers).
+    #[arg(short = 'e', long = "errno", value_name = "LIST", value_delimiter = ',')]
+    pub errnos: Vec<String>,
+
+    /// Only these causes, e.g. `--cause rst_received,timeout`.
+    #[arg(long = "cause", value_name = "LIST", value_delimiter = ',', value_enum)]
+    pub causes: Vec<Cause>,
 
     /// Also print routine outcomes: EAGAIN (would_block), EINTR (interrupted), EINPROGRESS.
     #[arg(long)]
@@ -45,14 +101,54 @@ pub struct OutputArgs {
     #[arg(long)]
     pub all_sockets: bool,
 
+    /// Colour text output by cause: auto (when stdout is a terminal and NO_COLOR is unset).
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: ColorChoice,
+
+    /// Wall-clock timestamps (UTC) instead of seconds since attach.
+    #[arg(short = 't', long = "wall-clock")]
+    pub wall_clock: bool,
+
+    /// Write events and the summary to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Print only the summary (counts by errno, cause and state; top peers) at the end.
+    #[arg(long)]
+    pub summary: bool,
+
     /// Which kernel probes to use.
     #[arg(long, value_enum, default_value = "auto")]
     pub probe_mode: ProbeMode,
 }
 
+impl Default for OutputArgs {
+    fn default() -> Self {
+        OutputArgs {
+            json: false,
+            errnos: Vec::new(),
+            causes: Vec::new(),
+            all_errors: false,
+            eof: false,
+            all_sockets: false,
+            color: ColorChoice::Auto,
+            wall_clock: false,
+            output: None,
+            summary: false,
+            probe_mode: ProbeMode::Auto,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Start a small client whose connects are refused on loopback, and trace it.
+    /// What this kernel supports, and which probes socktrace would use. Exit 1 if it cannot run.
+    Check {
+        /// Which probe mode to check for.
+        #[arg(long, value_enum, default_value = "auto")]
+        probe_mode: ProbeMode,
+    },
+    /// Start a small client that makes the classic failures happen on loopback, and trace it.
     Demo {
         #[command(flatten)]
         output: OutputArgs,
@@ -60,48 +156,106 @@ pub enum Command {
     /// The demo's workload (run by `socktrace demo`; not for direct use).
     #[command(hide = true)]
     DemoClient,
+    /// Writes shell completions and the man page into DIR (used by `cargo xtask docs`).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Some(Command::Check { probe_mode }) => crate::check::run(probe_mode),
         Some(Command::Demo { output }) => crate::demo::run(output),
         Some(Command::DemoClient) => crate::demo::client(),
+        Some(Command::GenerateDocs { dir }) => generate_docs(&dir).map(|()| 0),
         None => {
-            if cli.pids.is_empty() {
-                bail!("nothing to trace: give -p PID (see --help), or try `socktrace demo`");
+            let mut select = cli.select;
+            let pids = select.pids.iter().map(|p| validate_pid(p)).collect::<Result<Vec<_>>>()?;
+            if !cli.command_line.is_empty() {
+                return crate::target::run_command(&cli.command_line, select, cli.output);
             }
-            let pids = cli.pids.iter().map(|&p| validate_pid(p)).collect::<Result<Vec<_>>>()?;
-            trace(pids, cli.output)
+            if pids.is_empty() && select.comm.is_none() && select.cgroup.is_none() {
+                eprintln!("socktrace: warning: no -p, -c, --cgroup or command given: tracing every process on this machine");
+            }
+            select.pids.clear();
+            let selection = selection(pids, &select)?;
+            trace(selection, cli.output, None)
         }
     }
 }
 
-pub fn trace(pids: Vec<u32>, output: OutputArgs) -> Result<i32> {
+/// Turns the selection flags into what the kernel filters on.
+pub fn selection(tgids: Vec<u32>, s: &SelectArgs) -> Result<Selection> {
+    let comm = match &s.comm {
+        None => None,
+        Some(name) if name.is_empty() => bail!("-c needs a non-empty task name"),
+        Some(name) => {
+            if name.len() > 15 {
+                eprintln!("socktrace: notice: task names are at most 15 bytes; matching {:?}", &name[..15]);
+            }
+            Some(name.as_bytes()[..name.len().min(15)].to_vec())
+        }
+    };
+    let cgroup = s.cgroup.as_deref().map(cgroup_id).transpose()?;
+    Ok(Selection { tgids, follow: s.follow, comm, cgroup })
+}
+
+/// Attaches, runs until done, prints the summary. `child` is a started command to wait for.
+pub fn require_privileges() -> Result<()> {
     if let Some(missing) = privileges::missing() {
         bail!("socktrace needs {missing} to load its eBPF programs: run it as root, e.g. `sudo socktrace ...`");
     }
+    Ok(())
+}
+
+pub fn trace(selection: Selection, output: OutputArgs, child: Option<crate::target::Child>) -> Result<i32> {
+    require_privileges()?;
+    let errnos = output.errnos.iter().map(|e| parse_errno(e)).collect::<Result<Vec<_>>>()?;
+    // Checked before any probe is attached: a bad path must not cost an attach/detach.
+    let sink = crate::render::Sink::open(output.output.as_deref(), output.color)?;
     let opts = SessionOptions {
         json: output.json,
         all_errors: output.all_errors,
         eof: output.eof,
         all_sockets: output.all_sockets,
         probe_mode: output.probe_mode,
+        errnos,
+        causes: output.causes.clone(),
+        wall_clock: output.wall_clock,
+        summary_only: output.summary,
     };
-    let session = Session::attach(&pids, opts)?;
+    let session = Session::attach(&selection, opts, sink, child)?;
     session.run()
 }
 
+/// An errno given by name (`ECONNRESET`) or number (`104`).
+pub fn parse_errno(s: &str) -> Result<i32> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        if n > 0 {
+            return Ok(n);
+        }
+    }
+    let upper = s.to_ascii_uppercase();
+    (1..4096)
+        .find(|&n| errno::name(n) == upper)
+        .with_context(|| format!("unknown errno {s:?} (use a name like ECONNRESET or a number)"))
+}
+
 /// A PID the user typed, checked: positive, existing, and a user process.
-pub fn validate_pid(pid: i64) -> Result<u32> {
+pub fn validate_pid(text: &str) -> Result<u32> {
+    let pid: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid PID {text:?}: PIDs are positive integers"))?;
     if pid <= 0 || pid > i32::MAX as i64 {
         bail!("invalid PID {pid}: PIDs are positive integers");
     }
     let pid = pid as u32;
-    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let proc = PathBuf::from(format!("/proc/{pid}"));
     if !proc.exists() {
         bail!("no such process: PID {pid} (is it running? in another PID namespace?)");
     }
-    // Kernel threads have an empty cmdline and no memory map: they make no socket calls.
+    // Kernel threads make no socket calls: there would be nothing to see.
     let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
     if let Some(flags) = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(6)) {
         const PF_KTHREAD: u64 = 0x0020_0000;
@@ -110,7 +264,8 @@ pub fn validate_pid(pid: i64) -> Result<u32> {
         }
     }
     // Trace the process, also when given a thread id.
-    let status = std::fs::read_to_string(proc.join("status")).unwrap_or_default();
+    let status = std::fs::read_to_string(proc.join("status"))
+        .with_context(|| format!("no such process: PID {pid} exited"))?;
     let tgid = status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
@@ -119,36 +274,102 @@ pub fn validate_pid(pid: i64) -> Result<u32> {
     Ok(tgid)
 }
 
+/// The cgroup v2 id (the directory's inode) and depth of PATH, given absolute
+/// (`/sys/fs/cgroup/...`) or relative to the cgroup2 mount (`/system.slice/x.service`).
+fn cgroup_id(path: &Path) -> Result<(u64, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = cgroup2_mount().context("no cgroup v2 hierarchy is mounted: --cgroup needs one")?;
+    let full = if path.starts_with(&root) {
+        path.to_path_buf()
+    } else {
+        root.join(path.strip_prefix("/").unwrap_or(path))
+    };
+    let meta = std::fs::metadata(&full).with_context(|| format!("no such cgroup: {}", full.display()))?;
+    if !meta.is_dir() || !full.join("cgroup.procs").exists() {
+        bail!("{} is not a cgroup v2 directory", full.display());
+    }
+    let level = full.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32;
+    Ok((meta.ino(), level))
+}
+
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if right.split_whitespace().next() != Some("cgroup2") {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+fn generate_docs(dir: &Path) -> Result<()> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        let path = clap_complete::generate_to(shell, &mut cmd, "socktrace", dir)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut page)?;
+    let path = dir.join("socktrace.1");
+    std::fs::write(&path, page)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
 
     #[test]
     fn rejects_impossible_pids() {
-        for bad in [0, -1, i64::MAX, 1 << 40] {
+        for bad in ["0", "-1", "9223372036854775807", "1099511627776", "abc", "", "12x"] {
             let err = validate_pid(bad).unwrap_err().to_string();
-            assert!(err.contains("invalid PID"), "{err}");
+            assert!(err.contains("invalid PID"), "{bad}: {err}");
         }
     }
 
     #[test]
     fn accepts_this_process_and_rejects_kernel_threads() {
-        assert_eq!(validate_pid(std::process::id() as i64).unwrap(), std::process::id());
-        // PID 2 is kthreadd on Linux (in the initial PID namespace).
-        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
-            assert!(validate_pid(2).unwrap_err().to_string().contains("kernel thread"));
-        }
+        assert_eq!(validate_pid(&std::process::id().to_string()).unwrap(), std::process::id());
+        // Some kernel thread exists on every Linux machine (kthreadd and its children).
+        let kthread = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| validate_pid(&pid.to_string()).is_err_and(|e| e.to_string().contains("kernel thread")));
+        assert!(kthread.is_some(), "no kernel thread was recognised");
     }
 
     #[test]
-    fn help_parses() {
-        Cli::command_for_test();
+    fn errnos_by_name_or_number() {
+        assert_eq!(parse_errno("ECONNRESET").unwrap(), 104);
+        assert_eq!(parse_errno("epipe").unwrap(), 32);
+        assert_eq!(parse_errno("111").unwrap(), 111);
+        assert!(parse_errno("ENOTREAL").is_err());
     }
 
-    impl Cli {
-        fn command_for_test() {
-            use clap::CommandFactory;
-            Cli::command().debug_assert();
-        }
+    #[test]
+    fn cli_is_consistent_and_parses_the_documented_forms() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["socktrace", "-p", "1", "-p", "2", "-e", "ECONNRESET,EPIPE", "--cause", "rst_received,timeout", "--json"]).unwrap();
+        assert_eq!(c.select.pids, ["1", "2"]);
+        assert_eq!(c.output.errnos, ["ECONNRESET", "EPIPE"]);
+        assert_eq!(c.output.causes, [Cause::RstReceived, Cause::Timeout]);
+        let c = Cli::try_parse_from(["socktrace", "-f", "--", "curl", "-s", "http://x/"]).unwrap();
+        assert_eq!(c.command_line, ["curl", "-s", "http://x/"]);
+        assert!(c.select.follow);
+        assert!(Cli::try_parse_from(["socktrace", "--cause", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn cgroup_paths_resolve_to_ids() {
+        let root = cgroup2_mount().expect("cgroup2 is mounted here");
+        let (id, level) = cgroup_id(&root).unwrap();
+        assert_eq!(level, 0);
+        assert!(id > 0);
+        assert!(cgroup_id(Path::new("/no/such/cgroup")).unwrap_err().to_string().contains("no such cgroup"));
     }
 }

@@ -6,50 +6,21 @@ use anyhow::{Context as _, Result};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub fn run(output: OutputArgs) -> Result<i32> {
+pub fn run(mut output: OutputArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("locating socktrace's own binary")?;
-    let mut child = Command::new(exe)
-        .arg("demo-client")
-        .stdin(Stdio::piped())
-        .spawn()
-        .context("starting the demo client")?;
-    eprintln!("socktrace: demo client started as PID {}", child.id());
-    let session = match crate::session::Session::attach(
-        &[child.id()],
-        crate::session::SessionOptions {
-            json: output.json,
-            all_errors: output.all_errors,
-            eof: output.eof,
-            all_sockets: output.all_sockets,
-            probe_mode: output.probe_mode,
-        },
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-    };
-    // Tell the client every probe is in place.
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(b"go\n");
-    }
-    let code = session.run()?;
-    let _ = child.wait();
-    Ok(code)
+    // The demo shows every kind of label, the routine ones too.
+    output.all_errors = true;
+    let argv = vec![exe.to_string_lossy().into_owned(), "demo-client".into()];
+    crate::target::run_command(&argv, crate::cli::SelectArgs::default(), output)
 }
 
-/// The workload. Waits for a line on stdin (socktrace is attached), then fails on purpose.
+/// The workload, started by `run` once socktrace is attached: fails on purpose.
 pub fn client() -> Result<i32> {
     // Named so its lines are easy to tell from socktrace's own.
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"demo-client".as_ptr()) };
-    let mut line = [0u8; 3];
-    let _ = std::io::stdin().read(&mut line);
     let closed = closed_port()?;
 
     // 1. Blocking connect to a port nobody listens on: RST in SYN_SENT.
@@ -78,6 +49,12 @@ pub fn client() -> Result<i32> {
     let _ = client.write(b"first write goes out");
     std::thread::sleep(Duration::from_millis(20));
     let _ = client.write(b"second write hits the RST");
+
+    // 5. A non-blocking read with nothing to read yet: EAGAIN (routine, shown by the demo).
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (_server, _) = listener.accept()?;
+    client.set_nonblocking(true)?;
+    let _ = (&client).read(&mut [0u8; 16]);
     Ok(0)
 }
 

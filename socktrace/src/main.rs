@@ -3,6 +3,7 @@
 //! Data flows one way: kernel programs -> ring buffer -> `event` (decode) -> `diagnose` ->
 //! `render` (text, JSON). `kernel` loads and attaches the programs; `session` runs the loop.
 
+mod check;
 mod cli;
 mod demo;
 mod diagnose;
@@ -11,6 +12,8 @@ mod kernel;
 mod model;
 mod render;
 mod session;
+mod summary;
+mod target;
 
 use clap::Parser as _;
 

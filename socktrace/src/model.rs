@@ -66,8 +66,9 @@ impl fmt::Display for TcpState {
 }
 
 /// Why a call failed: the one vocabulary of the text and JSON outputs. Never renamed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Cause {
     RstReceived,
     RstSent,
@@ -84,7 +85,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub const ALL: [Cause; 12] = [
         Cause::RstReceived,
         Cause::RstSent,

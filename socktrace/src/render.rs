@@ -5,6 +5,7 @@
 
 use crate::diagnose::Diagnosis;
 use crate::event::Failure;
+use crate::model::Cause;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -186,37 +187,111 @@ fn addr(a: Option<std::net::SocketAddr>) -> String {
     a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
 }
 
-/// `+0.004512 1234/1235 "curl" connect(fd=3) = -111 ECONNREFUSED 127.0.0.1:40122 -> 127.0.0.1:9
-/// state SYN_SENT cause rst_received: peer answered the SYN with RST ...`
-pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock) -> String {
-    let rel = f.ts_ns.saturating_sub(clock.attach_mono_ns);
-    let mut line = format!(
-        "+{}.{:06} {}/{} \"{}\" {}(fd={}) = {}",
-        rel / 1_000_000_000,
-        (rel % 1_000_000_000) / 1_000,
-        f.pid,
-        f.tid,
-        escape_bytes(&f.comm),
-        f.syscall_name(),
-        f.fd,
-        f.ret,
-    );
-    if let Some(name) = f.errno_name() {
-        let _ = write!(line, " {name}");
+/// How text lines look.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TextStyle {
+    pub color: bool,
+    /// UTC wall-clock timestamps instead of seconds since attach.
+    pub wall_clock: bool,
+}
+
+/// ANSI colour of each cause (SGR parameter).
+fn cause_color(c: Cause) -> &'static str {
+    match c {
+        Cause::RstReceived | Cause::RstSent => "1;31",
+        Cause::IcmpError | Cause::NoRoute => "1;33",
+        Cause::Timeout => "1;35",
+        Cause::PeerFin | Cause::LocalShutdown => "36",
+        Cause::Aborted => "1;31",
+        Cause::WouldBlock | Cause::Interrupted | Cause::InProgress => "2",
+        Cause::Unknown => "1",
     }
-    let _ = write!(
-        line,
-        " {} -> {} state {} cause {}",
+}
+
+fn paint(text: &str, sgr: &str, on: bool) -> String {
+    if on { format!("\x1b[{sgr}m{text}\x1b[0m") } else { text.to_string() }
+}
+
+pub fn timestamp(mono_ns: u64, clock: &Clock, wall_clock: bool) -> String {
+    if wall_clock {
+        let wall = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(clock.wall_ns(mono_ns));
+        humantime::format_rfc3339_micros(wall).to_string()
+    } else {
+        let rel = mono_ns.saturating_sub(clock.attach_mono_ns);
+        format!("+{}.{:06}", rel / 1_000_000_000, (rel % 1_000_000_000) / 1_000)
+    }
+}
+
+/// One aligned line per failure:
+/// `+0.000295  13235/13235 "demo-client"  connect(fd=3)    = -111 ECONNREFUSED  127.0.0.1:39622 -> 127.0.0.1:36757  SYN_SENT    rst_received   12.8us  peer answered ...`
+pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) -> String {
+    let call = format!("{}(fd={})", f.syscall_name(), f.fd);
+    let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
+    let age = d.cause_age_ns(f.ts_ns).map(human_ns).unwrap_or_else(|| "-".into());
+    let cause = format!("{:<14}", d.cause.code());
+    format!(
+        "{:<10} {:>13} {:<18} {:<16} = {:>5} {:<13} {:>21} -> {:<21} {:<11} {} {:>8}  {}",
+        timestamp(f.ts_ns, clock, style.wall_clock),
+        format!("{}/{}", f.pid, f.tid),
+        format!("\"{}\"", escape_bytes(&f.comm)),
+        call,
+        f.ret,
+        paint(&format!("{errno:<13}"), cause_color(d.cause), style.color),
         addr(f.local),
         addr(f.remote),
-        d.state.map(|s| s.name()).unwrap_or("?"),
-        d.cause.code()
-    );
-    if let Some(age) = d.cause_age_ns(f.ts_ns) {
-        let _ = write!(line, " ({} ago)", human_ns(age));
+        d.state.map(|s| s.name()).unwrap_or("-"),
+        paint(&cause, cause_color(d.cause), style.color),
+        age,
+        escape_bytes(d.explain.as_bytes()),
+    )
+}
+
+/// When to colour text output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Where events and the summary go: stdout or the `-o` file.
+pub struct Sink {
+    pub out: Box<dyn std::io::Write>,
+    pub color: bool,
+    /// What to call it in error messages.
+    pub name: String,
+}
+
+impl Sink {
+    /// Opens the output before anything is attached, so a bad path fails early.
+    pub fn open(path: Option<&std::path::Path>, choice: ColorChoice) -> anyhow::Result<Sink> {
+        use std::io::IsTerminal as _;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        match path {
+            Some(p) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(p)
+                    .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", p.display()))?;
+                Ok(Sink {
+                    out: Box::new(std::io::BufWriter::new(file)),
+                    color: choice == ColorChoice::Always,
+                    name: p.display().to_string(),
+                })
+            }
+            None => {
+                let stdout = std::io::stdout();
+                let color = match choice {
+                    ColorChoice::Always => true,
+                    ColorChoice::Never => false,
+                    ColorChoice::Auto => stdout.is_terminal() && !no_color,
+                };
+                Ok(Sink { out: Box::new(std::io::BufWriter::new(stdout)), color, name: "stdout".into() })
+            }
+        }
     }
-    let _ = write!(line, ": {}", escape_bytes(d.explain.as_bytes()));
-    line
 }
 
 pub fn human_ns(ns: u64) -> String {
@@ -243,6 +318,69 @@ mod tests {
         assert_eq!(escape_bytes(b"q\"\\"), "q\\\"\\\\");
         assert_eq!(escape_bytes(&[0xff, 0xfe]), "\\xff\\xfe");
         assert!(escape_bytes(&(0..=255).collect::<Vec<u8>>()).bytes().all(|b| (0x20..0x7f).contains(&b)));
+    }
+
+    fn golden_failure() -> (Failure, Diagnosis) {
+        use crate::event::History;
+        use crate::model::{Syscall, TcpState};
+        let f = Failure {
+            ts_ns: 1_004_512_000,
+            pid: 1234,
+            tid: 1235,
+            comm: b"cu\x1brl\n".to_vec(),
+            syscall_nr: libc::SYS_connect as u32,
+            syscall: Some(Syscall::Connect),
+            reported_as_connect: false,
+            fd: 3,
+            ret: -111,
+            errno: Some(111),
+            sk: 1,
+            family: 2,
+            sock_type: 1,
+            protocol: 6,
+            is_tcp: true,
+            state_now: Some(TcpState::Close),
+            shutdown: 0,
+            local: Some("127.0.0.1:40122".parse().unwrap()),
+            remote: Some("127.0.0.1:9".parse().unwrap()),
+            history: History::default(),
+            accept_wants_addr: false,
+            kernel_ret: None,
+        };
+        let d = Diagnosis {
+            cause: Cause::RstReceived,
+            state: Some(TcpState::SynSent),
+            cause_ts_ns: Some(1_004_499_200),
+            retransmits: None,
+            explain: "peer answered the SYN with RST: nothing listens on 127.0.0.1:9".into(),
+        };
+        (f, d)
+    }
+
+    const CLOCK: Clock = Clock { realtime_offset_ns: 1_700_000_000_000_000_000, attach_mono_ns: 1_000_000_000 };
+
+    #[test]
+    fn golden_text_line() {
+        let (f, d) = golden_failure();
+        assert_eq!(
+            text_line(&f, &d, &CLOCK, TextStyle::default()),
+            "+0.004512      1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 ECONNREFUSED        127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    rst_received     12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
+        );
+        assert_eq!(
+            text_line(&f, &d, &CLOCK, TextStyle { color: true, wall_clock: true }),
+            "2023-11-14T22:13:21.004512Z     1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 \u{1b}[1;31mECONNREFUSED \u{1b}[0m       127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    \u{1b}[1;31mrst_received  \u{1b}[0m   12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn json_keeps_the_documented_keys() {
+        let (f, d) = golden_failure();
+        let v: serde_json::Value = serde_json::from_str(&json_line(&f, &d, &CLOCK)).unwrap();
+        for key in ["schema", "type", "ts_ns", "pid", "tid", "comm", "syscall", "fd", "ret", "errno", "state", "cause", "saddr", "sport", "daddr", "dport", "explain", "cause_age_ns", "history"] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["comm"], "cu\\x1brl\\x0a");
+        assert_eq!(v["cause_age_ns"], 12_800);
     }
 
     #[test]

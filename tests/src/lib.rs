@@ -43,8 +43,10 @@ pub fn require_root() {
 /// What one traced run produced.
 #[derive(Debug)]
 pub struct Run {
-    /// socktrace's stdout, one parsed JSON object per line.
+    /// socktrace's stdout, one parsed JSON object per failure (`"type": "failure"`).
     pub events: Vec<Value>,
+    /// The closing summary object (`"type": "summary"`), when socktrace printed one.
+    pub summary: Option<Value>,
     /// socktrace's stderr.
     pub stderr: String,
     pub socktrace_status: std::process::ExitStatus,
@@ -159,11 +161,18 @@ pub fn trace_scenario(scenario_bin: &str, args: &[&str], extra: &[&str]) -> Resu
         stderr.push('\n');
     }
     let out = stdout_reader.join().map_err(|_| anyhow!("stdout reader panicked"))?;
-    let events = out
+    let lines = out
         .lines()
         .map(|l| serde_json::from_str(l).with_context(|| format!("socktrace printed a non-JSON line {l:?}")))
         .collect::<Result<Vec<Value>>>()?;
-    Ok(Run { events, stderr, socktrace_status: status, client: client_report, client_pid })
+    let (summaries, events): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|v| v["type"] == "summary");
+    if summaries.len() > 1 {
+        bail!("more than one summary: {summaries:?}");
+    }
+    if let Some(bad) = events.iter().find(|e| e["type"] != "failure") {
+        bail!("unexpected object {bad}");
+    }
+    Ok(Run { events, summary: summaries.into_iter().next(), stderr, socktrace_status: status, client: client_report, client_pid })
 }
 
 fn spawn_line_reader(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {

@@ -121,6 +121,7 @@ impl KernelBtf {
         let sk = |f: &str| self.offset_of("sock", f);
         Ok(KernelOffsets {
             task_files: self.offset_of("task_struct", "files")?,
+            task_tgid: self.offset_of("task_struct", "tgid")?,
             files_fdt: self.offset_of("files_struct", "fdt")?,
             fdtable_max_fds: self.offset_of("fdtable", "max_fds")?,
             fdtable_fd: self.offset_of("fdtable", "fd")?,

@@ -22,7 +22,7 @@ pub enum ProbeMode {
 }
 
 /// The TCP/socket tracepoints the history is built from, with the program for each.
-const SOCKET_TRACEPOINTS: [&str; 6] = [
+pub const SOCKET_TRACEPOINTS: [&str; 6] = [
     "inet_sock_set_state",
     "tcp_receive_reset",
     "tcp_send_reset",
@@ -46,10 +46,23 @@ fn exit_program(s: Syscall) -> &'static str {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ProbeOptions {
     pub report_eof: bool,
     pub all_sockets: bool,
+}
+
+/// Which processes are traced; every selector given must match, all filtering in the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Processes (thread-group ids); empty = any process.
+    pub tgids: Vec<u32>,
+    /// Also trace children forked by traced processes.
+    pub follow: bool,
+    /// Task name (at most 15 bytes, as the kernel keeps it).
+    pub comm: Option<Vec<u8>>,
+    /// cgroup v2 id and its depth below the root.
+    pub cgroup: Option<(u64, u32)>,
 }
 
 /// The loaded programs with their links (dropping this detaches everything).
@@ -63,7 +76,11 @@ pub struct Probes {
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/socktrace"));
 
 impl Probes {
-    pub fn load_and_attach(mode: ProbeMode, opts: ProbeOptions, tgids: &[u32]) -> Result<Self> {
+    pub fn load_and_attach(mode: ProbeMode, opts: &ProbeOptions, sel: &Selection) -> Result<Self> {
+        Self::load(mode, opts, sel, true)
+    }
+
+    fn load(mode: ProbeMode, opts: &ProbeOptions, sel: &Selection, attach: bool) -> Result<Self> {
         let tracefs = tracefs::ensure_mounted()?;
         let btf = KernelBtf::load()?;
         let mut offsets = btf.kernel_offsets()?;
@@ -79,7 +96,23 @@ impl Probes {
         if btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3 {
             flags |= config_flags::SEND_RESET_HAS_REASON;
         }
-        let config = TracedConfig { flags, _pad: 0 };
+        let mut config = TracedConfig { flags, ..TracedConfig::default() };
+        if !sel.tgids.is_empty() {
+            config.flags |= config_flags::SELECT_PIDS;
+        }
+        if sel.follow {
+            config.flags |= config_flags::FOLLOW_FORKS;
+        }
+        if let Some(comm) = &sel.comm {
+            config.flags |= config_flags::SELECT_COMM;
+            let n = comm.len().min(15);
+            config.comm[..n].copy_from_slice(&comm[..n]);
+        }
+        if let Some((id, level)) = sel.cgroup {
+            config.flags |= config_flags::SELECT_CGROUP;
+            config.cgroup_id = id;
+            config.cgroup_level = level;
+        }
 
         raise_memlock_limit();
         let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
@@ -93,20 +126,24 @@ impl Probes {
         {
             let mut traced: HashMap<&mut MapData, u32, u8> =
                 HashMap::try_from(ebpf.map_mut("TRACED_TGIDS").context("TRACED_TGIDS map")?)?;
-            for &tgid in tgids {
+            for &tgid in &sel.tgids {
                 traced.insert(tgid, 1, 0).context("adding the PID to the filter")?;
             }
         }
 
         let mut attached = Vec::new();
         // History first, so no state change between attach and the first failure is missed.
-        for tp in SOCKET_TRACEPOINTS {
+        let follow: &[&str] = if sel.follow { &["sched_process_fork", "sched_process_exit"] } else { &[] };
+        for &tp in SOCKET_TRACEPOINTS.iter().chain(follow) {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(tp)
                 .with_context(|| format!("program {tp} missing from the object"))?
                 .try_into()?;
             prog.load(tp, &aya_btf)
                 .with_context(|| format!("loading BTF tracepoint {tp} (needs kernel 5.5+ with BTF)"))?;
+            if !attach {
+                continue;
+            }
             prog.attach()
                 .with_context(|| format!("attaching BTF tracepoint {tp}: this kernel may lack it"))?;
             attached.push(format!("tp_btf/{tp}"));
@@ -116,7 +153,7 @@ impl Probes {
             let prog: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
-        for s in Syscall::ALL {
+        for s in Syscall::ALL.into_iter().filter(|_| attach) {
             for (prog_name, tp) in [("sys_enter", format!("sys_enter_{}", s.name())), (exit_program(s), format!("sys_exit_{}", s.name()))] {
                 let prog: &mut TracePoint = ebpf.program_mut(prog_name).context(prog_name)?.try_into()?;
                 prog.attach("syscalls", &tp).with_context(|| {
@@ -131,6 +168,32 @@ impl Probes {
             m => m,
         };
         Ok(Probes { ebpf, mode, attached })
+    }
+
+    /// Loads every program through the verifier without attaching any: the real test of
+    /// whether socktrace can run on this kernel. Returns how many programs were accepted.
+    pub fn verify_load() -> Result<usize> {
+        let probes = Self::load(ProbeMode::Auto, &ProbeOptions::default(), &Selection::default(), false)?;
+        Ok(probes.ebpf.programs().count())
+    }
+
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            ProbeMode::Auto | ProbeMode::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Failures the kernel could not send because the ring buffer was full.
+    pub fn lost_events(&self) -> u64 {
+        let Some(map) = self.ebpf.map("LOST_EVENTS") else { return 0 };
+        let Ok(arr) = aya::maps::PerCpuArray::<&MapData, u64>::try_from(map) else { return 0 };
+        arr.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Processes still selected by PID (they leave the set as they exit when following).
+    pub fn traced_processes(&self) -> usize {
+        let Some(map) = self.ebpf.map("TRACED_TGIDS") else { return 0 };
+        HashMap::<&MapData, u32, u8>::try_from(map).map(|m| m.keys().count()).unwrap_or(0)
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {

@@ -1,0 +1,141 @@
+//! The end-of-session summary: counts by errno x cause x state, and the peers that failed most.
+//! Every failing call the kernel reported is counted, printed or not; the kernel's own count of
+//! events it could not send (a full ring buffer) is reported beside them, never hidden.
+
+use crate::diagnose::Diagnosis;
+use crate::event::Failure;
+use crate::render::SCHEMA_VERSION;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// How many peers the summary lists.
+pub const TOP_PEERS: usize = 10;
+
+#[derive(Default, Debug)]
+pub struct Summary {
+    /// (errno name, cause, state) -> count.
+    pub by_label: BTreeMap<(String, &'static str, &'static str), u64>,
+    pub by_peer: HashMap<String, u64>,
+    pub failures: u64,
+    pub printed: u64,
+    pub undecodable: u64,
+    pub lost: u64,
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    errno: &'a str,
+    cause: &'a str,
+    state: &'a str,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct JsonPeer<'a> {
+    peer: &'a str,
+    failures: u64,
+}
+
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    schema: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    failures: u64,
+    printed: u64,
+    lost: u64,
+    undecodable: u64,
+    probe_mode: &'a str,
+    rows: Vec<JsonRow<'a>>,
+    top_peers: Vec<JsonPeer<'a>>,
+}
+
+impl Summary {
+    pub fn add(&mut self, f: &Failure, d: &Diagnosis) {
+        self.failures += 1;
+        let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
+        let state = d.state.map(|s| s.name()).unwrap_or("-");
+        *self.by_label.entry((errno, d.cause.code(), state)).or_default() += 1;
+        if let Some(r) = f.remote {
+            *self.by_peer.entry(r.to_string()).or_default() += 1;
+        }
+    }
+
+    fn top_peers(&self) -> Vec<(&str, u64)> {
+        let mut peers: Vec<(&str, u64)> = self.by_peer.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+        peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        peers.truncate(TOP_PEERS);
+        peers
+    }
+
+    /// Rows sorted by count, largest first.
+    fn rows(&self) -> Vec<(&(String, &'static str, &'static str), u64)> {
+        let mut rows: Vec<_> = self.by_label.iter().map(|(k, v)| (k, *v)).collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        rows
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "\n{:>8}  {:<16} {:<15} {:<12}\n",
+            "count", "errno", "cause", "state"
+        ));
+        for ((errno, cause, state), n) in self.rows() {
+            out.push_str(&format!("{n:>8}  {errno:<16} {cause:<15} {state:<12}\n"));
+        }
+        out.push_str(&format!(
+            "{:>8}  total ({} printed, {} lost{})\n",
+            self.failures,
+            self.printed,
+            self.lost,
+            if self.undecodable > 0 { format!(", {} undecodable", self.undecodable) } else { String::new() }
+        ));
+        let peers = self.top_peers();
+        if !peers.is_empty() {
+            out.push_str(&format!("\n{:>8}  {}\n", "failures", "peer"));
+            for (peer, n) in peers {
+                out.push_str(&format!("{n:>8}  {peer}\n"));
+            }
+        }
+        out
+    }
+
+    pub fn to_json(&self, probe_mode: &str) -> String {
+        let rows = self.rows();
+        let peers = self.top_peers();
+        let s = JsonSummary {
+            schema: SCHEMA_VERSION,
+            kind: "summary",
+            failures: self.failures,
+            printed: self.printed,
+            lost: self.lost,
+            undecodable: self.undecodable,
+            probe_mode,
+            rows: rows
+                .iter()
+                .map(|((errno, cause, state), n)| JsonRow { errno, cause, state, count: *n })
+                .collect(),
+            top_peers: peers.iter().map(|(peer, n)| JsonPeer { peer, failures: *n }).collect(),
+        };
+        serde_json::to_string(&s).unwrap_or_default()
+    }
+
+    /// The one-line count for stderr.
+    pub fn one_line(&self) -> String {
+        let mut by_cause: BTreeMap<&str, u64> = BTreeMap::new();
+        for ((_, cause, _), n) in &self.by_label {
+            *by_cause.entry(cause).or_default() += n;
+        }
+        let causes: Vec<String> = by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        format!(
+            "{} failing call{} seen, {} printed{}{}{}",
+            self.failures,
+            if self.failures == 1 { "" } else { "s" },
+            self.printed,
+            if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(", ")) },
+            if self.lost > 0 { format!(", {} LOST (ring buffer full)", self.lost) } else { String::new() },
+            if self.undecodable > 0 { format!(", {} undecodable records", self.undecodable) } else { String::new() },
+        )
+    }
+}
