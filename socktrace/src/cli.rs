@@ -256,7 +256,9 @@ pub fn validate_pid(text: &str) -> Result<u32> {
         bail!("no such process: PID {pid} (is it running? in another PID namespace?)");
     }
     // Kernel threads make no socket calls: there would be nothing to see.
-    let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+    // The task name inside these files is the process's to choose: read them as bytes.
+    let read_lossy = |name: &str| std::fs::read(proc.join(name)).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let stat = read_lossy("stat").unwrap_or_default();
     if let Some(flags) = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(6)) {
         const PF_KTHREAD: u64 = 0x0020_0000;
         if flags.parse::<u64>().is_ok_and(|f| f & PF_KTHREAD != 0) {
@@ -264,8 +266,7 @@ pub fn validate_pid(text: &str) -> Result<u32> {
         }
     }
     // Trace the process, also when given a thread id.
-    let status = std::fs::read_to_string(proc.join("status"))
-        .with_context(|| format!("no such process: PID {pid} exited"))?;
+    let status = read_lossy("status").with_context(|| format!("no such process: PID {pid} exited"))?;
     let tgid = status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))

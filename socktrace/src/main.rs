@@ -22,7 +22,7 @@ fn main() {
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("socktrace: error: {}", render::escape_bytes(format!("{e:#}").as_bytes()));
+            eprintln!("socktrace: error: {}", render::escape_controls(&format!("{e:#}")));
             cli::EXIT_FAILURE
         }
     };

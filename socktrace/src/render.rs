@@ -57,6 +57,23 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// Escapes only control characters (for messages that may quote untrusted text but are
+/// otherwise meant for people: paths, names in errors).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[derive(Serialize, Debug, PartialEq)]
 pub struct JsonFailure {
     pub schema: u32,
@@ -381,6 +398,12 @@ mod tests {
         }
         assert_eq!(v["comm"], "cu\\x1brl\\x0a");
         assert_eq!(v["cause_age_ns"], 12_800);
+    }
+
+    #[test]
+    fn messages_keep_quotes_but_not_controls() {
+        assert_eq!(escape_controls("cannot start \"/x\": gone"), "cannot start \"/x\": gone");
+        assert_eq!(escape_controls("a\nb\u{1b}[2J\u{9b}"), "a\\x0ab\\x1b[2J\\xc2\\x9b");
     }
 
     #[test]

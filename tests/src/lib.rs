@@ -79,100 +79,173 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Starts `scenario ARGS` (from `scenario_bin`), attaches `socktrace -p PID --json EXTRA`,
-/// lets the scenario run, and returns both accounts once both have exited.
-pub fn trace_scenario(scenario_bin: &str, args: &[&str], extra: &[&str]) -> Result<Run> {
-    require_root();
-    let mut client = KillOnDrop(Some(
-        Command::new(scenario_bin)
+/// A scenario process, held at `ready` until `go`.
+pub struct Scenario {
+    child: KillOnDrop,
+    out: BufReader<std::process::ChildStdout>,
+    pub pid: u32,
+    args: Vec<String>,
+}
+
+impl Scenario {
+    pub fn start(scenario_bin: &str, args: &[&str]) -> Result<Scenario> {
+        require_root();
+        let mut child = Command::new(scenario_bin)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {scenario_bin}"))?,
-    ));
-    let c = client.0.as_mut().unwrap();
-    let client_pid = c.id();
-    let mut client_out = BufReader::new(c.stdout.take().unwrap());
-    let mut first = String::new();
-    client_out.read_line(&mut first)?;
-    if first.trim() != "ready" {
-        bail!("scenario did not get ready: {first:?}");
+            .with_context(|| format!("starting {scenario_bin}"))?;
+        let pid = child.id();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first)?;
+        if first.trim() != "ready" {
+            bail!("scenario {args:?} did not get ready: {first:?}");
+        }
+        Ok(Scenario { child: KillOnDrop(Some(child)), out, pid, args: args.iter().map(|a| a.to_string()).collect() })
     }
 
-    let mut tracer = KillOnDrop(Some(
-        Command::new(socktrace_bin())
-            .arg("-p")
-            .arg(client_pid.to_string())
-            .arg("--json")
-            .args(extra)
+    pub fn go(&mut self) -> Result<()> {
+        let c = self.child.0.as_mut().unwrap();
+        c.stdin.take().context("already started")?.write_all(b"go\n")?;
+        Ok(())
+    }
+
+    /// Waits for the scenario to end and returns its own report, one object per call.
+    pub fn finish(mut self) -> Result<Vec<Value>> {
+        let c = self.child.0.as_mut().unwrap();
+        let status = wait_timeout(c, RUN_TIMEOUT)?
+            .ok_or_else(|| anyhow!("scenario {:?} still running after {RUN_TIMEOUT:?}", self.args))?;
+        self.child.0 = None;
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest)?;
+        if !status.success() {
+            bail!("scenario {:?} failed: {status}; it printed {rest}", self.args);
+        }
+        parse_json_lines(&rest)
+    }
+}
+
+pub fn parse_json_lines(text: &str) -> Result<Vec<Value>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not a JSON line: {l:?}")))
+        .collect()
+}
+
+/// A running `socktrace`, started with `args`, that has printed its attached line.
+pub struct Tracer {
+    child: KillOnDrop,
+    stderr_lines: mpsc::Receiver<String>,
+    stdout_reader: Option<std::thread::JoinHandle<String>>,
+    pub stderr: String,
+}
+
+/// What a finished socktrace left.
+#[derive(Debug)]
+pub struct TracerOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Tracer {
+    pub fn start(args: &[&str]) -> Result<Tracer> {
+        Self::start_with(args, &[])
+    }
+
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Result<Tracer> {
+        require_root();
+        let mut child = Command::new(socktrace_bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting socktrace")?,
-    ));
-    let t = tracer.0.as_mut().unwrap();
-    let stderr_lines = spawn_line_reader(t.stderr.take().unwrap());
-    let mut stdout = t.stdout.take().unwrap();
-    let stdout_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-
-    let mut stderr = String::new();
-    let deadline = Instant::now() + ATTACH_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match stderr_lines.recv_timeout(left) {
-            Ok(line) => {
-                stderr.push_str(&line);
-                stderr.push('\n');
-                if line.contains("socktrace: attached") {
-                    break;
+            .context("starting socktrace")?;
+        let stderr_lines = spawn_line_reader(child.stderr.take().unwrap());
+        let mut stdout = child.stdout.take().unwrap();
+        let stdout_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let mut t = Tracer { child: KillOnDrop(Some(child)), stderr_lines, stdout_reader: Some(stdout_reader), stderr: String::new() };
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match t.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    t.stderr.push_str(&line);
+                    t.stderr.push('\n');
+                    if line.contains("socktrace: attached") {
+                        return Ok(t);
+                    }
+                }
+                Err(_) => {
+                    let status = t.child.0.as_mut().unwrap().try_wait()?;
+                    bail!("socktrace did not attach within {ATTACH_TIMEOUT:?} (status {status:?}); stderr:\n{}", t.stderr)
                 }
             }
-            Err(_) => bail!("socktrace did not attach within {ATTACH_TIMEOUT:?}; stderr:\n{stderr}"),
         }
     }
 
-    c.stdin.take().unwrap().write_all(b"go\n")?;
-    let client_status = wait_timeout(c, RUN_TIMEOUT)?
-        .ok_or_else(|| anyhow!("scenario {args:?} still running after {RUN_TIMEOUT:?}"))?;
-    let mut rest = String::new();
-    client_out.read_to_string(&mut rest)?;
-    if !client_status.success() {
-        bail!("scenario {args:?} failed: {client_status}; it printed {rest}");
+    pub fn pid(&self) -> u32 {
+        self.child.0.as_ref().unwrap().id()
     }
-    client.0 = None;
-    let client_report: Vec<Value> = rest
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("scenario line {l:?}")))
-        .collect::<Result<_>>()?;
 
-    let t = tracer.0.as_mut().unwrap();
-    let status = wait_timeout(t, Duration::from_secs(15))?
-        .ok_or_else(|| anyhow!("socktrace did not end within 15 s of the traced process's exit"))?;
-    tracer.0 = None;
-    while let Ok(line) = stderr_lines.recv_timeout(Duration::from_secs(5)) {
-        stderr.push_str(&line);
-        stderr.push('\n');
+    /// Sends `signal` (e.g. SIGINT) to socktrace.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid() as i32, signal) };
     }
-    let out = stdout_reader.join().map_err(|_| anyhow!("stdout reader panicked"))?;
-    let lines = out
-        .lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("socktrace printed a non-JSON line {l:?}")))
-        .collect::<Result<Vec<Value>>>()?;
-    let (summaries, events): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|v| v["type"] == "summary");
-    if summaries.len() > 1 {
-        bail!("more than one summary: {summaries:?}");
+
+    /// Waits (at most `limit`) for socktrace to end by itself.
+    pub fn wait(mut self, limit: Duration) -> Result<TracerOutput> {
+        let c = self.child.0.as_mut().unwrap();
+        let status = wait_timeout(c, limit)?.ok_or_else(|| anyhow!("socktrace did not end within {limit:?}"))?;
+        self.child.0 = None;
+        while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_secs(5)) {
+            self.stderr.push_str(&line);
+            self.stderr.push('\n');
+        }
+        let stdout = self.stdout_reader.take().unwrap().join().map_err(|_| anyhow!("stdout reader panicked"))?;
+        Ok(TracerOutput { status, stdout, stderr: std::mem::take(&mut self.stderr) })
     }
-    if let Some(bad) = events.iter().find(|e| e["type"] != "failure") {
-        bail!("unexpected object {bad}");
+}
+
+impl TracerOutput {
+    /// stdout as JSON: (failure events, the summary object).
+    pub fn json(&self) -> Result<(Vec<Value>, Option<Value>)> {
+        let lines = parse_json_lines(&self.stdout)?;
+        let (summaries, events): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|v| v["type"] == "summary");
+        if summaries.len() > 1 {
+            bail!("more than one summary: {summaries:?}");
+        }
+        if let Some(bad) = events.iter().find(|e| e["type"] != "failure") {
+            bail!("unexpected object {bad}");
+        }
+        Ok((events, summaries.into_iter().next()))
     }
-    Ok(Run { events, summary: summaries.into_iter().next(), stderr, socktrace_status: status, client: client_report, client_pid })
+}
+
+/// Starts `scenario ARGS` (from `scenario_bin`), attaches `socktrace -p PID --json EXTRA`,
+/// lets the scenario run, and returns both accounts once both have exited.
+pub fn trace_scenario(scenario_bin: &str, args: &[&str], extra: &[&str]) -> Result<Run> {
+    let mut scenario = Scenario::start(scenario_bin, args)?;
+    let client_pid = scenario.pid;
+    let pid = client_pid.to_string();
+    let mut targs = vec!["-p", pid.as_str(), "--json"];
+    targs.extend_from_slice(extra);
+    let tracer = Tracer::start(&targs)?;
+    scenario.go()?;
+    let client = scenario.finish()?;
+    let out = tracer.wait(Duration::from_secs(15)).context("after the traced process exited")?;
+    let (events, summary) = out.json()?;
+    Ok(Run { events, summary, stderr: out.stderr, socktrace_status: out.status, client, client_pid })
 }
 
 fn spawn_line_reader(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {

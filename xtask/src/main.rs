@@ -27,6 +27,8 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Shell completions (bash, zsh, fish) and the man page, into target/docs.
+    Docs,
     /// Build in release mode and run `socktrace demo`.
     Demo {
         #[arg(trailing_var_arg = true)]
@@ -41,6 +43,13 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
+        Task::Docs => {
+            build(true)?;
+            let out = root.join("target/docs");
+            run(Command::new(root.join("target/release/socktrace")).arg("generate-docs").arg(&out))?;
+            eprintln!("xtask: completions and man page in {}", out.display());
+            Ok(())
+        }
         Task::Demo { args } => {
             build(true)?;
             let bin = root.join("target/release/socktrace");

@@ -28,6 +28,16 @@ fn main() {
             fail(&format!("{e:#}"));
         }
     }
+    if args.first().map(String::as_str) == Some("--comm") && args.len() >= 2 {
+        // The task name socktrace sees (and must escape): any bytes, as a hostile program would.
+        let name = unescape(&args.remove(1));
+        args.remove(0);
+        let mut buf = [0u8; 16];
+        let n = name.len().min(15);
+        buf[..n].copy_from_slice(&name[..n]);
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+    }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match a.as_slice() {
         ["peer", addr] => peer(addr),
@@ -46,6 +56,12 @@ fn main() {
         ["not-sockets"] => not_sockets(),
         ["thread-refused"] => thread_refused(),
         ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr),
+        ["fork-refused"] => fork_refused(),
+        ["whoami-refused"] => whoami_refused(),
+        ["exit", code] => {
+            ready_then_wait();
+            std::process::exit(code.parse().unwrap_or(1))
+        }
         _ => fail(&format!("unknown scenario {a:?}")),
     };
     if let Err(e) = result {
@@ -68,8 +84,31 @@ fn enter_netns(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Prints `ready` and blocks until the test says go (one line on stdin).
+/// `\xNN` escapes to bytes, so a test can pass any name on the command line.
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
+            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Prints `ready` and blocks until the test says go (one line on stdin). With
+/// SCENARIO_NO_WAIT set (started by `socktrace -- ...`, already traced), runs at once.
 fn ready_then_wait() {
+    if std::env::var_os("SCENARIO_NO_WAIT").is_some() {
+        return;
+    }
     println!("ready");
     let _ = std::io::stdout().flush();
     let mut line = String::new();
@@ -631,5 +670,36 @@ fn veth_reset(peer_netns: &str, addr: &str) -> Result<()> {
     peer.cmd("abort")?;
     sleep_ms(100);
     report("read", fd, do_call("read", fd), json!({ "peer_pid": peer.pid, "dport": peer.addr.port() }));
+    Ok(())
+}
+
+/// A forked child makes a refused connect (and reports its pid); the parent waits for it.
+fn fork_refused() -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    let _ = std::io::stdout().flush();
+    // SAFETY: single-threaded; the child makes raw calls, prints, and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let (fd, e) = connect_blocking(closed);
+        report("child_connect", fd, e, json!({ "pid": std::process::id(), "dport": closed.port() }));
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let (fd, e) = connect_blocking(closed);
+    report("parent_connect", fd, e, json!({ "pid": std::process::id() }));
+    Ok(())
+}
+
+/// Reports who it runs as, then makes a refused connect.
+fn whoami_refused() -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    let (fd, e) = connect_blocking(closed);
+    // SAFETY: no arguments.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    report("connect", fd, e, json!({ "uid": uid, "gid": gid, "pid": std::process::id() }));
     Ok(())
 }
