@@ -58,13 +58,8 @@ impl Session {
         let probe_opts = ProbeOptions { report_eof: opts.eof, all_sockets: opts.all_sockets };
         let mut probes = Probes::load_and_attach(opts.probe_mode, &probe_opts, selection)?;
         let events = probes.take_events()?;
+        crate::kernel::privileges::drop_all()?;
         let clock = Clock::now();
-        eprintln!(
-            "socktrace: attached to {} (probe mode {}: {}); Ctrl-C to stop",
-            describe(selection),
-            probes.mode_name(),
-            probes.attached.join(", ")
-        );
         Ok(Session { probes, events, pidfds, selection: selection.clone(), clock, opts, sink, child })
     }
 
@@ -89,12 +84,20 @@ impl Session {
                     .map_err(|e| anyhow::anyhow!("watching the process: {e}"))?,
             );
         }
+        // Signals are handled from here on; only then is the attach announced (a script that
+        // waits for the line and then sends SIGINT must get a clean end).
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        eprintln!(
+            "socktrace: attached to {} (probe mode {}: {}); Ctrl-C to stop",
+            describe(&selection),
+            probes.mode_name(),
+            probes.attached.join(", ")
+        );
         // A started command is released only now that every probe is attached.
         if let Some(c) = child.as_mut() {
             c.release()?;
         }
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
         let mut summary = Summary::default();
         let mut exited = vec![false; exits.len()];
         let by_pid = !selection.tgids.is_empty();
@@ -143,6 +146,7 @@ impl Session {
             },
         };
         summary.lost = probes.lost_events();
+        summary.sockets_tracked = probes.sockets_tracked();
         let mode = probes.mode_name();
         drop(probes);
 

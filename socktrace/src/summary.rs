@@ -20,6 +20,8 @@ pub struct Summary {
     pub printed: u64,
     pub undecodable: u64,
     pub lost: u64,
+    /// Socket histories left in the kernel's map at the end.
+    pub sockets_tracked: u64,
 }
 
 #[derive(Serialize)]
@@ -45,6 +47,7 @@ struct JsonSummary<'a> {
     printed: u64,
     lost: u64,
     undecodable: u64,
+    sockets_tracked: u64,
     probe_mode: &'a str,
     rows: Vec<JsonRow<'a>>,
     top_peers: Vec<JsonPeer<'a>>,
@@ -111,6 +114,7 @@ impl Summary {
             printed: self.printed,
             lost: self.lost,
             undecodable: self.undecodable,
+            sockets_tracked: self.sockets_tracked,
             probe_mode,
             rows: rows
                 .iter()

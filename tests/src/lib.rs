@@ -379,3 +379,110 @@ pub fn input_chain(family: &str, rules: &[String]) -> String {
     s.push_str("  }\n}\n");
     s
 }
+
+/// The soak: failing calls at a steady rate over many short-lived sockets, traced, with
+/// socktrace's memory sampled every second. Shared by the CI test (30 s) and `cargo xtask
+/// soak` (10 minutes).
+pub mod soak {
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    pub struct SoakReport {
+        pub seconds: f64,
+        /// Failing calls the workload itself counted.
+        pub expected: u64,
+        /// What socktrace accounted for: reported failures and events it says it lost.
+        pub seen: u64,
+        pub lost: u64,
+        pub rate_per_s: f64,
+        /// socktrace's resident set, KiB: after warm-up, at the end, and the peak.
+        pub rss_start_kib: u64,
+        pub rss_end_kib: u64,
+        pub rss_peak_kib: u64,
+        /// Entries left in the kernel's per-socket map when socktrace exits.
+        pub sockets_tracked: u64,
+    }
+
+    impl std::fmt::Display for SoakReport {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "soak: {:.0} s, {:.0} failing calls/s; expected {} failures, socktrace accounted {} ({} seen + {} lost); \
+                 RSS {} KiB after warm-up, {} KiB at the end ({:+.1}%), peak {} KiB; {} socket histories left in the kernel map",
+                self.seconds,
+                self.rate_per_s,
+                self.expected,
+                self.seen + self.lost,
+                self.seen,
+                self.lost,
+                self.rss_start_kib,
+                self.rss_end_kib,
+                self.rss_growth() * 100.0,
+                self.rss_peak_kib,
+                self.sockets_tracked
+            )
+        }
+    }
+
+    impl SoakReport {
+        pub fn rss_growth(&self) -> f64 {
+            (self.rss_end_kib as f64 - self.rss_start_kib as f64) / self.rss_start_kib.max(1) as f64
+        }
+    }
+
+    fn rss_kib(pid: u32) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Runs `scenario storm RATE SECONDS` under `socktrace --summary --json`.
+    pub fn run(scenario_bin: &str, seconds: u64, rate: u64) -> Result<SoakReport> {
+        let mut scenario = Scenario::start(scenario_bin, &["storm", &rate.to_string(), &seconds.to_string()])?;
+        let pid = scenario.pid.to_string();
+        let tracer = Tracer::start(&["-p", &pid, "--json", "--summary"])?;
+        let tracer_pid = tracer.pid();
+        let started = Instant::now();
+        scenario.go()?;
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let sampler = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while stop_rx.recv_timeout(Duration::from_secs(1)).is_err() {
+                match rss_kib(tracer_pid) {
+                    Some(kib) => samples.push(kib),
+                    None => break,
+                }
+            }
+            samples
+        });
+        let client = scenario.finish()?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let samples = {
+            let _ = stop_tx.send(());
+            sampler.join().map_err(|_| anyhow!("sampler panicked"))?
+        };
+        let out = tracer.wait(Duration::from_secs(60))?;
+        if !out.status.success() {
+            bail!("socktrace failed: {}\n{}", out.status, out.stderr);
+        }
+        let (_, summary) = out.json()?;
+        let summary = summary.ok_or_else(|| anyhow!("no summary: {}", out.stderr))?;
+        let expected = client
+            .iter()
+            .find(|c| c["step"] == "storm")
+            .and_then(|c| c["failures"].as_u64())
+            .ok_or_else(|| anyhow!("storm reported no count: {client:?}"))?;
+        // Warm-up: the first 10% of the run (at least one sample).
+        let warm = (samples.len() / 10).max(1).min(samples.len().saturating_sub(1));
+        Ok(SoakReport {
+            seconds: elapsed,
+            expected,
+            seen: summary["failures"].as_u64().unwrap_or(0),
+            lost: summary["lost"].as_u64().unwrap_or(0),
+            rate_per_s: expected as f64 / elapsed,
+            rss_start_kib: samples.get(warm).copied().unwrap_or(0),
+            rss_end_kib: samples.last().copied().unwrap_or(0),
+            rss_peak_kib: samples.iter().copied().max().unwrap_or(0),
+            sockets_tracked: summary["sockets_tracked"].as_u64().unwrap_or(u64::MAX),
+        })
+    }
+}

@@ -27,6 +27,14 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Failing calls at a steady rate under socktrace (default 20k/s for 10 minutes): RSS,
+    /// accounting and kernel map size must hold. Needs root.
+    Soak {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+    },
     /// Shell completions (bash, zsh, fish) and the man page, into target/docs.
     Docs,
     /// Build in release mode and run `socktrace demo`.
@@ -43,6 +51,15 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
+        Task::Soak { seconds, rate } => {
+            build(true)?;
+            let rel = root.join("target/release");
+            run(Command::new(rel.join("soak"))
+                .arg(rel.join("scenario"))
+                .arg(seconds.to_string())
+                .arg(rate.to_string())
+                .env("SOCKTRACE_BIN", rel.join("socktrace")))
+        }
         Task::Docs => {
             build(true)?;
             let out = root.join("target/docs");

@@ -40,6 +40,21 @@ pub fn missing() -> Option<String> {
     Some(format!("{} (or CAP_SYS_ADMIN)", names.join(" and ")))
 }
 
+/// After every probe is attached socktrace needs no privilege at all: the ring buffer is
+/// mmapped, the maps and links are fds it already holds, and they go when it exits. So it
+/// gives up every capability, for good (no new privileges either), before reading anything
+/// the traced processes produce.
+pub fn drop_all() -> anyhow::Result<()> {
+    use caps::CapSet;
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    caps::clear(None, CapSet::Ambient).ok();
+    for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| anyhow::anyhow!("dropping capabilities ({set:?}): {e}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,6 +190,14 @@ impl Probes {
         arr.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
+    /// Socket histories the kernel holds now (bounded: LRU, and removed when sockets die).
+    pub fn sockets_tracked(&self) -> u64 {
+        let Some(map) = self.ebpf.map("SOCKETS") else { return 0 };
+        HashMap::<&MapData, u64, socktrace_common::SocketHistory>::try_from(map)
+            .map(|m| m.keys().filter(|k| k.is_ok()).count() as u64)
+            .unwrap_or(0)
+    }
+
     /// Processes still selected by PID (they leave the set as they exit when following).
     pub fn traced_processes(&self) -> usize {
         let Some(map) = self.ebpf.map("TRACED_TGIDS") else { return 0 };

@@ -57,6 +57,9 @@ fn main() {
         ["thread-refused"] => thread_refused(),
         ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr),
         ["fork-refused"] => fork_refused(),
+        ["refused-many", n] => refused_many(n.parse().unwrap_or(1)),
+        ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
+        ["exec", rest @ ..] => exec_into(rest),
         ["whoami-refused"] => whoami_refused(),
         ["exit", code] => {
             ready_then_wait();
@@ -701,5 +704,53 @@ fn whoami_refused() -> Result<()> {
     // SAFETY: no arguments.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     report("connect", fd, e, json!({ "uid": uid, "gid": gid, "pid": std::process::id() }));
+    Ok(())
+}
+
+/// N refused connects, each on a new socket (closed afterwards).
+fn refused_many(n: usize) -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    for _ in 0..n {
+        let (fd, e) = connect_blocking(closed);
+        report("connect", fd, e, json!({}));
+        close(fd);
+    }
+    Ok(())
+}
+
+/// Replaces itself (same PID) with `scenario REST...`, which then runs at once.
+fn exec_into(rest: &[&str]) -> Result<()> {
+    ready_then_wait();
+    let err = std::os::unix::process::CommandExt::exec(
+        Command::new(std::env::current_exe()?).args(rest).env("SCENARIO_NO_WAIT", "1"),
+    );
+    bail!("exec failed: {err}")
+}
+
+/// Refused connects at RATE per second for SECONDS, each on a new, short-lived socket.
+/// Reports only the total: `{"step":"storm","failures":N,"other":M}`.
+fn storm(rate: u64, seconds: u64) -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    let start = std::time::Instant::now();
+    let total = rate * seconds;
+    let (mut failures, mut other) = (0u64, 0u64);
+    for i in 0..total {
+        // Paced: call i is due at i/rate seconds; ahead of schedule, sleep.
+        let due = Duration::from_secs_f64(i as f64 / rate as f64);
+        if i % 256 == 0 {
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let (fd, e) = connect_blocking(closed);
+        if e == libc::ECONNREFUSED { failures += 1 } else { other += 1 }
+        close(fd);
+        if start.elapsed() > Duration::from_secs(seconds * 2 + 5) {
+            break; // bounded even if the machine cannot keep the rate
+        }
+    }
+    println!("{}", json!({ "step": "storm", "failures": failures, "other": other, "ms": start.elapsed().as_millis() as u64 }));
     Ok(())
 }
