@@ -27,7 +27,26 @@ pub mod config_flags {
     pub const SELECT_CGROUP: u32 = 1 << 5;
     /// Children forked by a traced process join TRACED_TGIDS (-f).
     pub const FOLLOW_FORKS: u32 = 1 << 6;
+    /// Send routine failures (EAGAIN, EINTR, EINPROGRESS) as events instead of counting them.
+    pub const SEND_BENIGN: u32 = 1 << 7;
 }
+
+/// Routine failures the kernel counts instead of sending (unless `--all-errors`): the index
+/// into `BENIGN_COUNTS` is `kind * BENIGN_STATES + tcp_state`.
+pub mod benign {
+    pub const EAGAIN: u32 = 0;
+    /// EINTR and the kernel's restart codes (ERESTARTSYS..ERESTART_RESTARTBLOCK).
+    pub const EINTR: u32 = 1;
+    pub const EINPROGRESS: u32 = 2;
+    pub const EALREADY: u32 = 3;
+    pub const KINDS: u32 = 4;
+    /// TCP states are 1..=12; 0 is "not TCP" (other sockets, with --all-sockets).
+    pub const STATES: u32 = 16;
+}
+
+/// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
+/// otherwise drains on its own timer, so a storm of failures does not cost a wakeup each.
+pub const WAKEUP_BYTES: u64 = 256 * 1024;
 
 /// `FailureEvent::flags` bits.
 pub mod event_flags {
@@ -71,11 +90,13 @@ pub struct KernelOffsets {
     pub sk_num: u32,
     pub sk_v6_daddr: u32,
     pub sk_v6_rcv_saddr: u32,
-    // syscalls:sys_enter_* / sys_exit_* tracepoint records
+    // syscalls:sys_exit_* tracepoint records
     pub tp_syscall_nr: u32,
-    pub tp_enter_args: u32,
     pub tp_exit_ret: u32,
     pub task_tgid: u32,
+    /// Where the first five syscall arguments sit in `struct pt_regs` at syscall exit
+    /// (x86_64: di, si, dx, r10, r8; arm64: orig_x0, regs[1..5]).
+    pub regs_args: [u32; 5],
 }
 
 impl KernelOffsets {
@@ -202,7 +223,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 24 * 4);
+assert_size!(KernelOffsets, 28 * 4);
 assert_size!(TracedConfig, 32);
 assert_size!(SockAddrs, 40);
 assert_size!(SockSnapshot, 48);

@@ -1,8 +1,8 @@
 //! socktrace's kernel programs. They filter and record facts; they never explain.
 //!
-//! * `sys_enter_*` remembers the arguments of a traced thread's socket call.
-//! * `sys_exit_*` turns a failing call on a socket fd into one `FailureEvent` on the ring
-//!   buffer, carrying the history the kernel kept for that socket.
+//! * `sys_exit_*` turns a failing call of a traced thread on a socket fd into one
+//!   `FailureEvent` on the ring buffer, carrying the history the kernel kept for that socket
+//!   (arguments come from the registers saved at entry; routine failures are only counted).
 //! * The TCP/socket tracepoints keep that history, keyed by the `struct sock` address, from
 //!   whatever context they run in (softirq included): attribution goes through the socket.
 //!
@@ -13,15 +13,18 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        bpf_probe_read_user, generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
+        bpf_probe_read_user, generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_ktime_get_ns, bpf_task_pt_regs,
+        },
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use socktrace_common::{
-    config_flags, event_flags, FailureEvent, KernelOffsets, SockAddrs, SockSnapshot,
-    SocketHistory, StampedState, TracedConfig, Transition, HISTORY_TRANSITIONS,
+    benign, config_flags, event_flags, FailureEvent, KernelOffsets, SockAddrs, SockSnapshot,
+    SocketHistory, StampedState, TracedConfig, Transition, HISTORY_TRANSITIONS, WAKEUP_BYTES,
 };
 
 const AF_INET: u16 = 2;
@@ -43,10 +46,6 @@ static CONFIG: TracedConfig = TracedConfig { flags: 0, cgroup_level: 0, cgroup_i
 #[map]
 static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
-/// Arguments of the socket call each traced thread is in, from sys_enter to sys_exit.
-#[map]
-static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(16384, 0);
-
 /// What the kernel remembers per socket; entries go on `tcp_destroy_sock`, LRU bounds the rest.
 #[map]
 static SOCKETS: LruHashMap<u64, SocketHistory> = LruHashMap::with_max_entries(65536, 0);
@@ -60,6 +59,10 @@ static EMPTY_HISTORY: Array<SocketHistory> = Array::with_max_entries(1, 0);
 /// `ss -K`), the new history starts with the transition that closed it.
 #[map]
 static LAST_TRANSITION: PerCpuArray<LastTransition> = PerCpuArray::with_max_entries(1, 0);
+
+/// Routine failures counted instead of sent, by kind and TCP state (see `benign`).
+#[map]
+static BENIGN_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(benign::KINDS * benign::STATES, 0);
 
 /// Failures that could not be sent because the ring buffer was full (summed over CPUs).
 #[map]
@@ -78,11 +81,6 @@ struct LastTransition {
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Inflight {
-    args: [u64; 4],
-}
 
 /// Reads a global that userspace rewrites before load; volatile so the compiler cannot fold
 /// the placeholder zero.
@@ -135,24 +133,29 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
 // ---------------------------------------------------------------------------------------------
 // Syscalls
 
-fn record_enter(ctx: &TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    if !is_traced((id >> 32) as u32) {
-        return 0;
+/// The syscall's arguments, from the registers saved at entry (`struct pt_regs`): read at
+/// exit, and only for calls that failed, so succeeding calls cost no map operation at all.
+#[inline(always)]
+fn syscall_args() -> [u64; 5] {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let mut args = [0u64; 5];
+    let offs = global!(OFFSETS.regs_args);
+    for (arg, off) in args.iter_mut().zip(offs) {
+        *arg = read(regs, off).unwrap_or(0);
     }
-    let base = global!(OFFSETS.tp_enter_args) as usize;
-    let mut args = [0u64; 4];
-    for (i, arg) in args.iter_mut().enumerate() {
-        *arg = unsafe { ctx.read_at::<u64>(base + i * 8) }.unwrap_or(0);
-    }
-    let _ = INFLIGHT.insert(&(id as u32), &Inflight { args }, 0);
-    0
+    args
 }
 
-/// Attached to `syscalls:sys_enter_*` of every covered call.
-#[tracepoint]
-pub fn sys_enter(ctx: TracePointContext) -> u32 {
-    record_enter(&ctx)
+/// The routine-failure kind of a negative return, if it is one.
+#[inline(always)]
+fn benign_kind(ret: i64) -> Option<u32> {
+    match -ret {
+        11 => Some(benign::EAGAIN),
+        4 | 512..=516 => Some(benign::EINTR),
+        115 => Some(benign::EINPROGRESS),
+        114 => Some(benign::EALREADY),
+        _ => None,
+    }
 }
 
 /// What kind of exit a program handles; each is attached to the matching `sys_exit_*`.
@@ -200,51 +203,68 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         return 0;
     }
     let tid = id as u32;
-    let Some(inflight) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
-        return 0;
-    };
-    let _ = INFLIGHT.remove(&tid);
     let ret: i64 = unsafe { ctx.read_at(global!(OFFSETS.tp_exit_ret) as usize) }.unwrap_or(0);
+    let flags_cfg = global!(CONFIG.flags);
+    // The cheap decisions first: most calls succeed and leave here.
+    if ret >= 0 {
+        let wanted = match kind {
+            ExitKind::Receive => ret == 0 && flags_cfg & config_flags::REPORT_EOF != 0,
+            ExitKind::GetSockOpt => true,
+            _ => false,
+        };
+        if !wanted {
+            return 0;
+        }
+    }
+    let args = syscall_args();
     let syscall_nr: i32 =
         unsafe { ctx.read_at(global!(OFFSETS.tp_syscall_nr) as usize) }.unwrap_or(-1);
-    let flags_cfg = global!(CONFIG.flags);
 
     let mut flags = 0u32;
     let mut so_error = 0i32;
-    if ret >= 0 {
-        match kind {
-            ExitKind::Receive if ret == 0 && flags_cfg & config_flags::REPORT_EOF != 0 => {}
-            ExitKind::GetSockOpt
-                if inflight.args[1] == SOL_SOCKET && inflight.args[2] == SO_ERROR =>
-            {
-                let value: i32 =
-                    unsafe { bpf_probe_read_user(inflight.args[3] as *const i32) }.unwrap_or(0);
-                if value == 0 {
-                    return 0;
-                }
-                so_error = value;
-                flags |= event_flags::FROM_SO_ERROR;
-            }
-            _ => return 0,
+    if kind == ExitKind::GetSockOpt && ret >= 0 {
+        if args[1] != SOL_SOCKET || args[2] != SO_ERROR {
+            return 0;
         }
+        let value: i32 = unsafe { bpf_probe_read_user(args[3] as *const i32) }.unwrap_or(0);
+        if value == 0 {
+            return 0;
+        }
+        so_error = value;
+        flags |= event_flags::FROM_SO_ERROR;
     }
 
-    let fd = inflight.args[0] as i32;
+    let fd = args[0] as i32;
     let sk = sock_of_fd(fd);
     if sk == 0 {
         // Pipes, files, eventfds: never ours to report.
         return 0;
     }
-    let sock = read_sock(sk);
-    let is_tcp = sock.protocol == IPPROTO_TCP
-        && sock.sock_type == SOCK_STREAM
-        && (sock.addrs.family == AF_INET || sock.addrs.family == AF_INET6);
+    let protocol: u16 = read(sk, global!(OFFSETS.sk_protocol)).unwrap_or(0);
+    let sock_type: u16 = read(sk, global!(OFFSETS.sk_type)).unwrap_or(0);
+    let family: u16 = read(sk, global!(OFFSETS.sk_family)).unwrap_or(0);
+    let is_tcp = protocol == IPPROTO_TCP
+        && sock_type == SOCK_STREAM
+        && (family == AF_INET || family == AF_INET6);
     if !is_tcp && flags_cfg & config_flags::ALL_SOCKETS == 0 {
         return 0;
     }
     if ret == 0 && !is_tcp && flags & event_flags::FROM_SO_ERROR == 0 {
         return 0; // end of file is only reported for TCP
     }
+    // Routine failures (an EAGAIN storm of a busy event loop) are counted here, per state,
+    // not sent one by one: the summary has them, the ring buffer and the wakeups do not.
+    if ret < 0 && flags_cfg & config_flags::SEND_BENIGN == 0 {
+        if let Some(kind) = benign_kind(ret) {
+            let state: u8 = if is_tcp { read(sk, global!(OFFSETS.sk_state)).unwrap_or(0) } else { 0 };
+            let idx = kind * benign::STATES + (state as u32 & (benign::STATES - 1));
+            if let Some(count) = BENIGN_COUNTS.get_ptr_mut(idx) {
+                unsafe { *count += 1 };
+            }
+            return 0;
+        }
+    }
+    let sock = read_sock(sk);
 
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
         if let Some(lost) = LOST_EVENTS.get_ptr_mut(0) {
@@ -267,12 +287,12 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         (*ev).connect_addr = SockAddrs::default();
         flags |= event_flags::IS_SOCKET;
         if kind == ExitKind::Connect {
-            if let Some(addr) = read_user_sockaddr(inflight.args[1], inflight.args[2]) {
+            if let Some(addr) = read_user_sockaddr(args[1], args[2]) {
                 (*ev).connect_addr = addr;
                 flags |= event_flags::HAS_CONNECT_ADDR;
             }
         }
-        if kind == ExitKind::Accept && inflight.args[1] != 0 {
+        if kind == ExitKind::Accept && args[1] != 0 {
             flags |= event_flags::ACCEPT_WANTS_ADDR;
         }
         match SOCKETS.get(&sk) {
@@ -288,9 +308,15 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         }
         (*ev).flags = flags;
     }
-    entry.submit(0);
+    // Wake userspace only when a batch is waiting; it drains on a timer otherwise.
+    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    entry.submit(wake);
     0
 }
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// task -> files -> fdtable -> file -> socket -> sock. Returns 0 when the fd is not a socket.
 #[inline(always)]
@@ -574,7 +600,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
+pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
     if global!(CONFIG.flags) & config_flags::FOLLOW_FORKS == 0 {
         return 0;
     }

@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::io::{unix::AsyncFd, Interest};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// How long an event may wait in the ring buffer when no batch wakeup came.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub json: bool,
@@ -55,7 +58,7 @@ impl Session {
         // Open the pidfds first: a PID that vanished is reported before any probe exists,
         // and one that exits later wakes the loop.
         let pidfds = selection.tgids.iter().map(|&p| pidfd_open(p)).collect::<Result<Vec<_>>>()?;
-        let probe_opts = ProbeOptions { report_eof: opts.eof, all_sockets: opts.all_sockets };
+        let probe_opts = ProbeOptions { report_eof: opts.eof, all_sockets: opts.all_sockets, send_benign: opts.all_errors };
         let mut probes = Probes::load_and_attach(opts.probe_mode, &probe_opts, selection)?;
         let events = probes.take_events()?;
         crate::kernel::privileges::drop_all()?;
@@ -102,6 +105,8 @@ impl Session {
         let mut exited = vec![false; exits.len()];
         let by_pid = !selection.tgids.is_empty();
         let mut poll = tokio::time::interval(Duration::from_millis(200));
+        // The kernel wakes us only for a batch (WAKEUP_BYTES); this drains the rest promptly.
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
 
         let end = loop {
             let next_exit = async {
@@ -120,6 +125,11 @@ impl Session {
                         break end;
                     }
                     guard.clear_ready();
+                }
+                _ = drain_tick.tick() => {
+                    if let Err(end) = drain(ring.get_mut(), &clock, &opts, &mut summary, &mut sink) {
+                        break end;
+                    }
                 }
                 i = next_exit => {
                     exited[i] = true;
@@ -146,6 +156,7 @@ impl Session {
             },
         };
         summary.lost = probes.lost_events();
+        summary.add_kernel_counts(&probes.benign_counts());
         summary.sockets_tracked = probes.sockets_tracked();
         let mode = probes.mode_name();
         drop(probes);

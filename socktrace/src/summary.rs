@@ -64,6 +64,22 @@ impl Summary {
         }
     }
 
+    /// Routine failures the kernel counted without sending them.
+    pub fn add_kernel_counts(&mut self, counts: &[(u32, u8, u64)]) {
+        use socktrace_common::benign;
+        for &(kind, state, n) in counts {
+            let (errno, cause) = match kind {
+                benign::EAGAIN => ("EAGAIN", crate::model::Cause::WouldBlock),
+                benign::EINTR => ("EINTR", crate::model::Cause::Interrupted),
+                benign::EINPROGRESS => ("EINPROGRESS", crate::model::Cause::InProgress),
+                _ => ("EALREADY", crate::model::Cause::InProgress),
+            };
+            let state = crate::model::TcpState::from_kernel(state).map(|s| s.name()).unwrap_or("-");
+            *self.by_label.entry((errno.to_string(), cause.code(), state)).or_default() += n;
+            self.failures += n;
+        }
+    }
+
     fn top_peers(&self) -> Vec<(&str, u64)> {
         let mut peers: Vec<(&str, u64)> = self.by_peer.iter().map(|(p, n)| (p.as_str(), *n)).collect();
         peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));

@@ -35,6 +35,13 @@ enum Task {
         #[arg(long, default_value_t = 20_000)]
         rate: u64,
     },
+    /// Slowdown of the traced process under socktrace, strace and bpftrace (those installed),
+    /// on four loopback workloads; writes target/bench/report.md and slowdown.svg. Needs root.
+    Bench {
+        /// Interleaved traced/untraced pairs per workload and tool.
+        #[arg(long, default_value_t = 7)]
+        pairs: usize,
+    },
     /// Shell completions (bash, zsh, fish) and the man page, into target/docs.
     Docs,
     /// Build in release mode and run `socktrace demo`.
@@ -58,6 +65,15 @@ fn main() -> Result<()> {
                 .arg(rel.join("scenario"))
                 .arg(seconds.to_string())
                 .arg(rate.to_string())
+                .env("SOCKTRACE_BIN", rel.join("socktrace")))
+        }
+        Task::Bench { pairs } => {
+            build(true)?;
+            let rel = root.join("target/release");
+            run(Command::new(rel.join("bench"))
+                .arg(rel.join("scenario"))
+                .arg(root.join("target/bench"))
+                .arg(pairs.to_string())
                 .env("SOCKTRACE_BIN", rel.join("socktrace")))
         }
         Task::Docs => {

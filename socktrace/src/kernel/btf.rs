@@ -141,8 +141,28 @@ impl KernelBtf {
             sk_num: sk("__sk_common.skc_num")?,
             sk_v6_daddr: sk("__sk_common.skc_v6_daddr")?,
             sk_v6_rcv_saddr: sk("__sk_common.skc_v6_rcv_saddr")?,
+            regs_args: self.syscall_arg_regs()?,
             ..KernelOffsets::ZERO
         })
+    }
+
+    /// Where this architecture's `struct pt_regs` keeps the first five syscall arguments when
+    /// the syscall returns (the return value has overwritten the first register on arm64).
+    fn syscall_arg_regs(&self) -> Result<[u32; 5]> {
+        match std::env::consts::ARCH {
+            "x86_64" => Ok([
+                self.offset_of("pt_regs", "di")?,
+                self.offset_of("pt_regs", "si")?,
+                self.offset_of("pt_regs", "dx")?,
+                self.offset_of("pt_regs", "r10")?,
+                self.offset_of("pt_regs", "r8")?,
+            ]),
+            "aarch64" => {
+                let regs = self.offset_of("pt_regs", "regs")?;
+                Ok([self.offset_of("pt_regs", "orig_x0")?, regs + 8, regs + 16, regs + 24, regs + 32])
+            }
+            other => bail!("socktrace does not know where {other} keeps syscall arguments yet"),
+        }
     }
 }
 

@@ -50,6 +50,8 @@ fn exit_program(s: Syscall) -> &'static str {
 pub struct ProbeOptions {
     pub report_eof: bool,
     pub all_sockets: bool,
+    /// Send routine failures as events (--all-errors) instead of counting them in the kernel.
+    pub send_benign: bool,
 }
 
 /// Which processes are traced; every selector given must match, all filtering in the kernel.
@@ -92,6 +94,9 @@ impl Probes {
         }
         if opts.all_sockets {
             flags |= config_flags::ALL_SOCKETS;
+        }
+        if opts.send_benign {
+            flags |= config_flags::SEND_BENIGN;
         }
         if btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3 {
             flags |= config_flags::SEND_RESET_HAS_REASON;
@@ -149,19 +154,19 @@ impl Probes {
             attached.push(format!("tp_btf/{tp}"));
         }
 
-        for name in ["sys_enter", "sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_accept", "sys_exit_other"] {
+        for name in ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_accept", "sys_exit_other"] {
             let prog: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
         for s in Syscall::ALL.into_iter().filter(|_| attach) {
-            for (prog_name, tp) in [("sys_enter", format!("sys_enter_{}", s.name())), (exit_program(s), format!("sys_exit_{}", s.name()))] {
+            for (prog_name, tp) in [(exit_program(s), format!("sys_exit_{}", s.name()))] {
                 let prog: &mut TracePoint = ebpf.program_mut(prog_name).context(prog_name)?.try_into()?;
                 prog.attach("syscalls", &tp).with_context(|| {
                     format!("attaching tracepoint syscalls:{tp} (needs CONFIG_FTRACE_SYSCALLS)")
                 })?;
             }
         }
-        attached.push(format!("tracepoint/syscalls:sys_{{enter,exit}}_* ({} calls)", Syscall::ALL.len()));
+        attached.push(format!("tracepoint/syscalls:sys_exit_* ({} calls)", Syscall::ALL.len()));
 
         let mode = match mode {
             ProbeMode::Auto => ProbeMode::Tracepoint,
@@ -190,6 +195,19 @@ impl Probes {
         arr.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
+    /// Routine failures the kernel counted instead of sending: (kind, TCP state, count).
+    pub fn benign_counts(&self) -> Vec<(u32, u8, u64)> {
+        use socktrace_common::benign;
+        let Some(map) = self.ebpf.map("BENIGN_COUNTS") else { return Vec::new() };
+        let Ok(arr) = aya::maps::PerCpuArray::<&MapData, u64>::try_from(map) else { return Vec::new() };
+        (0..benign::KINDS * benign::STATES)
+            .filter_map(|i| {
+                let n: u64 = arr.get(&i, 0).ok()?.iter().sum();
+                (n > 0).then_some((i / benign::STATES, (i % benign::STATES) as u8, n))
+            })
+            .collect()
+    }
+
     /// Socket histories the kernel holds now (bounded: LRU, and removed when sockets die).
     pub fn sockets_tracked(&self) -> u64 {
         let Some(map) = self.ebpf.map("SOCKETS") else { return 0 };
@@ -210,29 +228,17 @@ impl Probes {
     }
 }
 
-/// The syscall tracepoints' record layout, read from their format files; every watched call
-/// must share it, since one program serves them all.
+/// The syscall-exit tracepoints' record layout, read from their format files; every watched
+/// call must share it, since one program serves them all.
 fn syscall_record_layout(tracefs: &Path, o: &mut KernelOffsets) -> Result<()> {
-    let mut layout: Option<(u32, u32, u32)> = None;
+    let mut layout: Option<(u32, u32)> = None;
     for s in Syscall::ALL {
-        let enter = tracefs::Format::read(tracefs, "syscalls", &format!("sys_enter_{}", s.name()))?;
         let exit = tracefs::Format::read(tracefs, "syscalls", &format!("sys_exit_{}", s.name()))?;
-        let nr = enter.offset("__syscall_nr")?;
-        // The first argument follows __syscall_nr, aligned to 8.
-        let first_arg = enter
-            .fields
-            .iter()
-            .find(|f| f.offset > nr)
-            .map(|f| f.offset)
-            .ok_or_else(|| anyhow!("sys_enter_{} has no arguments", s.name()))?;
-        let this = (nr, first_arg, exit.offset("ret")?);
-        if exit.offset("__syscall_nr")? != nr {
-            bail!("sys_exit_{} places __syscall_nr differently from its enter", s.name());
-        }
+        let this = (exit.offset("__syscall_nr")?, exit.offset("ret")?);
         match layout {
             None => layout = Some(this),
             Some(l) if l != this => bail!(
-                "syscall tracepoint layouts differ on this kernel (sys_enter_{}: {:?} vs {:?})",
+                "syscall tracepoint layouts differ on this kernel (sys_exit_{}: {:?} vs {:?})",
                 s.name(),
                 this,
                 l
@@ -240,9 +246,8 @@ fn syscall_record_layout(tracefs: &Path, o: &mut KernelOffsets) -> Result<()> {
             Some(_) => {}
         }
     }
-    let (nr, args, ret) = layout.ok_or_else(|| anyhow!("no syscalls"))?;
+    let (nr, ret) = layout.ok_or_else(|| anyhow!("no syscalls"))?;
     o.tp_syscall_nr = nr;
-    o.tp_enter_args = args;
     o.tp_exit_ret = ret;
     Ok(())
 }

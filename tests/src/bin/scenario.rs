@@ -58,6 +58,12 @@ fn main() {
         ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr),
         ["fork-refused"] => fork_refused(),
         ["refused-many", n] => refused_many(n.parse().unwrap_or(1)),
+        ["bench-echo", addr, n] => bench_echo(addr, n.parse().unwrap_or(1000)),
+        ["bench-storm", n] => bench_storm(n.parse().unwrap_or(1000)),
+        ["bench-refused", n] => bench_refused(n.parse().unwrap_or(1000)),
+        ["bench-reset", addr, n] => bench_reset(addr, n.parse().unwrap_or(1000)),
+        ["echo-server"] => serve(false),
+        ["abort-server"] => serve(true),
         ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
         ["exec", rest @ ..] => exec_into(rest),
         ["whoami-refused"] => whoami_refused(),
@@ -752,5 +758,114 @@ fn storm(rate: u64, seconds: u64) -> Result<()> {
         }
     }
     println!("{}", json!({ "step": "storm", "failures": failures, "other": other, "ms": start.elapsed().as_millis() as u64 }));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Benchmark workloads: each times itself between `go` and its end, and counts its failures.
+
+fn bench_report(started: std::time::Instant, calls: u64, failures: u64) {
+    println!("{}", json!({ "step": "bench", "ns": started.elapsed().as_nanos() as u64, "calls": calls, "failures": failures }));
+}
+
+/// A server for the benchmarks, in its own (untraced) process: echoes, or aborts every
+/// connection it accepts (SO_LINGER {1,0}). Prints its port, serves until killed.
+fn serve(abort: bool) -> Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    println!("port {}", l.local_addr()?.port());
+    let _ = std::io::stdout().flush();
+    for conn in l.incoming() {
+        let Ok(mut c) = conn else { continue };
+        if abort {
+            set_linger_zero(std::os::fd::AsRawFd::as_raw_fd(&c));
+            drop(c);
+            continue;
+        }
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok(n) = std::io::Read::read(&mut c, &mut buf) {
+                if n == 0 || std::io::Write::write_all(&mut c, &buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+fn set_linger_zero(fd: i32) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid fd and option buffer.
+    unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), 8) };
+}
+
+/// N request/response round trips of 64 bytes; nothing fails.
+fn bench_echo(addr: &str, n: u64) -> Result<()> {
+    let mut s = std::net::TcpStream::connect(parse_addr(addr)?)?;
+    s.set_nodelay(true)?;
+    let msg = [7u8; 64];
+    let mut buf = [0u8; 64];
+    ready_then_wait();
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        std::io::Write::write_all(&mut s, &msg)?;
+        std::io::Read::read_exact(&mut s, &mut buf)?;
+    }
+    bench_report(started, n * 2, 0);
+    Ok(())
+}
+
+/// N non-blocking reads on a connected socket with nothing to read: N x EAGAIN.
+fn bench_storm(n: u64) -> Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let c = std::net::TcpStream::connect(l.local_addr()?)?;
+    let _server = l.accept()?;
+    c.set_nonblocking(true)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&c);
+    let mut buf = [0u8; 16];
+    ready_then_wait();
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    for _ in 0..n {
+        // SAFETY: valid fd and buffer.
+        if unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } < 0 {
+            failures += 1;
+        }
+    }
+    bench_report(started, n, failures);
+    Ok(())
+}
+
+/// N refused connects, each on a new socket.
+fn bench_refused(n: u64) -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    for _ in 0..n {
+        let (fd, e) = connect_blocking(closed);
+        if e != 0 {
+            failures += 1;
+        }
+        close(fd);
+    }
+    bench_report(started, n, failures);
+    Ok(())
+}
+
+/// N connections that the server aborts: the read on each fails with ECONNRESET.
+fn bench_reset(addr: &str, n: u64) -> Result<()> {
+    let addr = parse_addr(addr)?;
+    ready_then_wait();
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    for _ in 0..n {
+        let (fd, e) = connect_blocking(addr);
+        if e == 0 && do_call("read", fd) != 0 {
+            failures += 1;
+        }
+        close(fd);
+    }
+    bench_report(started, n * 2, failures);
     Ok(())
 }
