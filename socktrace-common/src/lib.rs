@@ -29,6 +29,8 @@ pub mod config_flags {
     pub const FOLLOW_FORKS: u32 = 1 << 6;
     /// Send routine failures (EAGAIN, EINTR, EINPROGRESS) as events instead of counting them.
     pub const SEND_BENIGN: u32 = 1 << 7;
+    /// Only the process `TracedConfig::tgid` (one -p, no -f): no map lookup needed.
+    pub const SELECT_ONE_PID: u32 = 1 << 8;
 }
 
 /// Routine failures the kernel counts instead of sending (unless `--all-errors`): the index
@@ -115,6 +117,9 @@ pub struct TracedConfig {
     pub cgroup_id: u64,
     /// Task name to select, NUL-padded.
     pub comm: [u8; TASK_COMM_LEN],
+    /// The one process selected with SELECT_ONE_PID.
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// Addresses and ports of a socket. Ports in host byte order; addresses in network order,
@@ -224,7 +229,7 @@ macro_rules! assert_size {
     };
 }
 assert_size!(KernelOffsets, 28 * 4);
-assert_size!(TracedConfig, 32);
+assert_size!(TracedConfig, 40);
 assert_size!(SockAddrs, 40);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);

@@ -40,7 +40,8 @@ const SO_ERROR: u64 = 4;
 static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 
 #[no_mangle]
-static CONFIG: TracedConfig = TracedConfig { flags: 0, cgroup_level: 0, cgroup_id: 0, comm: [0; 16] };
+static CONFIG: TracedConfig =
+    TracedConfig { flags: 0, cgroup_level: 0, cgroup_id: 0, comm: [0; 16], tgid: 0, _pad: 0 };
 
 /// Thread-group ids (processes) being traced; the first check of every syscall program.
 #[map]
@@ -102,6 +103,9 @@ fn now_ns() -> u64 {
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
     let flags = global!(CONFIG.flags);
+    if flags & config_flags::SELECT_ONE_PID != 0 && tgid != global!(CONFIG.tgid) {
+        return false;
+    }
     if flags & config_flags::SELECT_PIDS != 0 && unsafe { TRACED_TGIDS.get(&tgid).is_none() } {
         return false;
     }

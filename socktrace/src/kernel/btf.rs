@@ -29,7 +29,11 @@ impl KernelBtf {
                 path.display()
             );
         }
-        let btf = Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
+        // Mmap parses only the types looked up: much faster and smaller than parsing all of
+        // vmlinux's BTF up front; kernels that cannot mmap the file get the full parse.
+        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+            .or_else(|_| Btf::from_file(path))
+            .with_context(|| format!("parsing BTF {}", path.display()))?;
         Ok(Self { btf })
     }
 

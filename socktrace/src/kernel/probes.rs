@@ -102,7 +102,14 @@ impl Probes {
             flags |= config_flags::SEND_RESET_HAS_REASON;
         }
         let mut config = TracedConfig { flags, ..TracedConfig::default() };
-        if !sel.tgids.is_empty() {
+        if let [only] = sel.tgids[..] {
+            if !sel.follow {
+                // One process, no children: a compare instead of a map lookup per call.
+                config.flags |= config_flags::SELECT_ONE_PID;
+                config.tgid = only;
+            }
+        }
+        if !sel.tgids.is_empty() && config.flags & config_flags::SELECT_ONE_PID == 0 {
             config.flags |= config_flags::SELECT_PIDS;
         }
         if sel.follow {
@@ -118,7 +125,6 @@ impl Probes {
             config.cgroup_id = id;
             config.cgroup_level = level;
         }
-
         raise_memlock_limit();
         let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
         let mut ebpf = EbpfLoader::new()
@@ -135,7 +141,6 @@ impl Probes {
                 traced.insert(tgid, 1, 0).context("adding the PID to the filter")?;
             }
         }
-
         let mut attached = Vec::new();
         // History first, so no state change between attach and the first failure is missed.
         let follow: &[&str] = if sel.follow { &["sched_process_fork", "sched_process_exit"] } else { &[] };
@@ -153,7 +158,6 @@ impl Probes {
                 .with_context(|| format!("attaching BTF tracepoint {tp}: this kernel may lack it"))?;
             attached.push(format!("tp_btf/{tp}"));
         }
-
         for name in ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_accept", "sys_exit_other"] {
             let prog: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
