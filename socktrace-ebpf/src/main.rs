@@ -137,17 +137,21 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
 // ---------------------------------------------------------------------------------------------
 // Syscalls
 
-/// The syscall's arguments, from the registers saved at entry (`struct pt_regs`): read at
-/// exit, and only for calls that failed, so succeeding calls cost no map operation at all.
+/// The registers saved at syscall entry (`struct pt_regs`): the arguments are read from
+/// there at exit, only for calls that failed, and only those needed, so succeeding calls
+/// cost no map operation and an EAGAIN storm no more reads than it must.
 #[inline(always)]
-fn syscall_args() -> [u64; 5] {
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let mut args = [0u64; 5];
+fn entry_regs() -> u64 {
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+#[inline(always)]
+fn syscall_arg(regs: u64, n: usize) -> u64 {
     let offs = global!(OFFSETS.regs_args);
-    for (arg, off) in args.iter_mut().zip(offs) {
-        *arg = read(regs, off).unwrap_or(0);
+    match offs.get(n) {
+        Some(&off) => read(regs, off).unwrap_or(0),
+        None => 0,
     }
-    args
 }
 
 /// The routine-failure kind of a negative return, if it is one.
@@ -220,17 +224,16 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
             return 0;
         }
     }
-    let args = syscall_args();
-    let syscall_nr: i32 =
-        unsafe { ctx.read_at(global!(OFFSETS.tp_syscall_nr) as usize) }.unwrap_or(-1);
+    let regs = entry_regs();
 
     let mut flags = 0u32;
     let mut so_error = 0i32;
     if kind == ExitKind::GetSockOpt && ret >= 0 {
-        if args[1] != SOL_SOCKET || args[2] != SO_ERROR {
+        if syscall_arg(regs, 1) != SOL_SOCKET || syscall_arg(regs, 2) != SO_ERROR {
             return 0;
         }
-        let value: i32 = unsafe { bpf_probe_read_user(args[3] as *const i32) }.unwrap_or(0);
+        let optval = syscall_arg(regs, 3);
+        let value: i32 = unsafe { bpf_probe_read_user(optval as *const i32) }.unwrap_or(0);
         if value == 0 {
             return 0;
         }
@@ -238,7 +241,7 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         flags |= event_flags::FROM_SO_ERROR;
     }
 
-    let fd = args[0] as i32;
+    let fd = syscall_arg(regs, 0) as i32;
     let sk = sock_of_fd(fd);
     if sk == 0 {
         // Pipes, files, eventfds: never ours to report.
@@ -269,6 +272,8 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         }
     }
     let sock = read_sock(sk);
+    let syscall_nr: i32 =
+        unsafe { ctx.read_at(global!(OFFSETS.tp_syscall_nr) as usize) }.unwrap_or(-1);
 
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
         if let Some(lost) = LOST_EVENTS.get_ptr_mut(0) {
@@ -291,12 +296,12 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         (*ev).connect_addr = SockAddrs::default();
         flags |= event_flags::IS_SOCKET;
         if kind == ExitKind::Connect {
-            if let Some(addr) = read_user_sockaddr(args[1], args[2]) {
+            if let Some(addr) = read_user_sockaddr(syscall_arg(regs, 1), syscall_arg(regs, 2)) {
                 (*ev).connect_addr = addr;
                 flags |= event_flags::HAS_CONNECT_ADDR;
             }
         }
-        if kind == ExitKind::Accept && args[1] != 0 {
+        if kind == ExitKind::Accept && syscall_arg(regs, 1) != 0 {
             flags |= event_flags::ACCEPT_WANTS_ADDR;
         }
         match SOCKETS.get(&sk) {

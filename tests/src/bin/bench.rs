@@ -109,12 +109,20 @@ fn start(tool: Tool, pid: u32, out: &Path) -> Result<Running> {
     Ok(Running { child, out: out.to_path_buf(), attach: started.elapsed(), lines: Some(lines) })
 }
 
-/// Peak resident memory of a process so far, KiB.
-fn vm_hwm_kib(pid: u32) -> u64 {
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok()))
         .unwrap_or(0)
+}
+
+/// Peak resident memory of a process since it started (start-up included), KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
 }
 
 /// Stops the tracer and returns how many failing calls it accounted for.
@@ -129,7 +137,7 @@ fn stop(tool: Tool, mut r: Running) -> Result<u64> {
             let summary: Value = text.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["type"] == "summary")).ok_or_else(|| anyhow!("no socktrace summary"))?;
             summary["failures"].as_u64().unwrap_or(0) + summary["lost"].as_u64().unwrap_or(0)
         }
-        Tool::Strace => std::fs::read_to_string(&r.out)?.lines().filter(|l| l.contains(") = -1 ")).count() as u64,
+        Tool::Strace => std::fs::read_to_string(&r.out)?.lines().filter(|l| l.contains("= -1 E")).count() as u64,
         Tool::BpftracePrint => printed,
         // The counting script prints its map at exit: "@[tracepoint:..., -11]: 200000".
         Tool::BpftraceCount => 0,
@@ -142,26 +150,43 @@ struct Sample {
     expected: u64,
     seen: u64,
     attach: Duration,
+    /// Peak RSS while the workload ran, and the high-water mark since start-up.
     peak_kib: u64,
+    hwm_kib: u64,
 }
 
-fn run_workload(scenario: &str, w: &Workload, tracer: Option<Tool>, out: &Path) -> Result<(u64, u64, u64, Duration, u64)> {
+fn run_workload(scenario: &str, w: &Workload, tracer: Option<Tool>, out: &Path) -> Result<(u64, u64, u64, Duration, u64, u64)> {
     let args: Vec<&str> = w.args.iter().map(String::as_str).collect();
     let mut s = Scenario::start(scenario, &args)?;
     let running = tracer.map(|t| start(t, s.pid, out)).transpose()?;
+    // socktrace's resident memory while the workload runs (start-up excluded), sampled.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let tracer_pid = running.as_ref().map(|r| r.child.id());
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Some(pid) = tracer_pid {
+            peak = peak.max(vm_rss_kib(pid));
+            if stop_rx.recv_timeout(Duration::from_millis(10)).is_ok() {
+                break;
+            }
+        }
+        peak
+    });
     s.go()?;
     let report = s.finish()?;
+    let _ = stop_tx.send(());
+    let running_peak = sampler.join().unwrap_or(0);
     let r = report.iter().find(|v| v["step"] == "bench").ok_or_else(|| anyhow!("no bench report"))?;
     let (ns, failures) = (r["ns"].as_u64().unwrap_or(0), r["failures"].as_u64().unwrap_or(0));
-    let (seen, attach, peak) = match (tracer, running) {
+    let (seen, attach, hwm) = match (tracer, running) {
         (Some(t), Some(running)) => {
             let attach = running.attach;
-            let peak = vm_hwm_kib(running.child.id());
-            (stop(t, running)?, attach, peak)
+            let hwm = vm_hwm_kib(running.child.id());
+            (stop(t, running)?, attach, hwm)
         }
         _ => (0, Duration::ZERO, 0),
     };
-    Ok((ns, failures, seen, attach, peak))
+    Ok((ns, failures, seen, attach, running_peak, hwm))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -189,10 +214,10 @@ fn main() -> Result<()> {
     let echo = format!("127.0.0.1:{}", port_of("echo-server")?);
     let abort = format!("127.0.0.1:{}", port_of("abort-server")?);
     let workloads = [
-        Workload { name: "echo: 64-byte request/response, nothing fails", args: vec!["bench-echo".into(), echo, "20000".into()] },
-        Workload { name: "error storm: non-blocking read on an empty socket (EAGAIN)", args: vec!["bench-storm".into(), "300000".into()] },
-        Workload { name: "refused connects", args: vec!["bench-refused".into(), "4000".into()] },
-        Workload { name: "connections reset by the peer", args: vec!["bench-reset".into(), abort, "2000".into()] },
+        Workload { name: "echo: 64-byte request/response, nothing fails", args: vec!["bench-echo".into(), echo, "60000".into()] },
+        Workload { name: "error storm: non-blocking read on an empty socket (EAGAIN)", args: vec!["bench-storm".into(), "1000000".into()] },
+        Workload { name: "refused connects", args: vec!["bench-refused".into(), "30000".into()] },
+        Workload { name: "connections reset by the peer", args: vec!["bench-reset".into(), abort, "12000".into()] },
     ];
     let tools: Vec<Tool> = [Tool::Socktrace, Tool::Strace, Tool::BpftracePrint, Tool::BpftraceCount].into_iter().filter(|t| t.available()).collect();
     let tmp = out_dir.join("tracer.out");
@@ -210,7 +235,7 @@ fn main() -> Result<()> {
                     let t = run_workload(&scenario, w, Some(tool), &tmp)?;
                     (run_workload(&scenario, w, None, &tmp)?, t)
                 };
-                samples.push(Sample { untraced_ns: untraced.0, traced_ns: traced.0, expected: traced.1, seen: traced.2, attach: traced.3, peak_kib: traced.4 });
+                samples.push(Sample { untraced_ns: untraced.0, traced_ns: traced.0, expected: traced.1, seen: traced.2, attach: traced.3, peak_kib: traced.4, hwm_kib: traced.5 });
             }
             let mut ratios: Vec<f64> = samples.iter().map(|s| s.traced_ns as f64 / s.untraced_ns as f64).collect();
             eprintln!("bench: {:<58} {:<33} {:.2}x", w.name, tool.name(), median(&mut ratios));
@@ -266,12 +291,15 @@ fn render_report(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool
     }
     if tools.contains(&Tool::Socktrace) {
         let mut attach: Vec<f64> = results.iter().filter(|r| r.1 == Tool::Socktrace).flat_map(|r| r.2.iter()).map(|s| s.attach.as_secs_f64() * 1e3).collect();
-        let peak = results.iter().filter(|r| r.1 == Tool::Socktrace && r.0 == 1).flat_map(|r| r.2.iter()).map(|s| s.peak_kib).max().unwrap_or(0);
+        let storm = || results.iter().filter(|r| r.1 == Tool::Socktrace && r.0 == 1).flat_map(|r| r.2.iter());
+        let peak = storm().map(|s| s.peak_kib).max().unwrap_or(0);
+        let hwm = storm().map(|s| s.hwm_kib).max().unwrap_or(0);
         out.push_str(&format!(
-            "\nsocktrace: attach time (start to the attached line) median {:.0} ms over {} runs; peak RSS in the error storm {:.1} MiB.\n",
+            "\nsocktrace: attach time (start to the attached line) median {:.0} ms over {} runs; peak RSS during the error storm {:.1} MiB (high-water mark including start-up: {:.1} MiB).\n",
             median(&mut attach),
             attach.len(),
-            peak as f64 / 1024.0
+            peak as f64 / 1024.0,
+            hwm as f64 / 1024.0
         ));
     }
     out
