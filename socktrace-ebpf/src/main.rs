@@ -49,7 +49,11 @@ static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
 /// What the kernel remembers per socket; entries go on `tcp_destroy_sock`, LRU bounds the rest.
 #[map]
-static SOCKETS: LruHashMap<u64, SocketHistory> = LruHashMap::with_max_entries(65536, 0);
+static SOCKETS: LruHashMap<u64, SocketHistory> =
+    LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
+
+/// Per-CPU LRU lists: no shared lock when sockets come and go fast on both CPUs.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// One all-zero `SocketHistory`, never written: the template for new entries.
 #[map]

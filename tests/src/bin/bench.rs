@@ -219,7 +219,13 @@ fn main() -> Result<()> {
         Workload { name: "refused connects", args: vec!["bench-refused".into(), "30000".into()] },
         Workload { name: "connections reset by the peer", args: vec!["bench-reset".into(), abort, "12000".into()] },
     ];
-    let tools: Vec<Tool> = [Tool::Socktrace, Tool::Strace, Tool::BpftracePrint, Tool::BpftraceCount].into_iter().filter(|t| t.available()).collect();
+    // BENCH_ONLY=socktrace (a comma list of tool names) measures a subset.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let tools: Vec<Tool> = [Tool::Socktrace, Tool::Strace, Tool::BpftracePrint, Tool::BpftraceCount]
+        .into_iter()
+        .filter(|t| t.available())
+        .filter(|t| only.as_deref().is_none_or(|o| o.split(',').any(|n| t.name().starts_with(n))))
+        .collect();
     let tmp = out_dir.join("tracer.out");
 
     let mut results: Vec<(usize, Tool, Vec<Sample>)> = Vec::new();
