@@ -168,15 +168,15 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::DemoClient) => crate::demo::client(),
         Some(Command::GenerateDocs { dir }) => generate_docs(&dir).map(|()| 0),
         None => {
-            let mut select = cli.select;
+            let select = cli.select;
             let pids = select.pids.iter().map(|p| validate_pid(p)).collect::<Result<Vec<_>>>()?;
             if !cli.command_line.is_empty() {
-                return crate::target::run_command(&cli.command_line, select, cli.output);
+                // `-p` given beside a command is traced too, as strace does.
+                return crate::target::run_command(&cli.command_line, pids, select, cli.output);
             }
             if pids.is_empty() && select.comm.is_none() && select.cgroup.is_none() {
                 eprintln!("socktrace: warning: no -p, -c, --cgroup or command given: tracing every process on this machine");
             }
-            select.pids.clear();
             let selection = selection(pids, &select)?;
             trace(selection, cli.output, None)
         }

@@ -13,7 +13,7 @@ pub fn run(mut output: OutputArgs) -> Result<i32> {
     // The demo shows every kind of label, the routine ones too.
     output.all_errors = true;
     let argv = vec![exe.to_string_lossy().into_owned(), "demo-client".into()];
-    crate::target::run_command(&argv, crate::cli::SelectArgs::default(), output)
+    crate::target::run_command(&argv, Vec::new(), crate::cli::SelectArgs::default(), output)
 }
 
 /// The workload, started by `run` once socktrace is attached: fails on purpose.

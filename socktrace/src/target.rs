@@ -145,10 +145,12 @@ fn invoking_user() -> Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)> {
     Some((uid, gid, groups))
 }
 
-pub fn run_command(argv: &[String], select: SelectArgs, output: OutputArgs) -> Result<i32> {
+pub fn run_command(argv: &[String], also: Vec<u32>, select: SelectArgs, output: OutputArgs) -> Result<i32> {
     crate::cli::require_privileges()?;
     let mut child = Child::spawn(argv)?;
-    let selection = match crate::cli::selection(vec![child.pid()], &select) {
+    let mut tgids = vec![child.pid()];
+    tgids.extend(also);
+    let selection = match crate::cli::selection(tgids, &select) {
         Ok(s) => s,
         Err(e) => {
             child.abandon();

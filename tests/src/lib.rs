@@ -114,10 +114,15 @@ impl Scenario {
     }
 
     /// Waits for the scenario to end and returns its own report, one object per call.
-    pub fn finish(mut self) -> Result<Vec<Value>> {
+    pub fn finish(self) -> Result<Vec<Value>> {
+        self.finish_within(RUN_TIMEOUT)
+    }
+
+    /// `finish`, for scenarios that run longer than RUN_TIMEOUT by design (the soak).
+    pub fn finish_within(mut self, limit: Duration) -> Result<Vec<Value>> {
         let c = self.child.0.as_mut().unwrap();
-        let status = wait_timeout(c, RUN_TIMEOUT)?
-            .ok_or_else(|| anyhow!("scenario {:?} still running after {RUN_TIMEOUT:?}", self.args))?;
+        let status = wait_timeout(c, limit)?
+            .ok_or_else(|| anyhow!("scenario {:?} still running after {limit:?}", self.args))?;
         self.child.0 = None;
         let mut rest = String::new();
         self.out.read_to_string(&mut rest)?;
@@ -454,7 +459,8 @@ pub mod soak {
             }
             samples
         });
-        let client = scenario.finish()?;
+        // The storm stops by itself after at most twice its duration (see scenario::storm).
+        let client = scenario.finish_within(Duration::from_secs(seconds * 2 + 30))?;
         let elapsed = started.elapsed().as_secs_f64();
         let samples = {
             let _ = stop_tx.send(());

@@ -268,11 +268,7 @@ fn peer(addr: &str) -> Result<()> {
             }
             "abort" => {
                 let c = conns.pop().expect("a connection to abort");
-                let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-                // SAFETY: valid fd and option buffer.
-                unsafe {
-                    libc::setsockopt(c, libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), 8)
-                };
+                set_linger_zero(c);
                 close(c);
             }
             "close" => close(conns.pop().expect("a connection to close")),
@@ -577,11 +573,8 @@ fn rst_client_inline(port: u16) -> Result<()> {
     if pid == 0 {
         let (fd, e) = connect_blocking(SocketAddr::new(loopback("v4"), port));
         if e == 0 {
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-            unsafe {
-                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), 8);
-                libc::close(fd);
-            }
+            set_linger_zero(fd);
+            close(fd);
         }
         unsafe { libc::_exit(if e == 0 { 0 } else { 1 }) };
     }
