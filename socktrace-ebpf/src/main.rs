@@ -275,7 +275,7 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
             return 0;
         }
     }
-    let sock = read_sock(sk);
+    let sock = read_sock(sk, family, sock_type, protocol);
     let syscall_nr: i32 =
         unsafe { ctx.read_at(global!(OFFSETS.tp_syscall_nr) as usize) }.unwrap_or(-1);
 
@@ -357,8 +357,13 @@ fn sock_of_fd(fd: i32) -> u64 {
 
 #[inline(always)]
 fn read_addrs(sk: u64) -> SockAddrs {
+    read_addrs_of_family(sk, read(sk, global!(OFFSETS.sk_family)).unwrap_or(0))
+}
+
+#[inline(always)]
+fn read_addrs_of_family(sk: u64, family: u16) -> SockAddrs {
     let mut a = SockAddrs {
-        family: read(sk, global!(OFFSETS.sk_family)).unwrap_or(0),
+        family,
         sport: read(sk, global!(OFFSETS.sk_num)).unwrap_or(0),
         dport: u16::from_be(read(sk, global!(OFFSETS.sk_dport)).unwrap_or(0)),
         ..SockAddrs::default()
@@ -376,11 +381,12 @@ fn read_addrs(sk: u64) -> SockAddrs {
 }
 
 #[inline(always)]
-fn read_sock(sk: u64) -> SockSnapshot {
+/// The rest of the socket, given the fields the caller has already read.
+fn read_sock(sk: u64, family: u16, sock_type: u16, protocol: u16) -> SockSnapshot {
     SockSnapshot {
-        addrs: read_addrs(sk),
-        sock_type: read(sk, global!(OFFSETS.sk_type)).unwrap_or(0),
-        protocol: read(sk, global!(OFFSETS.sk_protocol)).unwrap_or(0),
+        addrs: read_addrs_of_family(sk, family),
+        sock_type,
+        protocol,
         state: read(sk, global!(OFFSETS.sk_state)).unwrap_or(0),
         shutdown: read(sk, global!(OFFSETS.sk_shutdown)).unwrap_or(0),
         _pad: [0; 2],
