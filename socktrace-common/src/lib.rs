@@ -60,8 +60,6 @@ pub mod event_flags {
     pub const HAS_HISTORY: u32 = 1 << 2;
     /// `connect_addr` holds the address the program passed to `connect()`.
     pub const HAS_CONNECT_ADDR: u32 = 1 << 3;
-    /// The accept call passed a non-NULL address buffer.
-    pub const ACCEPT_WANTS_ADDR: u32 = 1 << 4;
 }
 
 /// Byte offsets of kernel struct fields and tracepoint fields, computed by userspace from the

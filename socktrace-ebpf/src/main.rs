@@ -178,7 +178,6 @@ enum ExitKind {
     /// getsockopt: a successful SO_ERROR read carrying an error is a failed async connect.
     GetSockOpt,
     Connect,
-    Accept,
     Other,
 }
 
@@ -197,10 +196,6 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     record_exit(&ctx, ExitKind::Connect)
 }
 
-#[tracepoint]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    record_exit(&ctx, ExitKind::Accept)
-}
 
 #[tracepoint]
 pub fn sys_exit_other(ctx: TracePointContext) -> u32 {
@@ -304,9 +299,6 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
                 (*ev).connect_addr = addr;
                 flags |= event_flags::HAS_CONNECT_ADDR;
             }
-        }
-        if kind == ExitKind::Accept && syscall_arg(regs, 1) != 0 {
-            flags |= event_flags::ACCEPT_WANTS_ADDR;
         }
         match SOCKETS.get(&sk) {
             Some(history) => {

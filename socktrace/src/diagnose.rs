@@ -284,10 +284,6 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
     None
 }
 
-const EHOSTDOWN: i32 = 112;
-const ENONET: i32 = 64;
-const EPROTO: i32 = 71;
-const EACCES: i32 = 13;
 
 fn end_of_file(f: &Failure) -> Diagnosis {
     let h = &f.history;
@@ -358,7 +354,6 @@ mod tests {
             local: Some("127.0.0.1:40000".parse().unwrap()),
             remote: Some("127.0.0.1:9".parse().unwrap()),
             history,
-            accept_wants_addr: false,
             kernel_ret: None,
         }
     }

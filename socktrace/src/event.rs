@@ -73,7 +73,6 @@ pub struct Failure {
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     pub history: History,
-    pub accept_wants_addr: bool,
     /// The raw return value when it was a kernel-internal restart code (ERESTARTSYS, ...),
     /// which the program sees as EINTR.
     pub kernel_ret: Option<i64>,
@@ -167,7 +166,6 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         local,
         remote,
         history,
-        accept_wants_addr: ev.flags & event_flags::ACCEPT_WANTS_ADDR != 0,
         kernel_ret,
     }
 }

@@ -134,6 +134,9 @@ impl fmt::Display for Cause {
 /// Linux errno values socktrace reasons about (x86_64/generic numbering).
 pub mod errno {
     pub const EINTR: i32 = 4;
+    pub const EACCES: i32 = 13;
+    pub const ENONET: i32 = 64;
+    pub const EPROTO: i32 = 71;
     pub const EAGAIN: i32 = 11;
     pub const EPIPE: i32 = 32;
     pub const ENETUNREACH: i32 = 101;
@@ -141,6 +144,7 @@ pub mod errno {
     pub const ECONNRESET: i32 = 104;
     pub const ETIMEDOUT: i32 = 110;
     pub const ECONNREFUSED: i32 = 111;
+    pub const EHOSTDOWN: i32 = 112;
     pub const EHOSTUNREACH: i32 = 113;
     pub const EALREADY: i32 = 114;
     pub const EINPROGRESS: i32 = 115;
@@ -263,10 +267,6 @@ impl Syscall {
     pub fn is_send(self) -> bool {
         use Syscall::*;
         matches!(self, Write | Writev | Sendto | Sendmsg | Sendmmsg)
-    }
-
-    pub fn is_accept(self) -> bool {
-        matches!(self, Syscall::Accept | Syscall::Accept4)
     }
 }
 

@@ -361,7 +361,6 @@ mod tests {
             local: Some("127.0.0.1:40122".parse().unwrap()),
             remote: Some("127.0.0.1:9".parse().unwrap()),
             history: History::default(),
-            accept_wants_addr: false,
             kernel_ret: None,
         };
         let d = Diagnosis {

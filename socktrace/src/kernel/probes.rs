@@ -33,16 +33,11 @@ pub const SOCKET_TRACEPOINTS: [&str; 6] = [
 
 /// The syscall-exit program that handles each watched call.
 fn exit_program(s: Syscall) -> &'static str {
-    if s.is_receive() {
-        "sys_exit_receive"
-    } else if s.is_accept() {
-        "sys_exit_accept"
-    } else {
-        match s {
-            Syscall::Connect => "sys_exit_connect",
-            Syscall::Getsockopt => "sys_exit_getsockopt",
-            _ => "sys_exit_other",
-        }
+    match s {
+        _ if s.is_receive() => "sys_exit_receive",
+        Syscall::Connect => "sys_exit_connect",
+        Syscall::Getsockopt => "sys_exit_getsockopt",
+        _ => "sys_exit_other",
     }
 }
 
@@ -158,7 +153,7 @@ impl Probes {
                 .with_context(|| format!("attaching BTF tracepoint {tp}: this kernel may lack it"))?;
             attached.push(format!("tp_btf/{tp}"));
         }
-        for name in ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_accept", "sys_exit_other"] {
+        for name in ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_other"] {
             let prog: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
