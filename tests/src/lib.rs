@@ -88,9 +88,12 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// `SCENARIO_BIN` overrides `scenario_bin` (a path compiled into the test binary), so the
+    /// suite can run where it was not built, e.g. inside `xtask vm-test`'s virtual machines.
     pub fn start(scenario_bin: &str, args: &[&str]) -> Result<Scenario> {
         require_root();
-        let mut child = Command::new(scenario_bin)
+        let scenario_bin = std::env::var("SCENARIO_BIN").unwrap_or_else(|_| scenario_bin.to_string());
+        let mut child = Command::new(&scenario_bin)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -161,10 +164,20 @@ impl Tracer {
         Self::start_with(args, &[])
     }
 
+    /// `SOCKTRACE_TEST_PROBE_MODE` runs every traced scenario in that probe mode (how the
+    /// suite is repeated per mode), unless the test chose a mode itself.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Result<Tracer> {
         require_root();
+        let mut full: Vec<String> = Vec::new();
+        if let Ok(mode) = std::env::var("SOCKTRACE_TEST_PROBE_MODE") {
+            let is_run = !matches!(args.first(), Some(&("check" | "demo" | "generate-docs")));
+            if is_run && !args.iter().any(|a| a.starts_with("--probe-mode")) {
+                full.push(format!("--probe-mode={mode}"));
+            }
+        }
+        full.extend(args.iter().map(|a| a.to_string()));
         let mut child = Command::new(socktrace_bin())
-            .args(args)
+            .args(&full)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
