@@ -17,7 +17,7 @@ pub mod config_flags {
     pub const REPORT_EOF: u32 = 1 << 0;
     /// Report failures on sockets that are not TCP (UDP, unix, ...).
     pub const ALL_SOCKETS: u32 = 1 << 1;
-    /// The kernel's `tcp_send_reset` tracepoint carries a `reason` argument (about 6.10+).
+    /// The kernel's `tcp_send_reset` BTF tracepoint carries a `reason` argument (about 6.10+).
     pub const SEND_RESET_HAS_REASON: u32 = 1 << 2;
     /// Only processes in the TRACED_TGIDS map are traced (-p, a started command).
     pub const SELECT_PIDS: u32 = 1 << 3;
@@ -49,6 +49,9 @@ pub mod benign {
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
 /// otherwise drains on its own timer, so a storm of failures does not cost a wakeup each.
 pub const WAKEUP_BYTES: u64 = 256 * 1024;
+
+/// A `KernelOffsets` tracepoint field this kernel's record does not have.
+pub const NO_FIELD: u32 = u32::MAX;
 
 /// `FailureEvent::flags` bits.
 pub mod event_flags {
@@ -97,6 +100,16 @@ pub struct KernelOffsets {
     /// Where the first five syscall arguments sit in `struct pt_regs` at syscall exit
     /// (x86_64: di, si, dx, r10, r8; arm64: orig_x0, regs[1..5]).
     pub regs_args: [u32; 5],
+    // Classic tracepoint records (tracepoint probe mode), from their format files.
+    pub tp_set_state_skaddr: u32,
+    pub tp_set_state_oldstate: u32,
+    pub tp_set_state_newstate: u32,
+    pub tp_receive_reset_skaddr: u32,
+    pub tp_send_reset_skaddr: u32,
+    /// `NO_FIELD` before the RST reasons (about 6.10).
+    pub tp_send_reset_reason: u32,
+    pub tp_retransmit_skaddr: u32,
+    pub tp_destroy_skaddr: u32,
 }
 
 impl KernelOffsets {
@@ -226,7 +239,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 28 * 4);
+assert_size!(KernelOffsets, 36 * 4);
 assert_size!(TracedConfig, 40);
 assert_size!(SockAddrs, 40);
 assert_size!(SockSnapshot, 48);

@@ -3,8 +3,10 @@
 //! * `sys_exit_*` turns a failing call of a traced thread on a socket fd into one
 //!   `FailureEvent` on the ring buffer, carrying the history the kernel kept for that socket
 //!   (arguments come from the registers saved at entry; routine failures are only counted).
-//! * The TCP/socket tracepoints keep that history, keyed by the `struct sock` address, from
+//! * The TCP/socket events keep that history, keyed by the `struct sock` address, from
 //!   whatever context they run in (softirq included): attribution goes through the socket.
+//!   Each event has one handler (`on_*`) and up to three thin entry points, one per probe
+//!   type; userspace loads one per event (see `kernel/probes.rs`).
 //!
 //! Every struct layout comes from userspace (`OFFSETS`), computed from the running kernel.
 #![no_std]
@@ -18,13 +20,14 @@ use aya_ebpf::{
             bpf_ktime_get_ns, bpf_task_pt_regs,
         },
     },
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
 use socktrace_common::{
     benign, config_flags, event_flags, FailureEvent, KernelOffsets, SockAddrs, SockSnapshot,
-    SocketHistory, StampedState, TracedConfig, Transition, HISTORY_TRANSITIONS, WAKEUP_BYTES,
+    SocketHistory, StampedState, TracedConfig, Transition, HISTORY_TRANSITIONS, NO_FIELD,
+    WAKEUP_BYTES,
 };
 
 const AF_INET: u16 = 2;
@@ -482,11 +485,15 @@ fn merge_addrs(h: *mut SocketHistory, sk: u64) {
     }
 }
 
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
-    let sk: u64 = ctx.arg(0);
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
+// ---------------------------------------------------------------------------------------------
+// What each TCP/socket event does to the history. Each is reached three ways (one per probe
+// mode, userspace loads only the one it picked): a BTF tracepoint, a classic tracepoint whose
+// record is read at offsets from its format file, or a kprobe on the kernel function that
+// fires the tracepoint. The handlers below are the only place the facts are recorded.
+
+/// `sk` goes from `old` to `new` (any context).
+#[inline(always)]
+fn on_state_change(sk: u64, old: i32, new: i32) -> u32 {
     if !is_tcp_sock(sk) {
         return 0;
     }
@@ -518,10 +525,9 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_receive_reset")]
-pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
-    let sk: u64 = ctx.arg(0);
-    // Fires before tcp_reset() looks at the state, so this is the state the RST hit.
+/// An RST arrived for `sk`, which is still in the state the RST hit.
+#[inline(always)]
+fn on_receive_reset(sk: u64) -> u32 {
     // Created for any TCP socket: the RST may come before the traced process ever touched
     // it (a connection still in an accept queue, or one opened before tracing began).
     let Some(h) = history_of(sk, if is_tcp_sock(sk) { Create::Empty } else { Create::No }) else {
@@ -532,26 +538,21 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_send_reset")]
-pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
-    let sk: u64 = ctx.arg(0);
+/// `sk` sent an RST; `reason` is the kernel's sk_rst_reason, or -1 where it has none.
+#[inline(always)]
+fn on_send_reset(sk: u64, reason: i32) -> u32 {
     // sk may be NULL (no socket), a time-wait or a request sock: only full sockets we already
     // know are recorded, so no field beyond sock_common is read from the others.
     let Some(h) = history_of(sk, Create::No) else {
         return 0;
     };
-    let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 {
-        ctx.arg(2)
-    } else {
-        -1
-    };
     unsafe { stamp(&raw mut (*h).rst_sent, sk, reason) };
     0
 }
 
-#[btf_tracepoint(function = "inet_sk_error_report")]
-pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
-    let sk: u64 = ctx.arg(0);
+/// The kernel reported `sk->sk_err` to the socket's owner.
+#[inline(always)]
+fn on_error_report(sk: u64) -> u32 {
     // tcp_disconnect() reports too, after the error was consumed (sk_err 0): that report
     // carries no error and must not hide the one before it.
     let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
@@ -566,9 +567,8 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
-    let sk: u64 = ctx.arg(0);
+#[inline(always)]
+fn on_retransmit(sk: u64) -> u32 {
     // Created on the first retransmission: a timeout later needs the count, whoever the
     // socket belongs to (the timer runs in softirq).
     let Some(h) = history_of(sk, Create::Empty) else {
@@ -582,23 +582,141 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_destroy_sock")]
-pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
-    let sk: u64 = ctx.arg(0);
+#[inline(always)]
+fn on_destroy(sk: u64) -> u32 {
     let _ = SOCKETS.remove(&sk);
     0
+}
+
+// BTF tracepoints (tp_btf, 5.5+): typed arguments, the socket pointer included.
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    on_state_change(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
+    on_receive_reset(ctx.arg(0))
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
+    let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 {
+        ctx.arg(2)
+    } else {
+        -1
+    };
+    on_send_reset(ctx.arg(0), reason)
+}
+
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
+    on_error_report(ctx.arg(0))
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
+    on_retransmit(ctx.arg(0))
+}
+
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
+    on_destroy(ctx.arg(0))
+}
+
+// Classic tracepoints: the record's fields at the offsets the format files gave.
+
+#[inline(always)]
+fn record_field<T>(ctx: &TracePointContext, offset: u32) -> T
+where
+    T: Default,
+{
+    unsafe { ctx.read_at::<T>(offset as usize) }.unwrap_or_default()
+}
+
+#[tracepoint]
+pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_set_state_skaddr));
+    let old: i32 = record_field(&ctx, global!(OFFSETS.tp_set_state_oldstate));
+    let new: i32 = record_field(&ctx, global!(OFFSETS.tp_set_state_newstate));
+    on_state_change(sk, old, new)
+}
+
+#[tracepoint]
+pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    on_receive_reset(record_field(&ctx, global!(OFFSETS.tp_receive_reset_skaddr)))
+}
+
+#[tracepoint]
+pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_send_reset_skaddr));
+    let reason_at = global!(OFFSETS.tp_send_reset_reason);
+    let reason: i32 = if reason_at != NO_FIELD { record_field(&ctx, reason_at) } else { -1 };
+    on_send_reset(sk, reason)
+}
+
+#[tracepoint]
+pub fn tp_tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    on_retransmit(record_field(&ctx, global!(OFFSETS.tp_retransmit_skaddr)))
+}
+
+#[tracepoint]
+pub fn tp_tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    on_destroy(record_field(&ctx, global!(OFFSETS.tp_destroy_skaddr)))
+}
+
+/// The classic `inet_sk_error_report` record has the error and addresses but no socket
+/// pointer, so tracepoint mode takes this event as a raw tracepoint (arguments, no record).
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn raw_inet_sk_error_report(ctx: RawTracePointContext) -> u32 {
+    on_error_report(ctx.arg(0))
+}
+
+// kprobes on the functions that fire those tracepoints, for kernels where the tracepoints
+// are missing or unusable. The first argument is the socket in every signature used here
+// (tcp_reset(sk) before 5.14, tcp_reset(sk, skb) since), so one program serves each.
+
+#[kprobe]
+pub fn kp_tcp_set_state(ctx: ProbeContext) -> u32 {
+    let sk: u64 = ctx.arg(0).unwrap_or(0);
+    let new: i32 = ctx.arg(1).unwrap_or(0);
+    // At entry the socket still holds the state it leaves.
+    let old: u8 = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+    on_state_change(sk, old as i32, new)
+}
+
+#[kprobe]
+pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
+    on_receive_reset(ctx.arg(0).unwrap_or(0))
+}
+
+#[kprobe]
+pub fn kp_sk_error_report(ctx: ProbeContext) -> u32 {
+    on_error_report(ctx.arg(0).unwrap_or(0))
+}
+
+/// At entry, so attempts are counted (the tracepoint counts only retransmissions that were
+/// sent); a timeout diagnosis needs only "at least one".
+#[kprobe]
+pub fn kp_tcp_retransmit_skb(ctx: ProbeContext) -> u32 {
+    on_retransmit(ctx.arg(0).unwrap_or(0))
+}
+
+/// tcp_v4_destroy_sock destroys IPv6 TCP sockets too.
+#[kprobe]
+pub fn kp_tcp_v4_destroy_sock(ctx: ProbeContext) -> u32 {
+    on_destroy(ctx.arg(0).unwrap_or(0))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Following forks (-f)
 
-#[btf_tracepoint(function = "sched_process_fork")]
-pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
+#[inline(always)]
+fn on_fork(parent: u64, child: u64) -> u32 {
     if global!(CONFIG.flags) & config_flags::FOLLOW_FORKS == 0 {
         return 0;
     }
-    let parent: u64 = ctx.arg(0);
-    let child: u64 = ctx.arg(1);
     let off = global!(OFFSETS.task_tgid);
     let (Some(ptgid), Some(ctgid)) = (read::<u32>(parent, off), read::<u32>(child, off)) else {
         return 0;
@@ -610,8 +728,8 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-#[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
+#[inline(always)]
+fn on_exit() -> u32 {
     if global!(CONFIG.flags) & config_flags::FOLLOW_FORKS == 0 {
         return 0;
     }
@@ -622,6 +740,28 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
         let _ = TRACED_TGIDS.remove(&((id >> 32) as u32));
     }
     0
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
+    on_fork(ctx.arg(0), ctx.arg(1))
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
+    on_exit()
+}
+
+/// The classic fork record has pids, not tgids (a thread and a process look alike there):
+/// the raw tracepoint's task pointers tell them apart.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn raw_sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    on_fork(ctx.arg(0), ctx.arg(1))
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn raw_sched_process_exit(_ctx: RawTracePointContext) -> u32 {
+    on_exit()
 }
 
 #[cfg(not(test))]

@@ -1,10 +1,9 @@
 //! `socktrace check`: what this kernel offers, which probes socktrace would use and why, and
 //! whether it can run here at all (exit status 1 when it cannot).
 
-use crate::kernel::{btf::KernelBtf, privileges, probes, tracefs};
+use crate::kernel::{btf::KernelBtf, privileges, probes, probes::ProbeMode, tracefs};
 use crate::model::Syscall;
 use anyhow::Result;
-use std::path::Path;
 
 struct Report {
     failed: bool,
@@ -20,7 +19,7 @@ impl Report {
     }
 }
 
-pub fn run(mode: probes::ProbeMode) -> Result<i32> {
+pub fn run(mode: ProbeMode) -> Result<i32> {
     let mut r = Report { failed: false };
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let (major, minor) = probes::kernel_version();
@@ -46,14 +45,9 @@ pub fn run(mode: probes::ProbeMode) -> Result<i32> {
             Ok(_) => r.line(true, true, "struct layouts from BTF", "task, file, socket, sock fields found"),
             Err(e) => r.line(false, true, "struct layouts from BTF", &e.to_string()),
         }
-        println!("TCP/socket events (BTF tracepoints, tp_btf):");
-        for tp in probes::SOCKET_TRACEPOINTS.iter().chain(&["sched_process_fork", "sched_process_exit"]) {
-            let arity = btf.tracepoint_arity(tp);
-            r.line(arity.is_some(), true, tp, &arity.map(|n| format!("{n} arguments")).unwrap_or_else(|| "not in this kernel".into()));
-        }
     }
     if let Ok(tracefs) = &tracefs {
-        println!("syscall tracepoints:");
+        println!("syscall tracepoints (every mode):");
         let missing: Vec<String> = Syscall::ALL
             .iter()
             .map(|s| format!("sys_exit_{}", s.name()))
@@ -62,21 +56,45 @@ pub fn run(mode: probes::ProbeMode) -> Result<i32> {
         r.line(missing.is_empty(), true, &format!("syscalls:sys_exit_* ({} calls)", Syscall::ALL.len()),
             &if missing.is_empty() { "all present".into() } else { format!("missing: {}", missing.join(", ")) });
     }
-    println!("other probe types (not needed in tracepoint mode):");
-    let kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists();
-    r.line(kprobes, false, "kprobes", if kprobes { "available" } else { "CONFIG_KPROBES is off" });
-    r.line(false, false, "fentry/fexit", "not used by socktrace");
-
-    println!("probe mode:");
-    println!("  {:?} -> tracepoint: syscall tracepoints for the failing calls, BTF tracepoints for TCP state, resets, errors and retransmissions (exact socket pointers, no kprobes needed)", mode);
+    let kprobes = probes::kprobes_available(tracefs.as_deref().ok());
+    println!("probe types:");
+    r.line(true, false, "tp_btf (BTF tracepoints)", "with BTF, 5.5+");
+    r.line(true, false, "tracepoint (classic + raw)", "record layouts from the format files");
+    r.line(kprobes, mode == ProbeMode::Kprobe, "kprobe", if kprobes { "available" } else { probes::NO_KPROBES });
+    r.line(false, false, "fentry/fexit", "not used by socktrace (tp_btf gives the same arguments)");
+    if let (Ok(btf), Ok(tracefs)) = (&btf, &tracefs) {
+        println!("kernel events, by probe type:");
+        for (ev, options) in probes::survey(btf, tracefs) {
+            let summary: Vec<String> = options
+                .iter()
+                .map(|(p, why)| match why {
+                    None => format!("{p} ok"),
+                    Some(why) if why == probes::NO_KPROBES => format!("{p} absent (no kprobes)"),
+                    Some(why) => format!("{p} absent ({why})"),
+                })
+                .collect();
+            let usable = options.iter().any(|(_, why)| why.is_none());
+            r.line(usable, !ev.follow_only, ev.name, &summary.join("; "));
+        }
+    }
+    println!("probe mode {}:", mode.name());
     if !r.failed {
-        match probes::Probes::verify_load() {
-            Ok(n) => r.line(true, true, "programs load (verifier)", &format!("{n} programs accepted")),
+        match probes::Probes::verify(mode) {
+            Ok(p) => {
+                for c in &p.choices {
+                    r.line(true, true, c.event, &c.probe.to_string());
+                    for why in &c.passed_over {
+                        println!("  {:<8} {:<34} passed over {why}", "", "");
+                    }
+                }
+                r.line(true, true, "failing calls", &probes::syscall_probes());
+                r.line(true, true, "programs load (verifier)", &format!("{} programs accepted", p.programs_loaded()));
+            }
             Err(e) => r.line(false, true, "programs load (verifier)", &format!("{e:#}")),
         }
     }
     if r.failed {
-        println!("socktrace cannot run here: see MISSING above");
+        println!("socktrace cannot run here in probe mode {}: see MISSING above", mode.name());
         Ok(1)
     } else {
         println!("socktrace can run here");

@@ -6,7 +6,7 @@ use crate::event::decode;
 use crate::kernel::probes::{ProbeMode, ProbeOptions, Probes, Selection};
 use crate::model::Cause;
 use crate::render::{self, Clock, Sink, TextStyle};
-use crate::summary::Summary;
+use crate::summary::{ProbeReport, Summary};
 use crate::target::Child;
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -91,11 +91,14 @@ impl Session {
         // waits for the line and then sends SIGINT must get a clean end).
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
+        for fallback in probes.fallbacks() {
+            eprintln!("socktrace: probe fallback: {fallback}");
+        }
         eprintln!(
             "socktrace: attached to {} (probe mode {}: {}); Ctrl-C to stop",
             describe(&selection),
-            probes.mode_name(),
-            probes.attached.join(", ")
+            probes.mode.name(),
+            probes.describe()
         );
         // A started command is released only now that every probe is attached.
         if let Some(c) = child.as_mut() {
@@ -158,7 +161,7 @@ impl Session {
         summary.lost = probes.lost_events();
         summary.add_kernel_counts(&probes.benign_counts());
         summary.sockets_tracked = probes.sockets_tracked();
-        let mode = probes.mode_name();
+        let probe_report = ProbeReport::of(&probes);
         drop(probes);
 
         if let End::OutputFailed(e) = &end {
@@ -166,7 +169,7 @@ impl Session {
             anyhow::bail!("writing to {} failed: {e}", sink.name);
         }
         if !matches!(end, End::OutputClosed) {
-            let text = if opts.json { summary.to_json(mode) + "\n" } else { summary.to_text() };
+            let text = if opts.json { summary.to_json(&probe_report) + "\n" } else { summary.to_text() };
             if let Err(e) = sink.out.write_all(text.as_bytes()).and_then(|()| sink.out.flush()) {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     anyhow::bail!("writing the summary to {} failed: {e}", sink.name);

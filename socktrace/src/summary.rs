@@ -38,6 +38,38 @@ struct JsonPeer<'a> {
     failures: u64,
 }
 
+/// Which probe served each kernel event, for the JSON summary (the research user's record of
+/// how a run observed the kernel).
+#[derive(Clone, Debug, Default)]
+pub struct ProbeReport {
+    pub mode: &'static str,
+    pub used: Vec<ProbeUsed>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeUsed {
+    pub event: &'static str,
+    pub probe: String,
+    /// Better probes passed over on this kernel, each with why.
+    pub passed_over: Vec<String>,
+}
+
+impl ProbeReport {
+    pub fn of(probes: &crate::kernel::probes::Probes) -> Self {
+        let mut used: Vec<ProbeUsed> = probes
+            .choices
+            .iter()
+            .map(|c| ProbeUsed { event: c.event, probe: c.probe.to_string(), passed_over: c.passed_over.clone() })
+            .collect();
+        used.push(ProbeUsed {
+            event: "failing call",
+            probe: crate::kernel::probes::syscall_probes(),
+            passed_over: Vec::new(),
+        });
+        ProbeReport { mode: probes.mode.name(), used }
+    }
+}
+
 #[derive(Serialize)]
 struct JsonSummary<'a> {
     schema: u32,
@@ -49,6 +81,7 @@ struct JsonSummary<'a> {
     undecodable: u64,
     sockets_tracked: u64,
     probe_mode: &'a str,
+    probes: &'a [ProbeUsed],
     rows: Vec<JsonRow<'a>>,
     top_peers: Vec<JsonPeer<'a>>,
 }
@@ -120,7 +153,7 @@ impl Summary {
         out
     }
 
-    pub fn to_json(&self, probe_mode: &str) -> String {
+    pub fn to_json(&self, probes: &ProbeReport) -> String {
         let rows = self.rows();
         let peers = self.top_peers();
         let s = JsonSummary {
@@ -131,7 +164,8 @@ impl Summary {
             lost: self.lost,
             undecodable: self.undecodable,
             sockets_tracked: self.sockets_tracked,
-            probe_mode,
+            probe_mode: probes.mode,
+            probes: &probes.used,
             rows: rows
                 .iter()
                 .map(|((errno, cause, state), n)| JsonRow { errno, cause, state, count: *n })

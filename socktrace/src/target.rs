@@ -48,6 +48,9 @@ impl Child {
         }
         if pid == 0 {
             unsafe {
+                // The child's copy of the write end must go, or a socktrace that gives up
+                // (attach failed) would leave it waiting forever instead of seeing EOF.
+                libc::close(go_end.as_raw_fd());
                 let mut b = 0u8;
                 // Blocks until socktrace has attached (a byte) or gave up (EOF).
                 if libc::read(wait_end.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {

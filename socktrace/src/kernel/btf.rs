@@ -58,6 +58,15 @@ impl KernelBtf {
         Ok(offset_bits / 8)
     }
 
+    /// Whether the kernel has a function `name` that can be probed (BTF lists the functions
+    /// that have a symbol; fully inlined ones have none and cannot take a kprobe).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .map(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
+            .unwrap_or(false)
+    }
+
     /// Number of parameters of the BTF tracepoint `name` (its `btf_trace_<name>` typedef).
     pub fn tracepoint_arity(&self, name: &str) -> Option<usize> {
         let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?;
