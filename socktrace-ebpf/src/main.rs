@@ -17,7 +17,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         bpf_probe_read_user, generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
-            bpf_ktime_get_ns, bpf_task_pt_regs,
+            bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_kernel_raw, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
@@ -305,12 +305,12 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         }
         match SOCKETS.get(&sk) {
             Some(history) => {
-                (*ev).history = *history;
+                copy_history(&raw mut (*ev).history, history);
                 flags |= event_flags::HAS_HISTORY;
             }
             None => {
                 if let Some(empty) = EMPTY_HISTORY.get(0) {
-                    (*ev).history = *empty;
+                    copy_history(&raw mut (*ev).history, empty);
                 }
             }
         }
@@ -320,6 +320,18 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
     let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     entry.submit(wake);
     0
+}
+
+/// Copies a history with one helper call. A plain struct copy this size compiles to a byte
+/// loop, which kernels before about 6.4 verify one iteration per path: on 6.1 that ran past
+/// the verifier's one million instruction budget.
+#[inline(always)]
+unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
+    let _ = probe_read_kernel_raw(
+        dst.cast(),
+        core::mem::size_of::<SocketHistory>() as u32,
+        src.cast(),
+    );
 }
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
