@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 
 /// How long socktrace may take to attach, and a scenario to run, before the test fails.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// ATTACH_TIMEOUT, or `SOCKTRACE_TEST_ATTACH_TIMEOUT` seconds: under software emulation (the
+/// VM matrix) the verifier of an older kernel alone can take that long.
+pub fn attach_timeout() -> Duration {
+    std::env::var("SOCKTRACE_TEST_ATTACH_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(ATTACH_TIMEOUT)
+}
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The socktrace binary under test: `SOCKTRACE_BIN`, or the one built next to the tests.
@@ -192,7 +202,8 @@ impl Tracer {
             s
         });
         let mut t = Tracer { child: KillOnDrop(Some(child)), stderr_lines, stdout_reader: Some(stdout_reader), stderr: String::new() };
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let limit = attach_timeout();
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match t.stderr_lines.recv_timeout(left) {
@@ -205,7 +216,7 @@ impl Tracer {
                 }
                 Err(_) => {
                     let status = t.child.0.as_mut().unwrap().try_wait()?;
-                    bail!("socktrace did not attach within {ATTACH_TIMEOUT:?} (status {status:?}); stderr:\n{}", t.stderr)
+                    bail!("socktrace did not attach within {limit:?} (status {status:?}); stderr:\n{}", t.stderr)
                 }
             }
         }
