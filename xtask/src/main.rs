@@ -5,7 +5,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "socktrace's project tasks")]
@@ -44,6 +46,25 @@ enum Task {
     },
     /// Shell completions (bash, zsh, fish) and the man page, into target/docs.
     Docs,
+    /// The end-to-end scenarios (catalogue, connect) inside QEMU virtual machines booting
+    /// Debian's cloud kernels, once per kernel and probe mode. Needs no root.
+    VmTest {
+        /// Kernel series to boot (repeatable; default: 6.1 and 6.12).
+        #[arg(long = "kernel", value_name = "SERIES")]
+        kernels: Vec<String>,
+        /// socktrace probe mode to run the suite in (repeatable; default: every mode in vm::VM_MODES).
+        #[arg(long = "mode", value_name = "MODE")]
+        modes: Vec<String>,
+        /// Build the guest's static binaries without optimisations (faster to build, slower to run).
+        #[arg(long)]
+        debug: bool,
+        /// Hard wall-clock limit per virtual machine, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = vm::DEFAULT_VM_TIMEOUT.as_secs())]
+        timeout: u64,
+        /// Arguments for the test binaries after `--` (e.g. a test name filter).
+        #[arg(last = true)]
+        test_args: Vec<String>,
+    },
     /// Build in release mode and run `socktrace demo`.
     Demo {
         #[arg(trailing_var_arg = true)]
@@ -83,6 +104,17 @@ fn main() -> Result<()> {
             eprintln!("xtask: completions and man page in {}", out.display());
             Ok(())
         }
+        Task::VmTest { kernels, modes, debug, timeout, test_args } => {
+            let defaults = vm::MatrixOptions::default();
+            let opts = vm::MatrixOptions {
+                kernels: if kernels.is_empty() { defaults.kernels } else { kernels },
+                modes: if modes.is_empty() { defaults.modes } else { modes },
+                test_args,
+                release: !debug,
+                vm_timeout: Duration::from_secs(timeout),
+            };
+            vm::vm_test(&root, &opts)
+        }
         Task::Demo { args } => {
             build(true)?;
             let bin = root.join("target/release/socktrace");
@@ -105,6 +137,20 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+/// Waits for `child` at most `limit`, then kills it; None if it had to be killed.
+fn wait_with_limit(child: &mut std::process::Child, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait()?;
+    Ok(None)
 }
 
 fn build(release: bool) -> Result<()> {
