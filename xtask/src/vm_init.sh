@@ -53,6 +53,9 @@ export SOCKTRACE_BIN=/opt/socktrace/socktrace
 export SCENARIO_BIN=/opt/socktrace/scenario
 export SOCKTRACE_TEST_PROBE_MODE="$PROBE_MODE"
 export RUST_BACKTRACE=1
+# Emulated, an older kernel's verifier alone can take minutes over a large program (about 15x
+# slower than on the host): give socktrace time to attach or to fail with its own error.
+export SOCKTRACE_TEST_ATTACH_TIMEOUT=300
 
 for test in $TESTS; do
     say "running $test --test-threads=1 $*"
