@@ -14,10 +14,12 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         bpf_probe_read_user, generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
-            bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_kernel_raw, bpf_task_pt_regs,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm as bpf_get_current_comm_raw,
+            bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_kernel_raw,
+            bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
@@ -100,6 +102,44 @@ macro_rules! global {
     }};
 }
 
+/// Zeroes `*p` with word stores. A plain zero-initialisation (`Default`, `[0; N]`) compiles to
+/// a call to a byte-loop `memset`, which verifiers before about 6.4 walk byte by byte on every
+/// path: on 6.1 that alone exhausted the one-million-instruction budget. Volatile stores are
+/// never turned back into a `memset`. `p` must be 8-byte aligned.
+#[inline(always)]
+unsafe fn zero<T>(p: *mut T) {
+    let size = core::mem::size_of::<T>();
+    let words = p.cast::<u64>();
+    let mut i = 0;
+    while i < size / 8 {
+        core::ptr::write_volatile(words.add(i), 0);
+        i += 1;
+    }
+    let bytes = p.cast::<u8>();
+    let mut j = size / 8 * 8;
+    while j < size {
+        core::ptr::write_volatile(bytes.add(j), 0);
+        j += 1;
+    }
+}
+
+/// Addresses that start all-zero (see `zero`).
+#[inline(always)]
+fn zeroed_addrs() -> SockAddrs {
+    let mut words = [0u64; 5];
+    unsafe { zero(&raw mut words) };
+    unsafe { core::mem::transmute::<[u64; 5], SockAddrs>(words) }
+}
+
+/// The current task's name (the helper zeroes it on failure).
+#[inline(always)]
+fn current_comm() -> [u64; 2] {
+    let mut comm = [0u64; 2];
+    unsafe { zero(&raw mut comm) };
+    unsafe { bpf_get_current_comm_raw(comm.as_mut_ptr().cast(), 16) };
+    comm
+}
+
 #[inline(always)]
 fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
@@ -117,8 +157,8 @@ fn is_traced(tgid: u32) -> bool {
         return false;
     }
     if flags & config_flags::SELECT_COMM != 0 {
-        let Ok(comm) = bpf_get_current_comm() else { return false };
-        let want = global!(CONFIG.comm);
+        let comm = current_comm();
+        let want: [u64; 2] = unsafe { core::mem::transmute(global!(CONFIG.comm)) };
         if comm != want {
             return false;
         }
@@ -285,6 +325,7 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
     };
     let ev = entry.as_mut_ptr();
     unsafe {
+        zero(ev);
         (*ev).ts_ns = now_ns();
         (*ev).sk = sk;
         (*ev).ret = ret;
@@ -293,13 +334,11 @@ fn record_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
         (*ev).syscall_nr = syscall_nr as u32;
         (*ev).fd = fd;
         (*ev).so_error = so_error;
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; 16]);
+        bpf_get_current_comm_raw((&raw mut (*ev).comm).cast(), 16);
         (*ev).sock = sock;
-        (*ev).connect_addr = SockAddrs::default();
         flags |= event_flags::IS_SOCKET;
         if kind == ExitKind::Connect {
-            if let Some(addr) = read_user_sockaddr(syscall_arg(regs, 1), syscall_arg(regs, 2)) {
-                (*ev).connect_addr = addr;
+            if read_user_sockaddr(syscall_arg(regs, 1), syscall_arg(regs, 2), &raw mut (*ev).connect_addr) {
                 flags |= event_flags::HAS_CONNECT_ADDR;
             }
         }
@@ -369,12 +408,10 @@ fn read_addrs(sk: u64) -> SockAddrs {
 
 #[inline(always)]
 fn read_addrs_of_family(sk: u64, family: u16) -> SockAddrs {
-    let mut a = SockAddrs {
-        family,
-        sport: read(sk, global!(OFFSETS.sk_num)).unwrap_or(0),
-        dport: u16::from_be(read(sk, global!(OFFSETS.sk_dport)).unwrap_or(0)),
-        ..SockAddrs::default()
-    };
+    let mut a = zeroed_addrs();
+    a.family = family;
+    a.sport = read(sk, global!(OFFSETS.sk_num)).unwrap_or(0);
+    a.dport = u16::from_be(read(sk, global!(OFFSETS.sk_dport)).unwrap_or(0));
     if a.family == AF_INET6 {
         a.saddr = read(sk, global!(OFFSETS.sk_v6_rcv_saddr)).unwrap_or([0; 16]);
         a.daddr = read(sk, global!(OFFSETS.sk_v6_daddr)).unwrap_or([0; 16]);
@@ -400,24 +437,27 @@ fn read_sock(sk: u64, family: u16, sock_type: u16, protocol: u16) -> SockSnapsho
     }
 }
 
-/// Reads a `struct sockaddr_in`/`sockaddr_in6` passed by the program.
+/// Reads a `struct sockaddr_in`/`sockaddr_in6` passed by the program into `out`, which is
+/// already zeroed (written in place: a returned copy would be a byte loop, see `zero`).
 #[inline(always)]
-fn read_user_sockaddr(ptr: u64, len: u64) -> Option<SockAddrs> {
+unsafe fn read_user_sockaddr(ptr: u64, len: u64, out: *mut SockAddrs) -> bool {
     if ptr == 0 || len < 8 {
-        return None;
+        return false;
     }
-    let family: u16 = unsafe { bpf_probe_read_user(ptr as *const u16) }.ok()?;
-    let port: u16 = unsafe { bpf_probe_read_user((ptr + 2) as *const u16) }.ok()?;
-    let mut a = SockAddrs { family, dport: u16::from_be(port), ..SockAddrs::default() };
-    if family == AF_INET {
-        let d: [u8; 4] = unsafe { bpf_probe_read_user((ptr + 4) as *const [u8; 4]) }.ok()?;
-        a.daddr[..4].copy_from_slice(&d);
+    let Ok(family) = bpf_probe_read_user(ptr as *const u16) else { return false };
+    let Ok(port) = bpf_probe_read_user((ptr + 2) as *const u16) else { return false };
+    let ok = if family == AF_INET {
+        probe_read_user_raw((&raw mut (*out).daddr).cast(), 4, (ptr + 4) as *const _) == 0
     } else if family == AF_INET6 && len >= 24 {
-        a.daddr = unsafe { bpf_probe_read_user((ptr + 8) as *const [u8; 16]) }.ok()?;
+        probe_read_user_raw((&raw mut (*out).daddr).cast(), 16, (ptr + 8) as *const _) == 0
     } else {
-        return None;
+        false
+    };
+    if ok {
+        (*out).family = family;
+        (*out).dport = u16::from_be(port);
     }
-    Some(a)
+    ok
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -512,13 +552,14 @@ fn on_state_change(sk: u64, old: i32, new: i32) -> u32 {
     // A socket's history starts in the traced process's own context (connect, close,
     // shutdown); later transitions from softirq find it by address.
     let in_traced = is_traced((bpf_get_current_pid_tgid() >> 32) as u32);
-    let transition = Transition {
-        ts_ns: now_ns(),
-        old_state: old as u8,
-        new_state: new as u8,
-        in_traced_task: in_traced as u8,
-        _pad: [0; 5],
-    };
+    let mut words = [0u64; 2];
+    unsafe { zero(&raw mut words) };
+    // Built on zeroed words: a literal's padding array would be a memset call (see `zero`).
+    let mut transition: Transition = unsafe { core::mem::transmute(words) };
+    transition.ts_ns = now_ns();
+    transition.old_state = old as u8;
+    transition.new_state = new as u8;
+    transition.in_traced_task = in_traced as u8;
     if let Some(last) = LAST_TRANSITION.get_ptr_mut(0) {
         unsafe { *last = LastTransition { sk, transition } };
     }
