@@ -74,7 +74,9 @@ pub struct MatrixOptions {
     pub modes: Vec<String>,
     /// Extra arguments for the test binaries (e.g. a test name filter).
     pub test_args: Vec<String>,
-    /// Build the static binaries with `--release`.
+    /// Build the static binaries with `--release`. The default, by measurement (6.12 guest,
+    /// whole suite): 149 s per VM in release against 352 s in debug (BTF parsing and the like
+    /// are CPU-bound, and emulated), for a cold build of 213 s against 130 s, once.
     pub release: bool,
     /// Hard wall-clock limit per VM.
     pub vm_timeout: Duration,
