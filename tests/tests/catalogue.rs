@@ -82,7 +82,11 @@ fn reset_by_peer_for_every_call() {
         let ev = event_for(&r, call);
         assert_eq!(ev["syscall"], call);
         assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
-        assert_eq!(ev["cause_pid"], step["peer_pid"], "{call}: the RST ran in the peer's context");
+        // Loopback delivers the RST in the sending peer's softirq, unless the kernel deferred
+        // it to ksoftirqd (seen on a busy emulated CPU): never in ours.
+        let cause_pid = ev["cause_pid"].as_u64().unwrap();
+        let in_ksoftirqd = std::fs::read_to_string(format!("/proc/{cause_pid}/comm")).is_ok_and(|c| c.starts_with("ksoftirqd"));
+        assert!(ev["cause_pid"] == step["peer_pid"] || in_ksoftirqd, "{call}: the RST ran in the peer's context (or ksoftirqd): {ev}");
         assert_ne!(ev["cause_pid"], json!(r.client_pid));
         assert_eq!(ev["sport"], step["sport"]);
         assert_eq!(ev["dport"], step["dport"]);
