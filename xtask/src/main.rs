@@ -23,8 +23,13 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// The whole suite: unit tests of every crate, then the end-to-end tests (root + BPF).
+    /// The whole suite: unit tests of every crate, the end-to-end tests on this kernel (root +
+    /// BPF; the scenario suite once more in tracepoint mode), then the scenario suite in QEMU
+    /// VMs on Debian's 6.1 and 6.12 kernels in each probe mode of vm::VM_MODES.
     Test {
+        /// Only this kernel: skip the VM matrix.
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for the test harness (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -78,7 +83,7 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.task {
         Task::Build { release } => build(release),
-        Task::Test { args } => test(&args),
+        Task::Test { no_vm, args } => test(&args, !no_vm),
         Task::Soak { seconds, rate } => {
             build(true)?;
             let rel = root.join("target/release");
@@ -165,11 +170,12 @@ fn build(release: bool) -> Result<()> {
     Ok(())
 }
 
-fn test(args: &[String]) -> Result<()> {
+fn test(args: &[String], with_vms: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the end-to-end tests load BPF programs: run `./x test` as root (e.g. with sudo)");
     }
+    let started = Instant::now();
     build(false)?;
     // Unit tests run in parallel; the end-to-end tests attach real probes and make real
     // sockets fail, one at a time so their timings cannot disturb each other.
@@ -178,18 +184,52 @@ fn test(args: &[String]) -> Result<()> {
     unit.args(["test", "--package", "socktrace", "--package", "socktrace-common", "--package", "xtask", "--", "--test-threads=2"]);
     unit.args(args);
     let unit_ok = run_counting(&mut unit, &mut totals)?;
+    // Every end-to-end test in the default probe mode (auto: tp_btf here)...
     let mut e2e = cargo();
     e2e.args(["test", "--package", "socktrace-tests", "--", "--test-threads=1"]);
     e2e.args(args);
     let e2e_ok = run_counting(&mut e2e, &mut totals)?;
-    // One closing line for the whole suite, whatever the number of test binaries.
+    // ...and the scenario suite again in tracepoint mode: the same labels from classic
+    // tracepoint records.
+    let host_minutes = started.elapsed().as_secs_f64() / 60.0;
+    let mut tracepoint = cargo();
+    tracepoint
+        .args(["test", "--package", "socktrace-tests", "--test", "catalogue", "--test", "connect", "--", "--test-threads=1"])
+        .args(args)
+        .env("SOCKTRACE_TEST_PROBE_MODE", "tracepoint");
+    eprintln!("xtask: the scenario suite in probe mode tracepoint");
+    let tracepoint_ok = run_counting(&mut tracepoint, &mut totals)?;
+    let mut vms_ok = true;
+    if with_vms {
+        let vm_started = Instant::now();
+        let opts = vm::MatrixOptions { test_args: args.to_vec(), ..vm::MatrixOptions::default() };
+        let outcomes = vm::run_matrix(&workspace_root(), &opts)?;
+        println!("{}", vm::report_table(&outcomes));
+        for o in &outcomes {
+            totals.passed += o.passed;
+            totals.failed += o.failed;
+            if !o.ok {
+                vms_ok = false;
+                println!("{}/{}: {}; console log {}", o.kernel, o.mode, o.problems.join("; "), o.log.display());
+                for test in &o.failed_tests {
+                    println!("    failed: {test}");
+                }
+            }
+        }
+        eprintln!(
+            "xtask: host suite {host_minutes:.1} min, VM matrix {:.1} min",
+            vm_started.elapsed().as_secs_f64() / 60.0
+        );
+    }
+    // One closing line for the whole suite, whatever the number of test binaries and VMs.
     println!("summary: {} passed, {} failed", totals.passed, totals.failed);
-    if !(unit_ok && e2e_ok) || totals.failed > 0 {
+    if !(unit_ok && e2e_ok && tracepoint_ok && vms_ok) || totals.failed > 0 {
         bail!("test suite failed");
     }
     if totals.passed == 0 {
         bail!("no test ran");
     }
+    eprintln!("xtask: whole suite took {:.1} min", started.elapsed().as_secs_f64() / 60.0);
     Ok(())
 }
 

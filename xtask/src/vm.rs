@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 pub const VM_KERNELS: &[&str] = &["6.1", "6.12"];
 
 /// Probe modes the suite runs in by default (`--probe-mode` of socktrace).
-pub const VM_MODES: &[&str] = &["tracepoint"];
+pub const VM_MODES: &[&str] = &["tracepoint", "kprobe"];
 
 /// The test binaries of `socktrace-tests` that make up the scenario suite.
 const SUITE_TESTS: &[&str] = &["catalogue", "connect"];
@@ -180,7 +180,7 @@ pub fn vm_test(root: &Path, opts: &MatrixOptions) -> Result<()> {
     Ok(())
 }
 
-fn report_table(outcomes: &[VmOutcome]) -> String {
+pub fn report_table(outcomes: &[VmOutcome]) -> String {
     let mut s = format!("{:<8} {:<32} {:<12} {:>6} {:>6} {:>8}  result\n", "kernel", "release", "mode", "passed", "failed", "time");
     for o in outcomes {
         s.push_str(&format!(
