@@ -191,7 +191,6 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     let e2e_ok = run_counting(&mut e2e, &mut totals)?;
     // ...and the scenario suite again in tracepoint mode: the same labels from classic
     // tracepoint records.
-    let host_minutes = started.elapsed().as_secs_f64() / 60.0;
     let mut tracepoint = cargo();
     tracepoint
         .args(["test", "--package", "socktrace-tests", "--test", "catalogue", "--test", "connect", "--", "--test-threads=1"])
@@ -199,6 +198,7 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
         .env("SOCKTRACE_TEST_PROBE_MODE", "tracepoint");
     eprintln!("xtask: the scenario suite in probe mode tracepoint");
     let tracepoint_ok = run_counting(&mut tracepoint, &mut totals)?;
+    let host_minutes = started.elapsed().as_secs_f64() / 60.0;
     let mut vms_ok = true;
     if with_vms {
         let vm_started = Instant::now();

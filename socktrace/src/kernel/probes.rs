@@ -198,6 +198,9 @@ pub fn kprobes_available(tracefs: Option<&Path>) -> bool {
 pub const NO_KPROBES: &str =
     "this kernel has no kprobes (CONFIG_KPROBES is off: /sys/bus/event_source/devices/kprobe is missing)";
 
+/// The syscall-exit programs, loaded in every mode.
+const SYSCALL_PROGRAMS: [&str; 4] = ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_other"];
+
 /// The syscall-exit program that handles each watched call.
 fn exit_program(s: Syscall) -> &'static str {
     match s {
@@ -367,7 +370,7 @@ impl Probes {
             choices.push(Choice { event: ev.name, probe, passed_over });
         }
 
-        for name in ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_other"] {
+        for name in SYSCALL_PROGRAMS {
             let prog: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
@@ -399,7 +402,7 @@ impl Probes {
 
     /// Programs loaded (each passed the verifier).
     pub fn programs_loaded(&self) -> usize {
-        self.choices.len() + 4
+        self.choices.len() + SYSCALL_PROGRAMS.len()
     }
 
     /// Failures the kernel could not send because the ring buffer was full.
@@ -537,40 +540,29 @@ fn first_line(s: &str) -> &str {
     }
 }
 
-/// Fields the tracepoint programs read from each classic TCP/socket record: (tracepoint,
-/// field, size the program reads, required).
-const RECORD_FIELDS: [(&str, &str, u32, bool); 8] = [
-    ("inet_sock_set_state", "skaddr", 8, true),
-    ("inet_sock_set_state", "oldstate", 4, true),
-    ("inet_sock_set_state", "newstate", 4, true),
-    ("tcp_receive_reset", "skaddr", 8, true),
-    ("tcp_send_reset", "skaddr", 8, true),
-    // Added with the RST reasons (about 6.10); older records have none.
-    ("tcp_send_reset", "reason", 4, false),
-    ("tcp_retransmit_skb", "skaddr", 8, true),
-    ("tcp_destroy_sock", "skaddr", 8, true),
-];
+/// Where a record field's offset goes in `KernelOffsets`.
+type OffsetSlot = fn(&mut KernelOffsets) -> &mut u32;
 
-/// Where each field sits in `offsets`.
-fn offset_slot<'a>(o: &'a mut KernelOffsets, tracepoint: &str, field: &str) -> &'a mut u32 {
-    match (tracepoint, field) {
-        ("inet_sock_set_state", "skaddr") => &mut o.tp_set_state_skaddr,
-        ("inet_sock_set_state", "oldstate") => &mut o.tp_set_state_oldstate,
-        ("inet_sock_set_state", "newstate") => &mut o.tp_set_state_newstate,
-        ("tcp_receive_reset", _) => &mut o.tp_receive_reset_skaddr,
-        ("tcp_send_reset", "skaddr") => &mut o.tp_send_reset_skaddr,
-        ("tcp_send_reset", _) => &mut o.tp_send_reset_reason,
-        ("tcp_retransmit_skb", _) => &mut o.tp_retransmit_skaddr,
-        _ => &mut o.tp_destroy_skaddr,
-    }
-}
+/// Fields the tracepoint programs read from each classic TCP/socket record: (tracepoint,
+/// field, size the program reads, required, where its offset goes).
+const RECORD_FIELDS: [(&str, &str, u32, bool, OffsetSlot); 8] = [
+    ("inet_sock_set_state", "skaddr", 8, true, |o| &mut o.tp_set_state_skaddr),
+    ("inet_sock_set_state", "oldstate", 4, true, |o| &mut o.tp_set_state_oldstate),
+    ("inet_sock_set_state", "newstate", 4, true, |o| &mut o.tp_set_state_newstate),
+    ("tcp_receive_reset", "skaddr", 8, true, |o| &mut o.tp_receive_reset_skaddr),
+    ("tcp_send_reset", "skaddr", 8, true, |o| &mut o.tp_send_reset_skaddr),
+    // Added with the RST reasons (about 6.10); older records have none.
+    ("tcp_send_reset", "reason", 4, false, |o| &mut o.tp_send_reset_reason),
+    ("tcp_retransmit_skb", "skaddr", 8, true, |o| &mut o.tp_retransmit_skaddr),
+    ("tcp_destroy_sock", "skaddr", 8, true, |o| &mut o.tp_destroy_skaddr),
+];
 
 /// Reads one classic record's layout into `offsets`: the offsets of the fields socktrace
 /// reads, checked for the sizes its programs expect. A record laid out otherwise is refused
 /// with what differs, never read at a guessed offset.
 pub fn record_layout(tracepoint: &str, format: &tracefs::Format, offsets: &mut KernelOffsets) -> Result<()> {
-    for &(tp, field, size, required) in RECORD_FIELDS.iter().filter(|f| f.0 == tracepoint) {
-        let slot = offset_slot(offsets, tp, field);
+    for &(_, field, size, required, slot_of) in RECORD_FIELDS.iter().filter(|f| f.0 == tracepoint) {
+        let slot = slot_of(offsets);
         match format.field(field) {
             Some(f) if f.size == size => *slot = f.offset,
             Some(f) => bail!(
