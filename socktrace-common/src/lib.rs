@@ -5,11 +5,138 @@
 //! The kernel only records facts into these structs; the meaning is decided in userspace.
 #![no_std]
 
+/// The kernel's task-name buffer (`TASK_COMM_LEN`), NUL included.
 pub const TASK_COMM_LEN: usize = 16;
+/// The longest task name the kernel keeps (`-c` matches at most this many bytes).
+pub const TASK_COMM_MAX: usize = TASK_COMM_LEN - 1;
+
+/// How many socket histories the kernel keeps at most (an LRU map).
+pub const MAX_SOCKETS: u32 = 65536;
 
 /// How many state transitions each socket remembers (a ring: the newest overwrite the oldest).
 /// A power of two so the ring index is a mask the verifier can bound.
 pub const HISTORY_TRANSITIONS: usize = 8;
+
+/// Socket families, types and protocols, and the file-mode bits that tell a socket inode.
+pub mod net {
+    pub const AF_UNIX: u16 = 1;
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+    pub const SOCK_STREAM: u16 = 1;
+    pub const SOCK_DGRAM: u16 = 2;
+    pub const IPPROTO_TCP: u16 = 6;
+    pub const IPPROTO_UDP: u16 = 17;
+    pub const SOL_SOCKET: u64 = 1;
+    pub const SO_ERROR: u64 = 4;
+    pub const S_IFMT: u16 = 0o170000;
+    pub const S_IFSOCK: u16 = 0o140000;
+    /// `sk_shutdown` bits.
+    pub const RCV_SHUTDOWN: u8 = 1;
+    pub const SEND_SHUTDOWN: u8 = 2;
+
+    /// A TCP socket of the internet families: the sockets whose causes socktrace explains.
+    #[inline(always)]
+    pub const fn is_tcp(family: u16, sock_type: u16, protocol: u16) -> bool {
+        protocol == IPPROTO_TCP && sock_type == SOCK_STREAM && (family == AF_INET || family == AF_INET6)
+    }
+}
+
+/// Linux errno values socktrace reasons about (the generic numbering x86_64 and arm64 share).
+pub mod errno {
+    pub const EINTR: i32 = 4;
+    pub const EBADF: i32 = 9;
+    pub const EAGAIN: i32 = 11;
+    pub const EACCES: i32 = 13;
+    pub const EPIPE: i32 = 32;
+    pub const ENONET: i32 = 64;
+    pub const EPROTO: i32 = 71;
+    pub const ENETUNREACH: i32 = 101;
+    pub const ECONNABORTED: i32 = 103;
+    pub const ECONNRESET: i32 = 104;
+    pub const ETIMEDOUT: i32 = 110;
+    pub const ECONNREFUSED: i32 = 111;
+    pub const EHOSTDOWN: i32 = 112;
+    pub const EHOSTUNREACH: i32 = 113;
+    pub const EALREADY: i32 = 114;
+    pub const EINPROGRESS: i32 = 115;
+    /// Kernel-internal restart codes (ERESTARTSYS ..= ERESTART_RESTARTBLOCK); the program
+    /// sees EINTR, or a transparently restarted call.
+    pub const ERESTARTSYS: i32 = 512;
+    pub const ERESTART_RESTARTBLOCK: i32 = 516;
+
+    #[inline(always)]
+    pub const fn is_restart(e: i32) -> bool {
+        e >= ERESTARTSYS && e <= ERESTART_RESTARTBLOCK
+    }
+}
+
+/// Routine failures: the everyday outcomes of non-blocking and signal-driven code, which the
+/// kernel counts instead of sending (unless `--all-errors`). The one place they are defined:
+/// the kernel counts by `kind_of`, the summary and the diagnosis name them from it.
+pub mod routine {
+    use super::errno;
+
+    pub const EAGAIN: u32 = 0;
+    /// EINTR and the kernel's restart codes (ERESTARTSYS..ERESTART_RESTARTBLOCK).
+    pub const EINTR: u32 = 1;
+    pub const EINPROGRESS: u32 = 2;
+    pub const EALREADY: u32 = 3;
+    pub const KINDS: u32 = 4;
+    /// The index into `ROUTINE_COUNTS` is `kind * STATES + tcp_state`; TCP states are 1..=12
+    /// and 0 is "not TCP" (other sockets, with --all-sockets).
+    pub const STATES: u32 = 16;
+
+    /// The routine kind of a (positive) errno, if it is one.
+    #[inline(always)]
+    pub const fn kind_of(e: i32) -> Option<u32> {
+        match e {
+            errno::EAGAIN => Some(EAGAIN),
+            errno::EINTR => Some(EINTR),
+            _ if errno::is_restart(e) => Some(EINTR),
+            errno::EINPROGRESS => Some(EINPROGRESS),
+            errno::EALREADY => Some(EALREADY),
+            _ => None,
+        }
+    }
+
+    /// The errno a kind is counted under.
+    pub const fn errno_of(kind: u32) -> i32 {
+        match kind {
+            EAGAIN => errno::EAGAIN,
+            EINTR => errno::EINTR,
+            EINPROGRESS => errno::EINPROGRESS,
+            _ => errno::EALREADY,
+        }
+    }
+}
+
+/// Slots of the per-CPU `HISTORY_STATS` map: socket histories created and destroyed since
+/// load. The difference, less the histories still in the map, is how many the LRU evicted.
+pub mod history_stats {
+    pub const CREATED: u32 = 0;
+    pub const DESTROYED: u32 = 1;
+    pub const SLOTS: u32 = 2;
+}
+
+/// The names userspace finds the kernel side by. Map and program names are the eBPF crate's
+/// item names (the eBPF object keeps them); a unit test checks every one is in the object.
+pub mod names {
+    /// Maps.
+    pub const EVENTS: &str = "EVENTS";
+    pub const SOCKETS: &str = "SOCKETS";
+    pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
+    pub const ROUTINE_COUNTS: &str = "ROUTINE_COUNTS";
+    pub const LOST_EVENTS: &str = "LOST_EVENTS";
+    pub const HISTORY_STATS: &str = "HISTORY_STATS";
+    /// aya-log's ring buffer of kernel-side log records.
+    pub const LOGS: &str = "AYA_LOGS";
+    pub const MAPS: [&str; 7] = [EVENTS, SOCKETS, TRACED_TGIDS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, LOGS];
+    /// Read-only globals userspace writes before load.
+    pub const OFFSETS: &str = "OFFSETS";
+    pub const CONFIG: &str = "CONFIG";
+    /// aya-log's level: 0 turns every kernel-side log statement into dead code.
+    pub const LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+}
 
 /// `TracedConfig::flags` bits.
 pub mod config_flags {
@@ -28,22 +155,9 @@ pub mod config_flags {
     /// Children forked by a traced process join TRACED_TGIDS (-f).
     pub const FOLLOW_FORKS: u32 = 1 << 6;
     /// Send routine failures (EAGAIN, EINTR, EINPROGRESS) as events instead of counting them.
-    pub const SEND_BENIGN: u32 = 1 << 7;
+    pub const SEND_ROUTINE: u32 = 1 << 7;
     /// Only the process `TracedConfig::tgid` (one -p, no -f): no map lookup needed.
     pub const SELECT_ONE_PID: u32 = 1 << 8;
-}
-
-/// Routine failures the kernel counts instead of sending (unless `--all-errors`): the index
-/// into `BENIGN_COUNTS` is `kind * BENIGN_STATES + tcp_state`.
-pub mod benign {
-    pub const EAGAIN: u32 = 0;
-    /// EINTR and the kernel's restart codes (ERESTARTSYS..ERESTART_RESTARTBLOCK).
-    pub const EINTR: u32 = 1;
-    pub const EINPROGRESS: u32 = 2;
-    pub const EALREADY: u32 = 3;
-    pub const KINDS: u32 = 4;
-    /// TCP states are 1..=12; 0 is "not TCP" (other sockets, with --all-sockets).
-    pub const STATES: u32 = 16;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -130,7 +244,20 @@ pub struct TracedConfig {
     pub comm: [u8; TASK_COMM_LEN],
     /// The one process selected with SELECT_ONE_PID.
     pub tgid: u32,
-    pub _pad: u32,
+    /// Socket histories each CPU's LRU list holds (`MAX_SOCKETS` / possible CPUs).
+    pub history_cpu_share: u32,
+}
+
+impl TracedConfig {
+    /// The placeholder compiled into the eBPF object; userspace overrides it before load.
+    pub const ZERO: Self = TracedConfig {
+        flags: 0,
+        cgroup_level: 0,
+        cgroup_id: 0,
+        comm: [0; TASK_COMM_LEN],
+        tgid: 0,
+        history_cpu_share: 0,
+    };
 }
 
 /// Addresses and ports of a socket. Ports in host byte order; addresses in network order,
@@ -185,7 +312,6 @@ pub struct StampedState {
     pub current_tgid: u32,
     pub _pad2: u32,
 }
-
 
 /// What the kernel remembers about one socket, keyed by its `struct sock` address. Filled from
 /// any context (softirq included): attribution goes through the socket, not the current task.

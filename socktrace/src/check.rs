@@ -1,7 +1,13 @@
 //! `socktrace check`: what this kernel offers, which probes socktrace would use and why, and
 //! whether it can run here at all (exit status 1 when it cannot).
 
-use crate::kernel::{btf::KernelBtf, privileges, probes, probes::ProbeMode, tracefs};
+use crate::kernel::{
+    btf::KernelBtf,
+    load::{kernel_version, Probes},
+    offsets, privileges, probes,
+    probes::{KernelView, ProbeMode},
+    tracefs,
+};
 use crate::model::Syscall;
 use anyhow::Result;
 
@@ -11,7 +17,13 @@ struct Report {
 
 impl Report {
     fn line(&mut self, ok: bool, required: bool, what: &str, detail: &str) {
-        let mark = if ok { "ok" } else if required { "MISSING" } else { "absent" };
+        let mark = if ok {
+            "ok"
+        } else if required {
+            "MISSING"
+        } else {
+            "absent"
+        };
         println!("  {mark:<8} {what:<34} {detail}");
         if !ok && required {
             self.failed = true;
@@ -22,30 +34,32 @@ impl Report {
 pub fn run(mode: ProbeMode) -> Result<i32> {
     let mut r = Report { failed: false };
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let (major, minor) = probes::kernel_version();
+    let (major, minor) = kernel_version();
     println!("kernel {} ({})", release.trim(), std::env::consts::ARCH);
 
     println!("privileges:");
     match privileges::missing() {
         None => r.line(true, true, "CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN", "effective"),
-        Some(m) => r.line(false, true, "CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN", &format!("missing {m}: run as root (sudo)")),
+        Some(m) => {
+            r.line(false, true, "CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN", &format!("missing {m}: run as root (sudo)"))
+        }
     }
 
     println!("kernel features:");
     r.line((major, minor) >= (5, 8), true, "BPF ring buffer (5.8+)", &format!("kernel {major}.{minor}"));
     let btf = KernelBtf::load();
-    r.line(btf.is_ok(), true, "BTF (/sys/kernel/btf/vmlinux)", &btf.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+    r.line(
+        btf.is_ok(),
+        true,
+        "BTF (/sys/kernel/btf/vmlinux)",
+        &btf.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+    );
     let tracefs = tracefs::ensure_mounted();
-    r.line(tracefs.is_ok(), true, "tracefs", &match &tracefs {
+    let tracefs_detail = match &tracefs {
         Ok(p) => p.display().to_string(),
         Err(e) => e.to_string(),
-    });
-    if let Ok(btf) = &btf {
-        match btf.kernel_offsets() {
-            Ok(_) => r.line(true, true, "struct layouts from BTF", "task, file, socket, sock fields found"),
-            Err(e) => r.line(false, true, "struct layouts from BTF", &e.to_string()),
-        }
-    }
+    };
+    r.line(tracefs.is_ok(), true, "tracefs", &tracefs_detail);
     if let Ok(tracefs) = &tracefs {
         println!("syscall tracepoints (every mode):");
         let missing: Vec<String> = Syscall::ALL
@@ -53,18 +67,37 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
             .map(|s| format!("sys_exit_{}", s.name()))
             .filter(|tp| !tracefs.join("events/syscalls").join(tp).is_dir())
             .collect();
-        r.line(missing.is_empty(), true, &format!("syscalls:sys_exit_* ({} calls)", Syscall::ALL.len()),
-            &if missing.is_empty() { "all present".into() } else { format!("missing: {}", missing.join(", ")) });
+        let detail = if missing.is_empty() { "all present".into() } else { format!("missing: {}", missing.join(", ")) };
+        r.line(missing.is_empty(), true, &format!("syscalls:sys_exit_* ({} calls)", Syscall::ALL.len()), &detail);
     }
+    let resolved = match (&btf, &tracefs) {
+        (Ok(btf), Ok(tracefs)) => match offsets::resolve(btf, tracefs) {
+            Ok(resolved) => {
+                r.line(
+                    true,
+                    true,
+                    "struct and record layouts",
+                    "task, file, socket, sock fields and syscall records found",
+                );
+                Some(resolved)
+            }
+            Err(e) => {
+                r.line(false, true, "struct and record layouts", &format!("{e:#}"));
+                None
+            }
+        },
+        _ => None,
+    };
     let kprobes = probes::kprobes_available(tracefs.as_deref().ok());
     println!("probe types:");
     r.line(true, false, "tp_btf (BTF tracepoints)", "with BTF, 5.5+");
     r.line(true, false, "tracepoint (classic + raw)", "record layouts from the format files");
     r.line(kprobes, mode == ProbeMode::Kprobe, "kprobe", if kprobes { "available" } else { probes::NO_KPROBES });
     r.line(false, false, "fentry/fexit", "not used by socktrace (tp_btf gives the same arguments)");
-    if let (Ok(btf), Ok(tracefs)) = (&btf, &tracefs) {
+    if let (Ok(btf), Ok(tracefs), Some(resolved)) = (&btf, &tracefs, &resolved) {
         println!("kernel events, by probe type:");
-        for (ev, options) in probes::survey(btf, tracefs) {
+        let kernel = KernelView { btf, tracefs, resolved, kprobes };
+        for probes::EventSurvey { event, probes: options } in probes::survey(&kernel) {
             let summary: Vec<String> = options
                 .iter()
                 .map(|(p, why)| match why {
@@ -74,12 +107,12 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                 })
                 .collect();
             let usable = options.iter().any(|(_, why)| why.is_none());
-            r.line(usable, !ev.follow_only, ev.name, &summary.join("; "));
+            r.line(usable, !event.follow_only, event.name, &summary.join("; "));
         }
     }
     println!("probe mode {}:", mode.name());
     if !r.failed {
-        match probes::Probes::verify(mode) {
+        match Probes::verify(mode) {
             Ok(p) => {
                 for c in &p.choices {
                     r.line(true, true, c.event, &c.probe.to_string());

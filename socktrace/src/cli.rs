@@ -1,14 +1,17 @@
-//! The command line: parsing, checking what the user asked for, and dispatching.
+//! The command line: parsing, checking what the user asked for, turning it into domain types
+//! (`TraceRequest`), and dispatching. No orchestration lives here.
 //!
 //! Exit statuses: 0 done (or the traced command's own status), 1 socktrace could not run
 //! (privileges, PID, kernel, output file), 2 bad arguments.
 
-use crate::kernel::{privileges, probes::ProbeMode, probes::Selection};
+use crate::kernel::{load::Selection, probes::ProbeMode};
 use crate::model::{errno, Cause};
+use crate::orchestrate::TraceRequest;
 use crate::render::ColorChoice;
-use crate::session::{Session, SessionOptions};
+use crate::session::SessionOptions;
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+use socktrace_common::TASK_COMM_MAX;
 use std::path::{Path, PathBuf};
 
 /// Exit status when socktrace itself fails (bad arguments exit with clap's 2).
@@ -120,6 +123,11 @@ pub struct OutputArgs {
     /// Which kernel probes to use.
     #[arg(long, value_enum, default_value = "auto")]
     pub probe_mode: ProbeMode,
+
+    /// Show socktrace's kernel-side log (rare conditions: ring buffer full, history map full,
+    /// unreadable records, unexpected transitions) on stderr. RUST_LOG refines it.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 impl Default for OutputArgs {
@@ -136,8 +144,48 @@ impl Default for OutputArgs {
             output: None,
             summary: false,
             probe_mode: ProbeMode::Auto,
+            debug: false,
         }
     }
+}
+
+impl OutputArgs {
+    /// The session options these flags ask for (errno names resolved).
+    fn session(&self) -> Result<SessionOptions> {
+        Ok(SessionOptions {
+            json: self.json,
+            all_errors: self.all_errors,
+            eof: self.eof,
+            all_sockets: self.all_sockets,
+            probe_mode: self.probe_mode,
+            errnos: self.errnos.iter().map(|e| parse_errno(e)).collect::<Result<Vec<_>>>()?,
+            causes: self.causes.clone(),
+            wall_clock: self.wall_clock,
+            summary_only: self.summary,
+            kernel_log: self.debug.then_some(aya_log::Level::Debug),
+        })
+    }
+
+    fn request(&self, selection: Selection, command: Vec<String>) -> Result<TraceRequest> {
+        if self.debug {
+            init_debug_log();
+        }
+        Ok(TraceRequest {
+            selection,
+            session: self.session()?,
+            output: self.output.clone(),
+            color: self.color,
+            command,
+            keep_privileges: false,
+        })
+    }
+}
+
+/// `--debug`: kernel-side records (and socktrace's own) at debug level on stderr, unless
+/// RUST_LOG says otherwise.
+fn init_debug_log() {
+    let env = env_logger::Env::default().default_filter_or("debug");
+    let _ = env_logger::Builder::from_env(env).format_timestamp_micros().target(env_logger::Target::Stderr).try_init();
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,67 +212,40 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Some(Command::Check { probe_mode }) => crate::check::run(probe_mode),
-        Some(Command::Demo { output }) => crate::demo::run(output),
+        Some(Command::Demo { output }) => crate::demo::run(output.request(Selection::default(), Vec::new())?),
         Some(Command::DemoClient) => crate::demo::client(),
         Some(Command::GenerateDocs { dir }) => generate_docs(&dir).map(|()| 0),
         None => {
-            let select = cli.select;
-            let pids = select.pids.iter().map(|p| validate_pid(p)).collect::<Result<Vec<_>>>()?;
-            if !cli.command_line.is_empty() {
-                // `-p` given beside a command is traced too, as strace does.
-                return crate::target::run_command(&cli.command_line, pids, select, cli.output);
+            let pids = cli.select.pids.iter().map(|p| validate_pid(p)).collect::<Result<Vec<_>>>()?;
+            let selection = selection(pids, &cli.select)?;
+            // `-p` given beside a command is traced too, as strace does.
+            if cli.command_line.is_empty() && selection.is_everything() {
+                eprintln!(
+                    "socktrace: warning: no -p, -c, --cgroup or command given: tracing every process on this machine"
+                );
             }
-            if pids.is_empty() && select.comm.is_none() && select.cgroup.is_none() {
-                eprintln!("socktrace: warning: no -p, -c, --cgroup or command given: tracing every process on this machine");
-            }
-            let selection = selection(pids, &select)?;
-            trace(selection, cli.output, None)
+            crate::orchestrate::trace(cli.output.request(selection, cli.command_line)?)
         }
     }
 }
 
 /// Turns the selection flags into what the kernel filters on.
-pub fn selection(tgids: Vec<u32>, s: &SelectArgs) -> Result<Selection> {
+fn selection(tgids: Vec<u32>, s: &SelectArgs) -> Result<Selection> {
     let comm = match &s.comm {
         None => None,
         Some(name) if name.is_empty() => bail!("-c needs a non-empty task name"),
         Some(name) => {
-            if name.len() > 15 {
-                eprintln!("socktrace: notice: task names are at most 15 bytes; matching {:?}", &name[..15]);
+            if name.len() > TASK_COMM_MAX {
+                eprintln!(
+                    "socktrace: notice: task names are at most {TASK_COMM_MAX} bytes; matching {:?}",
+                    String::from_utf8_lossy(&name.as_bytes()[..TASK_COMM_MAX])
+                );
             }
-            Some(name.as_bytes()[..name.len().min(15)].to_vec())
+            Some(name.as_bytes()[..name.len().min(TASK_COMM_MAX)].to_vec())
         }
     };
     let cgroup = s.cgroup.as_deref().map(cgroup_id).transpose()?;
     Ok(Selection { tgids, follow: s.follow, comm, cgroup })
-}
-
-/// Attaches, runs until done, prints the summary. `child` is a started command to wait for.
-pub fn require_privileges() -> Result<()> {
-    if let Some(missing) = privileges::missing() {
-        bail!("socktrace needs {missing} to load its eBPF programs: run it as root, e.g. `sudo socktrace ...`");
-    }
-    Ok(())
-}
-
-pub fn trace(selection: Selection, output: OutputArgs, child: Option<crate::target::Child>) -> Result<i32> {
-    require_privileges()?;
-    let errnos = output.errnos.iter().map(|e| parse_errno(e)).collect::<Result<Vec<_>>>()?;
-    // Checked before any probe is attached: a bad path must not cost an attach/detach.
-    let sink = crate::render::Sink::open(output.output.as_deref(), output.color)?;
-    let opts = SessionOptions {
-        json: output.json,
-        all_errors: output.all_errors,
-        eof: output.eof,
-        all_sockets: output.all_sockets,
-        probe_mode: output.probe_mode,
-        errnos,
-        causes: output.causes.clone(),
-        wall_clock: output.wall_clock,
-        summary_only: output.summary,
-    };
-    let session = Session::attach(&selection, opts, sink, child)?;
-    session.run()
 }
 
 /// An errno given by name (`ECONNRESET`) or number (`104`).
@@ -243,10 +264,8 @@ pub fn parse_errno(s: &str) -> Result<i32> {
 
 /// A PID the user typed, checked: positive, existing, and a user process.
 pub fn validate_pid(text: &str) -> Result<u32> {
-    let pid: i64 = text
-        .trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("invalid PID {text:?}: PIDs are positive integers"))?;
+    let pid: i64 =
+        text.trim().parse().map_err(|_| anyhow::anyhow!("invalid PID {text:?}: PIDs are positive integers"))?;
     if pid <= 0 || pid > i32::MAX as i64 {
         bail!("invalid PID {pid}: PIDs are positive integers");
     }
@@ -267,11 +286,7 @@ pub fn validate_pid(text: &str) -> Result<u32> {
     }
     // Trace the process, also when given a thread id.
     let status = read_lossy("status").with_context(|| format!("no such process: PID {pid} exited"))?;
-    let tgid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(pid);
+    let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok()).unwrap_or(pid);
     Ok(tgid)
 }
 
@@ -280,11 +295,8 @@ pub fn validate_pid(text: &str) -> Result<u32> {
 fn cgroup_id(path: &Path) -> Result<(u64, u32)> {
     use std::os::unix::fs::MetadataExt as _;
     let root = cgroup2_mount().context("no cgroup v2 hierarchy is mounted: --cgroup needs one")?;
-    let full = if path.starts_with(&root) {
-        path.to_path_buf()
-    } else {
-        root.join(path.strip_prefix("/").unwrap_or(path))
-    };
+    let full =
+        if path.starts_with(&root) { path.to_path_buf() } else { root.join(path.strip_prefix("/").unwrap_or(path)) };
     let meta = std::fs::metadata(&full).with_context(|| format!("no such cgroup: {}", full.display()))?;
     if !meta.is_dir() || !full.join("cgroup.procs").exists() {
         bail!("{} is not a cgroup v2 directory", full.display());
@@ -355,7 +367,19 @@ mod tests {
     #[test]
     fn cli_is_consistent_and_parses_the_documented_forms() {
         Cli::command().debug_assert();
-        let c = Cli::try_parse_from(["socktrace", "-p", "1", "-p", "2", "-e", "ECONNRESET,EPIPE", "--cause", "rst_received,timeout", "--json"]).unwrap();
+        let c = Cli::try_parse_from([
+            "socktrace",
+            "-p",
+            "1",
+            "-p",
+            "2",
+            "-e",
+            "ECONNRESET,EPIPE",
+            "--cause",
+            "rst_received,timeout",
+            "--json",
+        ])
+        .unwrap();
         assert_eq!(c.select.pids, ["1", "2"]);
         assert_eq!(c.output.errnos, ["ECONNRESET", "EPIPE"]);
         assert_eq!(c.output.causes, [Cause::RstReceived, Cause::Timeout]);

@@ -14,6 +14,7 @@
 
 use crate::event::{Failure, Stamp};
 use crate::model::{errno::*, Cause, TcpState};
+use socktrace_common::{net, routine};
 use std::net::SocketAddr;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +31,17 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
+    /// A diagnosis: the cause, the state the error was born in, when its cause happened (if
+    /// seen), and the sentence for the on-call engineer.
+    pub fn new(cause: Cause, state: Option<TcpState>, cause_ts_ns: Option<u64>, explain: String) -> Self {
+        Diagnosis { cause, state, cause_ts_ns, retransmits: None, explain }
+    }
+
+    /// With the retransmissions counted on the socket (timeouts).
+    pub fn with_retransmits(self, n: u32) -> Self {
+        Diagnosis { retransmits: Some(n), ..self }
+    }
+
     /// Time between the causing event and the failing call.
     pub fn cause_age_ns(&self, failure_ts_ns: u64) -> Option<u64> {
         self.cause_ts_ns.map(|t| failure_ts_ns.saturating_sub(t))
@@ -47,47 +59,22 @@ fn state_name(s: Option<TcpState>) -> &'static str {
 pub fn diagnose(f: &Failure) -> Diagnosis {
     let h = &f.history;
     let remote = peer(f.remote);
-    let d = |cause, state, at: Option<u64>, explain: String| Diagnosis {
-        cause,
-        state,
-        cause_ts_ns: at,
-        retransmits: None,
-        explain,
-    };
+    let d = Diagnosis::new;
 
     let Some(e) = f.errno else {
         return end_of_file(f);
     };
     if !f.is_tcp {
-        return d(Cause::Unknown, None, None, format!(
-            "{} on a non-TCP socket (family {}); socktrace explains TCP causes only",
-            name(e), f.family
-        ));
+        return d(
+            Cause::Unknown,
+            None,
+            None,
+            format!("{} on a non-TCP socket (family {}); socktrace explains TCP causes only", name(e), f.family),
+        );
     }
 
-    match e {
-        EAGAIN => {
-            return d(Cause::WouldBlock, f.state_now, None, if f.syscall.is_some_and(|s| s.is_send()) {
-                "the socket's send buffer is full and it is non-blocking (or SO_SNDTIMEO expired): retry when writable".into()
-            } else {
-                "nothing to read yet on a non-blocking socket (or SO_RCVTIMEO expired): retry when readable".into()
-            });
-        }
-        EINTR => {
-            return d(Cause::Interrupted, f.state_now, None,
-                "a signal interrupted the blocking call before it completed".into());
-        }
-        _ if is_restart(e) => {
-            return d(Cause::Interrupted, f.state_now, None, format!(
-                "a signal interrupted the blocking call ({} is the kernel's internal code; the program sees EINTR or a restarted call)",
-                name(e)
-            ));
-        }
-        EINPROGRESS | EALREADY => {
-            return d(Cause::InProgress, f.state_now, None,
-                "non-blocking connect started; its result comes later through SO_ERROR or a failing read/write".into());
-        }
-        _ => {}
+    if let Some(kind) = routine::kind_of(e) {
+        return routine_failure(f, e, kind);
     }
 
     // An RST that arrived on this socket explains refusals, resets and the EPIPE after them.
@@ -117,10 +104,15 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         EPIPE => {
             if let Some((at, reason)) = h.rst_sent {
                 let why = reason.map(|r| format!(" (kernel reason {r})")).unwrap_or_default();
-                return d(Cause::RstSent, at.state, Some(at.ts_ns), format!(
+                return d(
+                    Cause::RstSent,
+                    at.state,
+                    Some(at.ts_ns),
+                    format!(
                     "this host had reset the connection to {remote} in {}{why}; writing after that is a broken pipe",
                     state_name(at.state)
-                ));
+                ),
+                );
             }
             if let Some(fin) = h.transitions.iter().rev().find(|t| is_local_fin(t.old, t.new)) {
                 return d(Cause::LocalShutdown, f.state_now, Some(fin.ts_ns), format!(
@@ -128,9 +120,13 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
                     state_name(fin.old)
                 ));
             }
-            if f.shutdown & SEND_SHUTDOWN != 0 && h.error_report.is_none() {
-                return d(Cause::LocalShutdown, f.state_now, None,
-                    "the sending side of this socket was shut down (shutdown(SHUT_WR)) before the write".into());
+            if f.shutdown & net::SEND_SHUTDOWN != 0 && h.error_report.is_none() {
+                return d(
+                    Cause::LocalShutdown,
+                    f.state_now,
+                    None,
+                    "the sending side of this socket was shut down (shutdown(SHUT_WR)) before the write".into(),
+                );
             }
         }
         ECONNABORTED => {
@@ -155,23 +151,48 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
     }
 
     if matches!(e, EHOSTUNREACH | ENETUNREACH)
-        && f.syscall_name() == "connect"
+        && f.is_connect()
         && !h.transitions.iter().any(|t| t.new == Some(TcpState::SynSent))
     {
         let what = if e == ENETUNREACH { "network" } else { "host" };
-        return d(Cause::NoRoute, None, None, format!(
-            "no route to {what} {remote}: the routing table refused the connect before any packet was sent"
-        ));
+        return d(
+            Cause::NoRoute,
+            None,
+            None,
+            format!("no route to {what} {remote}: the routing table refused the connect before any packet was sent"),
+        );
     }
 
-    d(Cause::Unknown, f.state_now, None, format!(
-        "{} in {}: no TCP event recorded on this socket explains it (it may predate tracing)",
-        name(e),
-        state_name(f.state_now)
-    ))
+    d(
+        Cause::Unknown,
+        f.state_now,
+        None,
+        format!(
+            "{} in {}: no TCP event recorded on this socket explains it (it may predate tracing)",
+            name(e),
+            state_name(f.state_now)
+        ),
+    )
 }
 
-const SEND_SHUTDOWN: u8 = 2;
+/// Routine outcomes of non-blocking and signal-driven code: named, never a TCP cause.
+fn routine_failure(f: &Failure, e: i32, kind: u32) -> Diagnosis {
+    let explain = match kind {
+        routine::EAGAIN if f.syscall.is_some_and(|s| s.is_send()) => {
+            "the socket's send buffer is full and it is non-blocking (or SO_SNDTIMEO expired): retry when writable".into()
+        }
+        routine::EAGAIN => {
+            "nothing to read yet on a non-blocking socket (or SO_RCVTIMEO expired): retry when readable".into()
+        }
+        routine::EINTR if is_restart(e) => format!(
+            "a signal interrupted the blocking call ({} is the kernel's internal code; the program sees EINTR or a restarted call)",
+            name(e)
+        ),
+        routine::EINTR => "a signal interrupted the blocking call before it completed".into(),
+        _ => "non-blocking connect started; its result comes later through SO_ERROR or a failing read/write".into(),
+    };
+    Diagnosis::new(Cause::of_routine(kind), f.state_now, None, explain)
+}
 
 fn is_local_fin(old: Option<TcpState>, new: Option<TcpState>) -> bool {
     use TcpState::*;
@@ -219,13 +240,7 @@ fn from_rst_received(e: i32, rst: Stamp, remote: &str) -> Diagnosis {
             state_name(state)
         ),
     };
-    Diagnosis {
-        cause: Cause::RstReceived,
-        state,
-        cause_ts_ns: Some(rst.ts_ns),
-        retransmits: None,
-        explain,
-    }
+    Diagnosis::new(Cause::RstReceived, state, Some(rst.ts_ns), explain)
 }
 
 fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str) -> Option<Diagnosis> {
@@ -236,8 +251,13 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
     // kernels where errors are reported after tcp_done (6.10+); older kernels report hard
     // ICMP errors before closing.
     let reported_before_close = at.state.is_some_and(|s| s != TcpState::Close);
-    let via = if e == EPIPE { format!(" ({} was reported first; this later write is a broken pipe)", name(reported)) } else { String::new() };
-    let icmp_errno = matches!(reported, EHOSTUNREACH | ENETUNREACH | ECONNREFUSED | EHOSTDOWN | ENONET | EPROTO | EACCES);
+    let via = if e == EPIPE {
+        format!(" ({} was reported first; this later write is a broken pipe)", name(reported))
+    } else {
+        String::new()
+    };
+    let icmp_errno =
+        matches!(reported, EHOSTUNREACH | ENETUNREACH | ECONNREFUSED | EHOSTDOWN | ENONET | EPROTO | EACCES);
     // While connecting, every ICMP unreachable is a hard error (tcp_v4_err/tcp_v6_err): the
     // connect fails on it. Afterwards they are soft: remembered, and reported only when the
     // retransmissions time out.
@@ -249,17 +269,12 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
             format!(" (the last ICMP error seen, {}, is what the kernel reports)", name(reported))
         };
         let what = if connecting { "the SYN" } else { "data" };
-        return Some(Diagnosis {
-            cause: Cause::Timeout,
-            state,
-            cause_ts_ns: Some(at.ts_ns),
-            retransmits: Some(n),
-            explain: format!(
-                "{remote} never acknowledged {what} after {n} retransmission{} in {}: the connection timed out{soft}{via}",
-                if n == 1 { "" } else { "s" },
-                state_name(state)
-            ),
-        });
+        let explain = format!(
+            "{remote} never acknowledged {what} after {n} retransmission{} in {}: the connection timed out{soft}{via}",
+            if n == 1 { "" } else { "s" },
+            state_name(state)
+        );
+        return Some(Diagnosis::new(Cause::Timeout, state, Some(at.ts_ns), explain).with_retransmits(n));
     }
     if icmp_errno {
         let kind = match reported {
@@ -269,36 +284,22 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
             EACCES => "administratively-prohibited",
             _ => "unreachable",
         };
-        return Some(Diagnosis {
-            cause: Cause::IcmpError,
-            state,
-            cause_ts_ns: Some(at.ts_ns),
-            retransmits: None,
-            explain: format!(
-                "an ICMP {kind} came back for {remote} while in {} ({}){via}",
-                state_name(state),
-                name(reported)
-            ),
-        });
+        let explain =
+            format!("an ICMP {kind} came back for {remote} while in {} ({}){via}", state_name(state), name(reported));
+        return Some(Diagnosis::new(Cause::IcmpError, state, Some(at.ts_ns), explain));
     }
     None
 }
 
-
 fn end_of_file(f: &Failure) -> Diagnosis {
     let h = &f.history;
     if let Some(rst) = h.rst_received {
-        return Diagnosis {
-            cause: Cause::RstReceived,
-            state: rst.state,
-            cause_ts_ns: Some(rst.ts_ns),
-            retransmits: None,
-            explain: format!(
-                "end of file: {} reset the connection in {} and its error was already reported",
-                peer(f.remote),
-                state_name(rst.state)
-            ),
-        };
+        let explain = format!(
+            "end of file: {} reset the connection in {} and its error was already reported",
+            peer(f.remote),
+            state_name(rst.state)
+        );
+        return Diagnosis::new(Cause::RstReceived, rst.state, Some(rst.ts_ns), explain);
     }
     let fin = h.transitions.iter().rev().find(|t| {
         matches!(
@@ -311,17 +312,16 @@ fn end_of_file(f: &Failure) -> Diagnosis {
     });
     let state = fin.and_then(|t| t.new).or(f.state_now);
     let peer_closed = fin.is_some()
-        || matches!(f.state_now, Some(TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait));
-    Diagnosis {
-        cause: if peer_closed { Cause::PeerFin } else { Cause::Unknown },
-        state,
-        cause_ts_ns: fin.map(|t| t.ts_ns),
-        retransmits: None,
-        explain: if peer_closed {
-            format!("end of file: {} closed its side of the connection (FIN)", peer(f.remote))
-        } else {
-            "end of file with no FIN recorded (our own SHUT_RD, or the FIN predates tracing)".into()
-        },
+        || matches!(
+            f.state_now,
+            Some(TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait)
+        );
+    if peer_closed {
+        let explain = format!("end of file: {} closed its side of the connection (FIN)", peer(f.remote));
+        Diagnosis::new(Cause::PeerFin, state, fin.map(|t| t.ts_ns), explain)
+    } else {
+        let explain = "end of file with no FIN recorded (our own SHUT_RD, or the FIN predates tracing)".into();
+        Diagnosis::new(Cause::Unknown, state, None, explain)
     }
 }
 
@@ -384,19 +384,31 @@ mod tests {
             ..Default::default()
         };
         let reset_established = History {
-            transitions: vec![tr(1_000, Close, SynSent), tr(1_100, SynSent, Established), tr(5_000, Established, Close)],
+            transitions: vec![
+                tr(1_000, Close, SynSent),
+                tr(1_100, SynSent, Established),
+                tr(5_000, Established, Close),
+            ],
             rst_received: Some(at(4_900, Established)),
             error_report: Some((at(5_100, Close), ECONNRESET)),
             ..Default::default()
         };
         let premature = History {
-            transitions: vec![tr(1_100, SynSent, Established), tr(3_000, Established, CloseWait), tr(5_000, CloseWait, Close)],
+            transitions: vec![
+                tr(1_100, SynSent, Established),
+                tr(3_000, Established, CloseWait),
+                tr(5_000, CloseWait, Close),
+            ],
             rst_received: Some(at(4_900, CloseWait)),
             error_report: Some((at(5_100, Close), EPIPE)),
             ..Default::default()
         };
         let shut_wr = History {
-            transitions: vec![tr(1_100, SynSent, Established), tr(3_000, Established, FinWait1), tr(3_100, FinWait1, FinWait2)],
+            transitions: vec![
+                tr(1_100, SynSent, Established),
+                tr(3_000, Established, FinWait1),
+                tr(3_100, FinWait1, FinWait2),
+            ],
             ..Default::default()
         };
         let syn_timeout = History {
@@ -451,33 +463,148 @@ mod tests {
         };
         use Syscall::*;
         vec![
-            ("connect refused by RST", failure(Connect, Some(ECONNREFUSED), Close, refused_rst.clone()), Cause::RstReceived, Some(SynSent)),
-            ("connect refused by ICMP port-unreachable", failure(Connect, Some(ECONNREFUSED), Close, refused_icmp), Cause::IcmpError, Some(SynSent)),
-            ("read after peer RST", failure(Read, Some(ECONNRESET), Close, reset_established.clone()), Cause::RstReceived, Some(Established)),
-            ("write after peer RST: first ECONNRESET", failure(Write, Some(ECONNRESET), Close, reset_established.clone()), Cause::RstReceived, Some(Established)),
-            ("write after peer RST: then EPIPE", failure(Sendto, Some(EPIPE), Close, reset_established.clone()), Cause::RstReceived, Some(Established)),
-            ("read after RST was reported: EOF", failure(Read, None, Close, reset_established), Cause::RstReceived, Some(Established)),
-            ("server terminated prematurely", failure(Write, Some(EPIPE), Close, premature), Cause::RstReceived, Some(CloseWait)),
-            ("write after our shutdown(SHUT_WR)", failure(Write, Some(EPIPE), FinWait2, shut_wr), Cause::LocalShutdown, Some(FinWait2)),
+            (
+                "connect refused by RST",
+                failure(Connect, Some(ECONNREFUSED), Close, refused_rst.clone()),
+                Cause::RstReceived,
+                Some(SynSent),
+            ),
+            (
+                "connect refused by ICMP port-unreachable",
+                failure(Connect, Some(ECONNREFUSED), Close, refused_icmp),
+                Cause::IcmpError,
+                Some(SynSent),
+            ),
+            (
+                "read after peer RST",
+                failure(Read, Some(ECONNRESET), Close, reset_established.clone()),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "write after peer RST: first ECONNRESET",
+                failure(Write, Some(ECONNRESET), Close, reset_established.clone()),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "write after peer RST: then EPIPE",
+                failure(Sendto, Some(EPIPE), Close, reset_established.clone()),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "read after RST was reported: EOF",
+                failure(Read, None, Close, reset_established),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "server terminated prematurely",
+                failure(Write, Some(EPIPE), Close, premature),
+                Cause::RstReceived,
+                Some(CloseWait),
+            ),
+            (
+                "write after our shutdown(SHUT_WR)",
+                failure(Write, Some(EPIPE), FinWait2, shut_wr),
+                Cause::LocalShutdown,
+                Some(FinWait2),
+            ),
             ("read after peer FIN", failure(Read, None, CloseWait, fin), Cause::PeerFin, Some(CloseWait)),
             ("connect timeout", failure(Connect, Some(ETIMEDOUT), Close, syn_timeout), Cause::Timeout, Some(SynSent)),
-            ("established timeout", failure(Write, Some(ETIMEDOUT), Close, est_timeout), Cause::Timeout, Some(Established)),
-            ("ICMP host unreachable while connecting", failure(Connect, Some(EHOSTUNREACH), Close, icmp_host), Cause::IcmpError, Some(SynSent)),
-            ("ICMP port-unreachable reported after tcp_done (6.10+)", failure(Connect, Some(ECONNREFUSED), Close, refused_icmp_after_close), Cause::IcmpError, Some(SynSent)),
-            ("ICMP host-unreachable reported after tcp_done (6.10+)", failure(Connect, Some(EHOSTUNREACH), Close, icmp_host_after_close), Cause::IcmpError, Some(SynSent)),
-            ("timeout after a soft ICMP error", failure(Read, Some(EHOSTUNREACH), Close, soft_then_timeout), Cause::Timeout, Some(Established)),
-            ("no route: unreachable route", failure(Connect, Some(EHOSTUNREACH), Close, History::default()), Cause::NoRoute, None),
+            (
+                "established timeout",
+                failure(Write, Some(ETIMEDOUT), Close, est_timeout),
+                Cause::Timeout,
+                Some(Established),
+            ),
+            (
+                "ICMP host unreachable while connecting",
+                failure(Connect, Some(EHOSTUNREACH), Close, icmp_host),
+                Cause::IcmpError,
+                Some(SynSent),
+            ),
+            (
+                "ICMP port-unreachable reported after tcp_done (6.10+)",
+                failure(Connect, Some(ECONNREFUSED), Close, refused_icmp_after_close),
+                Cause::IcmpError,
+                Some(SynSent),
+            ),
+            (
+                "ICMP host-unreachable reported after tcp_done (6.10+)",
+                failure(Connect, Some(EHOSTUNREACH), Close, icmp_host_after_close),
+                Cause::IcmpError,
+                Some(SynSent),
+            ),
+            (
+                "timeout after a soft ICMP error",
+                failure(Read, Some(EHOSTUNREACH), Close, soft_then_timeout),
+                Cause::Timeout,
+                Some(Established),
+            ),
+            (
+                "no route: unreachable route",
+                failure(Connect, Some(EHOSTUNREACH), Close, History::default()),
+                Cause::NoRoute,
+                None,
+            ),
             ("no route at all", failure(Connect, Some(ENETUNREACH), Close, History::default()), Cause::NoRoute, None),
             ("killed with ss -K", failure(Read, Some(ECONNABORTED), Close, aborted), Cause::Aborted, Some(Established)),
-            ("we reset it ourselves", failure(Read, Some(ECONNRESET), Close, we_reset), Cause::RstSent, Some(Established)),
-            ("accept aborted with nothing recorded", failure(Accept, Some(ECONNABORTED), Listen, History::default()), Cause::Unknown, Some(Listen)),
-            ("EAGAIN", failure(Read, Some(EAGAIN), Established, History::default()), Cause::WouldBlock, Some(Established)),
-            ("EINTR", failure(Read, Some(EINTR), Established, History::default()), Cause::Interrupted, Some(Established)),
-            ("ERESTARTSYS", failure(Read, Some(ERESTARTSYS), Established, History::default()), Cause::Interrupted, Some(Established)),
-            ("EINPROGRESS", failure(Connect, Some(EINPROGRESS), SynSent, History::default()), Cause::InProgress, Some(SynSent)),
-            ("reset with no recorded event", failure(Read, Some(ECONNRESET), Close, History::default()), Cause::Unknown, Some(Close)),
-            ("refused with no recorded event", failure(Connect, Some(ECONNREFUSED), Close, History::default()), Cause::Unknown, Some(Close)),
-            ("timeout with no recorded event", failure(Connect, Some(ETIMEDOUT), Close, History::default()), Cause::Unknown, Some(Close)),
+            (
+                "we reset it ourselves",
+                failure(Read, Some(ECONNRESET), Close, we_reset),
+                Cause::RstSent,
+                Some(Established),
+            ),
+            (
+                "accept aborted with nothing recorded",
+                failure(Accept, Some(ECONNABORTED), Listen, History::default()),
+                Cause::Unknown,
+                Some(Listen),
+            ),
+            (
+                "EAGAIN",
+                failure(Read, Some(EAGAIN), Established, History::default()),
+                Cause::WouldBlock,
+                Some(Established),
+            ),
+            (
+                "EINTR",
+                failure(Read, Some(EINTR), Established, History::default()),
+                Cause::Interrupted,
+                Some(Established),
+            ),
+            (
+                "ERESTARTSYS",
+                failure(Read, Some(ERESTARTSYS), Established, History::default()),
+                Cause::Interrupted,
+                Some(Established),
+            ),
+            (
+                "EINPROGRESS",
+                failure(Connect, Some(EINPROGRESS), SynSent, History::default()),
+                Cause::InProgress,
+                Some(SynSent),
+            ),
+            (
+                "reset with no recorded event",
+                failure(Read, Some(ECONNRESET), Close, History::default()),
+                Cause::Unknown,
+                Some(Close),
+            ),
+            (
+                "refused with no recorded event",
+                failure(Connect, Some(ECONNREFUSED), Close, History::default()),
+                Cause::Unknown,
+                Some(Close),
+            ),
+            (
+                "timeout with no recorded event",
+                failure(Connect, Some(ETIMEDOUT), Close, History::default()),
+                Cause::Unknown,
+                Some(Close),
+            ),
         ]
     }
 

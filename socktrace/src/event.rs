@@ -5,13 +5,11 @@
 
 use crate::model::{errno, Syscall, TcpState};
 use socktrace_common::{
-    event_flags, FailureEvent, SockAddrs, SocketHistory, StampedState, HISTORY_TRANSITIONS,
+    event_flags,
+    net::{self, AF_INET, AF_INET6},
+    FailureEvent, SockAddrs, SocketHistory, StampedState, HISTORY_TRANSITIONS,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
-pub const AF_INET: u16 = 2;
-pub const AF_INET6: u16 = 10;
-pub const AF_UNIX: u16 = 1;
 
 /// One state change of a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,26 +122,17 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
     let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
     let syscall = Syscall::from_number(ev.syscall_nr);
     let sock = &ev.sock;
-    let is_tcp = sock.protocol == 6
-        && sock.sock_type == 1
-        && (sock.addrs.family == AF_INET || sock.addrs.family == AF_INET6);
-    let history = if ev.flags & event_flags::HAS_HISTORY != 0 {
-        decode_history(&ev.history)
-    } else {
-        History::default()
-    };
+    let is_tcp = net::is_tcp(sock.addrs.family, sock.sock_type, sock.protocol);
+    let history =
+        if ev.flags & event_flags::HAS_HISTORY != 0 { decode_history(&ev.history) } else { History::default() };
     let hist_addrs = (ev.flags & event_flags::HAS_HISTORY != 0).then_some(&ev.history.addrs);
 
     // The kernel zeroes a socket's ports as it closes: prefer what the socket shows at exit,
     // then the history's last complete view, then (for the remote end) the connect() argument.
     let local = endpoint(&sock.addrs, true).or_else(|| hist_addrs.and_then(|a| endpoint(a, true)));
-    let remote = endpoint(&sock.addrs, false)
-        .or_else(|| hist_addrs.and_then(|a| endpoint(a, false)))
-        .or_else(|| {
-            (ev.flags & event_flags::HAS_CONNECT_ADDR != 0)
-                .then(|| endpoint(&ev.connect_addr, false))
-                .flatten()
-        });
+    let remote = endpoint(&sock.addrs, false).or_else(|| hist_addrs.and_then(|a| endpoint(a, false))).or_else(|| {
+        (ev.flags & event_flags::HAS_CONNECT_ADDR != 0).then(|| endpoint(&ev.connect_addr, false)).flatten()
+    });
 
     Failure {
         ts_ns: ev.ts_ns,
@@ -219,6 +208,11 @@ fn endpoint(a: &SockAddrs, local: bool) -> Option<SocketAddr> {
 }
 
 impl Failure {
+    /// A connect, or its asynchronous result read through `getsockopt(SO_ERROR)`.
+    pub fn is_connect(&self) -> bool {
+        self.reported_as_connect || self.syscall.is_some_and(Syscall::is_connect)
+    }
+
     pub fn syscall_name(&self) -> String {
         if self.reported_as_connect {
             return "connect".into();
@@ -273,8 +267,10 @@ mod tests {
             ..Default::default()
         };
         ev.history.n_transitions = 2;
-        ev.history.transitions[0] = Transition { ts_ns: 1_000, old_state: 7, new_state: 2, in_traced_task: 1, _pad: [0; 5] };
-        ev.history.transitions[1] = Transition { ts_ns: 2_000, old_state: 2, new_state: 7, in_traced_task: 1, _pad: [0; 5] };
+        ev.history.transitions[0] =
+            Transition { ts_ns: 1_000, old_state: 7, new_state: 2, in_traced_task: 1, _pad: [0; 5] };
+        ev.history.transitions[1] =
+            Transition { ts_ns: 2_000, old_state: 2, new_state: 7, in_traced_task: 1, _pad: [0; 5] };
         ev.history.rst_received = StampedState { ts_ns: 1_900, state: 2, current_tgid: 77, ..Default::default() };
         ev
     }

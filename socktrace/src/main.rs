@@ -1,7 +1,8 @@
 //! socktrace: for every failing socket call of a process, the errno and the TCP cause.
 //!
 //! Data flows one way: kernel programs -> ring buffer -> `event` (decode) -> `diagnose` ->
-//! `render` (text, JSON). `kernel` loads and attaches the programs; `session` runs the loop.
+//! `render` (text, JSON). `kernel` loads and attaches the programs; `session` runs the loop;
+//! `orchestrate` puts a run together; `cli` only parses and converts.
 
 mod check;
 mod cli;
@@ -10,6 +11,7 @@ mod diagnose;
 mod event;
 mod kernel;
 mod model;
+mod orchestrate;
 mod render;
 mod session;
 mod summary;

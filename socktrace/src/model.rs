@@ -120,8 +120,18 @@ impl Cause {
     }
 
     /// Routine outcomes of non-blocking and signal-driven code: counted, shown on request.
-    pub fn is_benign(self) -> bool {
+    pub fn is_routine(self) -> bool {
         matches!(self, Cause::WouldBlock | Cause::Interrupted | Cause::InProgress)
+    }
+
+    /// The cause of a routine failure kind (`socktrace_common::routine`).
+    pub fn of_routine(kind: u32) -> Cause {
+        use socktrace_common::routine;
+        match kind {
+            routine::EAGAIN => Cause::WouldBlock,
+            routine::EINTR => Cause::Interrupted,
+            _ => Cause::InProgress,
+        }
     }
 }
 
@@ -131,26 +141,9 @@ impl fmt::Display for Cause {
     }
 }
 
-/// Linux errno values socktrace reasons about (x86_64/generic numbering).
+/// Errno values (the shared vocabulary of `socktrace_common::errno`) with their names.
 pub mod errno {
-    pub const EINTR: i32 = 4;
-    pub const EACCES: i32 = 13;
-    pub const ENONET: i32 = 64;
-    pub const EPROTO: i32 = 71;
-    pub const EAGAIN: i32 = 11;
-    pub const EPIPE: i32 = 32;
-    pub const ENETUNREACH: i32 = 101;
-    pub const ECONNABORTED: i32 = 103;
-    pub const ECONNRESET: i32 = 104;
-    pub const ETIMEDOUT: i32 = 110;
-    pub const ECONNREFUSED: i32 = 111;
-    pub const EHOSTDOWN: i32 = 112;
-    pub const EHOSTUNREACH: i32 = 113;
-    pub const EALREADY: i32 = 114;
-    pub const EINPROGRESS: i32 = 115;
-    /// Kernel-internal restart codes; the program sees EINTR (or a restarted call).
-    pub const ERESTARTSYS: i32 = 512;
-    pub const ERESTART_RESTARTBLOCK: i32 = 516;
+    pub use socktrace_common::errno::*;
 
     /// The name of an errno ("ECONNREFUSED"), including the kernel-internal restart codes
     /// that tracepoints can see.
@@ -170,10 +163,6 @@ pub mod errno {
                 }
             }
         }
-    }
-
-    pub fn is_restart(e: i32) -> bool {
-        (ERESTARTSYS..=ERESTART_RESTARTBLOCK).contains(&e)
     }
 }
 
@@ -264,6 +253,10 @@ impl Syscall {
         matches!(self, Read | Readv | Recvfrom | Recvmsg | Recvmmsg)
     }
 
+    pub fn is_connect(self) -> bool {
+        self == Syscall::Connect
+    }
+
     pub fn is_send(self) -> bool {
         use Syscall::*;
         matches!(self, Write | Writev | Sendto | Sendmsg | Sendmmsg)
@@ -303,13 +296,36 @@ mod tests {
     }
 
     #[test]
+    fn every_routine_kind_is_a_routine_cause_of_its_errno() {
+        use socktrace_common::routine;
+        for kind in 0..routine::KINDS {
+            assert!(Cause::of_routine(kind).is_routine());
+            assert_eq!(routine::kind_of(routine::errno_of(kind)), Some(kind));
+        }
+        for e in [errno::EINTR, errno::ERESTARTSYS, errno::ERESTART_RESTARTBLOCK] {
+            assert_eq!(routine::kind_of(e), Some(routine::EINTR));
+        }
+        assert_eq!(routine::kind_of(errno::ECONNRESET), None);
+    }
+
+    #[test]
     fn cause_codes_are_the_documented_vocabulary() {
         let codes: Vec<_> = Cause::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             codes,
             [
-                "rst_received", "rst_sent", "icmp_error", "no_route", "timeout", "peer_fin",
-                "local_shutdown", "aborted", "would_block", "interrupted", "in_progress", "unknown"
+                "rst_received",
+                "rst_sent",
+                "icmp_error",
+                "no_route",
+                "timeout",
+                "peer_fin",
+                "local_shutdown",
+                "aborted",
+                "would_block",
+                "interrupted",
+                "in_progress",
+                "unknown"
             ]
         );
         for c in Cause::ALL {

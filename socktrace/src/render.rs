@@ -7,6 +7,7 @@ use crate::diagnose::Diagnosis;
 use crate::event::Failure;
 use crate::model::Cause;
 use serde::Serialize;
+use socktrace_common::net;
 use std::fmt::Write as _;
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
@@ -142,9 +143,9 @@ pub struct JsonTransition {
 
 fn family_name(f: u16) -> &'static str {
     match f {
-        crate::event::AF_INET => "inet",
-        crate::event::AF_INET6 => "inet6",
-        crate::event::AF_UNIX => "unix",
+        net::AF_INET => "inet",
+        net::AF_INET6 => "inet6",
+        net::AF_UNIX => "unix",
         _ => "other",
     }
 }
@@ -178,11 +179,7 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             .history
             .transitions
             .iter()
-            .map(|t| JsonTransition {
-                mono_ns: t.ts_ns,
-                from: t.old.map(|s| s.name()),
-                to: t.new.map(|s| s.name()),
-            })
+            .map(|t| JsonTransition { mono_ns: t.ts_ns, from: t.old.map(|s| s.name()), to: t.new.map(|s| s.name()) })
             .collect(),
         facts: JsonFacts {
             rst_received: f.history.rst_received.as_ref().map(|s| json_stamp(s, None)),
@@ -195,9 +192,8 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
 }
 
 pub fn json_line(f: &Failure, d: &Diagnosis, clock: &Clock) -> String {
-    serde_json::to_string(&to_json(f, d, clock)).unwrap_or_else(|e| {
-        format!("{{\"schema\":{SCHEMA_VERSION},\"type\":\"error\",\"error\":\"{e}\"}}")
-    })
+    serde_json::to_string(&to_json(f, d, clock))
+        .unwrap_or_else(|e| format!("{{\"schema\":{SCHEMA_VERSION},\"type\":\"error\",\"error\":\"{e}\"}}"))
 }
 
 fn addr(a: Option<std::net::SocketAddr>) -> String {
@@ -226,7 +222,11 @@ fn cause_color(c: Cause) -> &'static str {
 }
 
 fn paint(text: &str, sgr: &str, on: bool) -> String {
-    if on { format!("\x1b[{sgr}m{text}\x1b[0m") } else { text.to_string() }
+    if on {
+        format!("\x1b[{sgr}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 pub fn timestamp(mono_ns: u64, clock: &Clock, wall_clock: bool) -> String {
@@ -392,7 +392,27 @@ mod tests {
     fn json_keeps_the_documented_keys() {
         let (f, d) = golden_failure();
         let v: serde_json::Value = serde_json::from_str(&json_line(&f, &d, &CLOCK)).unwrap();
-        for key in ["schema", "type", "ts_ns", "pid", "tid", "comm", "syscall", "fd", "ret", "errno", "state", "cause", "saddr", "sport", "daddr", "dport", "explain", "cause_age_ns", "history"] {
+        for key in [
+            "schema",
+            "type",
+            "ts_ns",
+            "pid",
+            "tid",
+            "comm",
+            "syscall",
+            "fd",
+            "ret",
+            "errno",
+            "state",
+            "cause",
+            "saddr",
+            "sport",
+            "daddr",
+            "dport",
+            "explain",
+            "cause_age_ns",
+            "history",
+        ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert_eq!(v["comm"], "cu\\x1brl\\x0a");

@@ -3,13 +3,14 @@
 
 use crate::diagnose::diagnose;
 use crate::event::decode;
-use crate::kernel::probes::{ProbeMode, ProbeOptions, Probes, Selection};
+use crate::kernel::load::{ProbeOptions, Probes, Selection};
+use crate::kernel::probes::ProbeMode;
 use crate::model::Cause;
 use crate::render::{self, Clock, Sink, TextStyle};
 use crate::summary::{ProbeReport, Summary};
-use crate::target::Child;
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
+use std::io::Write as _;
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::time::Duration;
 use tokio::io::{unix::AsyncFd, Interest};
@@ -18,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 /// How long an event may wait in the ring buffer when no batch wakeup came.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
+/// What to report and how: the session's side of the options (the selection is separate).
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub json: bool,
@@ -31,17 +33,43 @@ pub struct SessionOptions {
     pub causes: Vec<Cause>,
     pub wall_clock: bool,
     pub summary_only: bool,
+    /// Kernel-side log records at this level and above go to stderr (`--debug`).
+    pub kernel_log: Option<aya_log::Level>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            json: false,
+            all_errors: false,
+            eof: false,
+            all_sockets: false,
+            probe_mode: ProbeMode::Auto,
+            errnos: Vec::new(),
+            causes: Vec::new(),
+            wall_clock: false,
+            summary_only: false,
+            kernel_log: None,
+        }
+    }
+}
+
+impl SessionOptions {
+    fn probe_options(&self) -> ProbeOptions {
+        ProbeOptions {
+            report_eof: self.eof,
+            all_sockets: self.all_sockets,
+            send_routine: self.all_errors,
+            log_level: self.kernel_log,
+        }
+    }
 }
 
 pub struct Session {
     probes: Probes,
-    events: RingBuf<MapData>,
     pidfds: Vec<OwnedFd>,
     selection: Selection,
-    clock: Clock,
-    opts: SessionOptions,
-    sink: Sink,
-    child: Option<Child>,
+    printer: Printer,
 }
 
 /// Why the event loop ended.
@@ -54,64 +82,146 @@ enum End {
 }
 
 impl Session {
-    pub fn attach(selection: &Selection, opts: SessionOptions, sink: Sink, child: Option<Child>) -> Result<Self> {
+    pub fn attach(selection: &Selection, opts: SessionOptions, sink: Sink) -> Result<Self> {
         // Open the pidfds first: a PID that vanished is reported before any probe exists,
         // and one that exits later wakes the loop.
         let pidfds = selection.tgids.iter().map(|&p| pidfd_open(p)).collect::<Result<Vec<_>>>()?;
-        let probe_opts = ProbeOptions { report_eof: opts.eof, all_sockets: opts.all_sockets, send_benign: opts.all_errors };
-        let mut probes = Probes::load_and_attach(opts.probe_mode, &probe_opts, selection)?;
-        let events = probes.take_events()?;
+        let probes = Probes::load_and_attach(opts.probe_mode, &opts.probe_options(), selection)?;
         crate::kernel::privileges::drop_all()?;
-        let clock = Clock::now();
-        Ok(Session { probes, events, pidfds, selection: selection.clone(), clock, opts, sink, child })
+        let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default() };
+        Ok(Session { probes, pidfds, selection: selection.clone(), printer })
     }
 
-    pub fn run(self) -> Result<i32> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the event loop")?;
-        rt.block_on(self.event_loop())
+    /// Runs until the traced processes are gone, a signal, or the output closes. `attached`
+    /// runs once the attach is announced (a started command is released there).
+    pub fn run(self, attached: impl FnOnce() -> Result<()>) -> Result<()> {
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
+        rt.block_on(self.event_loop(attached))
     }
 
-    async fn event_loop(self) -> Result<i32> {
-        let Session { probes, events, pidfds, selection, clock, opts, mut sink, mut child } = self;
-        // SAFETY: the ring buffer's fd stays open while `ring` owns it.
-        let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+    async fn event_loop(self, attached: impl FnOnce() -> Result<()>) -> Result<()> {
+        let Session { mut probes, pidfds, selection, mut printer } = self;
+        let mut watch = Watch::new(&mut probes, pidfds)?;
+        // Signals are handled from here on; only then is the attach announced (a script that
+        // waits for the line and then sends SIGINT must get a clean end).
+        let mut signals = Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? };
+        announce(&probes, &selection);
+        attached()?;
+        let end = watch.until_end(&probes, &selection, &mut printer, &mut signals).await?;
+        // Events the kernel wrote before the end are still in the buffer.
+        let end = match end {
+            End::OutputClosed | End::OutputFailed(_) => end,
+            other => printer.drain(watch.ring.get_mut()).err().unwrap_or(other),
+        };
+        watch.flush_logs();
+        drop(watch);
+        finish(probes, &selection, printer, end)
+    }
+}
+
+/// The attach line (and any probe fallbacks) on stderr.
+fn announce(probes: &Probes, selection: &Selection) {
+    for fallback in probes.fallbacks() {
+        eprintln!("socktrace: probe fallback: {fallback}");
+    }
+    eprintln!(
+        "socktrace: attached to {} (probe mode {}: {}); Ctrl-C to stop",
+        describe(selection),
+        probes.mode.name(),
+        probes.describe()
+    );
+}
+
+/// Adds the kernel's own counts, detaches, prints the summary and the closing line.
+fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> Result<()> {
+    let Printer { opts, mut sink, mut summary, .. } = printer;
+    summary.lost = probes.lost_events()?;
+    summary.add_kernel_counts(&probes.routine_counts()?);
+    summary.sockets_tracked = probes.sockets_tracked();
+    summary.histories_evicted = probes.histories_evicted()?;
+    let probe_report = ProbeReport::of(&probes);
+    drop(probes);
+
+    if let End::OutputFailed(e) = &end {
+        eprintln!("socktrace: {}; probes detached", summary.one_line());
+        anyhow::bail!("writing to {} failed: {e}", sink.name);
+    }
+    if !matches!(end, End::OutputClosed) {
+        let text = if opts.json { summary.to_json(&probe_report) + "\n" } else { summary.to_text() };
+        if let Err(e) = sink.out.write_all(text.as_bytes()).and_then(|()| sink.out.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                anyhow::bail!("writing the summary to {} failed: {e}", sink.name);
+            }
+        }
+    }
+    let reason = match end {
+        End::Exited if selection.tgids.len() == 1 => "the traced process exited",
+        End::Exited => "the traced processes exited",
+        End::Interrupted => "interrupted",
+        End::Terminated => "terminated",
+        End::OutputClosed => "output closed",
+        End::OutputFailed(_) => unreachable!("handled above"),
+    };
+    eprintln!("socktrace: {reason}; {}", summary.one_line());
+    Ok(())
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// What the event loop waits on: the ring buffer, the traced processes, the kernel's logs.
+struct Watch {
+    ring: AsyncFd<RingBuf<MapData>>,
+    exits: Vec<AsyncFd<OwnedFd>>,
+    exited: Vec<bool>,
+    logs: Option<AsyncFd<KernelLogger>>,
+}
+
+impl Watch {
+    fn new(probes: &mut Probes, pidfds: Vec<OwnedFd>) -> Result<Self> {
+        // SAFETY: the ring buffer's fd stays open while the AsyncFd owns it.
+        let ring = unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
         let mut exits = Vec::new();
         for fd in pidfds {
             // SAFETY: the pidfd stays open while the AsyncFd owns it.
-            exits.push(
-                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                    .map_err(|e| anyhow::anyhow!("watching the process: {e}"))?,
-            );
+            let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("watching the process: {e}"))?;
+            exits.push(fd);
         }
-        // Signals are handled from here on; only then is the attach announced (a script that
-        // waits for the line and then sends SIGINT must get a clean end).
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        for fallback in probes.fallbacks() {
-            eprintln!("socktrace: probe fallback: {fallback}");
-        }
-        eprintln!(
-            "socktrace: attached to {} (probe mode {}: {}); Ctrl-C to stop",
-            describe(&selection),
-            probes.mode.name(),
-            probes.describe()
-        );
-        // A started command is released only now that every probe is attached.
-        if let Some(c) = child.as_mut() {
-            c.release()?;
-        }
-        let mut summary = Summary::default();
-        let mut exited = vec![false; exits.len()];
+        let logs = match probes.take_logger() {
+            // SAFETY: the logger's ring buffer fd stays open while the AsyncFd owns it.
+            Some(l) => Some(
+                unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
+                    .map_err(|e| anyhow::anyhow!("watching kernel logs: {e}"))?,
+            ),
+            None => None,
+        };
+        let exited = vec![false; exits.len()];
+        Ok(Watch { ring, exits, exited, logs })
+    }
+
+    /// The loop: prints failures as they come until the traced processes are gone, a signal
+    /// arrives, or the output fails.
+    async fn until_end(
+        &mut self,
+        probes: &Probes,
+        selection: &Selection,
+        printer: &mut Printer,
+        signals: &mut Signals,
+    ) -> Result<End> {
         let by_pid = !selection.tgids.is_empty();
         let mut poll = tokio::time::interval(Duration::from_millis(200));
         // The kernel wakes us only for a batch (WAKEUP_BYTES); this drains the rest promptly.
         let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-
-        let end = loop {
+        loop {
+            let exits = &self.exits;
+            let exited = &self.exited;
             let next_exit = async {
                 for (i, fd) in exits.iter().enumerate() {
                     if !exited[i] {
@@ -121,114 +231,97 @@ impl Session {
                 }
                 std::future::pending().await
             };
+            let logs = self.logs.as_mut();
+            let log_ready = async {
+                match logs {
+                    Some(l) => {
+                        if let Ok(mut guard) = l.readable_mut().await {
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                guard = ring.readable_mut() => {
+                guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
-                    if let Err(end) = drain(guard.get_inner_mut(), &clock, &opts, &mut summary, &mut sink) {
-                        break end;
+                    if let Err(end) = printer.drain(guard.get_inner_mut()) {
+                        return Ok(end);
                     }
                     guard.clear_ready();
                 }
                 _ = drain_tick.tick() => {
-                    if let Err(end) = drain(ring.get_mut(), &clock, &opts, &mut summary, &mut sink) {
-                        break end;
+                    if let Err(end) = printer.drain(self.ring.get_mut()) {
+                        return Ok(end);
                     }
                 }
+                () = log_ready => {}
                 i = next_exit => {
-                    exited[i] = true;
+                    self.exited[i] = true;
                     // With -f, the children the kernel added keep the session going.
-                    if exited.iter().all(|&e| e) && (!selection.follow || probes.traced_processes() == 0) {
-                        break End::Exited;
+                    if self.exited.iter().all(|&e| e) && (!selection.follow || probes.traced_processes() == 0) {
+                        return Ok(End::Exited);
                     }
                 }
-                _ = poll.tick(), if by_pid && selection.follow && exited.iter().all(|&e| e) => {
+                _ = poll.tick(), if by_pid && selection.follow && self.exited.iter().all(|&e| e) => {
                     if probes.traced_processes() == 0 {
-                        break End::Exited;
+                        return Ok(End::Exited);
                     }
                 }
-                _ = sigint.recv() => break End::Interrupted,
-                _ = sigterm.recv() => break End::Terminated,
+                _ = signals.int.recv() => return Ok(End::Interrupted),
+                _ = signals.term.recv() => return Ok(End::Terminated),
             }
-        };
-        // Events the kernel wrote before the end are still in the buffer.
-        let end = match end {
-            End::OutputClosed | End::OutputFailed(_) => end,
-            other => match drain(ring.get_mut(), &clock, &opts, &mut summary, &mut sink) {
-                Ok(()) => other,
-                Err(e) => e,
-            },
-        };
-        summary.lost = probes.lost_events();
-        summary.add_kernel_counts(&probes.benign_counts());
-        summary.sockets_tracked = probes.sockets_tracked();
-        let probe_report = ProbeReport::of(&probes);
-        drop(probes);
+        }
+    }
 
-        if let End::OutputFailed(e) = &end {
-            eprintln!("socktrace: {}; {}", summary.one_line(), "probes detached");
-            anyhow::bail!("writing to {} failed: {e}", sink.name);
-        }
-        if !matches!(end, End::OutputClosed) {
-            let text = if opts.json { summary.to_json(&probe_report) + "\n" } else { summary.to_text() };
-            if let Err(e) = sink.out.write_all(text.as_bytes()).and_then(|()| sink.out.flush()) {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    anyhow::bail!("writing the summary to {} failed: {e}", sink.name);
-                }
-            }
-        }
-        let reason = match end {
-            End::Exited if selection.tgids.len() == 1 => "the traced process exited",
-            End::Exited => "the traced processes exited",
-            End::Interrupted => "interrupted",
-            End::Terminated => "terminated",
-            End::OutputClosed => "output closed",
-            End::OutputFailed(_) => unreachable!(),
-        };
-        eprintln!("socktrace: {reason}; {}", summary.one_line());
-        // With a started command, its exit status is ours (as with strace).
-        match child {
-            Some(mut c) => c.wait_status(),
-            None => Ok(0),
+    /// Prints the kernel-side log records still waiting (`--debug`).
+    fn flush_logs(&mut self) {
+        if let Some(logs) = self.logs.as_mut() {
+            logs.get_mut().flush();
         }
     }
 }
 
-/// Reads every record now in the ring buffer.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    clock: &Clock,
-    opts: &SessionOptions,
-    summary: &mut Summary,
-    sink: &mut Sink,
-) -> Result<(), End> {
-    let style = TextStyle { color: sink.color, wall_clock: opts.wall_clock };
-    while let Some(item) = ring.next() {
-        let decoded = decode(&item);
-        drop(item);
-        let Ok(failure) = decoded else {
-            summary.undecodable += 1;
-            continue;
-        };
-        let diagnosis = diagnose(&failure);
-        summary.add(&failure, &diagnosis);
-        let shown = !opts.summary_only
-            && (opts.all_errors || !diagnosis.cause.is_benign())
-            && (opts.errnos.is_empty() || failure.errno.is_some_and(|e| opts.errnos.contains(&e)))
-            && (opts.causes.is_empty() || opts.causes.contains(&diagnosis.cause));
-        if !shown {
-            continue;
+/// Diagnoses and prints failures; keeps the counts for the summary.
+struct Printer {
+    clock: Clock,
+    opts: SessionOptions,
+    sink: Sink,
+    summary: Summary,
+}
+
+impl Printer {
+    /// Reads every record now in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), End> {
+        let style = TextStyle { color: self.sink.color, wall_clock: self.opts.wall_clock };
+        while let Some(item) = ring.next() {
+            let decoded = decode(&item);
+            drop(item);
+            let Ok(failure) = decoded else {
+                self.summary.undecodable += 1;
+                continue;
+            };
+            let diagnosis = diagnose(&failure);
+            self.summary.add(&failure, &diagnosis);
+            let opts = &self.opts;
+            let shown = !opts.summary_only
+                && (opts.all_errors || !diagnosis.cause.is_routine())
+                && (opts.errnos.is_empty() || failure.errno.is_some_and(|e| opts.errnos.contains(&e)))
+                && (opts.causes.is_empty() || opts.causes.contains(&diagnosis.cause));
+            if !shown {
+                continue;
+            }
+            let line = if opts.json {
+                render::json_line(&failure, &diagnosis, &self.clock)
+            } else {
+                render::text_line(&failure, &diagnosis, &self.clock, style)
+            };
+            writeln!(self.sink.out, "{line}").map_err(output_error)?;
+            self.summary.printed += 1;
         }
-        let line = if opts.json {
-            render::json_line(&failure, &diagnosis, clock)
-        } else {
-            render::text_line(&failure, &diagnosis, clock, style)
-        };
-        if let Err(e) = writeln!(sink.out, "{line}") {
-            return Err(output_error(e));
-        }
-        summary.printed += 1;
+        self.sink.out.flush().map_err(output_error)
     }
-    sink.out.flush().map_err(output_error)
 }
 
 fn output_error(e: std::io::Error) -> End {
@@ -260,8 +353,6 @@ fn describe(s: &Selection) -> String {
         parts.join(" ")
     }
 }
-
-use std::io::Write as _;
 
 fn pidfd_open(pid: u32) -> Result<OwnedFd> {
     // SAFETY: plain syscall; the returned fd is owned below.

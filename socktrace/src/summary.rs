@@ -4,6 +4,7 @@
 
 use crate::diagnose::Diagnosis;
 use crate::event::Failure;
+use crate::model::{errno, Cause, TcpState};
 use crate::render::SCHEMA_VERSION;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,8 @@ pub struct Summary {
     pub lost: u64,
     /// Socket histories left in the kernel's map at the end.
     pub sockets_tracked: u64,
+    /// Socket histories the kernel's LRU map evicted to make room (it was full).
+    pub histories_evicted: u64,
 }
 
 #[derive(Serialize)]
@@ -55,7 +58,7 @@ pub struct ProbeUsed {
 }
 
 impl ProbeReport {
-    pub fn of(probes: &crate::kernel::probes::Probes) -> Self {
+    pub fn of(probes: &crate::kernel::load::Probes) -> Self {
         let mut used: Vec<ProbeUsed> = probes
             .choices
             .iter()
@@ -80,6 +83,7 @@ struct JsonSummary<'a> {
     lost: u64,
     undecodable: u64,
     sockets_tracked: u64,
+    histories_evicted: u64,
     probe_mode: &'a str,
     probes: &'a [ProbeUsed],
     rows: Vec<JsonRow<'a>>,
@@ -99,16 +103,11 @@ impl Summary {
 
     /// Routine failures the kernel counted without sending them.
     pub fn add_kernel_counts(&mut self, counts: &[(u32, u8, u64)]) {
-        use socktrace_common::benign;
         for &(kind, state, n) in counts {
-            let (errno, cause) = match kind {
-                benign::EAGAIN => ("EAGAIN", crate::model::Cause::WouldBlock),
-                benign::EINTR => ("EINTR", crate::model::Cause::Interrupted),
-                benign::EINPROGRESS => ("EINPROGRESS", crate::model::Cause::InProgress),
-                _ => ("EALREADY", crate::model::Cause::InProgress),
-            };
-            let state = crate::model::TcpState::from_kernel(state).map(|s| s.name()).unwrap_or("-");
-            *self.by_label.entry((errno.to_string(), cause.code(), state)).or_default() += n;
+            let errno = errno::name(socktrace_common::routine::errno_of(kind));
+            let cause = Cause::of_routine(kind);
+            let state = TcpState::from_kernel(state).map(|s| s.name()).unwrap_or("-");
+            *self.by_label.entry((errno, cause.code(), state)).or_default() += n;
             self.failures += n;
         }
     }
@@ -129,10 +128,7 @@ impl Summary {
 
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        out.push_str(&format!(
-            "\n{:>8}  {:<16} {:<15} {:<12}\n",
-            "count", "errno", "cause", "state"
-        ));
+        out.push_str(&format!("\n{:>8}  {:<16} {:<15} {:<12}\n", "count", "errno", "cause", "state"));
         for ((errno, cause, state), n) in self.rows() {
             out.push_str(&format!("{n:>8}  {errno:<16} {cause:<15} {state:<12}\n"));
         }
@@ -164,12 +160,10 @@ impl Summary {
             lost: self.lost,
             undecodable: self.undecodable,
             sockets_tracked: self.sockets_tracked,
+            histories_evicted: self.histories_evicted,
             probe_mode: probes.mode,
             probes: &probes.used,
-            rows: rows
-                .iter()
-                .map(|((errno, cause, state), n)| JsonRow { errno, cause, state, count: *n })
-                .collect(),
+            rows: rows.iter().map(|((errno, cause, state), n)| JsonRow { errno, cause, state, count: *n }).collect(),
             top_peers: peers.iter().map(|(peer, n)| JsonPeer { peer, failures: *n }).collect(),
         };
         serde_json::to_string(&s).unwrap_or_default()
@@ -183,13 +177,18 @@ impl Summary {
         }
         let causes: Vec<String> = by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
         format!(
-            "{} failing call{} seen, {} printed{}{}{}",
+            "{} failing call{} seen, {} printed{}{}{}{}",
             self.failures,
             if self.failures == 1 { "" } else { "s" },
             self.printed,
             if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(", ")) },
             if self.lost > 0 { format!(", {} LOST (ring buffer full)", self.lost) } else { String::new() },
             if self.undecodable > 0 { format!(", {} undecodable records", self.undecodable) } else { String::new() },
+            if self.histories_evicted > 0 {
+                format!(", {} socket histories evicted (history map full)", self.histories_evicted)
+            } else {
+                String::new()
+            },
         )
     }
 }

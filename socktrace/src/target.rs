@@ -1,7 +1,7 @@
-//! `socktrace -- COMMAND`: start a command held before its exec, attach, then let it run, so it
-//! is traced from its first call. Under sudo it runs as the invoking user, as strace -u would.
+//! The started command of `socktrace -- COMMAND`: forked and held before its exec until every
+//! probe is attached, so it is traced from its first call. Under sudo it runs as the invoking
+//! user, as strace -u would.
 
-use crate::cli::{OutputArgs, SelectArgs};
 use anyhow::{bail, Context as _, Result};
 use std::ffi::CString;
 use std::io::Write as _;
@@ -28,16 +28,17 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Child {
-    /// Forks; the child waits for `release`, drops to the invoking user, and execs `argv`.
-    /// (std's Command cannot do this: its spawn() waits for the exec to happen.)
-    pub fn spawn(argv: &[String]) -> Result<Child> {
+    /// Forks; the child waits for `release`, drops to the invoking user (unless
+    /// `keep_privileges`), and execs `argv`. (std's Command cannot do this: its spawn() waits
+    /// for the exec to happen.)
+    pub fn spawn(argv: &[String], keep_privileges: bool) -> Result<Child> {
         let cargs: Vec<CString> = argv
             .iter()
             .map(|a| CString::new(a.as_bytes()).with_context(|| format!("argument {a:?} contains a NUL byte")))
             .collect::<Result<_>>()?;
         let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
         ptrs.push(std::ptr::null());
-        let user = invoking_user();
+        let user = if keep_privileges { None } else { invoking_user() };
         let (wait_end, go_end) = pipe()?;
         let (err_read, err_write) = pipe()?;
         // SAFETY: after fork the child only makes async-signal-safe calls (read, write,
@@ -57,7 +58,10 @@ impl Child {
                     libc::_exit(127);
                 }
                 if let Some((uid, gid, groups)) = &user {
-                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(*gid) != 0 || libc::setuid(*uid) != 0 {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setgid(*gid) != 0
+                        || libc::setuid(*uid) != 0
+                    {
                         let e = *libc::__errno_location();
                         libc::write(err_write.as_raw_fd(), (&e as *const i32).cast(), 4);
                         libc::_exit(127);
@@ -114,7 +118,7 @@ impl Child {
     }
 
     /// Gives up before release: the held exec sees EOF and the command never runs.
-    fn abandon(&mut self) {
+    pub fn abandon(&mut self) {
         self.go = None;
         let _ = self.wait_status();
     }
@@ -146,21 +150,4 @@ fn invoking_user() -> Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)> {
         }
     }
     Some((uid, gid, groups))
-}
-
-pub fn run_command(argv: &[String], also: Vec<u32>, select: SelectArgs, output: OutputArgs) -> Result<i32> {
-    crate::cli::require_privileges()?;
-    let mut child = Child::spawn(argv)?;
-    let mut tgids = vec![child.pid()];
-    tgids.extend(also);
-    let selection = match crate::cli::selection(tgids, &select) {
-        Ok(s) => s,
-        Err(e) => {
-            child.abandon();
-            return Err(e);
-        }
-    };
-    // If attaching fails, the Child is dropped before release: its held exec sees EOF and
-    // the command exits without running untraced.
-    crate::cli::trace(selection, output, Some(child))
 }

@@ -134,8 +134,8 @@ impl Scenario {
     /// `finish`, for scenarios that run longer than RUN_TIMEOUT by design (the soak).
     pub fn finish_within(mut self, limit: Duration) -> Result<Vec<Value>> {
         let c = self.child.0.as_mut().unwrap();
-        let status = wait_timeout(c, limit)?
-            .ok_or_else(|| anyhow!("scenario {:?} still running after {limit:?}", self.args))?;
+        let status =
+            wait_timeout(c, limit)?.ok_or_else(|| anyhow!("scenario {:?} still running after {limit:?}", self.args))?;
         self.child.0 = None;
         let mut rest = String::new();
         self.out.read_to_string(&mut rest)?;
@@ -201,7 +201,12 @@ impl Tracer {
             let _ = stdout.read_to_string(&mut s);
             s
         });
-        let mut t = Tracer { child: KillOnDrop(Some(child)), stderr_lines, stdout_reader: Some(stdout_reader), stderr: String::new() };
+        let mut t = Tracer {
+            child: KillOnDrop(Some(child)),
+            stderr_lines,
+            stdout_reader: Some(stdout_reader),
+            stderr: String::new(),
+        };
         let limit = attach_timeout();
         let deadline = Instant::now() + limit;
         loop {

@@ -74,7 +74,8 @@ fn connect_refused_nonblocking_through_so_error() {
 /// handled while the *peer* is on the CPU; socktrace must still join it to our socket.
 #[test]
 fn reset_by_peer_for_every_call() {
-    for call in ["read", "readv", "recvfrom", "recvmsg", "recvmmsg", "write", "writev", "sendto", "sendmsg", "sendmmsg"] {
+    for call in ["read", "readv", "recvfrom", "recvmsg", "recvmmsg", "write", "writev", "sendto", "sendmsg", "sendmmsg"]
+    {
         let r = run(&["reset", call, "v4"], &[]);
         let step = r.client_step(call);
         assert_eq!(step["errno"], 104, "{call}: the program's own errno");
@@ -85,8 +86,12 @@ fn reset_by_peer_for_every_call() {
         // Loopback delivers the RST in the sending peer's softirq, unless the kernel deferred
         // it to ksoftirqd (seen on a busy emulated CPU): never in ours.
         let cause_pid = ev["cause_pid"].as_u64().unwrap();
-        let in_ksoftirqd = std::fs::read_to_string(format!("/proc/{cause_pid}/comm")).is_ok_and(|c| c.starts_with("ksoftirqd"));
-        assert!(ev["cause_pid"] == step["peer_pid"] || in_ksoftirqd, "{call}: the RST ran in the peer's context (or ksoftirqd): {ev}");
+        let in_ksoftirqd =
+            std::fs::read_to_string(format!("/proc/{cause_pid}/comm")).is_ok_and(|c| c.starts_with("ksoftirqd"));
+        assert!(
+            ev["cause_pid"] == step["peer_pid"] || in_ksoftirqd,
+            "{call}: the RST ran in the peer's context (or ksoftirqd): {ev}"
+        );
         assert_ne!(ev["cause_pid"], json!(r.client_pid));
         assert_eq!(ev["sport"], step["sport"]);
         assert_eq!(ev["dport"], step["dport"]);
@@ -244,7 +249,14 @@ fn interrupted_read_is_eintr() {
 #[test]
 fn only_sockets_are_reported_and_non_tcp_only_on_request() {
     let r = run(&["not-sockets"], &["--all-errors"]);
-    for (step, errno) in [("pipe_read", 11), ("pipe_write", 32), ("eventfd_read", 11), ("file_read", 9), ("unix_write", 32), ("udp_read", 111)] {
+    for (step, errno) in [
+        ("pipe_read", 11),
+        ("pipe_write", 32),
+        ("eventfd_read", 11),
+        ("file_read", 9),
+        ("unix_write", 32),
+        ("udp_read", 111),
+    ] {
         assert_eq!(r.client_step(step)["errno"], errno, "{step}");
     }
     assert!(r.events.is_empty(), "pipes, files, eventfds, unix and UDP sockets are silent by default: {:#?}", r.events);

@@ -43,9 +43,11 @@ fn json_output_matches_the_documented_schema_and_summary_counts_match() {
     let rows_total: u64 = summary["rows"].as_array().unwrap().iter().map(|row| row["count"].as_u64().unwrap()).sum();
     assert_eq!(rows_total, r.events.len() as u64);
     for ev in &r.events {
-        let row = summary["rows"].as_array().unwrap().iter().find(|row| {
-            row["errno"] == ev["errno"] && row["cause"] == ev["cause"] && row["state"] == ev["state"]
-        });
+        let row = summary["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["errno"] == ev["errno"] && row["cause"] == ev["cause"] && row["state"] == ev["state"]);
         assert!(row.is_some(), "no summary row for {ev}");
     }
     let peer = format!("127.0.0.1:{}", r.client_step("recvmsg")["dport"]);
@@ -56,7 +58,7 @@ fn json_output_matches_the_documented_schema_and_summary_counts_match() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = socktrace_tests::parse_json_lines(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let causes: Vec<&str> = lines.iter().filter_map(|l| l["cause"].as_str()).collect();
-    for want in ["rst_received", "would_block", "in_progress"] {
+    for want in ["rst_received", "would_block", "in_progress", "icmp_error", "no_route", "timeout"] {
         assert!(causes.contains(&want), "demo shows {want}: {causes:?}");
     }
     for l in &lines {
@@ -140,7 +142,11 @@ fn command_is_traced_from_its_first_call_as_the_invoking_user_and_its_status_ret
     assert_eq!(ev["pid"], client["pid"]);
 
     // The command's exit status is socktrace's.
-    let out = Command::new(socktrace_bin()).args(["--", SCENARIO, "exit", "7"]).env("SCENARIO_NO_WAIT", "1").output().unwrap();
+    let out = Command::new(socktrace_bin())
+        .args(["--", SCENARIO, "exit", "7"])
+        .env("SCENARIO_NO_WAIT", "1")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A command that cannot start is a clear error.
@@ -204,7 +210,8 @@ fn select_by_cgroup_in_the_kernel() {
         .lines()
         .find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next() == Some("cgroup2")).then(|| left.split_whitespace().nth(4).unwrap().to_string())
+            (right.split_whitespace().next() == Some("cgroup2"))
+                .then(|| left.split_whitespace().nth(4).unwrap().to_string())
         })
         .expect("a cgroup v2 hierarchy is mounted");
     let dir = format!("{root}/socktrace-test-{}", std::process::id());
@@ -363,7 +370,17 @@ fn check_reports_this_kernel() {
     let out = socktrace(&["check"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    for want in ["BTF", "BPF ring buffer", "inet_sock_set_state", "tcp_receive_reset", "syscalls:sys_exit_*", "kprobes", "probe mode", "programs load (verifier)", "socktrace can run here"] {
+    for want in [
+        "BTF",
+        "BPF ring buffer",
+        "inet_sock_set_state",
+        "tcp_receive_reset",
+        "syscalls:sys_exit_*",
+        "kprobes",
+        "probe mode",
+        "programs load (verifier)",
+        "socktrace can run here",
+    ] {
         assert!(text.contains(want), "check mentions {want}: {text}");
     }
     // Without privileges it cannot run, and says so with exit status 1.
@@ -397,5 +414,91 @@ fn help_has_examples() {
     let out = socktrace(&["--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(text.contains("Examples:") && text.contains("sudo socktrace -p 1234") && text.contains("Exit status"), "{text}");
+    assert!(
+        text.contains("Examples:") && text.contains("sudo socktrace -p 1234") && text.contains("Exit status"),
+        "{text}"
+    );
+}
+
+/// The demo makes every failure of the catalogue this machine can make, each labelled, in
+/// under 10 seconds; each case runs in a thread named after it.
+#[test]
+fn demo_shows_the_whole_catalogue_quickly() {
+    let started = std::time::Instant::now();
+    let out = socktrace(&["demo", "--json"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(10), "the demo took {took:?}");
+    let lines = socktrace_tests::parse_json_lines(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let label = |comm: &str, errno: &str| -> (String, String) {
+        let ev = lines
+            .iter()
+            .find(|l| l["comm"] == comm && l["errno"] == errno)
+            .unwrap_or_else(|| panic!("no {errno} from {comm} in the demo: {lines:#?}"));
+        (ev["cause"].as_str().unwrap().to_string(), ev["state"].as_str().unwrap_or("-").to_string())
+    };
+    let want = [
+        ("refused", "ECONNREFUSED", "rst_received", "SYN_SENT"),
+        ("refused-async", "ECONNREFUSED", "rst_received", "SYN_SENT"),
+        ("refused-async", "EINPROGRESS", "in_progress", "CLOSE"),
+        ("peer-reset", "ECONNRESET", "rst_received", "ESTABLISHED"),
+        ("peer-reset", "EPIPE", "rst_received", "ESTABLISHED"),
+        ("peer-exited", "EPIPE", "rst_received", "CLOSE_WAIT"),
+        ("shut-wr", "EPIPE", "local_shutdown", "FIN_WAIT1"),
+        ("reset-queued", "ECONNRESET", "rst_received", "ESTABLISHED"),
+        ("would-block", "EAGAIN", "would_block", "ESTABLISHED"),
+        ("interrupted", "EINTR", "interrupted", "ESTABLISHED"),
+        ("ss-kill", "ECONNABORTED", "aborted", "ESTABLISHED"),
+        ("icmp-port", "ECONNREFUSED", "icmp_error", "SYN_SENT"),
+        ("icmp-host", "EHOSTUNREACH", "icmp_error", "SYN_SENT"),
+        ("syn-timeout", "ETIMEDOUT", "timeout", "SYN_SENT"),
+        ("data-timeout", "ETIMEDOUT", "timeout", "ESTABLISHED"),
+        ("no-route", "EHOSTUNREACH", "no_route", "-"),
+        ("no-route", "ENETUNREACH", "no_route", "-"),
+    ];
+    for (comm, errno, cause, state) in want {
+        assert_eq!(label(comm, errno), (cause.to_string(), state.to_string()), "{comm} {errno}");
+    }
+    let eof = lines.iter().find(|l| l["comm"] == "peer-fin").expect("the end of file");
+    assert_eq!((eof["ret"].as_i64(), eof["cause"].as_str()), (Some(0), Some("peer_fin")));
+}
+
+/// Network namespaces the demo made, counted by the kernel's own listing of namespaces in use.
+fn net_namespaces() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(tasks) = std::fs::read_dir(proc.path().join("task")) else { continue };
+        for task in tasks.flatten() {
+            if let Ok(link) = std::fs::read_link(task.path().join("ns/net")) {
+                out.insert(link.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Interrupted in the middle (socktrace stopped, the client killed), the demo leaves no
+/// process and no network namespace behind.
+#[test]
+fn demo_killed_midway_leaves_nothing_behind() {
+    require_root();
+    let before = net_namespaces();
+    let t = Tracer::start(&["demo"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = std::fs::read_to_string(format!("/proc/{}/task/{}/children", t.pid(), t.pid())).unwrap_or_default();
+    let client: i32 = client.split_whitespace().next().expect("the demo client runs").parse().unwrap();
+    // SAFETY: signalling a process we started.
+    unsafe { libc::kill(client, libc::SIGKILL) };
+    t.signal(libc::SIGINT);
+    let out = t.wait(END).unwrap();
+    assert!(out.status.success() || out.status.code() == Some(137), "{out:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = net_namespaces().difference(&before).cloned().collect();
+        if left.is_empty() && !std::path::Path::new(&format!("/proc/{client}")).exists() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "left behind: namespaces {left:?}, client alive");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

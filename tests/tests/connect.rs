@@ -52,17 +52,11 @@ fn refused_connect_is_labelled_and_successful_connect_is_silent() {
 #[test]
 fn missing_pid_is_a_clear_error() {
     socktrace_tests::require_root();
-    let out = std::process::Command::new(socktrace_tests::socktrace_bin())
-        .args(["-p", "999999999"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(socktrace_tests::socktrace_bin()).args(["-p", "999999999"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid PID 999999999") || err.contains("no such process"), "{err}");
-    let out = std::process::Command::new(socktrace_tests::socktrace_bin())
-        .args(["-p", "4194000"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(socktrace_tests::socktrace_bin()).args(["-p", "4194000"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no such process: PID 4194000"), "{err}");
 }

@@ -11,7 +11,8 @@ const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 const END: Duration = Duration::from_secs(20);
 
 /// Names of socktrace's programs and maps as the kernel lists them (truncated to 15 bytes).
-const OUR_PROGRAMS: [&str; 5] = ["sys_exit_other", "sys_exit_receiv", "inet_sock_set_s", "tcp_receive_res", "tcp_destroy_soc"];
+const OUR_PROGRAMS: [&str; 5] =
+    ["sys_exit_other", "sys_exit_receiv", "inet_sock_set_s", "tcp_receive_res", "tcp_destroy_soc"];
 const OUR_MAPS: [&str; 4] = ["TRACED_TGIDS", "SOCKETS", "EVENTS", "LAST_TRANSITION"];
 
 /// socktrace's programs and maps still loaded in the kernel (the kernel's own listing).
@@ -106,12 +107,8 @@ fn stdout_closed_early_ends_quietly() {
     // `socktrace ... | head -1`: the reader goes away after one line.
     let mut s = Scenario::start(SCENARIO, &["refused-many", "50"]).unwrap();
     let pid = s.pid.to_string();
-    let mut child = Command::new(socktrace_bin())
-        .args(["-p", &pid])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(socktrace_bin()).args(["-p", &pid]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut err_lines = BufReader::new(stderr).lines();
     loop {
@@ -239,4 +236,47 @@ fn runs_with_only_the_documented_capabilities() {
     let lines = socktrace_tests::parse_json_lines(&stdout).unwrap();
     assert_eq!(lines[0]["cause"], "rst_received", "{stdout}");
     assert_eq!(lines[0]["state"], "SYN_SENT");
+}
+
+/// A tracer that cannot keep up (here: stopped) loses events, but never silently: every
+/// failure is either printed or counted as lost, and with `--debug` the kernel says so.
+#[test]
+fn ring_buffer_overflow_is_counted_and_logged_with_debug() {
+    require_root();
+    // 4 MiB of ring buffer holds about 10,900 events: 40,000 failures overflow it.
+    let mut scenario = Scenario::start(SCENARIO, &["overflow", "40000"]).unwrap();
+    let pid = scenario.pid.to_string();
+    let t = Tracer::start(&["-p", &pid, "--json", "--summary", "--debug"]).unwrap();
+    t.signal(libc::SIGSTOP);
+    scenario.go().unwrap();
+    let client = scenario.finish().unwrap();
+    t.signal(libc::SIGCONT);
+    let out = t.wait(END).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let (_, summary) = out.json().unwrap();
+    let summary = summary.expect("a summary");
+    let failures = client[0]["failures"].as_u64().unwrap();
+    assert_eq!(failures, 40000, "every send failed: {client:?}");
+    let (seen, lost) = (summary["failures"].as_u64().unwrap(), summary["lost"].as_u64().unwrap());
+    assert!(lost > 0, "the stopped tracer lost events: {summary}");
+    assert_eq!(seen + lost, failures, "every failure is seen or counted lost: {summary}");
+    assert!(out.stderr.contains("LOST (ring buffer full)"), "{}", out.stderr);
+    assert!(out.stderr.contains("ring buffer full: a failure of pid"), "the kernel-side log says why: {}", out.stderr);
+}
+
+/// Without `--debug` the kernel-side log statements are dead code: nothing is logged.
+#[test]
+fn kernel_log_is_silent_without_debug() {
+    require_root();
+    let mut scenario = Scenario::start(SCENARIO, &["overflow", "40000"]).unwrap();
+    let pid = scenario.pid.to_string();
+    let t = Tracer::start(&["-p", &pid, "--json", "--summary"]).unwrap();
+    t.signal(libc::SIGSTOP);
+    scenario.go().unwrap();
+    scenario.finish().unwrap();
+    t.signal(libc::SIGCONT);
+    let out = t.wait(END).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("LOST (ring buffer full)"), "{}", out.stderr);
+    assert!(!out.stderr.contains("ring buffer full: a failure of pid"), "{}", out.stderr);
 }

@@ -39,12 +39,8 @@ fn every_mode_this_kernel_has_gives_the_same_labels() {
     if kprobes_here() {
         modes.push("kprobe");
     }
-    let scenarios: [&[&str]; 4] = [
-        &["connect", "127.0.0.1:closed"],
-        &["reset", "read", "v4"],
-        &["reset", "write", "v6"],
-        &["premature-exit"],
-    ];
+    let scenarios: [&[&str]; 4] =
+        [&["connect", "127.0.0.1:closed"], &["reset", "read", "v4"], &["reset", "write", "v6"], &["premature-exit"]];
     for args in scenarios {
         let mut seen: Vec<(&str, Vec<_>)> = Vec::new();
         for mode in &modes {
@@ -52,7 +48,13 @@ fn every_mode_this_kernel_has_gives_the_same_labels() {
             let run = trace_scenario(SCENARIO, args, &[&flag]).unwrap();
             assert!(!run.events.is_empty(), "{args:?} in {mode}: no failure seen; stderr: {}", run.stderr);
             let used = probes_in_summary(&run);
-            let kind = if *mode == "tp_btf" { "tp_btf/" } else if *mode == "kprobe" { "kprobe/" } else { "tracepoint/" };
+            let kind = if *mode == "tp_btf" {
+                "tp_btf/"
+            } else if *mode == "kprobe" {
+                "kprobe/"
+            } else {
+                "tracepoint/"
+            };
             assert!(used.iter().any(|p| p.starts_with(kind)), "{mode} used {used:?}");
             seen.push((mode, labels(&run)));
         }
@@ -91,10 +93,17 @@ fn auto_falls_back_per_event_and_says_which_and_why() {
         "{stderr}"
     );
     assert!(stderr.contains("probe fallback: error report: using raw_tracepoint/inet_sk_error_report"), "{stderr}");
-    assert!(stderr.contains("probe mode auto: tp_btf/inet_sock_set_state, tracepoint/tcp:tcp_receive_reset"), "{stderr}");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        stderr.contains("probe mode auto: tp_btf/inet_sock_set_state, tracepoint/tcp:tcp_receive_reset"),
+        "{stderr}"
+    );
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let failure = lines.iter().find(|v| v["type"] == "failure").expect("the refused connect is reported");
-    assert_eq!((failure["errno"].as_str(), failure["state"].as_str(), failure["cause"].as_str()), (Some("ECONNREFUSED"), Some("SYN_SENT"), Some("rst_received")));
+    assert_eq!(
+        (failure["errno"].as_str(), failure["state"].as_str(), failure["cause"].as_str()),
+        (Some("ECONNREFUSED"), Some("SYN_SENT"), Some("rst_received"))
+    );
     let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
     assert_eq!(summary["probe_mode"], "auto");
     let reset = summary["probes"].as_array().unwrap().iter().find(|p| p["event"] == "RST received").unwrap();
@@ -132,7 +141,10 @@ fn forced_kprobe_mode_names_the_missing_kernel_feature() {
     } else {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
-        assert!(stderr.contains("probe mode kprobe cannot run here: this kernel has no kprobes (CONFIG_KPROBES is off"), "{stderr}");
+        assert!(
+            stderr.contains("probe mode kprobe cannot run here: this kernel has no kprobes (CONFIG_KPROBES is off"),
+            "{stderr}"
+        );
         assert!(stderr.contains("--probe-mode auto"), "{stderr}");
         assert!(!stderr.contains("ready"), "the command must not run: {stderr}");
         assert_eq!(check.status.code(), Some(1), "{check_text}");
@@ -143,5 +155,10 @@ fn forced_kprobe_mode_names_the_missing_kernel_feature() {
     let auto = Command::new(socktrace_bin()).args(["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&auto.stdout);
     assert_eq!(auto.status.code(), Some(0), "{text}");
-    assert!(text.contains("probe mode auto:") && text.contains("state change") && text.contains("tp_btf/inet_sock_set_state"), "{text}");
+    assert!(
+        text.contains("probe mode auto:")
+            && text.contains("state change")
+            && text.contains("tp_btf/inet_sock_set_state"),
+        "{text}"
+    );
 }

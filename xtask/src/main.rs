@@ -23,7 +23,7 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// The whole suite: unit tests of every crate, the end-to-end tests on this kernel (root +
+    /// The whole suite: rustfmt and clippy (every crate, the eBPF one too), unit tests of every crate, the end-to-end tests on this kernel (root +
     /// BPF; the scenario suite once more in tracepoint mode), then the scenario suite in QEMU
     /// VMs on Debian's 6.1 and 6.12 kernels in each probe mode of vm::VM_MODES.
     Test {
@@ -176,12 +176,23 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
         bail!("the end-to-end tests load BPF programs: run `./x test` as root (e.g. with sudo)");
     }
     let started = Instant::now();
+    lint()?;
     build(false)?;
     // Unit tests run in parallel; the end-to-end tests attach real probes and make real
     // sockets fail, one at a time so their timings cannot disturb each other.
     let mut totals = Totals::default();
     let mut unit = cargo();
-    unit.args(["test", "--package", "socktrace", "--package", "socktrace-common", "--package", "xtask", "--", "--test-threads=2"]);
+    unit.args([
+        "test",
+        "--package",
+        "socktrace",
+        "--package",
+        "socktrace-common",
+        "--package",
+        "xtask",
+        "--",
+        "--test-threads=2",
+    ]);
     unit.args(args);
     let unit_ok = run_counting(&mut unit, &mut totals)?;
     // Every end-to-end test in the default probe mode (auto: tp_btf here)...
@@ -193,7 +204,17 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     // tracepoint records.
     let mut tracepoint = cargo();
     tracepoint
-        .args(["test", "--package", "socktrace-tests", "--test", "catalogue", "--test", "connect", "--", "--test-threads=1"])
+        .args([
+            "test",
+            "--package",
+            "socktrace-tests",
+            "--test",
+            "catalogue",
+            "--test",
+            "connect",
+            "--",
+            "--test-threads=1",
+        ])
         .args(args)
         .env("SOCKTRACE_TEST_PROBE_MODE", "tracepoint");
     eprintln!("xtask: the scenario suite in probe mode tracepoint");
@@ -233,6 +254,34 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     Ok(())
 }
 
+/// Formatting and lints, the eBPF crate included: `cargo fmt --check`, then clippy with every
+/// warning an error. The eBPF crate is linted for the host (as aya's own CI does): the same
+/// code, with aya-ebpf's host stubs, and no eBPF toolchain needed for the check.
+fn lint() -> Result<()> {
+    let started = Instant::now();
+    run(cargo().args(["fmt", "--all", "--check"]))
+        .context("the tree is not formatted: run `cargo fmt --all` (rustfmt.toml has the style)")?;
+    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    let host = host_triple()?;
+    run(cargo()
+        .args(["clippy", "--package", "socktrace-ebpf", "--target", &host, "--", "-D", "warnings"])
+        // Its own target directory: the panic strategy differs from the host build's.
+        .env("CARGO_TARGET_DIR", "target/clippy-ebpf")
+        .env("RUSTFLAGS", "-C panic=abort"))?;
+    eprintln!("xtask: fmt and clippy took {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The host's target triple (named so RUSTFLAGS reach only the linted crate, never the
+/// build scripts and proc macros).
+fn host_triple() -> Result<String> {
+    let out = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into())).arg("-vV").output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV printed no host line")
+}
+
 #[derive(Default)]
 struct Totals {
     passed: u64,
@@ -242,10 +291,7 @@ struct Totals {
 /// Runs a `cargo test`, echoing its output and adding up its `test result:` lines.
 fn run_counting(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
     use std::io::BufRead as _;
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}"))?;
     let stdout = child.stdout.take().context("stdout")?;
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line?;
@@ -253,7 +299,9 @@ fn run_counting(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| -> u64 {
                 rest.split(';')
-                    .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+                    .find_map(|part| {
+                        part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word)
+                    })
                     .and_then(|n| n.trim().parse().ok())
                     .unwrap_or(0)
             };

@@ -119,7 +119,10 @@ pub struct VmOutcome {
 /// other. An `Err` means the matrix could not be run at all (build, download); a VM whose
 /// tests fail or hang is an outcome with `ok == false`.
 pub fn run_matrix(root: &Path, opts: &MatrixOptions) -> Result<Vec<VmOutcome>> {
-    ensure!(std::env::consts::ARCH == "x86_64", "vm-test boots Debian's amd64 kernels with this host's tools: it needs an x86_64 host");
+    ensure!(
+        std::env::consts::ARCH == "x86_64",
+        "vm-test boots Debian's amd64 kernels with this host's tools: it needs an x86_64 host"
+    );
     ensure!(!opts.kernels.is_empty() && !opts.modes.is_empty(), "no kernel or no mode to run");
     for mode in &opts.modes {
         // It names files and goes into the guest's shell script.
@@ -130,11 +133,7 @@ pub fn run_matrix(root: &Path, opts: &MatrixOptions) -> Result<Vec<VmOutcome>> {
     }
     let vm_dir = root.join("target/vm");
     let binaries = build_static_binaries(root, &vm_dir.join("build"), opts.release)?;
-    let kernels = opts
-        .kernels
-        .iter()
-        .map(|series| prepare_kernel(&vm_dir, series))
-        .collect::<Result<Vec<_>>>()?;
+    let kernels = opts.kernels.iter().map(|series| prepare_kernel(&vm_dir, series)).collect::<Result<Vec<_>>>()?;
     let logs = vm_dir.join("logs");
     fs::create_dir_all(&logs)?;
     let mut outcomes = Vec::new();
@@ -181,7 +180,10 @@ pub fn vm_test(root: &Path, opts: &MatrixOptions) -> Result<()> {
 }
 
 pub fn report_table(outcomes: &[VmOutcome]) -> String {
-    let mut s = format!("{:<8} {:<32} {:<12} {:>6} {:>6} {:>8}  result\n", "kernel", "release", "mode", "passed", "failed", "time");
+    let mut s = format!(
+        "{:<8} {:<32} {:<12} {:>6} {:>6} {:>8}  result\n",
+        "kernel", "release", "mode", "passed", "failed", "time"
+    );
     for o in outcomes {
         s.push_str(&format!(
             "{:<8} {:<32} {:<12} {:>6} {:>6} {:>7.0}s  {}\n",
@@ -214,11 +216,13 @@ struct SuiteBinaries {
 
 fn build_static_binaries(root: &Path, target_dir: &Path, release: bool) -> Result<SuiteBinaries> {
     let started = Instant::now();
-    let mut socktrace_build = static_cargo(root, target_dir, release, &["build", "--package", "socktrace", "--bin", "socktrace"]);
+    let mut socktrace_build =
+        static_cargo(root, target_dir, release, &["build", "--package", "socktrace", "--bin", "socktrace"]);
     let artifacts = cargo_artifacts(&mut socktrace_build)?;
     let socktrace = find_artifact(&artifacts, "socktrace", false)?;
 
-    let mut tests_build = static_cargo(root, target_dir, release, &["test", "--no-run", "--package", "socktrace-tests"]);
+    let mut tests_build =
+        static_cargo(root, target_dir, release, &["test", "--no-run", "--package", "socktrace-tests"]);
     for t in SUITE_TESTS {
         tests_build.args(["--test", t]);
     }
@@ -370,7 +374,11 @@ fn prepare_kernel(vm_dir: &Path, series: &str) -> Result<GuestKernel> {
                 fs::copy(modules.join(rel), &dest)?;
             }
             Some(tool) => {
-                let out = Command::new(tool).arg("-dc").arg(modules.join(rel)).output().with_context(|| format!("running {tool}"))?;
+                let out = Command::new(tool)
+                    .arg("-dc")
+                    .arg(modules.join(rel))
+                    .output()
+                    .with_context(|| format!("running {tool}"))?;
                 ensure!(out.status.success(), "{tool} -dc {rel} failed: {}", String::from_utf8_lossy(&out.stderr));
                 fs::write(&dest, out.stdout)?;
             }
@@ -433,7 +441,11 @@ fn kernel_deb(cache: &Path, series: &str) -> Result<PathBuf> {
     fs::create_dir_all(&partial)?;
     eprintln!("xtask: downloading {package}");
     // Root's apt would otherwise try to drop to the _apt user, who cannot write here.
-    crate::run(Command::new("apt-get").args(["download", "-q", "-o", "APT::Sandbox::User=root", &package]).current_dir(&partial))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root", &package])
+            .current_dir(&partial),
+    )?;
     for entry in fs::read_dir(&partial)? {
         let path = entry?.path();
         fs::rename(&path, cache.join(path.file_name().unwrap()))?;
@@ -448,11 +460,7 @@ fn apt_packages(prefix: &str, suffix: &str) -> Result<Vec<String>> {
         .args(["pkgnames", prefix])
         .output()
         .context("running apt-cache (vm-test downloads Debian's kernels with apt)")?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|n| n.ends_with(suffix))
-        .map(str::to_string)
-        .collect())
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|n| n.ends_with(suffix)).map(str::to_string).collect())
 }
 
 /// The newest of `names` of the form PREFIX<version>SUFFIX, comparing the numbers in
@@ -524,7 +532,13 @@ fn single_dir_entry(dir: &Path) -> Result<String> {
 /// Assembles the guest's root in `run_dir/root` and packs it into `run_dir/initramfs.cpio`
 /// (uncompressed: QEMU loads it as fast either way, and the emulated kernel would spend
 /// seconds inflating it).
-fn build_initramfs(run_dir: &Path, kernel: &GuestKernel, binaries: &SuiteBinaries, mode: &str, test_args: &[String]) -> Result<PathBuf> {
+fn build_initramfs(
+    run_dir: &Path,
+    kernel: &GuestKernel,
+    binaries: &SuiteBinaries,
+    mode: &str,
+    test_args: &[String],
+) -> Result<PathBuf> {
     let root = run_dir.join("root");
     let _ = fs::remove_dir_all(&root);
     for dir in ["proc", "sys", "dev", "tmp", "run", "root", "etc", "bin", "usr/bin", "var", "opt/socktrace"] {
@@ -570,7 +584,10 @@ fn build_initramfs(run_dir: &Path, kernel: &GuestKernel, binaries: &SuiteBinarie
     copy_tree(&kernel.modules_root, &root)?;
 
     // `setpriv --reuid=65534` needs no name, but tools print nicer with these.
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")?;
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     let tests: Vec<&str> = binaries.tests.iter().map(|(n, _)| n.as_str()).collect();
     let env = format!(
@@ -718,7 +735,14 @@ impl Console {
 
 /// Boots `kernel` with `initramfs` in QEMU, echoing the console live (prefixed with `label`)
 /// and saving it to `log` (after what it holds, when `append`); kills QEMU after `limit`.
-fn boot(label: &str, kernel: &GuestKernel, initramfs: &Path, limit: Duration, log: &Path, append: bool) -> Result<Console> {
+fn boot(
+    label: &str,
+    kernel: &GuestKernel,
+    initramfs: &Path,
+    limit: Duration,
+    log: &Path,
+    append: bool,
+) -> Result<Console> {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "2048"])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
@@ -732,7 +756,12 @@ fn boot(label: &str, kernel: &GuestKernel, initramfs: &Path, limit: Duration, lo
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    eprintln!("xtask: [{label}] booting {} ({}), time limit {}s", kernel.release, kernel.vmlinuz.display(), limit.as_secs());
+    eprintln!(
+        "xtask: [{label}] booting {} ({}), time limit {}s",
+        kernel.release,
+        kernel.vmlinuz.display(),
+        limit.as_secs()
+    );
     let started = Instant::now();
     let mut child = qemu.spawn().context("starting qemu-system-x86_64 (./x setup installs qemu-system-x86)")?;
     let (tx, rx) = mpsc::channel::<String>();
@@ -909,17 +938,25 @@ mod tests {
         .map(String::from)
         .to_vec();
         let suffix = "-cloud-amd64-unsigned";
-        assert_eq!(newest_package(&names, "linux-image-6.1.", suffix).as_deref(), Some("linux-image-6.1.0-56-cloud-amd64-unsigned"));
-        let names: Vec<String> = ["linux-image-6.12.99+deb12-cloud-amd64-unsigned", "linux-image-6.12.117+deb12-cloud-amd64-unsigned"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(newest_package(&names, "linux-image-6.12.", suffix).as_deref(), Some("linux-image-6.12.117+deb12-cloud-amd64-unsigned"));
+        assert_eq!(
+            newest_package(&names, "linux-image-6.1.", suffix).as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64-unsigned")
+        );
+        let names: Vec<String> =
+            ["linux-image-6.12.99+deb12-cloud-amd64-unsigned", "linux-image-6.12.117+deb12-cloud-amd64-unsigned"]
+                .map(String::from)
+                .to_vec();
+        assert_eq!(
+            newest_package(&names, "linux-image-6.12.", suffix).as_deref(),
+            Some("linux-image-6.12.117+deb12-cloud-amd64-unsigned")
+        );
         assert_eq!(newest_package(&names, "linux-image-6.1.", suffix), None);
     }
 
     #[test]
     fn module_closure_follows_modules_dep() {
-        let dep = "kernel/net/netfilter/nf_tables.ko.xz: kernel/net/netfilter/nfnetlink.ko.xz kernel/lib/libcrc32c.ko.xz\n\
+        let dep =
+            "kernel/net/netfilter/nf_tables.ko.xz: kernel/net/netfilter/nfnetlink.ko.xz kernel/lib/libcrc32c.ko.xz\n\
                    kernel/net/netfilter/nfnetlink.ko.xz:\n\
                    kernel/lib/libcrc32c.ko.xz:\n\
                    kernel/drivers/net/veth.ko.xz:\n\
@@ -948,7 +985,8 @@ mod tests {
                     \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
         assert_eq!(
             parse_ldd(text).unwrap(),
-            ["/lib/x86_64-linux-gnu/libmnl.so.0", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"].map(PathBuf::from)
+            ["/lib/x86_64-linux-gnu/libmnl.so.0", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+                .map(PathBuf::from)
         );
         assert!(parse_ldd("\tlibfoo.so.1 => not found\n").is_err());
     }
@@ -956,7 +994,9 @@ mod tests {
     #[test]
     fn result_markers_survive_kernel_noise() {
         assert_eq!(
-            parse_result_marker("[   12.3] random: crng SOCKTRACE-VM-RESULT test=catalogue exit=101 passed=17 failed=2"),
+            parse_result_marker(
+                "[   12.3] random: crng SOCKTRACE-VM-RESULT test=catalogue exit=101 passed=17 failed=2"
+            ),
             Some(BinaryResult { test: "catalogue".into(), exit: Some(101), passed: 17, failed: 2 })
         );
         assert_eq!(parse_result_marker("SOCKTRACE-VM-RESULT test=connect exit= passed=0 failed=0").unwrap().exit, None);
@@ -965,7 +1005,10 @@ mod tests {
 
     #[test]
     fn terminal_escapes_are_dropped() {
-        assert_eq!(strip_terminal_escapes("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)"), "SeaBIOS (version 1.16)");
+        assert_eq!(
+            strip_terminal_escapes("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)"),
+            "SeaBIOS (version 1.16)"
+        );
         assert_eq!(strip_terminal_escapes("plain [1] text"), "plain [1] text");
     }
 

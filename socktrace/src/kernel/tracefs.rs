@@ -13,13 +13,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     }
     let target = Path::new(CANDIDATES[0]);
     let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+        libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
@@ -34,10 +28,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
 }
 
 fn find() -> Option<PathBuf> {
-    CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
+    CANDIDATES.iter().map(PathBuf::from).find(|p| p.join("events").is_dir())
 }
 
 /// One field of a tracepoint record, as its `format` file describes it.
@@ -102,9 +93,7 @@ impl Format {
     }
 
     pub fn offset(&self, name: &str) -> Result<u32> {
-        self.field(name)
-            .map(|f| f.offset)
-            .ok_or_else(|| anyhow!("field {name} missing"))
+        self.field(name).map(|f| f.offset).ok_or_else(|| anyhow!("field {name} missing"))
     }
 }
 

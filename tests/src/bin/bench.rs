@@ -38,7 +38,12 @@ impl Tool {
             Tool::Strace => "strace",
             Tool::BpftracePrint | Tool::BpftraceCount => "bpftrace",
         };
-        Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 }
 
@@ -59,7 +64,8 @@ const SYSCALLS: [&str; 9] = ["read", "write", "readv", "writev", "recvfrom", "se
 
 fn bpftrace_script(pid: u32, print: bool) -> String {
     let probes: Vec<String> = SYSCALLS.iter().map(|s| format!("tracepoint:syscalls:sys_exit_{s}")).collect();
-    let action = if print { r#"printf("%d %s %d\n", tid, probe, args->ret);"# } else { "@[probe, args->ret] = count();" };
+    let action =
+        if print { r#"printf("%d %s %d\n", tid, probe, args->ret);"# } else { "@[probe, args->ret] = count();" };
     format!("BEGIN {{ printf(\"ready\\n\"); }} {} /pid == {pid} && args->ret < 0/ {{ {action} }}", probes.join(","))
 }
 
@@ -82,11 +88,23 @@ fn start(tool: Tool, pid: u32, out: &Path) -> Result<Running> {
             (c, "ready", false)
         }
     };
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("starting {}", tool.name()))?;
     let (tx, rx) = mpsc::channel::<String>();
-    let watched = if marker_on_stderr { child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>) } else { child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>) };
-    let other: Option<Box<dyn std::io::Read + Send>> = if marker_on_stderr { child.stdout.take().map(|s| Box::new(s) as _) } else { child.stderr.take().map(|s| Box::new(s) as _) };
+    let watched = if marker_on_stderr {
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)
+    } else {
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)
+    };
+    let other: Option<Box<dyn std::io::Read + Send>> = if marker_on_stderr {
+        child.stdout.take().map(|s| Box::new(s) as _)
+    } else {
+        child.stderr.take().map(|s| Box::new(s) as _)
+    };
     // Counts the lines after the marker (bpftrace prints events on stdout).
     let lines = std::thread::spawn(move || {
         let mut n = 0u64;
@@ -112,7 +130,9 @@ fn start(tool: Tool, pid: u32, out: &Path) -> Result<Running> {
 fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -134,7 +154,11 @@ fn stop(tool: Tool, mut r: Running) -> Result<u64> {
     Ok(match tool {
         Tool::Socktrace => {
             let text = std::fs::read_to_string(&r.out)?;
-            let summary: Value = text.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["type"] == "summary")).ok_or_else(|| anyhow!("no socktrace summary"))?;
+            let summary: Value = text
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["type"] == "summary"))
+                .ok_or_else(|| anyhow!("no socktrace summary"))?;
             summary["failures"].as_u64().unwrap_or(0) + summary["lost"].as_u64().unwrap_or(0)
         }
         Tool::Strace => std::fs::read_to_string(&r.out)?.lines().filter(|l| l.contains("= -1 E")).count() as u64,
@@ -155,7 +179,12 @@ struct Sample {
     hwm_kib: u64,
 }
 
-fn run_workload(scenario: &str, w: &Workload, tracer: Option<Tool>, out: &Path) -> Result<(u64, u64, u64, Duration, u64, u64)> {
+fn run_workload(
+    scenario: &str,
+    w: &Workload,
+    tracer: Option<Tool>,
+    out: &Path,
+) -> Result<(u64, u64, u64, Duration, u64, u64)> {
     let args: Vec<&str> = w.args.iter().map(String::as_str).collect();
     let mut s = Scenario::start(scenario, &args)?;
     let running = tracer.map(|t| start(t, s.pid, out)).transpose()?;
@@ -191,7 +220,11 @@ fn run_workload(scenario: &str, w: &Workload, tracer: Option<Tool>, out: &Path) 
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 fn main() -> Result<()> {
@@ -214,8 +247,14 @@ fn main() -> Result<()> {
     let echo = format!("127.0.0.1:{}", port_of("echo-server")?);
     let abort = format!("127.0.0.1:{}", port_of("abort-server")?);
     let workloads = [
-        Workload { name: "echo: 64-byte request/response, nothing fails", args: vec!["bench-echo".into(), echo, "60000".into()] },
-        Workload { name: "error storm: non-blocking read on an empty socket (EAGAIN)", args: vec!["bench-storm".into(), "1000000".into()] },
+        Workload {
+            name: "echo: 64-byte request/response, nothing fails",
+            args: vec!["bench-echo".into(), echo, "60000".into()],
+        },
+        Workload {
+            name: "error storm: non-blocking read on an empty socket (EAGAIN)",
+            args: vec!["bench-storm".into(), "1000000".into()],
+        },
         Workload { name: "refused connects", args: vec!["bench-refused".into(), "30000".into()] },
         Workload { name: "connections reset by the peer", args: vec!["bench-reset".into(), abort, "12000".into()] },
     ];
@@ -241,7 +280,15 @@ fn main() -> Result<()> {
                     let t = run_workload(&scenario, w, Some(tool), &tmp)?;
                     (run_workload(&scenario, w, None, &tmp)?, t)
                 };
-                samples.push(Sample { untraced_ns: untraced.0, traced_ns: traced.0, expected: traced.1, seen: traced.2, attach: traced.3, peak_kib: traced.4, hwm_kib: traced.5 });
+                samples.push(Sample {
+                    untraced_ns: untraced.0,
+                    traced_ns: traced.0,
+                    expected: traced.1,
+                    seen: traced.2,
+                    attach: traced.3,
+                    peak_kib: traced.4,
+                    hwm_kib: traced.5,
+                });
             }
             let mut ratios: Vec<f64> = samples.iter().map(|s| s.traced_ns as f64 / s.untraced_ns as f64).collect();
             eprintln!("bench: {:<58} {:<33} {:.2}x", w.name, tool.name(), median(&mut ratios));
@@ -268,7 +315,12 @@ fn stats(samples: &[Sample]) -> (f64, f64, f64) {
     (m, r.first().copied().unwrap_or(f64::NAN), r.last().copied().unwrap_or(f64::NAN))
 }
 
-fn render_report(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool, Vec<Sample>)], pairs: usize) -> String {
+fn render_report(
+    workloads: &[Workload],
+    tools: &[Tool],
+    results: &[(usize, Tool, Vec<Sample>)],
+    pairs: usize,
+) -> String {
     let mut out = format!(
         "Slowdown of the traced process: median traced/untraced ratio of {pairs} interleaved pairs [min–max]; \
          events accounted for / the workload's own count of failing calls.\n\n| workload | failing calls/s (untraced) |"
@@ -296,7 +348,12 @@ fn render_report(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool
         out.push('\n');
     }
     if tools.contains(&Tool::Socktrace) {
-        let mut attach: Vec<f64> = results.iter().filter(|r| r.1 == Tool::Socktrace).flat_map(|r| r.2.iter()).map(|s| s.attach.as_secs_f64() * 1e3).collect();
+        let mut attach: Vec<f64> = results
+            .iter()
+            .filter(|r| r.1 == Tool::Socktrace)
+            .flat_map(|r| r.2.iter())
+            .map(|s| s.attach.as_secs_f64() * 1e3)
+            .collect();
         let storm = || results.iter().filter(|r| r.1 == Tool::Socktrace && r.0 == 1).flat_map(|r| r.2.iter());
         let peak = storm().map(|s| s.peak_kib).max().unwrap_or(0);
         let hwm = storm().map(|s| s.hwm_kib).max().unwrap_or(0);
@@ -327,7 +384,11 @@ fn render_svg(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool, V
         let y = y_of(r);
         svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{r}x</text>\n<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/>\n", left - 6.0, y + 4.0, w - 20.0));
     }
-    svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">failing calls per second (untraced workload)</text>\n", (w + left) / 2.0, h - 20.0));
+    svg.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">failing calls per second (untraced workload)</text>\n",
+        (w + left) / 2.0,
+        h - 20.0
+    ));
     svg.push_str(&format!("<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">slowdown of the traced process (median)</text>\n", (h - bottom) / 2.0, (h - bottom) / 2.0));
     for (ti, t) in tools.iter().enumerate() {
         let color = colors[ti % colors.len()];
@@ -341,11 +402,21 @@ fn render_svg(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool, V
         }
         pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
         let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-        svg.push_str(&format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n", path.join(" ")));
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            path.join(" ")
+        ));
         for (x, y) in &pts {
             svg.push_str(&format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\"/>\n"));
         }
-        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", left + 20.0, 28.0 + 18.0 * ti as f64, left + 38.0, 38.0 + 18.0 * ti as f64, t.name()));
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            left + 20.0,
+            28.0 + 18.0 * ti as f64,
+            left + 38.0,
+            38.0 + 18.0 * ti as f64,
+            t.name()
+        ));
     }
     svg.push_str("</svg>\n");
     svg

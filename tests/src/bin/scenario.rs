@@ -64,6 +64,7 @@ fn main() {
         ["bench-reset", addr, n] => bench_reset(addr, n.parse().unwrap_or(1000)),
         ["echo-server"] => serve(false),
         ["abort-server"] => serve(true),
+        ["overflow", n] => overflow(n.parse().unwrap_or(1000)),
         ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
         ["exec", rest @ ..] => exec_into(rest),
         ["whoami-refused"] => whoami_refused(),
@@ -139,7 +140,11 @@ fn errno() -> i32 {
 
 /// errno of a libc call's result (0 when it succeeded).
 fn check(rc: isize) -> i32 {
-    if rc < 0 { errno() } else { 0 }
+    if rc < 0 {
+        errno()
+    } else {
+        0
+    }
 }
 
 fn gettid() -> i32 {
@@ -304,11 +309,7 @@ impl Peer {
         if let Some(ns) = netns {
             cmd.args(["--netns", ns]);
         }
-        let mut child = cmd
-            .args(["peer", &addr.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let mut child = cmd.args(["peer", &addr.to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -380,7 +381,12 @@ fn connect_once(addr: &str) -> Result<()> {
     ready_then_wait();
     let started = std::time::Instant::now();
     let (fd, e) = connect_blocking(addr);
-    report("connect", fd, e, json!({ "dport": addr.port(), "daddr": addr.ip().to_string(), "ms": started.elapsed().as_millis() as u64 }));
+    report(
+        "connect",
+        fd,
+        e,
+        json!({ "dport": addr.port(), "daddr": addr.ip().to_string(), "ms": started.elapsed().as_millis() as u64 }),
+    );
     Ok(())
 }
 
@@ -415,7 +421,9 @@ fn do_call(call: &str, fd: i32) -> i32 {
         let rc: isize = match call {
             "read" => libc::read(fd, buf.as_mut_ptr().cast(), buf.len()),
             "readv" => libc::readv(fd, &iov, 1),
-            "recvfrom" => libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, std::ptr::null_mut(), std::ptr::null_mut()),
+            "recvfrom" => {
+                libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, std::ptr::null_mut(), std::ptr::null_mut())
+            }
             "recvmsg" => {
                 msg.msg_iov = &mut iov;
                 msg.msg_iovlen = 1;
@@ -727,6 +735,24 @@ fn exec_into(rest: &[&str]) -> Result<()> {
     bail!("exec failed: {err}")
 }
 
+/// A connection the peer aborted, then N sends on it as fast as possible: the first fails
+/// with ECONNRESET, every later one with EPIPE. Reports `{"step":"overflow","failures":N}`.
+fn overflow(n: u64) -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    peer.cmd("abort")?;
+    sleep_ms(50);
+    let mut failures = 0u64;
+    for _ in 0..n {
+        if do_call("sendto", fd) != 0 {
+            failures += 1;
+        }
+    }
+    println!("{}", json!({ "step": "overflow", "failures": failures }));
+    Ok(())
+}
+
 /// Refused connects at RATE per second for SECONDS, each on a new, short-lived socket.
 /// Reports only the total: `{"step":"storm","failures":N,"other":M}`.
 fn storm(rate: u64, seconds: u64) -> Result<()> {
@@ -744,13 +770,20 @@ fn storm(rate: u64, seconds: u64) -> Result<()> {
             }
         }
         let (fd, e) = connect_blocking(closed);
-        if e == libc::ECONNREFUSED { failures += 1 } else { other += 1 }
+        if e == libc::ECONNREFUSED {
+            failures += 1
+        } else {
+            other += 1
+        }
         close(fd);
         if start.elapsed() > Duration::from_secs(seconds * 2 + 5) {
             break; // bounded even if the machine cannot keep the rate
         }
     }
-    println!("{}", json!({ "step": "storm", "failures": failures, "other": other, "ms": start.elapsed().as_millis() as u64 }));
+    println!(
+        "{}",
+        json!({ "step": "storm", "failures": failures, "other": other, "ms": start.elapsed().as_millis() as u64 })
+    );
     Ok(())
 }
 
@@ -758,7 +791,10 @@ fn storm(rate: u64, seconds: u64) -> Result<()> {
 // Benchmark workloads: each times itself between `go` and its end, and counts its failures.
 
 fn bench_report(started: std::time::Instant, calls: u64, failures: u64) {
-    println!("{}", json!({ "step": "bench", "ns": started.elapsed().as_nanos() as u64, "calls": calls, "failures": failures }));
+    println!(
+        "{}",
+        json!({ "step": "bench", "ns": started.elapsed().as_nanos() as u64, "calls": calls, "failures": failures })
+    );
 }
 
 /// A server for the benchmarks, in its own (untraced) process: echoes, or aborts every

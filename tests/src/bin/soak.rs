@@ -19,7 +19,10 @@ fn main() {
     println!("{report}");
     let mut ok = true;
     if report.seen + report.lost != report.expected {
-        eprintln!("soak: FAIL: {} failing calls not accounted for", report.expected as i64 - (report.seen + report.lost) as i64);
+        eprintln!(
+            "soak: FAIL: {} failing calls not accounted for",
+            report.expected as i64 - (report.seen + report.lost) as i64
+        );
         ok = false;
     }
     if report.rss_growth() > 0.10 {

@@ -1,0 +1,366 @@
+//! The socket history: what each TCP/socket event does to it, and the probes that deliver the
+//! events. Each event is reached three ways (one per probe mode; userspace loads only the one
+//! it picked): a BTF tracepoint, a classic tracepoint whose record is read at offsets from its
+//! format file, or a kprobe on the kernel function that fires the tracepoint. The `on_*`
+//! handlers are the only place the facts are recorded.
+
+use crate::{count_history_created, current_tgid, global, is_traced, now_ns, read, zeroed, EMPTY_HISTORY, SOCKETS};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
+    maps::PerCpuArray,
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
+use aya_log_ebpf::warn;
+use socktrace_common::{
+    config_flags, net, SockAddrs, SocketHistory, StampedState, Transition, HISTORY_TRANSITIONS, NO_FIELD,
+};
+
+/// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
+/// error right after closing a socket nobody traced yet (tcp_done, then the report: timeouts,
+/// `ss -K`), the new history starts with the transition that closed it.
+#[map]
+static LAST_TRANSITION: PerCpuArray<LastTransition> = PerCpuArray::with_max_entries(1, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct LastTransition {
+    sk: u64,
+    transition: Transition,
+}
+
+/// Only a transition this recent is taken to belong to the report that follows it.
+const SEED_WINDOW_NS: u64 = 10_000_000;
+
+/// TCP states are 1 (ESTABLISHED) ..= 12 (NEW_SYN_RECV).
+const TCP_STATE_MAX: i32 = 12;
+
+#[inline(always)]
+fn is_tcp_sock(sk: u64) -> bool {
+    read::<u16>(sk, global!(OFFSETS.sk_protocol)) == Some(net::IPPROTO_TCP)
+}
+
+/// How a missing history is handled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    No,
+    Empty,
+    /// Start it with this CPU's last transition if that was on this socket, just now.
+    Seeded,
+}
+
+/// The history of `sk`, created as `create` says (for a TCP socket the caller cares about).
+#[inline(always)]
+fn history_of<C: EbpfContext>(ctx: &C, sk: u64, create: Create) -> Option<*mut SocketHistory> {
+    if let Some(h) = SOCKETS.get_ptr_mut(sk) {
+        return Some(h);
+    }
+    if create == Create::No {
+        return None;
+    }
+    let fresh = EMPTY_HISTORY.get(0)?;
+    // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
+    if SOCKETS.insert(sk, fresh, BPF_NOEXIST as u64).is_ok() {
+        count_history_created(ctx);
+    }
+    let h = SOCKETS.get_ptr_mut(sk)?;
+    if create == Create::Seeded {
+        seed(h, sk);
+    }
+    Some(h)
+}
+
+/// Starts a fresh history with this CPU's last transition, when it was this socket's, just now.
+#[inline(always)]
+fn seed(h: *mut SocketHistory, sk: u64) {
+    let Some(last) = LAST_TRANSITION.get_ptr(0) else { return };
+    // SAFETY: a per-CPU slot, not written while this program runs on this CPU.
+    let last = unsafe { *last };
+    if last.sk != sk || now_ns().wrapping_sub(last.transition.ts_ns) >= SEED_WINDOW_NS {
+        return;
+    }
+    // SAFETY: `h` points at a live map value; racing writers can at worst interleave fields
+    // of the same plain-data history, which the decoder tolerates.
+    unsafe {
+        if (*h).n_transitions == 0 {
+            (*h).transitions[0] = last.transition;
+            (*h).n_transitions = 1;
+        }
+    }
+}
+
+/// Marks `event` as happened now, in the state `sk` is in.
+///
+/// # Safety
+/// `event` must point into a live history.
+#[inline(always)]
+unsafe fn stamp(event: *mut StampedState, sk: u64, value: i32) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        (*event).ts_ns = now_ns();
+        (*event).state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+        (*event).value = value;
+        (*event).current_tgid = current_tgid();
+    }
+}
+
+#[inline(always)]
+fn read_addrs(sk: u64) -> SockAddrs {
+    read_addrs_of_family(sk, read(sk, global!(OFFSETS.sk_family)).unwrap_or(0))
+}
+
+/// The socket's addresses; ports in host order, addresses in network order.
+#[inline(always)]
+pub(crate) fn read_addrs_of_family(sk: u64, family: u16) -> SockAddrs {
+    let mut a: SockAddrs = zeroed::<SockAddrs, 5>();
+    a.family = family;
+    a.sport = read(sk, global!(OFFSETS.sk_num)).unwrap_or(0);
+    a.dport = u16::from_be(read(sk, global!(OFFSETS.sk_dport)).unwrap_or(0));
+    if a.family == net::AF_INET6 {
+        a.saddr = read(sk, global!(OFFSETS.sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.daddr = read(sk, global!(OFFSETS.sk_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = read(sk, global!(OFFSETS.sk_rcv_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = read(sk, global!(OFFSETS.sk_daddr)).unwrap_or([0; 4]);
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
+    }
+    a
+}
+
+/// Keeps the most complete addresses: the kernel zeroes ports while a socket closes.
+#[inline(always)]
+fn merge_addrs(h: *mut SocketHistory, sk: u64) {
+    let now = read_addrs(sk);
+    // SAFETY: `h` points at a live map value.
+    unsafe {
+        if now.family != 0 {
+            (*h).addrs.family = now.family;
+        }
+        if now.sport != 0 {
+            (*h).addrs.sport = now.sport;
+            (*h).addrs.saddr = now.saddr;
+        }
+        if now.dport != 0 {
+            (*h).addrs.dport = now.dport;
+            (*h).addrs.daddr = now.daddr;
+        }
+    }
+}
+
+/// `sk` goes from `old` to `new` (any context).
+#[inline(always)]
+fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 {
+    if !is_tcp_sock(sk) {
+        return 0;
+    }
+    if old == new || !(1..=TCP_STATE_MAX).contains(&old) || !(1..=TCP_STATE_MAX).contains(&new) {
+        warn!(ctx, "unexpected TCP state transition {} -> {} on socket {:x}", old, new, sk);
+    }
+    // A socket's history starts in the traced process's own context (connect, close,
+    // shutdown); later transitions from softirq find it by address.
+    let in_traced = is_traced(current_tgid());
+    // Built on zeroed words: a literal's padding array would be a memset call (see `zero`).
+    let mut transition: Transition = zeroed::<Transition, 2>();
+    transition.ts_ns = now_ns();
+    transition.old_state = old as u8;
+    transition.new_state = new as u8;
+    transition.in_traced_task = in_traced as u8;
+    if let Some(last) = LAST_TRANSITION.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *last = LastTransition { sk, transition } };
+    }
+    let Some(h) = history_of(ctx, sk, if in_traced { Create::Empty } else { Create::No }) else {
+        return 0;
+    };
+    // SAFETY: `h` points at a live map value; the index is masked into the ring.
+    unsafe {
+        let n = (*h).n_transitions;
+        let i = n as usize & (HISTORY_TRANSITIONS - 1);
+        if let Some(t) = (*h).transitions.get_mut(i) {
+            *t = transition;
+        }
+        (*h).n_transitions = n.wrapping_add(1);
+    }
+    merge_addrs(h, sk);
+    0
+}
+
+/// An RST arrived for `sk`, which is still in the state the RST hit.
+#[inline(always)]
+fn on_receive_reset<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
+    // Created for any TCP socket: the RST may come before the traced process ever touched
+    // it (a connection still in an accept queue, or one opened before tracing began).
+    let create = if is_tcp_sock(sk) { Create::Empty } else { Create::No };
+    let Some(h) = history_of(ctx, sk, create) else { return 0 };
+    // SAFETY: `h` points at a live history.
+    unsafe { stamp(&raw mut (*h).rst_received, sk, 0) };
+    merge_addrs(h, sk);
+    0
+}
+
+/// `sk` sent an RST; `reason` is the kernel's sk_rst_reason, or -1 where it has none.
+#[inline(always)]
+fn on_send_reset<C: EbpfContext>(ctx: &C, sk: u64, reason: i32) -> u32 {
+    // sk may be NULL (no socket), a time-wait or a request sock: only full sockets we already
+    // know are recorded, so no field beyond sock_common is read from the others.
+    let Some(h) = history_of(ctx, sk, Create::No) else { return 0 };
+    // SAFETY: `h` points at a live history.
+    unsafe { stamp(&raw mut (*h).rst_sent, sk, reason) };
+    0
+}
+
+/// The kernel reported `sk->sk_err` to the socket's owner.
+#[inline(always)]
+fn on_error_report<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
+    // tcp_disconnect() reports too, after the error was consumed (sk_err 0): that report
+    // carries no error and must not hide the one before it.
+    let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
+    if err == 0 {
+        return 0;
+    }
+    let create = if is_tcp_sock(sk) { Create::Seeded } else { Create::No };
+    let Some(h) = history_of(ctx, sk, create) else { return 0 };
+    // SAFETY: `h` points at a live history.
+    unsafe { stamp(&raw mut (*h).error_report, sk, err) };
+    merge_addrs(h, sk);
+    0
+}
+
+#[inline(always)]
+fn on_retransmit<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
+    // Created on the first retransmission: a timeout later needs the count, whoever the
+    // socket belongs to (the timer runs in softirq).
+    let Some(h) = history_of(ctx, sk, Create::Empty) else { return 0 };
+    // SAFETY: `h` points at a live history.
+    unsafe {
+        (*h).retransmits = (*h).retransmits.wrapping_add(1);
+        (*h).last_retransmit_ns = now_ns();
+    }
+    merge_addrs(h, sk);
+    0
+}
+
+#[inline(always)]
+fn on_destroy(sk: u64) -> u32 {
+    if SOCKETS.remove(sk).is_ok() {
+        crate::count_history_destroyed();
+    }
+    0
+}
+
+// BTF tracepoints (tp_btf, 5.5+): typed arguments, the socket pointer included.
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    on_state_change(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
+    on_receive_reset(&ctx, ctx.arg(0))
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
+    let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 { ctx.arg(2) } else { -1 };
+    on_send_reset(&ctx, ctx.arg(0), reason)
+}
+
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
+    on_error_report(&ctx, ctx.arg(0))
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
+    on_retransmit(&ctx, ctx.arg(0))
+}
+
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
+    on_destroy(ctx.arg(0))
+}
+
+// Classic tracepoints: the record's fields at the offsets the format files gave.
+
+#[inline(always)]
+fn record_field<T: Default>(ctx: &TracePointContext, offset: u32) -> T {
+    // SAFETY: the offset comes from the record's format file; read_at checks the bounds.
+    unsafe { ctx.read_at::<T>(offset as usize) }.unwrap_or_default()
+}
+
+#[tracepoint]
+pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_set_state_skaddr));
+    let old: i32 = record_field(&ctx, global!(OFFSETS.tp_set_state_oldstate));
+    let new: i32 = record_field(&ctx, global!(OFFSETS.tp_set_state_newstate));
+    on_state_change(&ctx, sk, old, new)
+}
+
+#[tracepoint]
+pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    on_receive_reset(&ctx, record_field(&ctx, global!(OFFSETS.tp_receive_reset_skaddr)))
+}
+
+#[tracepoint]
+pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_send_reset_skaddr));
+    let reason_at = global!(OFFSETS.tp_send_reset_reason);
+    let reason: i32 = if reason_at != NO_FIELD { record_field(&ctx, reason_at) } else { -1 };
+    on_send_reset(&ctx, sk, reason)
+}
+
+#[tracepoint]
+pub fn tp_tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    on_retransmit(&ctx, record_field(&ctx, global!(OFFSETS.tp_retransmit_skaddr)))
+}
+
+#[tracepoint]
+pub fn tp_tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    on_destroy(record_field(&ctx, global!(OFFSETS.tp_destroy_skaddr)))
+}
+
+/// The classic `inet_sk_error_report` record has the error and addresses but no socket
+/// pointer, so tracepoint mode takes this event as a raw tracepoint (arguments, no record).
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn raw_inet_sk_error_report(ctx: RawTracePointContext) -> u32 {
+    on_error_report(&ctx, ctx.arg(0))
+}
+
+// kprobes on the functions that fire those tracepoints, for kernels where the tracepoints
+// are missing or unusable. The first argument is the socket in every signature used here
+// (tcp_reset(sk) before 5.14, tcp_reset(sk, skb) since), so one program serves each.
+
+#[kprobe]
+pub fn kp_tcp_set_state(ctx: ProbeContext) -> u32 {
+    let sk: u64 = ctx.arg(0).unwrap_or(0);
+    let new: i32 = ctx.arg(1).unwrap_or(0);
+    // At entry the socket still holds the state it leaves.
+    let old: u8 = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+    on_state_change(&ctx, sk, old as i32, new)
+}
+
+#[kprobe]
+pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
+    on_receive_reset(&ctx, ctx.arg(0).unwrap_or(0))
+}
+
+#[kprobe]
+pub fn kp_sk_error_report(ctx: ProbeContext) -> u32 {
+    on_error_report(&ctx, ctx.arg(0).unwrap_or(0))
+}
+
+/// At entry, so attempts are counted (the tracepoint counts only retransmissions that were
+/// sent); a timeout diagnosis needs only "at least one".
+#[kprobe]
+pub fn kp_tcp_retransmit_skb(ctx: ProbeContext) -> u32 {
+    on_retransmit(&ctx, ctx.arg(0).unwrap_or(0))
+}
+
+/// tcp_v4_destroy_sock destroys IPv6 TCP sockets too.
+#[kprobe]
+pub fn kp_tcp_v4_destroy_sock(ctx: ProbeContext) -> u32 {
+    on_destroy(ctx.arg(0).unwrap_or(0))
+}

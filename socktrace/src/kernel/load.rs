@@ -1,0 +1,487 @@
+//! Loading and attaching: the eBPF object goes into the kernel with this kernel's offsets and
+//! the selection, one probe per kernel event is chosen (see `probes`) and attached, and the
+//! maps userspace reads are taken, typed, once.
+
+use super::{
+    btf::KernelBtf,
+    offsets,
+    probes::{
+        kprobes_available, unavailable, Choice, KernelView, Probe, ProbeMode, DISABLE_PROBES_ENV, KERNEL_EVENTS,
+        NO_KPROBES,
+    },
+    tracefs,
+};
+use crate::model::Syscall;
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use socktrace_common::{
+    config_flags, history_stats, names, routine, SocketHistory, TracedConfig, MAX_SOCKETS, TASK_COMM_MAX,
+};
+
+/// The eBPF programs, built by `build.rs` from `socktrace-ebpf/`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/socktrace"));
+
+/// The syscall-exit programs, loaded in every mode.
+pub const SYSCALL_PROGRAMS: [&str; 4] =
+    ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_other"];
+
+/// The syscall-exit program that handles each watched call.
+fn exit_program(s: Syscall) -> &'static str {
+    match s {
+        _ if s.is_receive() => "sys_exit_receive",
+        Syscall::Connect => "sys_exit_connect",
+        Syscall::Getsockopt => "sys_exit_getsockopt",
+        _ => "sys_exit_other",
+    }
+}
+
+/// What the kernel reports beyond the failures themselves.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeOptions {
+    pub report_eof: bool,
+    pub all_sockets: bool,
+    /// Send routine failures as events (--all-errors) instead of counting them in the kernel.
+    pub send_routine: bool,
+    /// Kernel-side log records (aya-log) at this level and above; None: none (the verifier
+    /// then removes every log statement).
+    pub log_level: Option<aya_log::Level>,
+}
+
+/// Which processes are traced; every selector given must match, all filtering in the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Processes (thread-group ids); empty = any process.
+    pub tgids: Vec<u32>,
+    /// Also trace children forked by traced processes.
+    pub follow: bool,
+    /// Task name (at most 15 bytes, as the kernel keeps it).
+    pub comm: Option<Vec<u8>>,
+    /// cgroup v2 id and its depth below the root.
+    pub cgroup: Option<(u64, u32)>,
+}
+
+impl Selection {
+    /// Nothing selected: every process on the machine is traced.
+    pub fn is_everything(&self) -> bool {
+        self.tgids.is_empty() && self.comm.is_none() && self.cgroup.is_none()
+    }
+}
+
+/// The kernel-side configuration for a selection and options: the one place its bits are set.
+pub fn traced_config(
+    sel: &Selection,
+    opts: &ProbeOptions,
+    send_reset_has_reason: bool,
+    possible_cpus: u32,
+) -> TracedConfig {
+    let mut c = TracedConfig::ZERO;
+    let mut set = |bit: u32, on: bool| {
+        if on {
+            c.flags |= bit;
+        }
+    };
+    set(config_flags::REPORT_EOF, opts.report_eof);
+    set(config_flags::ALL_SOCKETS, opts.all_sockets);
+    set(config_flags::SEND_ROUTINE, opts.send_routine);
+    set(config_flags::SEND_RESET_HAS_REASON, send_reset_has_reason);
+    set(config_flags::FOLLOW_FORKS, sel.follow);
+    // One process, no children: a compare instead of a map lookup per call.
+    let one_pid = sel.tgids.len() == 1 && !sel.follow;
+    set(config_flags::SELECT_ONE_PID, one_pid);
+    set(config_flags::SELECT_PIDS, !sel.tgids.is_empty() && !one_pid);
+    set(config_flags::SELECT_COMM, sel.comm.is_some());
+    set(config_flags::SELECT_CGROUP, sel.cgroup.is_some());
+    if one_pid {
+        c.tgid = sel.tgids[0];
+    }
+    if let Some(comm) = &sel.comm {
+        let n = comm.len().min(TASK_COMM_MAX);
+        c.comm[..n].copy_from_slice(&comm[..n]);
+    }
+    if let Some((id, level)) = sel.cgroup {
+        c.cgroup_id = id;
+        c.cgroup_level = level;
+    }
+    c.history_cpu_share = MAX_SOCKETS / possible_cpus.max(1);
+    c
+}
+
+/// The loaded programs with their links and maps (dropping this detaches everything).
+pub struct Probes {
+    /// The programs and their links: never read, held so that dropping `Probes` detaches.
+    _ebpf: Ebpf,
+    pub mode: ProbeMode,
+    /// The probe behind each kernel event, in attach order.
+    pub choices: Vec<Choice>,
+    events: Option<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    routine: PerCpuArray<MapData, u64>,
+    history_stats: PerCpuArray<MapData, u64>,
+    sockets: HashMap<MapData, u64, SocketHistory>,
+    traced: HashMap<MapData, u32, u8>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// Takes a map out of the object, typed; a missing or mistyped map is a build error, said so.
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).with_context(|| format!("map {name} is missing from socktrace's eBPF object"))?;
+    T::try_from(map).with_context(|| format!("map {name} in socktrace's eBPF object has an unexpected type"))
+}
+
+impl Probes {
+    pub fn load_and_attach(mode: ProbeMode, opts: &ProbeOptions, sel: &Selection) -> Result<Self> {
+        Self::load(mode, opts, sel, true)
+    }
+
+    /// Loads every program `mode` would use through the verifier, attaching none: the real
+    /// test of whether socktrace can run on this kernel, and which probes it would pick.
+    pub fn verify(mode: ProbeMode) -> Result<Self> {
+        let sel = Selection { follow: true, ..Selection::default() };
+        Self::load(mode, &ProbeOptions::default(), &sel, false)
+    }
+
+    fn load(mode: ProbeMode, opts: &ProbeOptions, sel: &Selection, attach: bool) -> Result<Self> {
+        if EBPF_OBJECT.is_empty() {
+            bail!(
+                "this socktrace was built without its eBPF programs (bpf-linker was missing at build \
+                 time): run `./x setup`, then `./x build --release`"
+            );
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        let kprobes = kprobes_available(Some(&tracefs));
+        if mode == ProbeMode::Kprobe && !kprobes {
+            bail!(
+                "probe mode kprobe cannot run here: {NO_KPROBES}. Use --probe-mode auto (or \
+                 tp_btf / tracepoint), which needs no kprobes; `socktrace check` lists what this \
+                 kernel offers"
+            );
+        }
+        let btf = KernelBtf::load()?;
+        let resolved = offsets::resolve(&btf, &tracefs)?;
+        let send_reset_has_reason = btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3;
+        let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1);
+        let config = traced_config(sel, opts, send_reset_has_reason, cpus);
+        let log_level: u8 = opts.log_level.map(|l| l as u8).unwrap_or(0);
+        raise_memlock_limit();
+        let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global(names::OFFSETS, &resolved.offsets, true)
+            .override_global(names::CONFIG, &config, true)
+            .override_global(names::LOG_LEVEL, &log_level, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| anyhow!("loading socktrace's eBPF programs: {e}{}", hint_for_load_error()))?;
+        let mut traced: HashMap<MapData, u32, u8> = take_map(&mut ebpf, names::TRACED_TGIDS)?;
+        for &tgid in &sel.tgids {
+            traced.insert(tgid, 1, 0).context("adding the PID to the filter")?;
+        }
+        let kernel = KernelView { btf: &btf, tracefs: &tracefs, resolved: &resolved, kprobes };
+        let choices = choose_and_attach(&mut ebpf, &kernel, mode, sel, &aya_btf, attach)?;
+        attach_syscalls(&mut ebpf, attach)?;
+        // Taken only now: a map whose fd closes before the programs using it are loaded
+        // would make them fail to load.
+        let logger = match opts.log_level {
+            Some(_) => Some(aya_log::EbpfLogger::init(&mut ebpf).context("reading kernel-side logs")?),
+            None => None,
+        };
+        Ok(Probes {
+            mode,
+            choices,
+            events: Some(take_map(&mut ebpf, names::EVENTS)?),
+            lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
+            routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
+            history_stats: take_map(&mut ebpf, names::HISTORY_STATS)?,
+            sockets: take_map(&mut ebpf, names::SOCKETS)?,
+            traced,
+            logger,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The probes in use, for the attach line: `tp_btf/inet_sock_set_state, …`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.choices.iter().map(|c| c.probe.to_string()).collect();
+        parts.push(super::probes::syscall_probes());
+        parts.join(", ")
+    }
+
+    /// One line per event where a better probe was passed over: what, and why.
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.choices
+            .iter()
+            .filter(|c| !c.passed_over.is_empty())
+            .map(|c| {
+                let why: Vec<&str> = c.passed_over.iter().map(|p| super::probes::first_line(p)).collect();
+                format!("{}: using {} ({})", c.event, c.probe, why.join("; "))
+            })
+            .collect()
+    }
+
+    /// Programs loaded (each passed the verifier).
+    pub fn programs_loaded(&self) -> usize {
+        self.choices.len() + SYSCALL_PROGRAMS.len()
+    }
+
+    /// Failures the kernel could not send because the ring buffer was full.
+    pub fn lost_events(&self) -> Result<u64> {
+        Ok(self.lost.get(&0, 0).context("reading LOST_EVENTS")?.iter().sum())
+    }
+
+    /// Routine failures the kernel counted instead of sending: (kind, TCP state, count).
+    pub fn routine_counts(&self) -> Result<Vec<(u32, u8, u64)>> {
+        let mut out = Vec::new();
+        for i in 0..routine::KINDS * routine::STATES {
+            let n: u64 = self.routine.get(&i, 0).context("reading ROUTINE_COUNTS")?.iter().sum();
+            if n > 0 {
+                out.push((i / routine::STATES, (i % routine::STATES) as u8, n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Socket histories the kernel holds now (bounded: LRU, and removed when sockets die).
+    pub fn sockets_tracked(&self) -> u64 {
+        self.sockets.keys().filter(|k| k.is_ok()).count() as u64
+    }
+
+    /// Histories the LRU evicted to make room (created, less destroyed, less still held).
+    pub fn histories_evicted(&self) -> Result<u64> {
+        let sum = |slot| -> Result<u64> {
+            Ok(self.history_stats.get(&slot, 0).context("reading HISTORY_STATS")?.iter().sum())
+        };
+        let created = sum(history_stats::CREATED)?;
+        let destroyed = sum(history_stats::DESTROYED)?;
+        Ok(created.saturating_sub(destroyed).saturating_sub(self.sockets_tracked()))
+    }
+
+    /// Processes still selected by PID (they leave the set as they exit when following).
+    pub fn traced_processes(&self) -> usize {
+        self.traced.keys().count()
+    }
+
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        self.events.take().context("the ring buffer was already taken")
+    }
+
+    /// The kernel-side logger, when logs were asked for (`--debug`).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+}
+
+/// For every kernel event (those of `-f` only when following), the first probe of `mode`'s
+/// candidates that this kernel offers and that loads (and attaches, if asked), with the better
+/// ones passed over and why. History first, so no state change between attach and the first
+/// failure is missed.
+fn choose_and_attach(
+    ebpf: &mut Ebpf,
+    kernel: &KernelView,
+    mode: ProbeMode,
+    sel: &Selection,
+    aya_btf: &aya::Btf,
+    attach: bool,
+) -> Result<Vec<Choice>> {
+    let disabled: Vec<String> = std::env::var(DISABLE_PROBES_ENV)
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let mut choices = Vec::new();
+    for ev in KERNEL_EVENTS.iter().filter(|e| sel.follow || !e.follow_only) {
+        let mut passed_over = Vec::new();
+        let mut chosen = None;
+        for probe in ev.candidates(mode) {
+            let why_not = if disabled.contains(&probe.to_string()) {
+                Some(format!("disabled by {DISABLE_PROBES_ENV}"))
+            } else {
+                unavailable(probe, kernel)
+            };
+            if let Some(why) = why_not {
+                passed_over.push(format!("{probe}: {why}"));
+                continue;
+            }
+            match load_probe(ebpf, probe, aya_btf, attach) {
+                Ok(()) => {
+                    chosen = Some(probe);
+                    break;
+                }
+                Err(e) => passed_over.push(format!("{probe}: {e:#}")),
+            }
+        }
+        let Some(probe) = chosen else {
+            bail!(
+                "probe mode {}: no usable probe for the kernel's {} event: {}{}",
+                mode.name(),
+                ev.name,
+                passed_over.join("; "),
+                if mode == ProbeMode::Auto { "" } else { " (--probe-mode auto takes whichever probe this kernel has)" }
+            );
+        };
+        choices.push(Choice { event: ev.name, probe, passed_over });
+    }
+    Ok(choices)
+}
+
+/// Loads the syscall-exit programs and attaches each to its calls' tracepoints.
+fn attach_syscalls(ebpf: &mut Ebpf, attach: bool) -> Result<()> {
+    for name in SYSCALL_PROGRAMS {
+        let prog: &mut TracePoint =
+            ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?.try_into()?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    for s in Syscall::ALL.into_iter().filter(|_| attach) {
+        let (prog_name, tp) = (exit_program(s), format!("sys_exit_{}", s.name()));
+        let prog: &mut TracePoint = ebpf.program_mut(prog_name).context(prog_name)?.try_into()?;
+        prog.attach("syscalls", &tp)
+            .with_context(|| format!("attaching tracepoint syscalls:{tp} (needs CONFIG_FTRACE_SYSCALLS)"))?;
+    }
+    Ok(())
+}
+
+/// Loads the program serving `probe` and, if asked, attaches it.
+fn load_probe(ebpf: &mut Ebpf, probe: Probe, btf: &aya::Btf, attach: bool) -> Result<()> {
+    let program = probe.program();
+    let prog = ebpf.program_mut(&program).with_context(|| format!("program {program} missing from the object"))?;
+    match probe {
+        Probe::TpBtf(tp) => {
+            let p: &mut BtfTracePoint = prog.try_into()?;
+            p.load(tp, btf).context("the kernel refused the program")?;
+            if attach {
+                p.attach().context("attaching")?;
+            }
+        }
+        Probe::Tracepoint { category, name } => {
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load().context("the kernel refused the program")?;
+            if attach {
+                p.attach(category, name).context("attaching")?;
+            }
+        }
+        Probe::RawTracepoint { name, .. } => {
+            let p: &mut RawTracePoint = prog.try_into()?;
+            p.load().context("the kernel refused the program")?;
+            if attach {
+                p.attach(name).context("attaching")?;
+            }
+        }
+        Probe::Kprobe(function) => {
+            let p: &mut KProbe = prog.try_into()?;
+            p.load().context("the kernel refused the program")?;
+            if attach {
+                p.attach(function, 0).context("attaching")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the cgroup. Raising it
+/// can fail in containers (no CAP_SYS_RESOURCE): harmless on 5.11+, so only a notice below it.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 && kernel_version() < (5, 11) {
+        eprintln!(
+            "socktrace: notice: could not raise RLIMIT_MEMLOCK ({}); map creation may fail on this kernel",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The running kernel's (major, minor).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+fn hint_for_load_error() -> &'static str {
+    if !super::privileges::has_bpf_privileges() {
+        " (not enough privilege: run socktrace as root, e.g. with sudo)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_bits_follow_the_selection() {
+        let opts = ProbeOptions { report_eof: true, ..ProbeOptions::default() };
+        let one = traced_config(&Selection { tgids: vec![42], ..Selection::default() }, &opts, false, 2);
+        assert_eq!(one.flags, config_flags::REPORT_EOF | config_flags::SELECT_ONE_PID);
+        assert_eq!((one.tgid, one.history_cpu_share), (42, MAX_SOCKETS / 2));
+
+        let follow = traced_config(
+            &Selection { tgids: vec![42], follow: true, ..Selection::default() },
+            &ProbeOptions::default(),
+            true,
+            1,
+        );
+        assert_eq!(
+            follow.flags,
+            config_flags::SELECT_PIDS | config_flags::FOLLOW_FORKS | config_flags::SEND_RESET_HAS_REASON
+        );
+        assert_eq!(follow.tgid, 0);
+
+        let named = traced_config(
+            &Selection { comm: Some(b"a-very-long-task-name".to_vec()), cgroup: Some((7, 3)), ..Selection::default() },
+            &ProbeOptions::default(),
+            false,
+            4,
+        );
+        assert_eq!(named.flags, config_flags::SELECT_COMM | config_flags::SELECT_CGROUP);
+        assert_eq!(&named.comm[..TASK_COMM_MAX], b"a-very-long-tas");
+        assert_eq!(named.comm[TASK_COMM_MAX], 0);
+        assert_eq!((named.cgroup_id, named.cgroup_level), (7, 3));
+
+        let everything = traced_config(
+            &Selection::default(),
+            &ProbeOptions { send_routine: true, ..ProbeOptions::default() },
+            false,
+            2,
+        );
+        assert_eq!(everything.flags, config_flags::SEND_ROUTINE);
+    }
+
+    /// Every map and program name socktrace uses is in the embedded eBPF object (parsed, not
+    /// loaded: no privilege needed), so a rename on either side fails here, not on a user's box.
+    #[test]
+    fn the_embedded_object_has_every_name_socktrace_uses() {
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded eBPF object parses");
+        for map in names::MAPS {
+            assert!(
+                obj.maps.contains_key(map),
+                "map {map} missing; the object has {:?}",
+                obj.maps.keys().collect::<Vec<_>>()
+            );
+        }
+        let mut programs: Vec<String> = SYSCALL_PROGRAMS.iter().map(|p| p.to_string()).collect();
+        for ev in &KERNEL_EVENTS {
+            programs.extend(ev.all().map(|p| p.program()));
+        }
+        for p in &programs {
+            assert!(
+                obj.programs.contains_key(p.as_str()),
+                "program {p} missing; the object has {:?}",
+                obj.programs.keys().collect::<Vec<_>>()
+            );
+        }
+        // The read-only globals userspace overrides before load: their symbols are in the
+        // object's string table, NUL-terminated.
+        for global in [names::OFFSETS, names::CONFIG, names::LOG_LEVEL] {
+            let sym = format!("\0{global}\0");
+            assert!(
+                EBPF_OBJECT.windows(sym.len()).any(|w| w == sym.as_bytes()),
+                "global {global} missing from the object"
+            );
+        }
+    }
+}

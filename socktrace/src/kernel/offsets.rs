@@ -1,0 +1,275 @@
+//! `KernelOffsets` has one owner: this module resolves, once, every byte offset the eBPF
+//! programs read — struct fields from the kernel's BTF, record fields from the tracepoints'
+//! format files — or names what is missing. `check` and the loader both call `resolve`.
+
+use super::{btf::KernelBtf, tracefs};
+use crate::model::Syscall;
+use anyhow::{anyhow, bail, Context as _, Result};
+use socktrace_common::{KernelOffsets, NO_FIELD};
+use std::path::Path;
+
+/// What `resolve` found: the offsets, and the classic tracepoints whose records cannot be read
+/// (with why): the probes behind those fall back or are refused.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub offsets: KernelOffsets,
+    pub record_problems: Vec<RecordProblem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordProblem {
+    pub tracepoint: &'static str,
+    pub why: String,
+}
+
+impl Resolved {
+    /// Why the classic tracepoint `name`'s record cannot be read, if it cannot.
+    pub fn record_problem(&self, name: &str) -> Option<&str> {
+        self.record_problems.iter().find(|p| p.tracepoint == name).map(|p| p.why.as_str())
+    }
+}
+
+/// Every offset the programs need on this kernel. Struct fields and the syscall records are
+/// required (an error names the first one missing); a TCP record laid out otherwise is only a
+/// problem for the probe that reads it.
+pub fn resolve(btf: &KernelBtf, tracefs: &Path) -> Result<Resolved> {
+    let mut offsets = struct_offsets(btf)?;
+    syscall_record_layout(tracefs, &mut offsets)?;
+    let record_problems = tcp_record_layouts(tracefs, &mut offsets);
+    Ok(Resolved { offsets, record_problems })
+}
+
+/// The struct fields: task -> files -> fdtable -> file -> socket -> sock, and `struct sock`'s.
+pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
+    let sk = |f: &str| btf.offset_of("sock", f);
+    Ok(KernelOffsets {
+        task_files: btf.offset_of("task_struct", "files")?,
+        task_tgid: btf.offset_of("task_struct", "tgid")?,
+        files_fdt: btf.offset_of("files_struct", "fdt")?,
+        fdtable_max_fds: btf.offset_of("fdtable", "max_fds")?,
+        fdtable_fd: btf.offset_of("fdtable", "fd")?,
+        file_f_inode: btf.offset_of("file", "f_inode")?,
+        file_private_data: btf.offset_of("file", "private_data")?,
+        inode_i_mode: btf.offset_of("inode", "i_mode")?,
+        socket_sk: btf.offset_of("socket", "sk")?,
+        sk_family: sk("__sk_common.skc_family")?,
+        sk_state: sk("__sk_common.skc_state")?,
+        sk_type: sk("sk_type")?,
+        sk_protocol: sk("sk_protocol")?,
+        sk_shutdown: sk("sk_shutdown")?,
+        sk_err: sk("sk_err")?,
+        sk_daddr: sk("__sk_common.skc_daddr")?,
+        sk_rcv_saddr: sk("__sk_common.skc_rcv_saddr")?,
+        sk_dport: sk("__sk_common.skc_dport")?,
+        sk_num: sk("__sk_common.skc_num")?,
+        sk_v6_daddr: sk("__sk_common.skc_v6_daddr")?,
+        sk_v6_rcv_saddr: sk("__sk_common.skc_v6_rcv_saddr")?,
+        regs_args: syscall_arg_regs(btf)?,
+        ..KernelOffsets::ZERO
+    })
+}
+
+/// Where this architecture's `struct pt_regs` keeps the first five syscall arguments when
+/// the syscall returns (the return value has overwritten the first register on arm64).
+fn syscall_arg_regs(btf: &KernelBtf) -> Result<[u32; 5]> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok([
+            btf.offset_of("pt_regs", "di")?,
+            btf.offset_of("pt_regs", "si")?,
+            btf.offset_of("pt_regs", "dx")?,
+            btf.offset_of("pt_regs", "r10")?,
+            btf.offset_of("pt_regs", "r8")?,
+        ]),
+        "aarch64" => {
+            let regs = btf.offset_of("pt_regs", "regs")?;
+            Ok([btf.offset_of("pt_regs", "orig_x0")?, regs + 8, regs + 16, regs + 24, regs + 32])
+        }
+        other => bail!("socktrace does not know where {other} keeps syscall arguments yet"),
+    }
+}
+
+/// Where a record field's offset goes in `KernelOffsets`.
+type OffsetSlot = fn(&mut KernelOffsets) -> &mut u32;
+
+/// A field the tracepoint programs read from a classic TCP/socket record.
+struct RecordField {
+    tracepoint: &'static str,
+    field: &'static str,
+    /// The size the program reads.
+    size: u32,
+    /// Optional fields get `NO_FIELD` on kernels without them.
+    required: bool,
+    slot: OffsetSlot,
+}
+
+const fn field(
+    tracepoint: &'static str,
+    field: &'static str,
+    size: u32,
+    required: bool,
+    slot: OffsetSlot,
+) -> RecordField {
+    RecordField { tracepoint, field, size, required, slot }
+}
+
+/// Every record field the tracepoint programs read, with where its offset goes.
+const RECORD_FIELDS: [RecordField; 8] = [
+    field("inet_sock_set_state", "skaddr", 8, true, |o| &mut o.tp_set_state_skaddr),
+    field("inet_sock_set_state", "oldstate", 4, true, |o| &mut o.tp_set_state_oldstate),
+    field("inet_sock_set_state", "newstate", 4, true, |o| &mut o.tp_set_state_newstate),
+    field("tcp_receive_reset", "skaddr", 8, true, |o| &mut o.tp_receive_reset_skaddr),
+    field("tcp_send_reset", "skaddr", 8, true, |o| &mut o.tp_send_reset_skaddr),
+    // Added with the RST reasons (about 6.10); older records have none.
+    field("tcp_send_reset", "reason", 4, false, |o| &mut o.tp_send_reset_reason),
+    field("tcp_retransmit_skb", "skaddr", 8, true, |o| &mut o.tp_retransmit_skaddr),
+    field("tcp_destroy_sock", "skaddr", 8, true, |o| &mut o.tp_destroy_skaddr),
+];
+
+/// Reads one classic record's layout into `offsets`: the offsets of the fields socktrace
+/// reads, checked for the sizes its programs expect. A record laid out otherwise is refused
+/// with what differs, never read at a guessed offset.
+pub fn record_layout(tracepoint: &str, format: &tracefs::Format, offsets: &mut KernelOffsets) -> Result<()> {
+    for f in RECORD_FIELDS.iter().filter(|f| f.tracepoint == tracepoint) {
+        let slot = (f.slot)(offsets);
+        match format.field(f.field) {
+            Some(found) if found.size == f.size => *slot = found.offset,
+            Some(found) => bail!(
+                "its record's field {} is {} bytes on this kernel, socktrace reads {}",
+                f.field,
+                found.size,
+                f.size
+            ),
+            None if f.required => bail!("its record has no field {} on this kernel", f.field),
+            None => *slot = NO_FIELD,
+        }
+    }
+    Ok(())
+}
+
+/// The classic TCP/socket records' layouts, from their format files; the tracepoints that
+/// cannot be used, with why.
+fn tcp_record_layouts(tracefs: &Path, offsets: &mut KernelOffsets) -> Vec<RecordProblem> {
+    let mut problems = Vec::new();
+    for ev in &super::probes::KERNEL_EVENTS {
+        let super::probes::Probe::Tracepoint { category, name } = ev.tracepoint else { continue };
+        let result =
+            tracefs::Format::read(tracefs, category, name).and_then(|format| record_layout(name, &format, offsets));
+        if let Err(e) = result {
+            problems.push(RecordProblem { tracepoint: name, why: format!("{e:#}") });
+        }
+    }
+    problems
+}
+
+/// The syscall-exit tracepoints' record layout, read from their format files; every watched
+/// call must share it, since one program serves them all.
+fn syscall_record_layout(tracefs: &Path, o: &mut KernelOffsets) -> Result<()> {
+    let mut layout: Option<(u32, u32)> = None;
+    for s in Syscall::ALL {
+        let exit = tracefs::Format::read(tracefs, "syscalls", &format!("sys_exit_{}", s.name()))
+            .context("the syscall tracepoints are missing (socktrace needs CONFIG_FTRACE_SYSCALLS)")?;
+        let this = (exit.offset("__syscall_nr")?, exit.offset("ret")?);
+        match layout {
+            None => layout = Some(this),
+            Some(l) if l != this => {
+                bail!("syscall tracepoint layouts differ on this kernel (sys_exit_{}: {:?} vs {:?})", s.name(), this, l)
+            }
+            Some(_) => {}
+        }
+    }
+    let (nr, ret) = layout.ok_or_else(|| anyhow!("no syscalls"))?;
+    o.tp_syscall_nr = nr;
+    o.tp_exit_ret = ret;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(fields: &[(&str, u32, u32)]) -> tracefs::Format {
+        let mut text =
+            String::from("name: x\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n");
+        for (decl, offset, size) in fields {
+            text.push_str(&format!("\tfield:{decl};\toffset:{offset};\tsize:{size};\tsigned:0;\n"));
+        }
+        tracefs::Format::parse(&text).unwrap()
+    }
+
+    // Reads the BTF of the kernel the tests run on: every offset must resolve, and the
+    // sock_common fields must sit where every kernel since 4.x puts them relative to each other.
+    #[test]
+    fn struct_offsets_resolve_on_this_kernel() {
+        let btf = KernelBtf::load().expect("this machine has BTF");
+        let o = struct_offsets(&btf).expect("all offsets");
+        // struct sock starts with sock_common, whose first fields are the address pair.
+        assert_eq!(o.sk_daddr, 0);
+        assert_eq!(o.sk_rcv_saddr, 4);
+        assert!(o.sk_dport > o.sk_rcv_saddr && o.sk_num == o.sk_dport + 2);
+        assert!(o.sk_state > o.sk_family);
+        assert!(o.sk_protocol > o.sk_state && o.sk_type > o.sk_state);
+        assert_ne!(o.task_files, 0);
+    }
+
+    #[test]
+    fn send_reset_record_with_reason_as_on_6_10_and_later() {
+        let f = format(&[
+            ("const void * skbaddr", 8, 8),
+            ("const void * skaddr", 16, 8),
+            ("int state", 24, 4),
+            ("enum sk_rst_reason reason", 28, 4),
+            ("__u8 saddr[sizeof(struct sockaddr_in6)]", 32, 28),
+        ]);
+        let mut o = KernelOffsets::ZERO;
+        record_layout("tcp_send_reset", &f, &mut o).unwrap();
+        assert_eq!((o.tp_send_reset_skaddr, o.tp_send_reset_reason), (16, 28));
+    }
+
+    #[test]
+    fn send_reset_record_without_reason_as_on_6_1() {
+        let f = format(&[
+            ("const void * skbaddr", 8, 8),
+            ("const void * skaddr", 16, 8),
+            ("int state", 24, 4),
+            ("__u16 sport", 28, 2),
+            ("__u16 dport", 30, 2),
+        ]);
+        let mut o = KernelOffsets::ZERO;
+        record_layout("tcp_send_reset", &f, &mut o).unwrap();
+        assert_eq!((o.tp_send_reset_skaddr, o.tp_send_reset_reason), (16, NO_FIELD));
+    }
+
+    #[test]
+    fn set_state_offsets_come_from_the_record() {
+        let f = format(&[("const void * skaddr", 16, 8), ("int oldstate", 24, 4), ("int newstate", 28, 4)]);
+        let mut o = KernelOffsets::ZERO;
+        record_layout("inet_sock_set_state", &f, &mut o).unwrap();
+        assert_eq!((o.tp_set_state_skaddr, o.tp_set_state_oldstate, o.tp_set_state_newstate), (16, 24, 28));
+    }
+
+    #[test]
+    fn a_record_laid_out_otherwise_is_refused_with_what_differs() {
+        let mut o = KernelOffsets::ZERO;
+        let narrow = format(&[("const void * skaddr", 8, 4), ("int oldstate", 12, 4), ("int newstate", 16, 4)]);
+        let e = record_layout("inet_sock_set_state", &narrow, &mut o).unwrap_err().to_string();
+        assert!(e.contains("field skaddr is 4 bytes on this kernel, socktrace reads 8"), "{e}");
+        let missing = format(&[("const void * skaddr", 8, 8), ("int newstate", 16, 4)]);
+        let e = record_layout("inet_sock_set_state", &missing, &mut o).unwrap_err().to_string();
+        assert!(e.contains("no field oldstate"), "{e}");
+        let e = record_layout("tcp_receive_reset", &format(&[("__u16 sport", 8, 2)]), &mut o).unwrap_err().to_string();
+        assert!(e.contains("no field skaddr"), "{e}");
+    }
+
+    #[test]
+    fn every_record_field_reads_a_classic_tracepoint_socktrace_uses() {
+        for f in &RECORD_FIELDS {
+            assert!(
+                super::super::probes::KERNEL_EVENTS
+                    .iter()
+                    .any(|ev| matches!(ev.tracepoint, super::super::probes::Probe::Tracepoint { name, .. } if name == f.tracepoint)),
+                "{} is read but no event uses its tracepoint",
+                f.tracepoint
+            );
+        }
+    }
+}
