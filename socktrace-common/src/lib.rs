@@ -110,6 +110,17 @@ pub mod routine {
     }
 }
 
+/// A listening socket of a traced process: its network namespace and port. The connections
+/// it accepts belong to the traced process from their first state (SYN_RECV).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerKey {
+    /// `struct net` address of the socket's namespace.
+    pub net: u64,
+    pub port: u16,
+    pub _pad: [u16; 3],
+}
+
 /// Slots of the per-CPU `HISTORY_STATS` map: socket histories created and destroyed since
 /// load. The difference, less the histories still in the map, is how many the LRU evicted.
 pub mod history_stats {
@@ -123,6 +134,7 @@ pub mod history_stats {
 pub mod names {
     /// Maps.
     pub const EVENTS: &str = "EVENTS";
+    pub const TRACED_LISTENERS: &str = "TRACED_LISTENERS";
     pub const SOCKETS: &str = "SOCKETS";
     pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
     pub const ROUTINE_COUNTS: &str = "ROUTINE_COUNTS";
@@ -130,7 +142,10 @@ pub mod names {
     pub const HISTORY_STATS: &str = "HISTORY_STATS";
     /// aya-log's ring buffer of kernel-side log records.
     pub const LOGS: &str = "AYA_LOGS";
-    pub const MAPS: [&str; 7] = [EVENTS, SOCKETS, TRACED_TGIDS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, LOGS];
+    pub const MAPS: [&str; 8] =
+        [EVENTS, SOCKETS, TRACED_TGIDS, TRACED_LISTENERS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, LOGS];
+    /// The one program that sees every failing call.
+    pub const SYS_EXIT: &str = "sys_exit";
     /// Read-only globals userspace writes before load.
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";
@@ -158,6 +173,8 @@ pub mod config_flags {
     pub const SEND_ROUTINE: u32 = 1 << 7;
     /// Only the process `TracedConfig::tgid` (one -p, no -f): no map lookup needed.
     pub const SELECT_ONE_PID: u32 = 1 << 8;
+    /// No selector: every process, so every TCP socket's history is kept.
+    pub const TRACE_ALL: u32 = 1 << 9;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -177,6 +194,9 @@ pub mod event_flags {
     pub const HAS_HISTORY: u32 = 1 << 2;
     /// `connect_addr` holds the address the program passed to `connect()`.
     pub const HAS_CONNECT_ADDR: u32 = 1 << 3;
+    /// The history was started by this failing call: nothing was recorded on the socket before
+    /// (it predates the trace and was not adopted, or it was evicted).
+    pub const HISTORY_STARTED_HERE: u32 = 1 << 4;
 }
 
 /// Byte offsets of kernel struct fields and tracepoint fields, computed by userspace from the
@@ -207,10 +227,15 @@ pub struct KernelOffsets {
     pub sk_num: u32,
     pub sk_v6_daddr: u32,
     pub sk_v6_rcv_saddr: u32,
-    // syscalls:sys_exit_* tracepoint records
-    pub tp_syscall_nr: u32,
-    pub tp_exit_ret: u32,
+    /// `struct sock`'s network namespace (`__sk_common.skc_net`): listeners are keyed by it.
+    pub sk_net: u32,
     pub task_tgid: u32,
+    /// `task_struct.thread_info.status` on x86_64, whose `TS_COMPAT` bit marks a 32-bit
+    /// syscall (other numbering); `NO_FIELD` where syscall numbers need no such check.
+    pub task_thread_status: u32,
+    /// Where the syscall number sits in `struct pt_regs` at syscall exit (x86_64 orig_ax,
+    /// arm64 syscallno).
+    pub regs_syscall_nr: u32,
     /// Where the first five syscall arguments sit in `struct pt_regs` at syscall exit
     /// (x86_64: di, si, dx, r10, r8; arm64: orig_x0, regs[1..5]).
     pub regs_args: [u32; 5],
@@ -234,7 +259,7 @@ impl KernelOffsets {
 
 /// Global configuration the userspace writes before loading.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracedConfig {
     pub flags: u32,
     /// Depth of the selected cgroup below the root (for bpf_get_current_ancestor_cgroup_id).
@@ -246,18 +271,46 @@ pub struct TracedConfig {
     pub tgid: u32,
     /// Socket histories each CPU's LRU list holds (`MAX_SOCKETS` / possible CPUs).
     pub history_cpu_share: u32,
+    /// socktrace's own process: its marked `getsockopt` calls adopt sockets (see `adopt`).
+    pub self_tgid: u32,
+    pub _pad: u32,
+    /// What each syscall number is to socktrace (`syscall_kind`): the one table the single
+    /// `sys_exit` program consults, filled by userspace with this architecture's numbers.
+    pub syscall_kinds: [u8; SYSCALL_TABLE_SIZE],
 }
 
 impl TracedConfig {
     /// The placeholder compiled into the eBPF object; userspace overrides it before load.
-    pub const ZERO: Self = TracedConfig {
-        flags: 0,
-        cgroup_level: 0,
-        cgroup_id: 0,
-        comm: [0; TASK_COMM_LEN],
-        tgid: 0,
-        history_cpu_share: 0,
-    };
+    // SAFETY: all fields are integers, for which zero is valid.
+    pub const ZERO: Self = unsafe { core::mem::zeroed() };
+}
+
+/// Syscall numbers below this have an entry in `TracedConfig::syscall_kinds`; the others are
+/// never watched.
+pub const SYSCALL_TABLE_SIZE: usize = 512;
+
+/// `TracedConfig::syscall_kinds` values: how the `sys_exit` program treats a call.
+pub mod syscall_kind {
+    /// Not watched.
+    pub const NONE: u8 = 0;
+    /// read-like: a return of 0 is end of file (reported with `REPORT_EOF`).
+    pub const RECEIVE: u8 = 1;
+    /// Any other watched call whose first argument is a socket fd (send*, write*, accept*).
+    pub const OTHER: u8 = 2;
+    /// connect: the address the program passed is recorded too.
+    pub const CONNECT: u8 = 3;
+    /// getsockopt: a successful SO_ERROR read carrying an error is a failed async connect;
+    /// socktrace's own marked call adopts a socket.
+    pub const GETSOCKOPT: u8 = 4;
+}
+
+/// socktrace adopts a traced process's sockets that predate the trace by duplicating each
+/// (pidfd_getfd) and calling `getsockopt(fd, ADOPT_LEVEL, ADOPT_OPTNAME)` on the copy: the
+/// `sys_exit` program, seeing socktrace's own call with this level, starts the socket's
+/// history. No protocol has this level, so the call itself fails harmlessly (ENOPROTOOPT).
+pub mod adopt {
+    pub const ADOPT_LEVEL: u64 = 0x5354_4144;
+    pub const ADOPT_OPTNAME: u64 = 0x5354;
 }
 
 /// Addresses and ports of a socket. Ports in host byte order; addresses in network order,
@@ -313,6 +366,20 @@ pub struct StampedState {
     pub _pad2: u32,
 }
 
+/// `SocketHistory::origin`: how socktrace came to keep a socket's history.
+pub mod history_origin {
+    /// A traced process changed its state (connect, listen, shutdown, close).
+    pub const TRACED_TASK: u32 = 0;
+    /// Accepted through a traced process's listener.
+    pub const TRACED_LISTENER: u32 = 1;
+    /// Open in a traced process when socktrace attached (adopted).
+    pub const ADOPTED: u32 = 2;
+    /// A traced process's call failed on it and nothing was known before.
+    pub const FAILED_CALL: u32 = 3;
+    /// Everything is traced (no selector): any event on any TCP socket.
+    pub const ANY: u32 = 4;
+}
+
 /// What the kernel remembers about one socket, keyed by its `struct sock` address. Filled from
 /// any context (softirq included): attribution goes through the socket, not the current task.
 #[repr(C)]
@@ -321,6 +388,9 @@ pub struct SocketHistory {
     pub transitions: [Transition; HISTORY_TRANSITIONS],
     /// Transitions ever recorded; the newest is at `(n_transitions - 1) % HISTORY_TRANSITIONS`.
     pub n_transitions: u32,
+    /// How the history began (`history_origin`).
+    pub origin: u32,
+    pub _pad: u32,
     pub retransmits: u32,
     pub last_retransmit_ns: u64,
     /// `tcp:tcp_receive_reset`: an RST arrived; `state` is the state before it was handled.
@@ -365,14 +435,15 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 36 * 4);
-assert_size!(TracedConfig, 40);
+assert_size!(KernelOffsets, 37 * 4);
+assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE);
 assert_size!(SockAddrs, 40);
+assert_size!(ListenerKey, 16);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
 assert_size!(StampedState, 24);
-assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 16 + 3 * 24 + 40);
-assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 16 + 3 * 24 + 40);
+assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 3 * 24 + 40);
+assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 3 * 24 + 40);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 
@@ -383,5 +454,6 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for TracedConfig {}
     unsafe impl aya::Pod for SocketHistory {}
+    unsafe impl aya::Pod for ListenerKey {}
     unsafe impl aya::Pod for FailureEvent {}
 }

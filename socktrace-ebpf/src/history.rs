@@ -8,13 +8,14 @@ use crate::{count_history_created, current_tgid, global, is_traced, now_ns, read
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
-    maps::PerCpuArray,
+    maps::{LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, net, SockAddrs, SocketHistory, StampedState, Transition, HISTORY_TRANSITIONS, NO_FIELD,
+    config_flags, history_origin, net, ListenerKey, SockAddrs, SocketHistory, StampedState, Transition,
+    HISTORY_TRANSITIONS, NO_FIELD,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -30,11 +31,25 @@ struct LastTransition {
     transition: Transition,
 }
 
+/// Listening sockets of traced processes: a connection they accept is the process's own from
+/// its first state, so its history starts then (an RST can hit it in the accept queue).
+#[map]
+static TRACED_LISTENERS: LruHashMap<ListenerKey, u8> = LruHashMap::with_max_entries(4096, 0);
+
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
 
 /// TCP states are 1 (ESTABLISHED) ..= 12 (NEW_SYN_RECV).
 const TCP_STATE_MAX: i32 = 12;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
+
+/// No selector: every socket is a traced process's, so any event may start a history.
+#[inline(always)]
+fn tracing_everything() -> bool {
+    global!(CONFIG.flags) & config_flags::TRACE_ALL != 0
+}
 
 #[inline(always)]
 fn is_tcp_sock(sk: u64) -> bool {
@@ -43,32 +58,74 @@ fn is_tcp_sock(sk: u64) -> bool {
 
 /// How a missing history is handled.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Create {
+pub(crate) enum Create {
     No,
-    Empty,
-    /// Start it with this CPU's last transition if that was on this socket, just now.
+    /// Start an empty one, saying how it began (`history_origin`).
+    Empty(u32),
+    /// Everything is traced: start one, with this CPU's last transition if that was on this
+    /// socket, just now.
     Seeded,
 }
 
 /// The history of `sk`, created as `create` says (for a TCP socket the caller cares about).
 #[inline(always)]
-fn history_of<C: EbpfContext>(ctx: &C, sk: u64, create: Create) -> Option<*mut SocketHistory> {
+pub(crate) fn history_of<C: EbpfContext>(ctx: &C, sk: u64, create: Create) -> Option<*mut SocketHistory> {
     if let Some(h) = SOCKETS.get_ptr_mut(sk) {
         return Some(h);
     }
-    if create == Create::No {
-        return None;
-    }
+    let origin = match create {
+        Create::No => return None,
+        Create::Empty(origin) => origin,
+        Create::Seeded => history_origin::ANY,
+    };
     let fresh = EMPTY_HISTORY.get(0)?;
     // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
-    if SOCKETS.insert(sk, fresh, BPF_NOEXIST as u64).is_ok() {
-        count_history_created(ctx);
-    }
+    let created = SOCKETS.insert(sk, fresh, BPF_NOEXIST as u64).is_ok();
     let h = SOCKETS.get_ptr_mut(sk)?;
-    if create == Create::Seeded {
-        seed(h, sk);
+    if created {
+        count_history_created(ctx);
+        // SAFETY: `h` points at the live map value just created.
+        unsafe { (*h).origin = origin };
+        if create == Create::Seeded {
+            seed(h, sk);
+        }
     }
     Some(h)
+}
+
+/// How the history of a socket no traced process has touched yet may start: only when
+/// everything is traced.
+#[inline(always)]
+fn create_if_everything() -> Create {
+    if tracing_everything() {
+        Create::Seeded
+    } else {
+        Create::No
+    }
+}
+
+/// A socket a traced process had open when socktrace attached (see `socktrace_common::adopt`).
+#[inline(always)]
+pub(crate) fn adopt<C: EbpfContext>(ctx: &C, sk: u64) {
+    if !is_tcp_sock(sk) {
+        return;
+    }
+    if let Some(h) = history_of(ctx, sk, Create::Empty(history_origin::ADOPTED)) {
+        merge_addrs(h, sk);
+    }
+    // A listener opened before the trace: the connections it accepts are the process's too.
+    if read::<u8>(sk, global!(OFFSETS.sk_state)) == Some(TCP_LISTEN as u8) {
+        let _ = TRACED_LISTENERS.insert(listener_key(sk), 1, 0);
+    }
+}
+
+/// The key of `sk` as a listener: its namespace and local port.
+#[inline(always)]
+fn listener_key(sk: u64) -> ListenerKey {
+    let mut key: ListenerKey = zeroed::<ListenerKey, 2>();
+    key.net = read(sk, global!(OFFSETS.sk_net)).unwrap_or(0);
+    key.port = read(sk, global!(OFFSETS.sk_num)).unwrap_or(0);
+    key
 }
 
 /// Starts a fresh history with this CPU's last transition, when it was this socket's, just now.
@@ -158,20 +215,44 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
     if old == new || !(1..=TCP_STATE_MAX).contains(&old) || !(1..=TCP_STATE_MAX).contains(&new) {
         warn!(ctx, "unexpected TCP state transition {} -> {} on socket {:x}", old, new, sk);
     }
-    // A socket's history starts in the traced process's own context (connect, close,
-    // shutdown); later transitions from softirq find it by address.
+    // A socket's history starts in the traced process's own context (connect, listen, close,
+    // shutdown), or as a connection of a traced listener; later transitions from softirq find
+    // it by address.
     let in_traced = is_traced(current_tgid());
+    let create = if in_traced {
+        if new == TCP_LISTEN {
+            let _ = TRACED_LISTENERS.insert(listener_key(sk), 1, 0);
+        }
+        if tracing_everything() {
+            Create::Seeded
+        } else {
+            Create::Empty(history_origin::TRACED_TASK)
+        }
+    } else if old == TCP_LISTEN && new == TCP_SYN_RECV {
+        // SAFETY: the value is only tested for presence, never read through.
+        match unsafe { TRACED_LISTENERS.get(listener_key(sk)) } {
+            Some(_) => Create::Empty(history_origin::TRACED_LISTENER),
+            None => Create::No,
+        }
+    } else {
+        Create::No
+    };
+    if old == TCP_LISTEN && new == TCP_CLOSE {
+        let _ = TRACED_LISTENERS.remove(listener_key(sk));
+    }
     // Built on zeroed words: a literal's padding array would be a memset call (see `zero`).
     let mut transition: Transition = zeroed::<Transition, 2>();
     transition.ts_ns = now_ns();
     transition.old_state = old as u8;
     transition.new_state = new as u8;
     transition.in_traced_task = in_traced as u8;
-    if let Some(last) = LAST_TRANSITION.get_ptr_mut(0) {
-        // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
-        unsafe { *last = LastTransition { sk, transition } };
+    if tracing_everything() {
+        if let Some(last) = LAST_TRANSITION.get_ptr_mut(0) {
+            // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+            unsafe { *last = LastTransition { sk, transition } };
+        }
     }
-    let Some(h) = history_of(ctx, sk, if in_traced { Create::Empty } else { Create::No }) else {
+    let Some(h) = history_of(ctx, sk, create) else {
         return 0;
     };
     // SAFETY: `h` points at a live map value; the index is masked into the ring.
@@ -190,9 +271,9 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
 /// An RST arrived for `sk`, which is still in the state the RST hit.
 #[inline(always)]
 fn on_receive_reset<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
-    // Created for any TCP socket: the RST may come before the traced process ever touched
-    // it (a connection still in an accept queue, or one opened before tracing began).
-    let create = if is_tcp_sock(sk) { Create::Empty } else { Create::No };
+    // Only sockets of traced processes have a history (connections in a traced listener's
+    // accept queue and sockets open at attach included); the rest cost one lookup.
+    let create = if is_tcp_sock(sk) { create_if_everything() } else { Create::No };
     let Some(h) = history_of(ctx, sk, create) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe { stamp(&raw mut (*h).rst_received, sk, 0) };
@@ -220,7 +301,7 @@ fn on_error_report<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
     if err == 0 {
         return 0;
     }
-    let create = if is_tcp_sock(sk) { Create::Seeded } else { Create::No };
+    let create = if is_tcp_sock(sk) { create_if_everything() } else { Create::No };
     let Some(h) = history_of(ctx, sk, create) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe { stamp(&raw mut (*h).error_report, sk, err) };
@@ -230,9 +311,8 @@ fn on_error_report<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
 
 #[inline(always)]
 fn on_retransmit<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
-    // Created on the first retransmission: a timeout later needs the count, whoever the
-    // socket belongs to (the timer runs in softirq).
-    let Some(h) = history_of(ctx, sk, Create::Empty) else { return 0 };
+    // The timer runs in softirq: the socket is found by address, whoever is on the CPU.
+    let Some(h) = history_of(ctx, sk, create_if_everything()) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe {
         (*h).retransmits = (*h).retransmits.wrapping_add(1);

@@ -1,69 +1,79 @@
-//! Failing socket calls: one program per kind of exit, attached to the watched
-//! `syscalls:sys_exit_*` tracepoints. A call that succeeds leaves after the process filter
-//! and one compare; a routine failure is counted; anything else becomes one event.
+//! Failing socket calls: one raw tracepoint program on `sys_exit`, for every syscall of every
+//! process. A raw tracepoint builds no trace record: the program gets the saved registers and
+//! the return value, so a call that succeeds costs one compare, and an untraced process's
+//! failing call one more. A traced process's failing call on a watched syscall is walked to
+//! its socket; a routine failure is counted; anything else becomes one event.
 
 use crate::{
-    count, current_tgid, global, is_traced, now_ns, read, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
-    SOCKETS,
+    count, global,
+    history::{adopt, history_of, Create},
+    is_traced, now_ns, read, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{
-            bpf_get_current_comm, bpf_get_current_task, bpf_get_current_task_btf,
-            bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_user as probe_read_user_raw,
-            bpf_task_pt_regs,
+            bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel as probe_read_kernel_raw,
+            bpf_probe_read_user as probe_read_user_raw,
         },
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
-    config_flags, event_flags, net, routine, FailureEvent, SockAddrs, SockSnapshot, SocketHistory, TASK_COMM_LEN,
-    WAKEUP_BYTES,
+    adopt, config_flags, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, SockAddrs,
+    SockSnapshot, SocketHistory, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
-/// What kind of exit a program handles; each is attached to the matching `sys_exit_*`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ExitKind {
-    /// read-like: a return of 0 is end of file.
-    Receive,
-    /// getsockopt: a successful SO_ERROR read carrying an error is a failed async connect.
-    GetSockOpt,
-    Connect,
-    Other,
+/// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
+const TS_COMPAT: u32 = 0x0002;
+
+/// `sys_exit(struct pt_regs *regs, long ret)`, on every kernel since 4.17.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    let ret: i64 = ctx.arg(1);
+    // Positive returns (bytes moved, new fds) are never failures: the cheapest exit first.
+    if ret > 0 {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !is_traced(tgid) {
+        if tgid == global!(CONFIG.self_tgid) && tgid != 0 {
+            adopt_marked(&ctx);
+        }
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let Some((nr, kind)) = watched_call(regs) else { return 0 };
+    on_watched_exit(&ctx, regs, nr, kind, ret);
+    0
 }
 
-#[tracepoint]
-pub fn sys_exit_receive(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx, ExitKind::Receive)
-}
-
-#[tracepoint]
-pub fn sys_exit_getsockopt(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx, ExitKind::GetSockOpt)
-}
-
-#[tracepoint]
-pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx, ExitKind::Connect)
-}
-
-#[tracepoint]
-pub fn sys_exit_other(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx, ExitKind::Other)
-}
-
-/// The registers saved at syscall entry (`struct pt_regs`): the arguments are read from
-/// there at exit, only for calls that failed, and only those needed, so succeeding calls
-/// cost no map operation and an EAGAIN storm no more reads than it must.
+/// The syscall number and its kind, if socktrace watches it (and it is a native call).
 #[inline(always)]
-fn entry_regs() -> u64 {
-    // SAFETY: helpers without pointer arguments; the result is only read through
-    // bpf_probe_read_kernel.
-    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+fn watched_call(regs: u64) -> Option<(u32, u8)> {
+    let nr: u64 = read(regs, global!(OFFSETS.regs_syscall_nr))?;
+    if nr >= SYSCALL_TABLE_SIZE as u64 {
+        return None;
+    }
+    // SAFETY: an aligned read of one byte of a static table, the index bounded above.
+    let kind =
+        unsafe { core::ptr::read_volatile((&raw const crate::CONFIG.syscall_kinds).cast::<u8>().add(nr as usize)) };
+    if kind == syscall_kind::NONE {
+        return None;
+    }
+    let status_at = global!(OFFSETS.task_thread_status);
+    if status_at != NO_FIELD {
+        // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
+        let task = unsafe { bpf_get_current_task() };
+        if read::<u32>(task, status_at).unwrap_or(0) & TS_COMPAT != 0 {
+            return None;
+        }
+    }
+    Some((nr as u32, kind))
 }
 
 #[inline(always)]
@@ -85,55 +95,56 @@ struct Sock {
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    let tgid = (id >> 32) as u32;
-    if !is_traced(tgid) {
-        return 0;
-    }
-    // SAFETY: the offset comes from the record's format file; read_at checks the bounds.
-    let ret: i64 = unsafe { ctx.read_at(global!(OFFSETS.tp_exit_ret) as usize) }.unwrap_or(0);
+fn on_watched_exit(ctx: &RawTracePointContext, regs: u64, nr: u32, kind: u8, ret: i64) {
     let flags_cfg = global!(CONFIG.flags);
-    // The cheap decisions first: most calls succeed and leave here.
-    if ret >= 0 {
-        let wanted = match kind {
-            ExitKind::Receive => ret == 0 && flags_cfg & config_flags::REPORT_EOF != 0,
-            ExitKind::GetSockOpt => true,
-            _ => false,
-        };
-        if !wanted {
-            return 0;
-        }
-    }
-    let regs = entry_regs();
     let mut so_error = 0i32;
-    if kind == ExitKind::GetSockOpt && ret >= 0 {
-        so_error = so_error_read(regs);
-        if so_error == 0 {
-            return 0;
+    if ret == 0 {
+        match kind {
+            syscall_kind::RECEIVE if flags_cfg & config_flags::REPORT_EOF != 0 => {}
+            syscall_kind::GETSOCKOPT => {
+                so_error = so_error_read(regs);
+                if so_error == 0 {
+                    return;
+                }
+            }
+            _ => return,
         }
     }
     let fd = syscall_arg(regs, 0) as i32;
     let sk = sock_of_fd(ctx, fd);
     if sk == 0 {
         // Pipes, files, eventfds: never ours to report.
-        return 0;
+        return;
     }
     let family: u16 = read(sk, global!(OFFSETS.sk_family)).unwrap_or(0);
     let sock_type: u16 = read(sk, global!(OFFSETS.sk_type)).unwrap_or(0);
     let protocol: u16 = read(sk, global!(OFFSETS.sk_protocol)).unwrap_or(0);
     let sock = Sock { sk, family, sock_type, protocol, is_tcp: net::is_tcp(family, sock_type, protocol) };
     if !sock.is_tcp && flags_cfg & config_flags::ALL_SOCKETS == 0 {
-        return 0;
+        return;
     }
     if ret == 0 && !sock.is_tcp && so_error == 0 {
-        return 0; // end of file is only reported for TCP
+        return; // end of file is only reported for TCP
     }
     if ret < 0 && flags_cfg & config_flags::SEND_ROUTINE == 0 && count_routine(ret, &sock) {
-        return 0;
+        return;
     }
-    send_failure(ctx, kind, regs, ret, fd, so_error, &sock);
-    0
+    send_failure(ctx, kind, regs, nr, ret, fd, so_error, &sock);
+}
+
+/// socktrace's own `getsockopt(fd, ADOPT_LEVEL, ADOPT_OPTNAME)` on a copy of a traced
+/// process's socket: start that socket's history (see `socktrace_common::adopt`).
+#[inline(always)]
+fn adopt_marked(ctx: &RawTracePointContext) {
+    let regs: u64 = ctx.arg(0);
+    let Some((_, syscall_kind::GETSOCKOPT)) = watched_call(regs) else { return };
+    if syscall_arg(regs, 1) != adopt::ADOPT_LEVEL || syscall_arg(regs, 2) != adopt::ADOPT_OPTNAME {
+        return;
+    }
+    let sk = sock_of_fd(ctx, syscall_arg(regs, 0) as i32);
+    if sk != 0 {
+        adopt(ctx, sk);
+    }
 }
 
 /// The value a successful `getsockopt(fd, SOL_SOCKET, SO_ERROR, ...)` returned; 0 for any
@@ -161,14 +172,36 @@ fn count_routine(ret: i64, sock: &Sock) -> bool {
 
 /// Writes one `FailureEvent` with the socket's recorded history to the ring buffer, or counts
 /// it as lost when the buffer is full.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn send_failure(ctx: &TracePointContext, kind: ExitKind, regs: u64, ret: i64, fd: i32, so_error: i32, sock: &Sock) {
+fn send_failure(
+    ctx: &RawTracePointContext,
+    kind: u8,
+    regs: u64,
+    nr: u32,
+    ret: i64,
+    fd: i32,
+    so_error: i32,
+    sock: &Sock,
+) {
     let snapshot = read_sock(sock);
-    // SAFETY: the offset comes from the record's format file; read_at checks the bounds.
-    let syscall_nr: i32 = unsafe { ctx.read_at(global!(OFFSETS.tp_syscall_nr) as usize) }.unwrap_or(-1);
+    // A TCP socket the traced process failed on is its own from here on: later events on it
+    // are recorded even if nothing was known before.
+    let mut started_here = false;
+    let history = if sock.is_tcp {
+        match history_of(ctx, sock.sk, Create::No) {
+            Some(h) => Some(h),
+            None => {
+                started_here = true;
+                history_of(ctx, sock.sk, Create::Empty(history_origin::FAILED_CALL))
+            }
+        }
+    } else {
+        None
+    };
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
         count(&LOST_EVENTS, 0);
-        warn!(ctx, "ring buffer full: a failure of pid {} on fd {} was counted as lost", current_tgid(), fd);
+        warn!(ctx, "ring buffer full: a failure of pid {} on fd {} was counted as lost", crate::current_tgid(), fd);
         return;
     };
     let ev = entry.as_mut_ptr();
@@ -186,24 +219,27 @@ fn send_failure(ctx: &TracePointContext, kind: ExitKind, regs: u64, ret: i64, fd
         (*ev).ret = ret;
         (*ev).pid = (id >> 32) as u32;
         (*ev).tid = id as u32;
-        (*ev).syscall_nr = syscall_nr as u32;
+        (*ev).syscall_nr = nr;
         (*ev).fd = fd;
         (*ev).so_error = so_error;
         bpf_get_current_comm((&raw mut (*ev).comm).cast(), TASK_COMM_LEN as u32);
         (*ev).sock = snapshot;
-        if kind == ExitKind::Connect
+        if kind == syscall_kind::CONNECT
             && read_user_sockaddr(syscall_arg(regs, 1), syscall_arg(regs, 2), &raw mut (*ev).connect_addr)
         {
             flags |= event_flags::HAS_CONNECT_ADDR;
         }
-        match SOCKETS.get(sock.sk) {
-            Some(history) => {
-                copy_history(&raw mut (*ev).history, history);
+        match history {
+            Some(h) if !started_here => {
+                copy_history(&raw mut (*ev).history, h);
                 flags |= event_flags::HAS_HISTORY;
             }
-            None => {
+            _ => {
                 if let Some(empty) = EMPTY_HISTORY.get(0) {
                     copy_history(&raw mut (*ev).history, empty);
+                }
+                if started_here {
+                    flags |= event_flags::HISTORY_STARTED_HERE;
                 }
             }
         }
@@ -230,7 +266,7 @@ unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
 
 /// task -> files -> fdtable -> file -> socket -> sock. Returns 0 when the fd is not a socket.
 #[inline(always)]
-fn sock_of_fd(ctx: &TracePointContext, fd: i32) -> u64 {
+pub(crate) fn sock_of_fd<C: aya_ebpf::EbpfContext>(ctx: &C, fd: i32) -> u64 {
     if fd < 0 {
         return 0;
     }
@@ -239,7 +275,7 @@ fn sock_of_fd(ctx: &TracePointContext, fd: i32) -> u64 {
     let files: u64 = read(task, global!(OFFSETS.task_files)).unwrap_or(0);
     let fdt: u64 = read(files, global!(OFFSETS.files_fdt)).unwrap_or(0);
     let Some(max_fds) = read::<u32>(fdt, global!(OFFSETS.fdtable_max_fds)) else {
-        debug!(ctx, "could not read the fd table of pid {} (fd {})", current_tgid(), fd);
+        debug!(ctx, "could not read the fd table of pid {} (fd {})", crate::current_tgid(), fd);
         return 0;
     };
     if fd as u32 >= max_fds {

@@ -244,7 +244,7 @@ fn selection(tgids: Vec<u32>, s: &SelectArgs) -> Result<Selection> {
             Some(name.as_bytes()[..name.len().min(TASK_COMM_MAX)].to_vec())
         }
     };
-    let cgroup = s.cgroup.as_deref().map(cgroup_id).transpose()?;
+    let cgroup = s.cgroup.as_deref().map(crate::kernel::cgroup::id_and_level).transpose()?;
     Ok(Selection { tgids, follow: s.follow, comm, cgroup })
 }
 
@@ -288,32 +288,6 @@ pub fn validate_pid(text: &str) -> Result<u32> {
     let status = read_lossy("status").with_context(|| format!("no such process: PID {pid} exited"))?;
     let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok()).unwrap_or(pid);
     Ok(tgid)
-}
-
-/// The cgroup v2 id (the directory's inode) and depth of PATH, given absolute
-/// (`/sys/fs/cgroup/...`) or relative to the cgroup2 mount (`/system.slice/x.service`).
-fn cgroup_id(path: &Path) -> Result<(u64, u32)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let root = cgroup2_mount().context("no cgroup v2 hierarchy is mounted: --cgroup needs one")?;
-    let full =
-        if path.starts_with(&root) { path.to_path_buf() } else { root.join(path.strip_prefix("/").unwrap_or(path)) };
-    let meta = std::fs::metadata(&full).with_context(|| format!("no such cgroup: {}", full.display()))?;
-    if !meta.is_dir() || !full.join("cgroup.procs").exists() {
-        bail!("{} is not a cgroup v2 directory", full.display());
-    }
-    let level = full.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32;
-    Ok((meta.ino(), level))
-}
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        if right.split_whitespace().next() != Some("cgroup2") {
-            return None;
-        }
-        left.split_whitespace().nth(4).map(PathBuf::from)
-    })
 }
 
 fn generate_docs(dir: &Path) -> Result<()> {
@@ -387,14 +361,5 @@ mod tests {
         assert_eq!(c.command_line, ["curl", "-s", "http://x/"]);
         assert!(c.select.follow);
         assert!(Cli::try_parse_from(["socktrace", "--cause", "nonsense"]).is_err());
-    }
-
-    #[test]
-    fn cgroup_paths_resolve_to_ids() {
-        let root = cgroup2_mount().expect("cgroup2 is mounted here");
-        let (id, level) = cgroup_id(&root).unwrap();
-        assert_eq!(level, 0);
-        assert!(id > 0);
-        assert!(cgroup_id(Path::new("/no/such/cgroup")).unwrap_err().to_string().contains("no such cgroup"));
     }
 }

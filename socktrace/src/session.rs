@@ -3,6 +3,7 @@
 
 use crate::diagnose::diagnose;
 use crate::event::decode;
+use crate::kernel::adopt::Adopted;
 use crate::kernel::load::{ProbeOptions, Probes, Selection};
 use crate::kernel::probes::ProbeMode;
 use crate::model::Cause;
@@ -67,6 +68,8 @@ impl SessionOptions {
 
 pub struct Session {
     probes: Probes,
+    /// Sockets the traced processes had open at attach, adopted.
+    adopted: Adopted,
     pidfds: Vec<OwnedFd>,
     selection: Selection,
     printer: Printer,
@@ -87,9 +90,11 @@ impl Session {
         // and one that exits later wakes the loop.
         let pidfds = selection.tgids.iter().map(|&p| pidfd_open(p)).collect::<Result<Vec<_>>>()?;
         let probes = Probes::load_and_attach(opts.probe_mode, &opts.probe_options(), selection)?;
+        // Sockets opened before the trace: adopted now that the probes record their events.
+        let adopted = crate::kernel::adopt::existing_sockets(selection);
         crate::kernel::privileges::drop_all()?;
         let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default() };
-        Ok(Session { probes, pidfds, selection: selection.clone(), printer })
+        Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted })
     }
 
     /// Runs until the traced processes are gone, a signal, or the output closes. `attached`
@@ -101,12 +106,12 @@ impl Session {
     }
 
     async fn event_loop(self, attached: impl FnOnce() -> Result<()>) -> Result<()> {
-        let Session { mut probes, pidfds, selection, mut printer } = self;
+        let Session { mut probes, pidfds, selection, mut printer, adopted } = self;
         let mut watch = Watch::new(&mut probes, pidfds)?;
         // Signals are handled from here on; only then is the attach announced (a script that
         // waits for the line and then sends SIGINT must get a clean end).
         let mut signals = Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? };
-        announce(&probes, &selection);
+        announce(&probes, &selection, &adopted);
         attached()?;
         let end = watch.until_end(&probes, &selection, &mut printer, &mut signals).await?;
         // Events the kernel wrote before the end are still in the buffer.
@@ -120,13 +125,24 @@ impl Session {
     }
 }
 
-/// The attach line (and any probe fallbacks) on stderr.
-fn announce(probes: &Probes, selection: &Selection) {
+/// The attach line (and any probe fallbacks, and sockets that could not be adopted) on stderr.
+fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
     for fallback in probes.fallbacks() {
         eprintln!("socktrace: probe fallback: {fallback}");
     }
+    for (pid, why) in &adopted.refused {
+        eprintln!(
+            "socktrace: notice: the sockets PID {pid} had open before the trace were not adopted ({why}; needs \
+             root or CAP_SYS_PTRACE): failures on them may lack their cause"
+        );
+    }
+    let sockets = match adopted.sockets {
+        0 => String::new(),
+        1 => "; 1 socket open before the trace adopted".into(),
+        n => format!("; {n} sockets open before the trace adopted"),
+    };
     eprintln!(
-        "socktrace: attached to {} (probe mode {}: {}); Ctrl-C to stop",
+        "socktrace: attached to {} (probe mode {}: {}){sockets}; Ctrl-C to stop",
         describe(selection),
         probes.mode.name(),
         probes.describe()

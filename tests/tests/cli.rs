@@ -375,7 +375,7 @@ fn check_reports_this_kernel() {
         "BPF ring buffer",
         "inet_sock_set_state",
         "tcp_receive_reset",
-        "syscalls:sys_exit_*",
+        "raw_tracepoint/sys_exit (14 calls)",
         "kprobes",
         "probe mode",
         "programs load (verifier)",

@@ -184,6 +184,7 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     let mut unit = cargo();
     unit.args([
         "test",
+        "--no-fail-fast",
         "--package",
         "socktrace",
         "--package",
@@ -197,7 +198,7 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     let unit_ok = run_counting(&mut unit, &mut totals)?;
     // Every end-to-end test in the default probe mode (auto: tp_btf here)...
     let mut e2e = cargo();
-    e2e.args(["test", "--package", "socktrace-tests", "--", "--test-threads=1"]);
+    e2e.args(["test", "--no-fail-fast", "--package", "socktrace-tests", "--", "--test-threads=1"]);
     e2e.args(args);
     let e2e_ok = run_counting(&mut e2e, &mut totals)?;
     // ...and the scenario suite again in tracepoint mode: the same labels from classic
@@ -206,6 +207,7 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     tracepoint
         .args([
             "test",
+            "--no-fail-fast",
             "--package",
             "socktrace-tests",
             "--test",

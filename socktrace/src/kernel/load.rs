@@ -19,24 +19,28 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use socktrace_common::{
-    config_flags, history_stats, names, routine, SocketHistory, TracedConfig, MAX_SOCKETS, TASK_COMM_MAX,
+    config_flags, history_stats, names, routine, syscall_kind, SocketHistory, TracedConfig, MAX_SOCKETS,
+    SYSCALL_TABLE_SIZE, TASK_COMM_MAX,
 };
 
 /// The eBPF programs, built by `build.rs` from `socktrace-ebpf/`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/socktrace"));
 
-/// The syscall-exit programs, loaded in every mode.
-pub const SYSCALL_PROGRAMS: [&str; 4] =
-    ["sys_exit_receive", "sys_exit_getsockopt", "sys_exit_connect", "sys_exit_other"];
-
-/// The syscall-exit program that handles each watched call.
-fn exit_program(s: Syscall) -> &'static str {
-    match s {
-        _ if s.is_receive() => "sys_exit_receive",
-        Syscall::Connect => "sys_exit_connect",
-        Syscall::Getsockopt => "sys_exit_getsockopt",
-        _ => "sys_exit_other",
+/// What the `sys_exit` program is to do with each syscall number of this architecture.
+pub fn syscall_kinds() -> [u8; SYSCALL_TABLE_SIZE] {
+    let mut kinds = [syscall_kind::NONE; SYSCALL_TABLE_SIZE];
+    for s in Syscall::ALL {
+        let kind = match s {
+            _ if s.is_receive() => syscall_kind::RECEIVE,
+            Syscall::Connect => syscall_kind::CONNECT,
+            Syscall::Getsockopt => syscall_kind::GETSOCKOPT,
+            _ => syscall_kind::OTHER,
+        };
+        if let Some(slot) = usize::try_from(s.number()).ok().and_then(|n| kinds.get_mut(n)) {
+            *slot = kind;
+        }
     }
+    kinds
 }
 
 /// What the kernel reports beyond the failures themselves.
@@ -95,6 +99,7 @@ pub fn traced_config(
     set(config_flags::SELECT_PIDS, !sel.tgids.is_empty() && !one_pid);
     set(config_flags::SELECT_COMM, sel.comm.is_some());
     set(config_flags::SELECT_CGROUP, sel.cgroup.is_some());
+    set(config_flags::TRACE_ALL, sel.is_everything());
     if one_pid {
         c.tgid = sel.tgids[0];
     }
@@ -107,6 +112,8 @@ pub fn traced_config(
         c.cgroup_level = level;
     }
     c.history_cpu_share = MAX_SOCKETS / possible_cpus.max(1);
+    c.self_tgid = std::process::id();
+    c.syscall_kinds = syscall_kinds();
     c
 }
 
@@ -226,7 +233,7 @@ impl Probes {
 
     /// Programs loaded (each passed the verifier).
     pub fn programs_loaded(&self) -> usize {
-        self.choices.len() + SYSCALL_PROGRAMS.len()
+        self.choices.len() + 1
     }
 
     /// Failures the kernel could not send because the ring buffer was full.
@@ -327,18 +334,15 @@ fn choose_and_attach(
     Ok(choices)
 }
 
-/// Loads the syscall-exit programs and attaches each to its calls' tracepoints.
+/// Loads the one program that sees every failing call and attaches it to the raw `sys_exit`
+/// tracepoint (4.17+): no trace record is built, and it needs no per-syscall tracepoints.
 fn attach_syscalls(ebpf: &mut Ebpf, attach: bool) -> Result<()> {
-    for name in SYSCALL_PROGRAMS {
-        let prog: &mut TracePoint =
-            ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?.try_into()?;
-        prog.load().with_context(|| format!("loading {name}"))?;
-    }
-    for s in Syscall::ALL.into_iter().filter(|_| attach) {
-        let (prog_name, tp) = (exit_program(s), format!("sys_exit_{}", s.name()));
-        let prog: &mut TracePoint = ebpf.program_mut(prog_name).context(prog_name)?.try_into()?;
-        prog.attach("syscalls", &tp)
-            .with_context(|| format!("attaching tracepoint syscalls:{tp} (needs CONFIG_FTRACE_SYSCALLS)"))?;
+    let name = names::SYS_EXIT;
+    let prog: &mut RawTracePoint =
+        ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?.try_into()?;
+    prog.load().with_context(|| format!("loading {name}"))?;
+    if attach {
+        prog.attach("sys_exit").context("attaching the raw tracepoint sys_exit (needs CONFIG_FTRACE_SYSCALLS)")?;
     }
     Ok(())
 }
@@ -413,6 +417,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_syscall_table_names_every_watched_call_and_nothing_else() {
+        let kinds = syscall_kinds();
+        for s in Syscall::ALL {
+            let kind = kinds[s.number() as usize];
+            assert_ne!(kind, syscall_kind::NONE, "{}", s.name());
+            assert_eq!(kind == syscall_kind::RECEIVE, s.is_receive(), "{}", s.name());
+        }
+        assert_eq!(kinds[libc::SYS_connect as usize], syscall_kind::CONNECT);
+        assert_eq!(kinds[libc::SYS_getsockopt as usize], syscall_kind::GETSOCKOPT);
+        assert_eq!(kinds.iter().filter(|&&k| k != syscall_kind::NONE).count(), Syscall::ALL.len());
+        assert_eq!(kinds[libc::SYS_close as usize], syscall_kind::NONE);
+    }
+
+    #[test]
     fn config_bits_follow_the_selection() {
         let opts = ProbeOptions { report_eof: true, ..ProbeOptions::default() };
         let one = traced_config(&Selection { tgids: vec![42], ..Selection::default() }, &opts, false, 2);
@@ -448,7 +466,7 @@ mod tests {
             false,
             2,
         );
-        assert_eq!(everything.flags, config_flags::SEND_ROUTINE);
+        assert_eq!(everything.flags, config_flags::SEND_ROUTINE | config_flags::TRACE_ALL);
     }
 
     /// Every map and program name socktrace uses is in the embedded eBPF object (parsed, not
@@ -463,7 +481,7 @@ mod tests {
                 obj.maps.keys().collect::<Vec<_>>()
             );
         }
-        let mut programs: Vec<String> = SYSCALL_PROGRAMS.iter().map(|p| p.to_string()).collect();
+        let mut programs: Vec<String> = vec![names::SYS_EXIT.to_string()];
         for ev in &KERNEL_EVENTS {
             programs.extend(ev.all().map(|p| p.program()));
         }

@@ -1,6 +1,8 @@
 //! Everything that touches the running kernel: BTF and tracefs (what it offers), offsets (the
 //! layouts the programs read), the probe catalogue and modes, loading and attach, privileges.
+pub mod adopt;
 pub mod btf;
+pub mod cgroup;
 pub mod load;
 pub mod offsets;
 pub mod privileges;

@@ -3,8 +3,7 @@
 //! format files — or names what is missing. `check` and the loader both call `resolve`.
 
 use super::{btf::KernelBtf, tracefs};
-use crate::model::Syscall;
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Result};
 use socktrace_common::{KernelOffsets, NO_FIELD};
 use std::path::Path;
 
@@ -29,12 +28,11 @@ impl Resolved {
     }
 }
 
-/// Every offset the programs need on this kernel. Struct fields and the syscall records are
-/// required (an error names the first one missing); a TCP record laid out otherwise is only a
-/// problem for the probe that reads it.
+/// Every offset the programs need on this kernel. Struct fields are required (an error names
+/// the first one missing); a TCP record laid out otherwise is only a problem for the probe
+/// that reads it.
 pub fn resolve(btf: &KernelBtf, tracefs: &Path) -> Result<Resolved> {
     let mut offsets = struct_offsets(btf)?;
-    syscall_record_layout(tracefs, &mut offsets)?;
     let record_problems = tcp_record_layouts(tracefs, &mut offsets);
     Ok(Resolved { offsets, record_problems })
 }
@@ -64,9 +62,32 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_num: sk("__sk_common.skc_num")?,
         sk_v6_daddr: sk("__sk_common.skc_v6_daddr")?,
         sk_v6_rcv_saddr: sk("__sk_common.skc_v6_rcv_saddr")?,
+        // possible_net_t holds the one `struct net *` (nothing without CONFIG_NET_NS, where
+        // there is one namespace and any constant will do).
+        sk_net: sk("__sk_common.skc_net")?,
+        task_thread_status: thread_status(btf)?,
+        regs_syscall_nr: syscall_nr_reg(btf)?,
         regs_args: syscall_arg_regs(btf)?,
         ..KernelOffsets::ZERO
     })
+}
+
+/// x86_64 runs 32-bit (compat) syscalls with their own numbers through the same exit: the
+/// program skips those, told by `thread_info.status & TS_COMPAT`. Elsewhere: no check.
+fn thread_status(btf: &KernelBtf) -> Result<u32> {
+    match std::env::consts::ARCH {
+        "x86_64" => btf.offset_of("task_struct", "thread_info.status"),
+        _ => Ok(NO_FIELD),
+    }
+}
+
+/// Where `struct pt_regs` keeps the syscall number at exit.
+fn syscall_nr_reg(btf: &KernelBtf) -> Result<u32> {
+    match std::env::consts::ARCH {
+        "x86_64" => btf.offset_of("pt_regs", "orig_ax"),
+        "aarch64" => btf.offset_of("pt_regs", "syscallno"),
+        other => bail!("socktrace does not know where {other} keeps the syscall number yet"),
+    }
 }
 
 /// Where this architecture's `struct pt_regs` keeps the first five syscall arguments when
@@ -159,28 +180,6 @@ fn tcp_record_layouts(tracefs: &Path, offsets: &mut KernelOffsets) -> Vec<Record
         }
     }
     problems
-}
-
-/// The syscall-exit tracepoints' record layout, read from their format files; every watched
-/// call must share it, since one program serves them all.
-fn syscall_record_layout(tracefs: &Path, o: &mut KernelOffsets) -> Result<()> {
-    let mut layout: Option<(u32, u32)> = None;
-    for s in Syscall::ALL {
-        let exit = tracefs::Format::read(tracefs, "syscalls", &format!("sys_exit_{}", s.name()))
-            .context("the syscall tracepoints are missing (socktrace needs CONFIG_FTRACE_SYSCALLS)")?;
-        let this = (exit.offset("__syscall_nr")?, exit.offset("ret")?);
-        match layout {
-            None => layout = Some(this),
-            Some(l) if l != this => {
-                bail!("syscall tracepoint layouts differ on this kernel (sys_exit_{}: {:?} vs {:?})", s.name(), this, l)
-            }
-            Some(_) => {}
-        }
-    }
-    let (nr, ret) = layout.ok_or_else(|| anyhow!("no syscalls"))?;
-    o.tp_syscall_nr = nr;
-    o.tp_exit_ret = ret;
-    Ok(())
 }
 
 #[cfg(test)]

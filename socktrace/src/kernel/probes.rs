@@ -2,7 +2,7 @@
 //! socktrace can reach it (BTF tracepoint, classic tracepoint, kprobe), and which of them this
 //! kernel offers. The loader (`load.rs`) picks from here per probe mode; `check` reports it.
 //!
-//! The failing calls always come from the syscall-exit tracepoints. The socket history comes
+//! The failing calls always come from one raw tracepoint on `sys_exit`. The socket history comes
 //! from six kernel events (state changes, RSTs received and sent, error reports,
 //! retransmissions, socket destruction), plus fork/exit with `-f`. The probe mode says which
 //! probe serves each; `auto` decides per event and falls back when one is missing.
@@ -252,7 +252,7 @@ pub fn unavailable(probe: Probe, kernel: &KernelView) -> Option<String> {
 
 /// What the syscall side attaches to, in every mode.
 pub fn syscall_probes() -> String {
-    format!("tracepoint/syscalls:sys_exit_* ({} calls)", Syscall::ALL.len())
+    format!("raw_tracepoint/sys_exit ({} calls)", Syscall::ALL.len())
 }
 
 pub fn first_line(s: &str) -> &str {

@@ -91,10 +91,6 @@ impl Format {
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
     }
-
-    pub fn offset(&self, name: &str) -> Result<u32> {
-        self.field(name).map(|f| f.offset).ok_or_else(|| anyhow!("field {name} missing"))
-    }
 }
 
 #[cfg(test)]
@@ -114,12 +110,12 @@ print fmt: \"fd: 0x%08lx\"\n";
     #[test]
     fn parses_names_offsets_and_sizes() {
         let f = Format::parse(SYS_ENTER_CONNECT).unwrap();
-        assert_eq!(f.offset("__syscall_nr").unwrap(), 8);
-        assert_eq!(f.offset("fd").unwrap(), 16);
-        assert_eq!(f.offset("uservaddr").unwrap(), 24);
+        assert_eq!(f.field("__syscall_nr").unwrap().offset, 8);
+        assert_eq!(f.field("fd").unwrap().offset, 16);
+        assert_eq!(f.field("uservaddr").unwrap().offset, 24);
         assert_eq!(f.field("saddr").unwrap().size, 28);
         assert_eq!(f.field("common_type").unwrap().size, 2);
-        assert!(f.offset("ret").is_err());
+        assert!(f.field("ret").is_none());
     }
 
     #[test]

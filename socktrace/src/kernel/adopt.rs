@@ -1,0 +1,139 @@
+//! Sockets older than the trace. A traced process's connections opened before socktrace
+//! attached have no history: the kernel keeps histories only for sockets a traced process
+//! touched. So, once attached, socktrace adopts them: it duplicates each socket fd of each
+//! traced process (`pidfd_getfd`, 5.6+) and makes a marked `getsockopt` on the copy, which the
+//! `sys_exit` program recognises as socktrace's own and turns into a history for that socket
+//! (`socktrace_common::adopt`). The copy is closed at once.
+//!
+//! Needs ptrace access to the processes (root, or CAP_SYS_PTRACE); without it the sockets are
+//! only not adopted, and socktrace says so.
+
+use super::load::Selection;
+use socktrace_common::adopt::{ADOPT_LEVEL, ADOPT_OPTNAME};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::path::Path;
+
+/// What adoption did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    pub processes: usize,
+    pub sockets: usize,
+    /// Processes whose sockets could not be adopted, with why.
+    pub refused: Vec<(u32, String)>,
+}
+
+/// Adopts every socket of every process the selection names now (by PID, name or cgroup);
+/// with no selector there is nothing to do (every socket's history starts at its next event).
+pub fn existing_sockets(sel: &Selection) -> Adopted {
+    let mut out = Adopted::default();
+    if sel.is_everything() {
+        return out;
+    }
+    for pid in processes(sel) {
+        match adopt_process(pid) {
+            Ok(n) => {
+                out.processes += 1;
+                out.sockets += n;
+            }
+            Err(e) => out.refused.push((pid, e.to_string())),
+        }
+    }
+    out
+}
+
+/// The processes the selection names, as they are now: the PIDs given, or every process
+/// whose name and cgroup match.
+fn processes(sel: &Selection) -> Vec<u32> {
+    if !sel.tgids.is_empty() {
+        return sel.tgids.clone();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id() && matches(sel, pid))
+        .collect()
+}
+
+fn matches(sel: &Selection, pid: u32) -> bool {
+    let proc = Path::new("/proc").join(pid.to_string());
+    if let Some(want) = &sel.comm {
+        match std::fs::read(proc.join("comm")) {
+            Ok(mut comm) => {
+                if comm.last() == Some(&b'\n') {
+                    comm.pop();
+                }
+                if &comm != want {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    if let Some((id, _)) = sel.cgroup {
+        if !in_cgroup(&proc, id) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the process's cgroup v2 is `id` or below it.
+fn in_cgroup(proc: &Path, id: u64) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(text) = std::fs::read_to_string(proc.join("cgroup")) else { return false };
+    let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else { return false };
+    let Some(root) = super::cgroup::cgroup2_mount() else { return false };
+    let mut dir = root.join(path.trim_start_matches('/'));
+    loop {
+        if std::fs::metadata(&dir).is_ok_and(|m| m.ino() == id) {
+            return true;
+        }
+        if dir == root || !dir.pop() {
+            return false;
+        }
+    }
+}
+
+fn adopt_process(pid: u32) -> std::io::Result<usize> {
+    // SAFETY: plain syscall; the returned fd is owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut adopted = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else { continue };
+        if !link.to_string_lossy().starts_with("socket:[") {
+            continue;
+        }
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        // SAFETY: plain syscall; the returned fd is owned below.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if copy < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EBADF) {
+                continue; // closed meanwhile
+            }
+            return Err(err);
+        }
+        // SAFETY: a fresh descriptor we own; closed when dropped, right after the mark.
+        let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+        let mut value = [0u8; 4];
+        let mut len = value.len() as libc::socklen_t;
+        // The marked call: it fails (no protocol has this level); the kernel program has
+        // seen it by then.
+        // SAFETY: a valid descriptor and a 4-byte buffer with its length.
+        unsafe {
+            libc::getsockopt(
+                copy.as_raw_fd(),
+                ADOPT_LEVEL as libc::c_int,
+                ADOPT_OPTNAME as libc::c_int,
+                value.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        adopted += 1;
+    }
+    Ok(adopted)
+}
