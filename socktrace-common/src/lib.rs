@@ -175,6 +175,13 @@ pub mod config_flags {
     pub const SELECT_ONE_PID: u32 = 1 << 8;
     /// No selector: every process, so every TCP socket's history is kept.
     pub const TRACE_ALL: u32 = 1 << 9;
+    /// `struct sock_common` starts as every kernel since 4.x lays it out (`SockHead`): the
+    /// addresses, ports, family and state are one read instead of six.
+    pub const SOCK_HEAD: u32 = 1 << 10;
+    /// `sk_type` and `sk_protocol` are adjacent u16s: one read for both, at the lower of the
+    /// two offsets (`PROTOCOL_FIRST`: `sk_protocol` is the first of them, as on 6.x).
+    pub const TYPE_PROTOCOL_PAIR: u32 = 1 << 11;
+    pub const PROTOCOL_FIRST: u32 = 1 << 12;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -313,6 +320,29 @@ pub mod adopt {
     pub const ADOPT_OPTNAME: u64 = 0x5354;
 }
 
+/// The first 20 bytes of `struct sock_common` on every kernel since 4.x: `skc_addrpair`,
+/// `skc_hash`, `skc_portpair`, `skc_family`, `skc_state` (userspace checks the offsets against
+/// BTF and sets `SOCK_HEAD` only when they match).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockHead {
+    pub daddr: [u8; 4],
+    pub rcv_saddr: [u8; 4],
+    pub hash: u32,
+    /// Network order.
+    pub dport: u16,
+    /// Host order.
+    pub num: u16,
+    pub family: u16,
+    pub state: u8,
+    pub _pad: u8,
+}
+
+impl SockHead {
+    /// Where each field sits: (daddr, rcv_saddr, dport, num, family, state).
+    pub const OFFSETS: (u32, u32, u32, u32, u32, u32) = (0, 4, 12, 14, 16, 18);
+}
+
 /// Addresses and ports of a socket. Ports in host byte order; addresses in network order,
 /// IPv4 in the first 4 bytes.
 #[repr(C)]
@@ -438,6 +468,7 @@ macro_rules! assert_size {
 assert_size!(KernelOffsets, 37 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE);
 assert_size!(SockAddrs, 40);
+assert_size!(SockHead, 20);
 assert_size!(ListenerKey, 16);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);

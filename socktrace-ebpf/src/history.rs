@@ -4,7 +4,9 @@
 //! format file, or a kprobe on the kernel function that fires the tracepoint. The `on_*`
 //! handlers are the only place the facts are recorded.
 
-use crate::{count_history_created, current_tgid, global, is_traced, now_ns, read, zeroed, EMPTY_HISTORY, SOCKETS};
+use crate::{
+    count_history_created, current_tgid, global, is_traced, now_ns, read, sock_head, zeroed, EMPTY_HISTORY, SOCKETS,
+};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
@@ -14,7 +16,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, ListenerKey, SockAddrs, SocketHistory, StampedState, Transition,
+    config_flags, history_origin, net, ListenerKey, SockAddrs, SockHead, SocketHistory, StampedState, Transition,
     HISTORY_TRANSITIONS, NO_FIELD,
 };
 
@@ -104,17 +106,28 @@ fn create_if_everything() -> Create {
     }
 }
 
+/// `create_if_everything` for a TCP socket; the protocol is read only when it matters.
+#[inline(always)]
+fn create_for_tcp(sk: u64) -> Create {
+    if tracing_everything() && is_tcp_sock(sk) {
+        Create::Seeded
+    } else {
+        Create::No
+    }
+}
+
 /// A socket a traced process had open when socktrace attached (see `socktrace_common::adopt`).
 #[inline(always)]
 pub(crate) fn adopt<C: EbpfContext>(ctx: &C, sk: u64) {
     if !is_tcp_sock(sk) {
         return;
     }
+    let Some(head) = sock_head(sk) else { return };
     if let Some(h) = history_of(ctx, sk, Create::Empty(history_origin::ADOPTED)) {
-        merge_addrs(h, sk);
+        merge_addrs(h, sk, &head);
     }
     // A listener opened before the trace: the connections it accepts are the process's too.
-    if read::<u8>(sk, global!(OFFSETS.sk_state)) == Some(TCP_LISTEN as u8) {
+    if head.state == TCP_LISTEN as u8 {
         let _ = TRACED_LISTENERS.insert(listener_key(sk), 1, 0);
     }
 }
@@ -152,44 +165,37 @@ fn seed(h: *mut SocketHistory, sk: u64) {
 /// # Safety
 /// `event` must point into a live history.
 #[inline(always)]
-unsafe fn stamp(event: *mut StampedState, sk: u64, value: i32) {
+unsafe fn stamp(event: *mut StampedState, head: &SockHead, value: i32) {
     // SAFETY: the caller's promise.
     unsafe {
         (*event).ts_ns = now_ns();
-        (*event).state = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
+        (*event).state = head.state;
         (*event).value = value;
         (*event).current_tgid = current_tgid();
     }
 }
 
-#[inline(always)]
-fn read_addrs(sk: u64) -> SockAddrs {
-    read_addrs_of_family(sk, read(sk, global!(OFFSETS.sk_family)).unwrap_or(0))
-}
-
 /// The socket's addresses; ports in host order, addresses in network order.
 #[inline(always)]
-pub(crate) fn read_addrs_of_family(sk: u64, family: u16) -> SockAddrs {
+pub(crate) fn read_addrs(sk: u64, head: &SockHead) -> SockAddrs {
     let mut a: SockAddrs = zeroed::<SockAddrs, 5>();
-    a.family = family;
-    a.sport = read(sk, global!(OFFSETS.sk_num)).unwrap_or(0);
-    a.dport = u16::from_be(read(sk, global!(OFFSETS.sk_dport)).unwrap_or(0));
+    a.family = head.family;
+    a.sport = head.num;
+    a.dport = u16::from_be(head.dport);
     if a.family == net::AF_INET6 {
         a.saddr = read(sk, global!(OFFSETS.sk_v6_rcv_saddr)).unwrap_or([0; 16]);
         a.daddr = read(sk, global!(OFFSETS.sk_v6_daddr)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = read(sk, global!(OFFSETS.sk_rcv_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = read(sk, global!(OFFSETS.sk_daddr)).unwrap_or([0; 4]);
-        a.saddr[..4].copy_from_slice(&s);
-        a.daddr[..4].copy_from_slice(&d);
+        a.saddr[..4].copy_from_slice(&head.rcv_saddr);
+        a.daddr[..4].copy_from_slice(&head.daddr);
     }
     a
 }
 
 /// Keeps the most complete addresses: the kernel zeroes ports while a socket closes.
 #[inline(always)]
-fn merge_addrs(h: *mut SocketHistory, sk: u64) {
-    let now = read_addrs(sk);
+fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) {
+    let now = read_addrs(sk, head);
     // SAFETY: `h` points at a live map value.
     unsafe {
         if now.family != 0 {
@@ -223,11 +229,8 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
         if new == TCP_LISTEN {
             let _ = TRACED_LISTENERS.insert(listener_key(sk), 1, 0);
         }
-        if tracing_everything() {
-            Create::Seeded
-        } else {
-            Create::Empty(history_origin::TRACED_TASK)
-        }
+        let origin = if tracing_everything() { history_origin::ANY } else { history_origin::TRACED_TASK };
+        Create::Empty(origin)
     } else if old == TCP_LISTEN && new == TCP_SYN_RECV {
         // SAFETY: the value is only tested for presence, never read through.
         match unsafe { TRACED_LISTENERS.get(listener_key(sk)) } {
@@ -242,19 +245,23 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
     }
     // Built on zeroed words: a literal's padding array would be a memset call (see `zero`).
     let mut transition: Transition = zeroed::<Transition, 2>();
-    transition.ts_ns = now_ns();
     transition.old_state = old as u8;
     transition.new_state = new as u8;
     transition.in_traced_task = in_traced as u8;
     if tracing_everything() {
+        transition.ts_ns = now_ns();
         if let Some(last) = LAST_TRANSITION.get_ptr_mut(0) {
             // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
             unsafe { *last = LastTransition { sk, transition } };
         }
     }
+    // Most sockets on a busy machine are not traced: one lookup, and they leave here.
     let Some(h) = history_of(ctx, sk, create) else {
         return 0;
     };
+    if transition.ts_ns == 0 {
+        transition.ts_ns = now_ns();
+    }
     // SAFETY: `h` points at a live map value; the index is masked into the ring.
     unsafe {
         let n = (*h).n_transitions;
@@ -264,7 +271,9 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
         }
         (*h).n_transitions = n.wrapping_add(1);
     }
-    merge_addrs(h, sk);
+    if let Some(head) = sock_head(sk) {
+        merge_addrs(h, sk, &head);
+    }
     0
 }
 
@@ -273,11 +282,11 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
 fn on_receive_reset<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
     // Only sockets of traced processes have a history (connections in a traced listener's
     // accept queue and sockets open at attach included); the rest cost one lookup.
-    let create = if is_tcp_sock(sk) { create_if_everything() } else { Create::No };
-    let Some(h) = history_of(ctx, sk, create) else { return 0 };
+    let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
+    let Some(head) = sock_head(sk) else { return 0 };
     // SAFETY: `h` points at a live history.
-    unsafe { stamp(&raw mut (*h).rst_received, sk, 0) };
-    merge_addrs(h, sk);
+    unsafe { stamp(&raw mut (*h).rst_received, &head, 0) };
+    merge_addrs(h, sk, &head);
     0
 }
 
@@ -287,8 +296,9 @@ fn on_send_reset<C: EbpfContext>(ctx: &C, sk: u64, reason: i32) -> u32 {
     // sk may be NULL (no socket), a time-wait or a request sock: only full sockets we already
     // know are recorded, so no field beyond sock_common is read from the others.
     let Some(h) = history_of(ctx, sk, Create::No) else { return 0 };
+    let Some(head) = sock_head(sk) else { return 0 };
     // SAFETY: `h` points at a live history.
-    unsafe { stamp(&raw mut (*h).rst_sent, sk, reason) };
+    unsafe { stamp(&raw mut (*h).rst_sent, &head, reason) };
     0
 }
 
@@ -301,11 +311,11 @@ fn on_error_report<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
     if err == 0 {
         return 0;
     }
-    let create = if is_tcp_sock(sk) { create_if_everything() } else { Create::No };
-    let Some(h) = history_of(ctx, sk, create) else { return 0 };
+    let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
+    let Some(head) = sock_head(sk) else { return 0 };
     // SAFETY: `h` points at a live history.
-    unsafe { stamp(&raw mut (*h).error_report, sk, err) };
-    merge_addrs(h, sk);
+    unsafe { stamp(&raw mut (*h).error_report, &head, err) };
+    merge_addrs(h, sk, &head);
     0
 }
 
@@ -318,7 +328,9 @@ fn on_retransmit<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
         (*h).retransmits = (*h).retransmits.wrapping_add(1);
         (*h).last_retransmit_ns = now_ns();
     }
-    merge_addrs(h, sk);
+    if let Some(head) = sock_head(sk) {
+        merge_addrs(h, sk, &head);
+    }
     0
 }
 

@@ -29,7 +29,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use socktrace_common::{
-    config_flags, history_stats, routine, KernelOffsets, SocketHistory, TracedConfig, TASK_COMM_LEN,
+    config_flags, history_stats, routine, KernelOffsets, SockHead, SocketHistory, TracedConfig, TASK_COMM_LEN,
 };
 
 /// Struct and record field offsets of the running kernel (see `KernelOffsets`).
@@ -207,6 +207,41 @@ fn count_history_created<C: aya_ebpf::EbpfContext>(ctx: &C) {
 #[inline(always)]
 fn count_history_destroyed() {
     count(&HISTORY_STATS, history_stats::DESTROYED);
+}
+
+/// The head of `struct sock_common`: addresses, ports, family, state, in one read where the
+/// layout is the usual one (`SOCK_HEAD`), else field by field.
+#[inline(always)]
+fn sock_head(sk: u64) -> Option<SockHead> {
+    if sk == 0 {
+        return None;
+    }
+    if global!(CONFIG.flags) & config_flags::SOCK_HEAD != 0 {
+        return read(sk, 0);
+    }
+    let mut h: SockHead = zeroed::<SockHead, 3>();
+    h.daddr = read(sk, global!(OFFSETS.sk_daddr))?;
+    h.rcv_saddr = read(sk, global!(OFFSETS.sk_rcv_saddr))?;
+    h.dport = read(sk, global!(OFFSETS.sk_dport))?;
+    h.num = read(sk, global!(OFFSETS.sk_num))?;
+    h.family = read(sk, global!(OFFSETS.sk_family))?;
+    h.state = read(sk, global!(OFFSETS.sk_state))?;
+    Some(h)
+}
+
+/// `sk_type` and `sk_protocol`, in one read where they are adjacent.
+#[inline(always)]
+fn sock_type_protocol(sk: u64) -> (u16, u16) {
+    let flags = global!(CONFIG.flags);
+    if flags & config_flags::TYPE_PROTOCOL_PAIR != 0 {
+        if flags & config_flags::PROTOCOL_FIRST != 0 {
+            let pair: [u16; 2] = read(sk, global!(OFFSETS.sk_protocol)).unwrap_or([0; 2]);
+            return (pair[1], pair[0]);
+        }
+        let pair: [u16; 2] = read(sk, global!(OFFSETS.sk_type)).unwrap_or([0; 2]);
+        return (pair[0], pair[1]);
+    }
+    (read(sk, global!(OFFSETS.sk_type)).unwrap_or(0), read(sk, global!(OFFSETS.sk_protocol)).unwrap_or(0))
 }
 
 /// Adds one to a per-CPU counter.

@@ -204,6 +204,10 @@ pub enum Command {
     /// The demo's workload (run by `socktrace demo`; not for direct use).
     #[command(hide = true)]
     DemoClient,
+    /// An empty program on the sys_exit hook until SIGINT: calibrates the kernel's BPF
+    /// statistics for `cargo xtask bench` (not for direct use).
+    #[command(hide = true)]
+    StatsFloor,
     /// Writes shell completions and the man page into DIR (used by `cargo xtask docs`).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
@@ -215,6 +219,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Demo { output }) => crate::demo::run(output.request(Selection::default(), Vec::new())?),
         Some(Command::DemoClient) => crate::demo::client(),
         Some(Command::GenerateDocs { dir }) => generate_docs(&dir).map(|()| 0),
+        Some(Command::StatsFloor) => stats_floor(),
         None => {
             let pids = cli.select.pids.iter().map(|p| validate_pid(p)).collect::<Result<Vec<_>>>()?;
             let selection = selection(pids, &cli.select)?;
@@ -288,6 +293,18 @@ pub fn validate_pid(text: &str) -> Result<u32> {
     let status = read_lossy("status").with_context(|| format!("no such process: PID {pid} exited"))?;
     let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok()).unwrap_or(pid);
     Ok(tgid)
+}
+
+fn stats_floor() -> Result<i32> {
+    crate::orchestrate::require_privileges()?;
+    let _held = crate::kernel::load::stats_floor()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        eprintln!("socktrace: attached the empty stats_floor program; Ctrl-C to stop");
+        int.recv().await;
+        anyhow::Ok(0)
+    })
 }
 
 fn generate_docs(dir: &Path) -> Result<()> {

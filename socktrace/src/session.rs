@@ -93,6 +93,10 @@ impl Session {
         // Sockets opened before the trace: adopted now that the probes record their events.
         let adopted = crate::kernel::adopt::existing_sockets(selection);
         crate::kernel::privileges::drop_all()?;
+        // Loading parsed the kernel's BTF and the eBPF object (tens of MiB, now freed): give
+        // that memory back to the system rather than keep it for the whole session.
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe { libc::malloc_trim(0) };
         let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default() };
         Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted })
     }

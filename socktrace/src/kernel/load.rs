@@ -75,13 +75,35 @@ impl Selection {
     }
 }
 
+/// What the configuration takes from the running kernel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelFacts {
+    /// The `tcp_send_reset` BTF tracepoint carries the RST reason (6.10+).
+    pub send_reset_has_reason: bool,
+    /// `struct sock_common` starts as `SockHead` says.
+    pub sock_head: bool,
+    /// `sk_type` and `sk_protocol` are adjacent u16s...
+    pub type_protocol_pair: bool,
+    /// ...with `sk_protocol` first.
+    pub protocol_first: bool,
+    pub possible_cpus: u32,
+}
+
+impl KernelFacts {
+    fn of(btf: &KernelBtf, o: &socktrace_common::KernelOffsets) -> Self {
+        let head = socktrace_common::SockHead::OFFSETS;
+        KernelFacts {
+            send_reset_has_reason: btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3,
+            sock_head: (o.sk_daddr, o.sk_rcv_saddr, o.sk_dport, o.sk_num, o.sk_family, o.sk_state) == head,
+            type_protocol_pair: o.sk_protocol == o.sk_type + 2 || o.sk_type == o.sk_protocol + 2,
+            protocol_first: o.sk_type == o.sk_protocol + 2,
+            possible_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1),
+        }
+    }
+}
+
 /// The kernel-side configuration for a selection and options: the one place its bits are set.
-pub fn traced_config(
-    sel: &Selection,
-    opts: &ProbeOptions,
-    send_reset_has_reason: bool,
-    possible_cpus: u32,
-) -> TracedConfig {
+pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts) -> TracedConfig {
     let mut c = TracedConfig::ZERO;
     let mut set = |bit: u32, on: bool| {
         if on {
@@ -91,7 +113,10 @@ pub fn traced_config(
     set(config_flags::REPORT_EOF, opts.report_eof);
     set(config_flags::ALL_SOCKETS, opts.all_sockets);
     set(config_flags::SEND_ROUTINE, opts.send_routine);
-    set(config_flags::SEND_RESET_HAS_REASON, send_reset_has_reason);
+    set(config_flags::SEND_RESET_HAS_REASON, kernel.send_reset_has_reason);
+    set(config_flags::SOCK_HEAD, kernel.sock_head);
+    set(config_flags::TYPE_PROTOCOL_PAIR, kernel.type_protocol_pair);
+    set(config_flags::PROTOCOL_FIRST, kernel.type_protocol_pair && kernel.protocol_first);
     set(config_flags::FOLLOW_FORKS, sel.follow);
     // One process, no children: a compare instead of a map lookup per call.
     let one_pid = sel.tgids.len() == 1 && !sel.follow;
@@ -111,7 +136,7 @@ pub fn traced_config(
         c.cgroup_id = id;
         c.cgroup_level = level;
     }
-    c.history_cpu_share = MAX_SOCKETS / possible_cpus.max(1);
+    c.history_cpu_share = MAX_SOCKETS / kernel.possible_cpus.max(1);
     c.self_tgid = std::process::id();
     c.syscall_kinds = syscall_kinds();
     c
@@ -172,9 +197,7 @@ impl Probes {
         }
         let btf = KernelBtf::load()?;
         let resolved = offsets::resolve(&btf, &tracefs)?;
-        let send_reset_has_reason = btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3;
-        let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1);
-        let config = traced_config(sel, opts, send_reset_has_reason, cpus);
+        let config = traced_config(sel, opts, &KernelFacts::of(&btf, &resolved.offsets));
         let log_level: u8 = opts.log_level.map(|l| l as u8).unwrap_or(0);
         raise_memlock_limit();
         let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
@@ -281,6 +304,20 @@ impl Probes {
     pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
         self.logger.take()
     }
+}
+
+/// Loads and attaches only `stats_floor`, an empty program on the `sys_exit` hook, and holds it
+/// until dropped: the benchmark's calibration of the kernel's BPF statistics.
+pub fn stats_floor() -> Result<Ebpf> {
+    if EBPF_OBJECT.is_empty() {
+        bail!("this socktrace was built without its eBPF programs");
+    }
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
+    let prog: &mut RawTracePoint = ebpf.program_mut("stats_floor").context("program stats_floor")?.try_into()?;
+    prog.load()?;
+    prog.attach("sys_exit")?;
+    Ok(ebpf)
 }
 
 /// For every kernel event (those of `-f` only when following), the first probe of `mode`'s
@@ -430,18 +467,26 @@ mod tests {
         assert_eq!(kinds[libc::SYS_close as usize], syscall_kind::NONE);
     }
 
+    /// This kernel lays out `sock_common` and `sk_type`/`sk_protocol` as the fast paths expect.
+    #[test]
+    fn this_kernel_takes_the_one_read_paths() {
+        let btf = KernelBtf::load().unwrap();
+        let facts = KernelFacts::of(&btf, &offsets::struct_offsets(&btf).unwrap());
+        assert!(facts.sock_head && facts.type_protocol_pair, "{facts:?}");
+    }
+
     #[test]
     fn config_bits_follow_the_selection() {
         let opts = ProbeOptions { report_eof: true, ..ProbeOptions::default() };
-        let one = traced_config(&Selection { tgids: vec![42], ..Selection::default() }, &opts, false, 2);
+        let two_cpus = KernelFacts { possible_cpus: 2, ..KernelFacts::default() };
+        let one = traced_config(&Selection { tgids: vec![42], ..Selection::default() }, &opts, &two_cpus);
         assert_eq!(one.flags, config_flags::REPORT_EOF | config_flags::SELECT_ONE_PID);
         assert_eq!((one.tgid, one.history_cpu_share), (42, MAX_SOCKETS / 2));
 
         let follow = traced_config(
             &Selection { tgids: vec![42], follow: true, ..Selection::default() },
             &ProbeOptions::default(),
-            true,
-            1,
+            &KernelFacts { send_reset_has_reason: true, possible_cpus: 1, ..KernelFacts::default() },
         );
         assert_eq!(
             follow.flags,
@@ -452,10 +497,15 @@ mod tests {
         let named = traced_config(
             &Selection { comm: Some(b"a-very-long-task-name".to_vec()), cgroup: Some((7, 3)), ..Selection::default() },
             &ProbeOptions::default(),
-            false,
-            4,
+            &KernelFacts { sock_head: true, type_protocol_pair: true, possible_cpus: 4, ..KernelFacts::default() },
         );
-        assert_eq!(named.flags, config_flags::SELECT_COMM | config_flags::SELECT_CGROUP);
+        assert_eq!(
+            named.flags,
+            config_flags::SELECT_COMM
+                | config_flags::SELECT_CGROUP
+                | config_flags::SOCK_HEAD
+                | config_flags::TYPE_PROTOCOL_PAIR
+        );
         assert_eq!(&named.comm[..TASK_COMM_MAX], b"a-very-long-tas");
         assert_eq!(named.comm[TASK_COMM_MAX], 0);
         assert_eq!((named.cgroup_id, named.cgroup_level), (7, 3));
@@ -463,8 +513,7 @@ mod tests {
         let everything = traced_config(
             &Selection::default(),
             &ProbeOptions { send_routine: true, ..ProbeOptions::default() },
-            false,
-            2,
+            &two_cpus,
         );
         assert_eq!(everything.flags, config_flags::SEND_ROUTINE | config_flags::TRACE_ALL);
     }
@@ -481,7 +530,7 @@ mod tests {
                 obj.maps.keys().collect::<Vec<_>>()
             );
         }
-        let mut programs: Vec<String> = vec![names::SYS_EXIT.to_string()];
+        let mut programs: Vec<String> = vec![names::SYS_EXIT.to_string(), "stats_floor".to_string()];
         for ev in &KERNEL_EVENTS {
             programs.extend(ev.all().map(|p| p.program()));
         }

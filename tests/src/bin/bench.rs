@@ -1,13 +1,23 @@
-//! `cargo xtask bench`: the slowdown socktrace causes to the process it traces, beside strace
-//! and bpftrace (when installed), on four loopback workloads; measured as the median ratio of
-//! interleaved traced/untraced pairs in one run, so machine noise cancels out.
+//! `cargo xtask bench`: what socktrace costs, beside strace and bpftrace (when installed), on
+//! loopback workloads, measured as the median ratio of interleaved traced/untraced pairs in
+//! one run, so machine noise cancels out. Each tool is measured three ways:
+//!
+//! * traced: the tool traces the workload's process;
+//! * collateral: the tool traces another, idle process while the workload runs untraced (what
+//!   every other process on a production box pays);
+//! * system-wide (socktrace only): no selector, every process traced.
+//!
+//! Then one more traced run per workload with the kernel's BPF statistics on
+//! (`kernel.bpf_stats_enabled`, which itself costs time, so never during the timed pairs): the
+//! time each socktrace program spends in the kernel, per run and per failing call.
 //!
 //! Usage: bench SCENARIO_BIN OUT_DIR [PAIRS]
-//! Writes OUT_DIR/report.md (the table) and OUT_DIR/slowdown.svg (slowdown vs failure rate).
+//! Writes OUT_DIR/report.md (the tables) and OUT_DIR/slowdown.svg (slowdown vs failure rate).
 
 use anyhow::{anyhow, Context as _, Result};
 use serde_json::Value;
 use socktrace_tests::{socktrace_bin, wait_timeout, Scenario};
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,6 +57,27 @@ impl Tool {
     }
 }
 
+/// Whom the tool traces while the workload runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// The workload's own process.
+    Traced,
+    /// Another, idle process: the workload runs untraced beside it.
+    Collateral,
+    /// Everything (socktrace with no selector).
+    SystemWide,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Traced => "traced",
+            Mode::Collateral => "collateral",
+            Mode::SystemWide => "system-wide",
+        }
+    }
+}
+
 struct Workload {
     name: &'static str,
     args: Vec<String>,
@@ -69,22 +100,26 @@ fn bpftrace_script(pid: u32, print: bool) -> String {
     format!("BEGIN {{ printf(\"ready\\n\"); }} {} /pid == {pid} && args->ret < 0/ {{ {action} }}", probes.join(","))
 }
 
-fn start(tool: Tool, pid: u32, out: &Path) -> Result<Running> {
+/// Starts `tool` tracing `pid` (None: everything) and waits for it to be attached.
+fn start(tool: Tool, pid: Option<u32>, out: &Path) -> Result<Running> {
     let started = Instant::now();
     let (mut cmd, marker, marker_on_stderr) = match tool {
         Tool::Socktrace => {
             let mut c = Command::new(socktrace_bin());
-            c.args(["-p", &pid.to_string(), "--json", "-o"]).arg(out);
+            if let Some(pid) = pid {
+                c.args(["-p", &pid.to_string()]);
+            }
+            c.args(["--json", "-o"]).arg(out);
             (c, "socktrace: attached", true)
         }
         Tool::Strace => {
             let mut c = Command::new("strace");
-            c.args(["-f", "-Z", "-o"]).arg(out).args(["-p", &pid.to_string()]);
+            c.args(["-f", "-Z", "-o"]).arg(out).args(["-p", &pid.context("strace traces a PID")?.to_string()]);
             (c, "attached", true)
         }
         Tool::BpftracePrint | Tool::BpftraceCount => {
             let mut c = Command::new("bpftrace");
-            c.args(["-e", &bpftrace_script(pid, tool == Tool::BpftracePrint)]);
+            c.args(["-e", &bpftrace_script(pid.context("bpftrace filters a PID")?, tool == Tool::BpftracePrint)]);
             (c, "ready", false)
         }
     };
@@ -136,20 +171,11 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Peak resident memory of a process since it started (start-up included), KiB.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
 /// Stops the tracer and returns how many failing calls it accounted for.
 fn stop(tool: Tool, mut r: Running) -> Result<u64> {
     // SAFETY: our own child.
     unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) };
-    wait_timeout(&mut r.child, Duration::from_secs(60))?.ok_or_else(|| anyhow!("{} did not stop", tool.name()))?;
+    wait_timeout(&mut r.child, Duration::from_secs(120))?.ok_or_else(|| anyhow!("{} did not stop", tool.name()))?;
     let printed = r.lines.take().unwrap().join().unwrap_or(0);
     Ok(match tool {
         Tool::Socktrace => {
@@ -163,59 +189,200 @@ fn stop(tool: Tool, mut r: Running) -> Result<u64> {
         }
         Tool::Strace => std::fs::read_to_string(&r.out)?.lines().filter(|l| l.contains("= -1 E")).count() as u64,
         Tool::BpftracePrint => printed,
-        // The counting script prints its map at exit: "@[tracepoint:..., -11]: 200000".
+        // The counting script prints its map at exit: not an event count.
         Tool::BpftraceCount => 0,
     })
 }
 
-struct Sample {
-    untraced_ns: u64,
-    traced_ns: u64,
-    expected: u64,
+/// One timed run of a workload.
+struct RunResult {
+    ns: u64,
+    failures: u64,
+    /// What the tool accounted for (0 when untraced).
     seen: u64,
     attach: Duration,
-    /// Peak RSS while the workload ran, and the high-water mark since start-up.
+    /// socktrace's peak RSS while the workload ran, and its high-water mark since start-up.
     peak_kib: u64,
     hwm_kib: u64,
+    /// Per socktrace program: (runs, ns in the kernel), when BPF statistics were on.
+    bpf: BTreeMap<String, (u64, u64)>,
+}
+
+/// An idle process for the collateral runs: traced, it makes no calls at all.
+fn idle_process() -> Result<Child> {
+    Command::new("sleep").arg("3600").spawn().context("starting an idle process (sleep)")
+}
+
+/// The names the kernel lists socktrace's programs under.
+fn is_socktrace_program(name: &str) -> bool {
+    name == "sys_exit"
+        || [
+            "inet_sock_set_s",
+            "tcp_receive_res",
+            "tcp_send_reset",
+            "inet_sk_error_r",
+            "tcp_retransmit_",
+            "tcp_destroy_soc",
+            "tp_",
+            "kp_",
+            "raw_inet_sk_err",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// (runs, ns) of each socktrace program loaded now (kernel.bpf_stats_enabled must be on).
+fn bpf_stats() -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for p in aya::programs::loaded_programs().flatten() {
+        let Some(name) = p.name_as_str().map(str::to_string) else { continue };
+        if is_socktrace_program(&name) {
+            let e = out.entry(name).or_insert((0, 0));
+            e.0 += p.run_count();
+            e.1 += p.run_time().as_nanos() as u64;
+        }
+    }
+    out
+}
+
+/// What the kernel's BPF statistics report for an empty program on the same hook (their own
+/// cost: two clock reads a run), measured under an EAGAIN storm: subtracted from every
+/// program's figure so the table shows the time socktrace's programs really take.
+fn stats_floor_ns(scenario: &str, storm: &Workload) -> Result<f64> {
+    let mut floor = Command::new(socktrace_bin())
+        .arg("stats-floor")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting socktrace stats-floor")?;
+    let mut line = String::new();
+    BufReader::new(floor.stderr.take().context("stderr")?).read_line(&mut line)?;
+    anyhow::ensure!(line.contains("attached"), "socktrace stats-floor said {line:?}");
+    let run = run_workload(scenario, storm, None, Path::new("/dev/null"), true);
+    let stats = aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.name_as_str() == Some("stats_floor"))
+        .map(|p| (p.run_count(), p.run_time().as_nanos() as u64));
+    // SAFETY: our own child.
+    unsafe { libc::kill(floor.id() as i32, libc::SIGINT) };
+    let _ = floor.wait();
+    run?;
+    let (runs, ns) = stats.context("stats_floor was not loaded")?;
+    Ok(ns as f64 / runs.max(1) as f64)
+}
+
+fn set_bpf_stats(on: bool) -> Result<()> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" })
+        .context("switching kernel.bpf_stats_enabled")
 }
 
 fn run_workload(
     scenario: &str,
     w: &Workload,
-    tracer: Option<Tool>,
+    tracer: Option<(Tool, Mode)>,
     out: &Path,
-) -> Result<(u64, u64, u64, Duration, u64, u64)> {
+    stats: bool,
+) -> Result<RunResult> {
     let args: Vec<&str> = w.args.iter().map(String::as_str).collect();
     let mut s = Scenario::start(scenario, &args)?;
-    let running = tracer.map(|t| start(t, s.pid, out)).transpose()?;
-    // socktrace's resident memory while the workload runs (start-up excluded), sampled.
+    let mut idle = None;
+    let running = match tracer {
+        None => None,
+        Some((tool, mode)) => {
+            let pid = match mode {
+                Mode::Traced => Some(s.pid),
+                Mode::Collateral => {
+                    let p = idle_process()?;
+                    let pid = p.id();
+                    idle = Some(p);
+                    Some(pid)
+                }
+                Mode::SystemWide => None,
+            };
+            Some(start(tool, pid, out)?)
+        }
+    };
+    // The tracer's resident memory while the workload runs (start-up excluded), sampled.
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let tracer_pid = running.as_ref().map(|r| r.child.id());
     let sampler = std::thread::spawn(move || {
         let mut peak = 0;
         while let Some(pid) = tracer_pid {
-            peak = peak.max(vm_rss_kib(pid));
+            peak = peak.max(status_kib(pid, "VmRSS:"));
             if stop_rx.recv_timeout(Duration::from_millis(10)).is_ok() {
                 break;
             }
         }
         peak
     });
+    if stats {
+        set_bpf_stats(true)?;
+    }
     s.go()?;
     let report = s.finish()?;
+    let bpf = if stats { bpf_stats() } else { BTreeMap::new() };
+    if stats {
+        set_bpf_stats(false)?;
+    }
     let _ = stop_tx.send(());
-    let running_peak = sampler.join().unwrap_or(0);
+    let peak_kib = sampler.join().unwrap_or(0);
     let r = report.iter().find(|v| v["step"] == "bench").ok_or_else(|| anyhow!("no bench report"))?;
     let (ns, failures) = (r["ns"].as_u64().unwrap_or(0), r["failures"].as_u64().unwrap_or(0));
-    let (seen, attach, hwm) = match (tracer, running) {
-        (Some(t), Some(running)) => {
+    let (seen, attach, hwm_kib) = match (tracer, running) {
+        (Some((t, _)), Some(running)) => {
             let attach = running.attach;
-            let hwm = vm_hwm_kib(running.child.id());
+            let hwm = status_kib(running.child.id(), "VmHWM:");
             (stop(t, running)?, attach, hwm)
         }
         _ => (0, Duration::ZERO, 0),
     };
-    Ok((ns, failures, seen, attach, running_peak, hwm))
+    if let Some(mut p) = idle {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    Ok(RunResult { ns, failures, seen, attach, peak_kib, hwm_kib, bpf })
+}
+
+/// One (traced or collateral or system-wide) run beside its untraced twin.
+struct Pair {
+    untraced: RunResult,
+    traced: RunResult,
+}
+
+impl Pair {
+    fn ratio(&self) -> f64 {
+        self.traced.ns as f64 / self.untraced.ns as f64
+    }
+}
+
+struct Cell {
+    workload: usize,
+    tool: Tool,
+    mode: Mode,
+    pairs: Vec<Pair>,
+}
+
+impl Cell {
+    /// (median, min, max) slowdown.
+    fn slowdown(&self) -> (f64, f64, f64) {
+        let mut r: Vec<f64> = self.pairs.iter().map(Pair::ratio).collect();
+        r.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let m = if r.is_empty() { f64::NAN } else { r[r.len() / 2] };
+        (m, r.first().copied().unwrap_or(f64::NAN), r.last().copied().unwrap_or(f64::NAN))
+    }
+
+    /// The workload's own failing calls against what the tool accounted for.
+    fn accounting(&self) -> (u64, u64) {
+        let expected = match self.mode {
+            Mode::Collateral => 0,
+            _ => self.pairs.iter().map(|p| p.traced.failures).sum(),
+        };
+        (expected, self.pairs.iter().map(|p| p.traced.seen).sum())
+    }
+
+    fn failure_rate(&self) -> f64 {
+        self.pairs.first().map(|p| p.untraced.failures as f64 / (p.untraced.ns as f64 / 1e9)).unwrap_or(0.0)
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -258,41 +425,49 @@ fn main() -> Result<()> {
         Workload { name: "refused connects", args: vec!["bench-refused".into(), "30000".into()] },
         Workload { name: "connections reset by the peer", args: vec!["bench-reset".into(), abort, "12000".into()] },
     ];
-    // BENCH_ONLY=socktrace (a comma list of tool names) measures a subset.
+    // BENCH_ONLY=socktrace (a comma list of tool names) measures a subset; BENCH_MODES=traced
+    // (a comma list of traced, collateral, system-wide) likewise.
     let only = std::env::var("BENCH_ONLY").ok();
+    let only_modes = std::env::var("BENCH_MODES").ok();
     let tools: Vec<Tool> = [Tool::Socktrace, Tool::Strace, Tool::BpftracePrint, Tool::BpftraceCount]
         .into_iter()
         .filter(|t| t.available())
         .filter(|t| only.as_deref().is_none_or(|o| o.split(',').any(|n| t.name().starts_with(n))))
         .collect();
+    let modes_of = |t: Tool| -> Vec<Mode> {
+        let all = if t == Tool::Socktrace {
+            vec![Mode::Traced, Mode::Collateral, Mode::SystemWide]
+        } else {
+            vec![Mode::Traced, Mode::Collateral]
+        };
+        all.into_iter().filter(|m| only_modes.as_deref().is_none_or(|o| o.split(',').any(|n| n == m.name()))).collect()
+    };
     let tmp = out_dir.join("tracer.out");
 
-    let mut results: Vec<(usize, Tool, Vec<Sample>)> = Vec::new();
+    let floor = if tools.contains(&Tool::Socktrace) { stats_floor_ns(&scenario, &workloads[1])? } else { 0.0 };
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut bpf_runs: Vec<(usize, Mode, RunResult)> = Vec::new();
     for (wi, w) in workloads.iter().enumerate() {
         for &tool in &tools {
-            let mut samples = Vec::new();
-            for i in 0..pairs {
-                // Interleaved, alternating which goes first.
-                let (untraced, traced) = if i % 2 == 0 {
-                    let u = run_workload(&scenario, w, None, &tmp)?;
-                    (u, run_workload(&scenario, w, Some(tool), &tmp)?)
-                } else {
-                    let t = run_workload(&scenario, w, Some(tool), &tmp)?;
-                    (run_workload(&scenario, w, None, &tmp)?, t)
-                };
-                samples.push(Sample {
-                    untraced_ns: untraced.0,
-                    traced_ns: traced.0,
-                    expected: traced.1,
-                    seen: traced.2,
-                    attach: traced.3,
-                    peak_kib: traced.4,
-                    hwm_kib: traced.5,
-                });
+            for mode in modes_of(tool) {
+                let mut cell = Cell { workload: wi, tool, mode, pairs: Vec::new() };
+                for i in 0..pairs {
+                    // Interleaved, alternating which goes first.
+                    let pair = if i % 2 == 0 {
+                        let untraced = run_workload(&scenario, w, None, &tmp, false)?;
+                        Pair { untraced, traced: run_workload(&scenario, w, Some((tool, mode)), &tmp, false)? }
+                    } else {
+                        let traced = run_workload(&scenario, w, Some((tool, mode)), &tmp, false)?;
+                        Pair { untraced: run_workload(&scenario, w, None, &tmp, false)?, traced }
+                    };
+                    cell.pairs.push(pair);
+                }
+                eprintln!("bench: {:<58} {:<33} {:<11} {:.2}x", w.name, tool.name(), mode.name(), cell.slowdown().0);
+                cells.push(cell);
+                if tool == Tool::Socktrace && mode != Mode::SystemWide {
+                    bpf_runs.push((wi, mode, run_workload(&scenario, w, Some((tool, mode)), &tmp, true)?));
+                }
             }
-            let mut ratios: Vec<f64> = samples.iter().map(|s| s.traced_ns as f64 / s.untraced_ns as f64).collect();
-            eprintln!("bench: {:<58} {:<33} {:.2}x", w.name, tool.name(), median(&mut ratios));
-            results.push((wi, tool, samples));
         }
     }
     for mut s in servers {
@@ -300,65 +475,88 @@ fn main() -> Result<()> {
         let _ = s.wait();
     }
 
-    let report = render_report(&workloads, &tools, &results, pairs);
+    let report = render_report(&workloads, &tools, &cells, &bpf_runs, floor, pairs);
     println!("{report}");
     std::fs::write(out_dir.join("report.md"), &report)?;
-    std::fs::write(out_dir.join("slowdown.svg"), render_svg(&workloads, &tools, &results))?;
+    std::fs::write(out_dir.join("slowdown.svg"), render_svg(&cells))?;
     eprintln!("bench: wrote {} and {}", out_dir.join("report.md").display(), out_dir.join("slowdown.svg").display());
     let _ = std::fs::remove_file(&tmp);
     Ok(())
 }
 
-fn stats(samples: &[Sample]) -> (f64, f64, f64) {
-    let mut r: Vec<f64> = samples.iter().map(|s| s.traced_ns as f64 / s.untraced_ns as f64).collect();
-    let m = median(&mut r);
-    (m, r.first().copied().unwrap_or(f64::NAN), r.last().copied().unwrap_or(f64::NAN))
-}
-
 fn render_report(
     workloads: &[Workload],
     tools: &[Tool],
-    results: &[(usize, Tool, Vec<Sample>)],
+    cells: &[Cell],
+    bpf_runs: &[(usize, Mode, RunResult)],
+    floor: f64,
     pairs: usize,
 ) -> String {
     let mut out = format!(
-        "Slowdown of the traced process: median traced/untraced ratio of {pairs} interleaved pairs [min–max]; \
-         events accounted for / the workload's own count of failing calls.\n\n| workload | failing calls/s (untraced) |"
+        "Slowdown: median traced/untraced ratio of {pairs} interleaved pairs [min–max]; events accounted for / the \
+         workload's own count of failing calls (collateral: the tool traces another, idle process, so 0 are \
+         expected).\n\n| workload | failing calls/s (untraced) | tool | traced | collateral | system-wide |\n|---|---|---|---|---|---|\n"
     );
-    for t in tools {
-        out.push_str(&format!(" {} |", t.name()));
-    }
-    out.push_str("\n|---|---|");
-    for _ in tools {
-        out.push_str("---|");
-    }
-    out.push('\n');
     for (wi, w) in workloads.iter().enumerate() {
-        let first = results.iter().find(|r| r.0 == wi).map(|r| &r.2[0]);
-        let rate = first.map(|s| s.expected as f64 / (s.untraced_ns as f64 / 1e9)).unwrap_or(0.0);
-        out.push_str(&format!("| {} | {:.0} |", w.name, rate));
         for t in tools {
-            let samples = &results.iter().find(|r| r.0 == wi && r.1 == *t).unwrap().2;
-            let (m, lo, hi) = stats(samples);
-            let expected: u64 = samples.iter().map(|s| s.expected).sum();
-            let seen: u64 = samples.iter().map(|s| s.seen).sum();
-            let acct = if *t == Tool::BpftraceCount { String::new() } else { format!("; {seen}/{expected} events") };
-            out.push_str(&format!(" {m:.2}x [{lo:.2}–{hi:.2}]{acct} |"));
+            let rate = cells.iter().find(|c| c.workload == wi).map(Cell::failure_rate).unwrap_or(0.0);
+            out.push_str(&format!("| {} | {:.0} | {} |", w.name, rate, t.name()));
+            for mode in [Mode::Traced, Mode::Collateral, Mode::SystemWide] {
+                match cells.iter().find(|c| c.workload == wi && c.tool == *t && c.mode == mode) {
+                    Some(c) => {
+                        let (m, lo, hi) = c.slowdown();
+                        let (expected, seen) = c.accounting();
+                        let acct = if *t == Tool::BpftraceCount {
+                            String::new()
+                        } else {
+                            format!("; {seen}/{expected} events")
+                        };
+                        out.push_str(&format!(" {m:.2}x [{lo:.2}–{hi:.2}]{acct} |"));
+                    }
+                    None => out.push_str(" – |"),
+                }
+            }
+            out.push('\n');
         }
-        out.push('\n');
     }
-    if tools.contains(&Tool::Socktrace) {
-        let mut attach: Vec<f64> = results
-            .iter()
-            .filter(|r| r.1 == Tool::Socktrace)
-            .flat_map(|r| r.2.iter())
-            .map(|s| s.attach.as_secs_f64() * 1e3)
-            .collect();
-        let storm = || results.iter().filter(|r| r.1 == Tool::Socktrace && r.0 == 1).flat_map(|r| r.2.iter());
-        let peak = storm().map(|s| s.peak_kib).max().unwrap_or(0);
-        let hwm = storm().map(|s| s.hwm_kib).max().unwrap_or(0);
+    if !bpf_runs.is_empty() {
         out.push_str(&format!(
-            "\nsocktrace: attach time (start to the attached line) median {:.0} ms over {} runs; peak RSS during the error storm {:.1} MiB (high-water mark including start-up: {:.1} MiB).\n",
+            "\nTime socktrace's programs spent in the kernel (`kernel.bpf_stats_enabled`, one extra run per cell), \
+             less the statistics' own cost per run ({floor:.0} ns here: what they report for an empty program on \
+             the same hook): runs and ns per run of each program, and the total per failing call of the workload \
+             (per call made, for echo, where nothing fails).\n\n| workload | mode | program: runs, ns/run | total per \
+             failing call |\n|---|---|---|---|\n"
+        ));
+        for (wi, mode, r) in bpf_runs {
+            let net = |runs: u64, ns: u64| (ns as f64 - floor * runs as f64).max(0.0);
+            let progs: Vec<String> = r
+                .bpf
+                .iter()
+                .filter(|(_, (runs, _))| *runs > 0)
+                .map(|(name, (runs, ns))| format!("{name}: {runs}, {:.0}", net(*runs, *ns) / *runs as f64))
+                .collect();
+            let total: f64 = r.bpf.values().map(|(runs, ns)| net(*runs, *ns)).sum();
+            let calls = match r.failures {
+                0 => r.bpf.get("sys_exit").map(|v| v.0).unwrap_or(1),
+                n => n,
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.0} ns |\n",
+                workloads[*wi].name,
+                mode.name(),
+                progs.join("; "),
+                total / calls.max(1) as f64
+            ));
+        }
+    }
+    let socktrace_runs = || cells.iter().filter(|c| c.tool == Tool::Socktrace).flat_map(|c| c.pairs.iter());
+    if socktrace_runs().next().is_some() {
+        let mut attach: Vec<f64> = socktrace_runs().map(|p| p.traced.attach.as_secs_f64() * 1e3).collect();
+        let peak = socktrace_runs().map(|p| p.traced.peak_kib).max().unwrap_or(0);
+        let hwm = socktrace_runs().map(|p| p.traced.hwm_kib).max().unwrap_or(0);
+        out.push_str(&format!(
+            "\nsocktrace: attach time (start to the attached line) median {:.0} ms over {} runs; peak RSS while a \
+             workload ran {:.1} MiB; high-water mark including start-up {:.1} MiB.\n",
             median(&mut attach),
             attach.len(),
             peak as f64 / 1024.0,
@@ -368,9 +566,10 @@ fn render_report(
     out
 }
 
-fn render_svg(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool, Vec<Sample>)]) -> String {
-    // Slowdown (log scale) against failing calls per second (log scale), one series per tool.
-    let (w, h, left, bottom) = (760.0, 440.0, 70.0, 60.0);
+fn render_svg(cells: &[Cell]) -> String {
+    // Slowdown (log scale) against failing calls per second (log scale), one series per tool
+    // and mode: solid for the traced process, dashed for the collateral one.
+    let (w, h, left, bottom) = (820.0, 480.0, 70.0, 60.0);
     let colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
     let x_of = |rate: f64| left + (rate.max(1.0).log10() / 7.0) * (w - left - 20.0);
     let y_of = |ratio: f64| (h - bottom) - (ratio.max(1.0).log10() / 2.0) * (h - bottom - 20.0);
@@ -380,7 +579,7 @@ fn render_svg(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool, V
         let x = x_of(10f64.powi(p));
         svg.push_str(&format!("<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">1e{p}</text>\n", h - bottom + 16.0));
     }
-    for r in [1.0, 1.5, 2.0, 5.0, 10.0, 50.0, 100.0] {
+    for r in [1.0, 1.1, 1.5, 2.0, 5.0, 10.0, 50.0, 100.0] {
         let y = y_of(r);
         svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{r}x</text>\n<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/>\n", left - 6.0, y + 4.0, w - 20.0));
     }
@@ -389,33 +588,51 @@ fn render_svg(workloads: &[Workload], tools: &[Tool], results: &[(usize, Tool, V
         (w + left) / 2.0,
         h - 20.0
     ));
-    svg.push_str(&format!("<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">slowdown of the traced process (median)</text>\n", (h - bottom) / 2.0, (h - bottom) / 2.0));
-    for (ti, t) in tools.iter().enumerate() {
-        let color = colors[ti % colors.len()];
-        let mut pts: Vec<(f64, f64)> = Vec::new();
-        for (wi, _) in workloads.iter().enumerate() {
-            if let Some(r) = results.iter().find(|r| r.0 == wi && r.1 == *t) {
-                let s0 = &r.2[0];
-                let rate = s0.expected as f64 / (s0.untraced_ns as f64 / 1e9);
-                pts.push((x_of(rate), y_of(stats(&r.2).0)));
-            }
+    svg.push_str(&format!(
+        "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">slowdown (median)</text>\n",
+        (h - bottom) / 2.0,
+        (h - bottom) / 2.0
+    ));
+    let mut series: Vec<(Tool, Mode)> = Vec::new();
+    for c in cells {
+        if c.mode != Mode::SystemWide && !series.contains(&(c.tool, c.mode)) {
+            series.push((c.tool, c.mode));
         }
+    }
+    let mut tools: Vec<Tool> = Vec::new();
+    for (si, (tool, mode)) in series.iter().enumerate() {
+        if !tools.contains(tool) {
+            tools.push(*tool);
+        }
+        let color = colors[tools.iter().position(|t| t == tool).unwrap_or(0) % colors.len()];
+        let dash = if *mode == Mode::Collateral { " stroke-dasharray=\"6 4\"" } else { "" };
+        let mut pts: Vec<(f64, f64)> = cells
+            .iter()
+            .filter(|c| c.tool == *tool && c.mode == *mode)
+            .map(|c| (x_of(c.failure_rate()), y_of(c.slowdown().0)))
+            .collect();
         pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
         let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
         svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
             path.join(" ")
         ));
         for (x, y) in &pts {
-            svg.push_str(&format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\"/>\n"));
+            let fill = if *mode == Mode::Collateral { "white" } else { color };
+            svg.push_str(&format!(
+                "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{fill}\" stroke=\"{color}\" stroke-width=\"2\"/>\n"
+            ));
         }
         svg.push_str(&format!(
-            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{} ({})</text>\n",
             left + 20.0,
-            28.0 + 18.0 * ti as f64,
-            left + 38.0,
-            38.0 + 18.0 * ti as f64,
-            t.name()
+            34.0 + 18.0 * si as f64,
+            left + 40.0,
+            34.0 + 18.0 * si as f64,
+            left + 46.0,
+            38.0 + 18.0 * si as f64,
+            tool.name(),
+            mode.name()
         ));
     }
     svg.push_str("</svg>\n");
