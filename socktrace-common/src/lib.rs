@@ -121,6 +121,15 @@ pub struct ListenerKey {
     pub _pad: [u16; 3],
 }
 
+/// Slots of the `RUNTIME` map: switches userspace sets after load, once it knows which probes
+/// it attached (the read-only config is fixed before).
+pub mod runtime {
+    /// 1: no probe reports errors on this kernel (before 5.14): the state-change handler
+    /// records `sk_err` as the error report when a socket closes.
+    pub const ERROR_AT_CLOSE: u32 = 0;
+    pub const SLOTS: u32 = 1;
+}
+
 /// Slots of the per-CPU `HISTORY_STATS` map: socket histories created and destroyed since
 /// load. The difference, less the histories still in the map, is how many the LRU evicted.
 pub mod history_stats {
@@ -142,8 +151,9 @@ pub mod names {
     pub const HISTORY_STATS: &str = "HISTORY_STATS";
     /// aya-log's ring buffer of kernel-side log records.
     pub const LOGS: &str = "AYA_LOGS";
-    pub const MAPS: [&str; 8] =
-        [EVENTS, SOCKETS, TRACED_TGIDS, TRACED_LISTENERS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, LOGS];
+    pub const RUNTIME: &str = "RUNTIME";
+    pub const MAPS: [&str; 9] =
+        [EVENTS, SOCKETS, TRACED_TGIDS, TRACED_LISTENERS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, RUNTIME, LOGS];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
     /// Read-only globals userspace writes before load.
@@ -182,6 +192,11 @@ pub mod config_flags {
     /// two offsets (`PROTOCOL_FIRST`: `sk_protocol` is the first of them, as on 6.x).
     pub const TYPE_PROTOCOL_PAIR: u32 = 1 << 11;
     pub const PROTOCOL_FIRST: u32 = 1 << 12;
+    /// `--cgroup` by walking task -> css_set -> cgroup (tracing programs may not call
+    /// bpf_get_current_ancestor_cgroup_id before 5.14); with `CGROUP_ANCESTOR_IDS` the
+    /// cgroup keeps its ancestors' ids (before 6.0), else pointers to them.
+    pub const CGROUP_WALK: u32 = 1 << 13;
+    pub const CGROUP_ANCESTOR_IDS: u32 = 1 << 14;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -246,6 +261,15 @@ pub struct KernelOffsets {
     /// Where the first five syscall arguments sit in `struct pt_regs` at syscall exit
     /// (x86_64: di, si, dx, r10, r8; arm64: orig_x0, regs[1..5]).
     pub regs_args: [u32; 5],
+    // task -> css_set -> default-hierarchy cgroup -> its ancestors, for `--cgroup` on kernels
+    // whose tracing programs may not call bpf_get_current_ancestor_cgroup_id (before 5.14).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_level: u32,
+    /// `cgroup.ancestor_ids` (u64 ids, before 6.0) or `cgroup.ancestors` (pointers).
+    pub cgroup_ancestors: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
     // Classic tracepoint records (tracepoint probe mode), from their format files.
     pub tp_set_state_skaddr: u32,
     pub tp_set_state_oldstate: u32,
@@ -465,7 +489,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 37 * 4);
+assert_size!(KernelOffsets, 43 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);

@@ -10,14 +10,14 @@ use crate::{
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, ListenerKey, SockAddrs, SockHead, SocketHistory, StampedState, Transition,
-    HISTORY_TRANSITIONS, NO_FIELD,
+    config_flags, history_origin, net, runtime, ListenerKey, SockAddrs, SockHead, SocketHistory, StampedState,
+    Transition, HISTORY_TRANSITIONS, NO_FIELD,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -33,6 +33,10 @@ struct LastTransition {
     transition: Transition,
 }
 
+/// Switches userspace sets after load (see `socktrace_common::runtime`).
+#[map]
+static RUNTIME: Array<u32> = Array::with_max_entries(runtime::SLOTS, 0);
+
 /// Listening sockets of traced processes: a connection they accept is the process's own from
 /// its first state, so its history starts then (an RST can hit it in the accept queue).
 #[map]
@@ -43,6 +47,7 @@ const SEED_WINDOW_NS: u64 = 10_000_000;
 
 /// TCP states are 1 (ESTABLISHED) ..= 12 (NEW_SYN_RECV).
 const TCP_STATE_MAX: i32 = 12;
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
@@ -64,6 +69,9 @@ pub(crate) enum Create {
     No,
     /// Start an empty one, saying how it began (`history_origin`).
     Empty(u32),
+    /// Start one if the socket is a connection of a traced listener (same namespace and
+    /// local port).
+    IfListenerTraced,
     /// Everything is traced: start one, with this CPU's last transition if that was on this
     /// socket, just now.
     Seeded,
@@ -79,6 +87,11 @@ pub(crate) fn history_of<C: EbpfContext>(ctx: &C, sk: u64, create: Create) -> Op
         Create::No => return None,
         Create::Empty(origin) => origin,
         Create::Seeded => history_origin::ANY,
+        // SAFETY: the value is only tested for presence, never read through.
+        Create::IfListenerTraced => match unsafe { TRACED_LISTENERS.get(listener_key(sk)) } {
+            Some(_) => history_origin::TRACED_LISTENER,
+            None => return None,
+        },
     };
     let fresh = EMPTY_HISTORY.get(0)?;
     // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
@@ -231,12 +244,10 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
         }
         let origin = if tracing_everything() { history_origin::ANY } else { history_origin::TRACED_TASK };
         Create::Empty(origin)
-    } else if old == TCP_LISTEN && new == TCP_SYN_RECV {
-        // SAFETY: the value is only tested for presence, never read through.
-        match unsafe { TRACED_LISTENERS.get(listener_key(sk)) } {
-            Some(_) => Create::Empty(history_origin::TRACED_LISTENER),
-            None => Create::No,
-        }
+    } else if (old == TCP_LISTEN && new == TCP_SYN_RECV) || (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
+        // A passive open: the new connection is born LISTEN -> SYN_RECV (a state the kprobe on
+        // tcp_set_state does not see: the clone sets it directly), then SYN_RECV -> ESTABLISHED.
+        Create::IfListenerTraced
     } else {
         Create::No
     };
@@ -271,8 +282,17 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
         }
         (*h).n_transitions = n.wrapping_add(1);
     }
-    if let Some(head) = sock_head(sk) {
-        merge_addrs(h, sk, &head);
+    let Some(head) = sock_head(sk) else { return 0 };
+    merge_addrs(h, sk, &head);
+    if new == TCP_CLOSE && RUNTIME.get(runtime::ERROR_AT_CLOSE).copied() == Some(1) {
+        // No error-report hook on this kernel: every abort sets sk_err before the close, so
+        // the close is where the report is taken, in the state the socket leaves (`head` was
+        // read before the kernel stores the new state).
+        let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
+        if err != 0 {
+            // SAFETY: `h` points at a live history.
+            unsafe { stamp(&raw mut (*h).error_report, &head, err) };
+        }
     }
     0
 }
@@ -441,6 +461,14 @@ pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kp_sk_error_report(ctx: ProbeContext) -> u32 {
+    on_error_report(&ctx, ctx.arg(0).unwrap_or(0))
+}
+
+/// Before 5.14 TCP reports errors through the socket's callback, `sock_def_error_report`.
+/// It also runs for error-queue traffic (timestamps, zero copy) with `sk_err` 0, which
+/// `on_error_report` ignores.
+#[kprobe]
+pub fn kp_sock_def_error_report(ctx: ProbeContext) -> u32 {
     on_error_report(&ctx, ctx.arg(0).unwrap_or(0))
 }
 

@@ -23,7 +23,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_COMMON_LRU,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns},
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -164,14 +164,39 @@ fn is_traced(tgid: u32) -> bool {
         }
     }
     if flags & config_flags::SELECT_CGROUP != 0 {
-        let level = global!(CONFIG.cgroup_level) as i32;
-        // SAFETY: a helper taking a plain integer.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        let level = global!(CONFIG.cgroup_level);
+        let id = if flags & config_flags::CGROUP_WALK != 0 {
+            ancestor_cgroup_id(level, flags)
+        } else {
+            // SAFETY: a helper taking a plain integer.
+            unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) }
+        };
         if id != global!(CONFIG.cgroup_id) {
             return false;
         }
     }
     true
+}
+
+/// The id of the current task's cgroup v2 ancestor at `level` (0 when it is not that deep),
+/// walked from the task: what bpf_get_current_ancestor_cgroup_id answers on 5.14+.
+#[inline(always)]
+fn ancestor_cgroup_id(level: u32, flags: u32) -> u64 {
+    // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() };
+    let css_set: u64 = read(task, global!(OFFSETS.task_cgroups)).unwrap_or(0);
+    let cgrp: u64 = read(css_set, global!(OFFSETS.css_set_dfl_cgrp)).unwrap_or(0);
+    let depth: i32 = read(cgrp, global!(OFFSETS.cgroup_level)).unwrap_or(-1);
+    if depth < level as i32 || level > 64 {
+        return 0;
+    }
+    let slot = global!(OFFSETS.cgroup_ancestors) + 8 * level;
+    if flags & config_flags::CGROUP_ANCESTOR_IDS != 0 {
+        return read(cgrp, slot).unwrap_or(0);
+    }
+    let ancestor: u64 = read(cgrp, slot).unwrap_or(0);
+    let kn: u64 = read(ancestor, global!(OFFSETS.cgroup_kn)).unwrap_or(0);
+    read(kn, global!(OFFSETS.kernfs_node_id)).unwrap_or(0)
 }
 
 /// Reads a `T` at `base + offset` of kernel memory; None when `base` is NULL or the read

@@ -269,12 +269,17 @@ impl TracerOutput {
 /// Starts `scenario ARGS` (from `scenario_bin`), attaches `socktrace -p PID --json EXTRA`,
 /// lets the scenario run, and returns both accounts once both have exited.
 pub fn trace_scenario(scenario_bin: &str, args: &[&str], extra: &[&str]) -> Result<Run> {
+    trace_scenario_with_env(scenario_bin, args, extra, &[])
+}
+
+/// `trace_scenario`, with environment variables for socktrace.
+pub fn trace_scenario_with_env(scenario_bin: &str, args: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Result<Run> {
     let mut scenario = Scenario::start(scenario_bin, args)?;
     let client_pid = scenario.pid;
     let pid = client_pid.to_string();
     let mut targs = vec!["-p", pid.as_str(), "--json"];
     targs.extend_from_slice(extra);
-    let tracer = Tracer::start(&targs)?;
+    let tracer = Tracer::start_with(&targs, env)?;
     scenario.go()?;
     let client = scenario.finish()?;
     let out = tracer.wait(Duration::from_secs(15)).context("after the traced process exited")?;

@@ -176,9 +176,18 @@ fn follow_forks_only_with_f() {
 
 /// Runs socktrace with `selector` (no -p) while two scenarios fail; returns the pids seen.
 fn pids_seen_with(selector: &[&str], traced: &mut Scenario, other: &mut Scenario) -> (Vec<u64>, String) {
+    pids_seen_with_env(selector, &[], traced, other)
+}
+
+fn pids_seen_with_env(
+    selector: &[&str],
+    env: &[(&str, &str)],
+    traced: &mut Scenario,
+    other: &mut Scenario,
+) -> (Vec<u64>, String) {
     let mut args = vec!["--json"];
     args.extend_from_slice(selector);
-    let t = Tracer::start(&args).unwrap();
+    let t = Tracer::start_with(&args, env).unwrap();
     traced.go().unwrap();
     other.go().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -224,15 +233,18 @@ fn select_by_cgroup_in_the_kernel() {
         }
     }
     let _cleanup = Rmdir(dir.clone());
-    let mut inside = Scenario::start(SCENARIO, &["connect", "127.0.0.1:closed"]).unwrap();
-    let mut outside = Scenario::start(SCENARIO, &["connect", "127.0.0.1:closed"]).unwrap();
-    std::fs::write(format!("{dir}/cgroup.procs"), inside.pid.to_string()).unwrap();
-    let (pids, stderr) = pids_seen_with(&["--cgroup", &dir], &mut inside, &mut outside);
-    assert!(stderr.contains("cgroup id"), "{stderr}");
-    assert!(pids.contains(&(inside.pid as u64)), "{pids:?}");
-    assert!(!pids.contains(&(outside.pid as u64)), "{pids:?}");
-    inside.finish().unwrap();
-    outside.finish().unwrap();
+    // The helper (5.14+), then the walk from the task that kernels before 5.14 need, forced.
+    for env in [&[][..], &[("SOCKTRACE_CGROUP_WALK", "1")][..]] {
+        let mut inside = Scenario::start(SCENARIO, &["connect", "127.0.0.1:closed"]).unwrap();
+        let mut outside = Scenario::start(SCENARIO, &["connect", "127.0.0.1:closed"]).unwrap();
+        std::fs::write(format!("{dir}/cgroup.procs"), inside.pid.to_string()).unwrap();
+        let (pids, stderr) = pids_seen_with_env(&["--cgroup", &dir], env, &mut inside, &mut outside);
+        assert!(stderr.contains("cgroup id"), "{stderr}");
+        assert!(pids.contains(&(inside.pid as u64)), "{env:?}: {pids:?}");
+        assert!(!pids.contains(&(outside.pid as u64)), "{env:?}: {pids:?}");
+        inside.finish().unwrap();
+        outside.finish().unwrap();
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! each mode on other kernels.)
 
 use serde_json::Value;
-use socktrace_tests::{require_root, socktrace_bin, trace_scenario, Run};
+use socktrace_tests::{require_root, socktrace_bin, trace_scenario, trace_scenario_with_env, Netns, Run};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -161,4 +161,47 @@ fn forced_kprobe_mode_names_the_missing_kernel_feature() {
             && text.contains("tp_btf/inet_sock_set_state"),
         "{text}"
     );
+}
+
+/// Before 5.14 the kernel has no hook that reports socket errors (no `inet_sk_error_report`
+/// tracepoint, no `sk_error_report()`): socktrace then takes the error the kernel set when the
+/// socket closes. Here, with the hooks treated as absent, every error-driven label must come
+/// out as with them: refusals by RST and by ICMP, an abort, a reset, a SYN timeout.
+#[test]
+fn error_report_derived_from_the_close_as_before_5_14() {
+    require_root();
+    let without_hooks = [(
+        "SOCKTRACE_DISABLE_PROBES",
+        "tp_btf/inet_sk_error_report,raw_tracepoint/inet_sk_error_report,kprobe/sk_error_report,kprobe/sock_def_error_report",
+    )];
+    let icmp = Netns::new("drvicmp");
+    icmp.input_rules("inet", &["tcp dport 9999 reject with icmpx type port-unreachable".into()]);
+    let syn = Netns::new("drvsyn");
+    syn.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
+    syn.input_rules("inet", &["tcp dport 9998 drop".into()]);
+    let cases: [Vec<&str>; 5] = [
+        vec!["connect", "127.0.0.1:closed"],
+        vec!["ss-kill"],
+        vec!["reset", "read", "v4"],
+        vec!["--netns", icmp.name.as_str(), "connect", "127.0.0.1:9999"],
+        vec!["--netns", syn.name.as_str(), "connect", "127.0.0.1:9998"],
+    ];
+    for args in &cases {
+        let with = trace_scenario(SCENARIO, args, &[]).unwrap();
+        let derived = trace_scenario_with_env(SCENARIO, args, &[], &without_hooks).unwrap();
+        assert!(
+            derived.stderr.contains("error report: using derived/sk_err at the close transition"),
+            "{args:?}: {}",
+            derived.stderr
+        );
+        let summary = derived.summary.as_ref().unwrap();
+        assert!(summary["probes"].to_string().contains("derived/sk_err at the close transition"), "{summary}");
+        let key = |e: &Value| {
+            (e["syscall"].to_string(), e["errno"].to_string(), e["state"].to_string(), e["cause"].to_string())
+        };
+        let (a, b): (Vec<_>, Vec<_>) =
+            (with.events.iter().map(key).collect(), derived.events.iter().map(key).collect());
+        assert!(!a.is_empty(), "{args:?}: nothing seen");
+        assert_eq!(b, a, "{args:?}: the derived error report labels differently");
+    }
 }

@@ -23,8 +23,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Kernel series booted by default: Debian 12's cloud kernels (the oldest and newest there).
-pub const VM_KERNELS: &[&str] = &["6.1", "6.12"];
+/// Kernel series booted by default: Debian 11's (5.10, through a private apt configuration:
+/// see `AptSource`) and Debian 12's cloud kernels (the oldest and newest there).
+pub const VM_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
 
 /// Probe modes the suite runs in by default (`--probe-mode` of socktrace).
 pub const VM_MODES: &[&str] = &["tracepoint", "kprobe"];
@@ -322,7 +323,7 @@ fn prepare_kernel(vm_dir: &Path, series: &str) -> Result<GuestKernel> {
         !series.is_empty() && series.chars().all(|c| c.is_ascii_digit() || c == '.'),
         "kernel series {series:?}: expected something like 6.1 or 6.12"
     );
-    let deb = kernel_deb(&vm_dir.join("cache"), series)?;
+    let deb = kernel_deb(vm_dir, series)?;
     let stem = deb.file_stem().and_then(|s| s.to_str()).context("package file name")?.to_string();
     let unpacked = vm_dir.join("kernels").join(&stem);
     let tree = unpacked.join("tree");
@@ -398,20 +399,119 @@ fn prepare_kernel(vm_dir: &Path, series: &str) -> Result<GuestKernel> {
     Ok(GuestKernel { series: series.to_string(), release, vmlinuz, modules_root, modules_to_load })
 }
 
-/// The newest `linux-image-SERIES.*-cloud-amd64-unsigned` package as a .deb in `cache`:
-/// downloaded once, reused afterwards (also when apt's lists are unavailable).
-fn kernel_deb(cache: &Path, series: &str) -> Result<PathBuf> {
-    fs::create_dir_all(cache)?;
+/// Where apt finds a kernel series: the machine's own lists (Debian 12's kernels), or, for
+/// series the machine's release does not carry (5.10 is Debian 11's), a private apt
+/// configuration under target/vm/apt-SUITE that reads the same Debian mirror with that suite,
+/// so the system's apt is never touched.
+enum AptSource {
+    System,
+    Private { suite: &'static str, dir: PathBuf },
+}
+
+impl AptSource {
+    fn for_series(vm_dir: &Path, series: &str) -> AptSource {
+        match series {
+            "5.10" => AptSource::Private { suite: "bullseye", dir: vm_dir.join("apt-bullseye") },
+            _ => AptSource::System,
+        }
+    }
+
+    /// apt's options for this source.
+    fn options(&self) -> Vec<String> {
+        match self {
+            AptSource::System => Vec::new(),
+            AptSource::Private { dir, .. } => [
+                format!("Dir::Etc::SourceList={}", dir.join("sources.list").display()),
+                "Dir::Etc::SourceParts=/nonexistent".into(),
+                format!("Dir::State={}", dir.join("state").display()),
+                format!("Dir::Cache={}", dir.join("cache").display()),
+                "Debug::NoLocking=1".into(),
+            ]
+            .into_iter()
+            .flat_map(|o| ["-o".to_string(), o])
+            .collect(),
+        }
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let mut c = Command::new(tool);
+        c.args(self.options());
+        c
+    }
+
+    /// Writes the private configuration (the machine's Debian mirror, with this suite and its
+    /// security suite) and fetches its lists, once.
+    fn prepare(&self) -> Result<()> {
+        let AptSource::Private { suite, dir } = self else { return Ok(()) };
+        let lists = dir.join("state/lists");
+        let fetched = fs::read_dir(&lists)
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains(suite))));
+        if fetched {
+            return Ok(());
+        }
+        fs::create_dir_all(lists.join("partial"))?;
+        fs::create_dir_all(dir.join("cache/archives/partial"))?;
+        let mirror = debian_mirror().unwrap_or_else(|| "http://deb.debian.org/debian".to_string());
+        let security = format!("{}-security", mirror.trim_end_matches('/'));
+        let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+        fs::write(
+            dir.join("sources.list"),
+            format!(
+                "deb [signed-by={keyring}] {mirror} {suite} main\ndeb [signed-by={keyring}] {security} {suite}-security main\n"
+            ),
+        )?;
+        eprintln!("xtask: fetching Debian {suite}'s package lists into {}", dir.display());
+        crate::run(self.command("apt-get").args(["update", "-qq", "-o", "APT::Sandbox::User=root"]))
+    }
+
+    /// Names of packages this source knows that start with `prefix` and end with `suffix`.
+    fn packages(&self, prefix: &str, suffix: &str) -> Result<Vec<String>> {
+        let out = self
+            .command("apt-cache")
+            .args(["pkgnames", prefix])
+            .output()
+            .context("running apt-cache (vm-test downloads Debian's kernels with apt)")?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|n| n.ends_with(suffix)).map(str::to_string).collect())
+    }
+}
+
+/// The Debian mirror this machine's apt uses (`URIs:` of a deb822 source, or a `deb` line),
+/// for the private configurations.
+fn debian_mirror() -> Option<String> {
+    let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".sources") || name.ends_with(".list") {
+                texts.push(fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    texts.iter().flat_map(|t| t.lines()).find_map(|l| {
+        let l = l.trim();
+        let uri = if let Some(rest) = l.strip_prefix("URIs:") {
+            rest.split_whitespace().next()
+        } else if let Some(rest) = l.strip_prefix("deb ") {
+            rest.split_whitespace().find(|w| w.starts_with("http"))
+        } else {
+            None
+        }?;
+        (uri.ends_with("/debian") || uri.ends_with("/debian/")).then(|| uri.to_string())
+    })
+}
+
+/// The newest `linux-image-SERIES.*-cloud-amd64-unsigned` package as a .deb in the cache:
+/// downloaded once, reused afterwards (with no network). When the archive no longer serves
+/// the newest build (seen for Debian 11's security updates), the next older one is taken, and
+/// the log says so.
+fn kernel_deb(vm_dir: &Path, series: &str) -> Result<PathBuf> {
+    let cache = vm_dir.join("cache");
+    fs::create_dir_all(&cache)?;
     let prefix = format!("linux-image-{series}.");
     let suffix = "-cloud-amd64-unsigned";
-    let mut known = apt_packages(&prefix, suffix)?;
-    if known.is_empty() && is_root() {
-        eprintln!("xtask: apt knows no {prefix}*{suffix}: running apt-get update");
-        crate::run(Command::new("apt-get").args(["update", "-qq"]))?;
-        known = apt_packages(&prefix, suffix)?;
-    }
+    let source = AptSource::for_series(vm_dir, series);
     let cached = |package: &str| -> Result<Option<PathBuf>> {
-        let mut debs: Vec<PathBuf> = fs::read_dir(cache)?
+        let mut debs: Vec<PathBuf> = fs::read_dir(&cache)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -421,46 +521,53 @@ fn kernel_deb(cache: &Path, series: &str) -> Result<PathBuf> {
         debs.sort();
         Ok(debs.pop())
     };
-    let Some(package) = newest_package(&known, &prefix, suffix) else {
-        // No apt lists (offline, or not root to update them): the newest one already cached.
-        let cached_names: Vec<String> = fs::read_dir(cache)?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.split('_').next().map(str::to_string))
-            .collect();
-        if let Some(p) = newest_package(&cached_names, &prefix, suffix) {
-            eprintln!("xtask: apt knows no {prefix}*{suffix}; using the cached {p}");
-            return Ok(cached(&p)?.expect("listed in the cache"));
-        }
-        bail!("no Debian package {prefix}*{suffix} known to apt: run `apt-get update` (as root)");
-    };
-    if let Some(deb) = cached(&package)? {
-        return Ok(deb);
+    // A kernel of this series already here: no network needed.
+    let cached_names: Vec<String> = fs::read_dir(&cache)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.split('_').next().map(str::to_string))
+        .collect();
+    if let Some(p) = newest_package(&cached_names, &prefix, suffix) {
+        return Ok(cached(&p)?.expect("listed in the cache"));
     }
-    // Into a scratch directory first, so an interrupted download never looks cached.
-    let partial = cache.join("partial");
-    let _ = fs::remove_dir_all(&partial);
-    fs::create_dir_all(&partial)?;
-    eprintln!("xtask: downloading {package}");
-    // Root's apt would otherwise try to drop to the _apt user, who cannot write here.
-    crate::run(
-        Command::new("apt-get")
+    if let Err(e) = source.prepare() {
+        eprintln!("xtask: could not fetch package lists for {series}: {e:#}");
+    }
+    let mut known = source.packages(&prefix, suffix)?;
+    if known.is_empty() && matches!(source, AptSource::System) && is_root() {
+        eprintln!("xtask: apt knows no {prefix}*{suffix}: running apt-get update");
+        crate::run(Command::new("apt-get").args(["update", "-qq"]))?;
+        known = source.packages(&prefix, suffix)?;
+    }
+    let mut tried = Vec::new();
+    while let Some(package) = newest_package(&known, &prefix, suffix) {
+        known.retain(|k| *k != package);
+        // Into a scratch directory first, so an interrupted download never looks cached.
+        let partial = cache.join("partial");
+        let _ = fs::remove_dir_all(&partial);
+        fs::create_dir_all(&partial)?;
+        eprintln!("xtask: downloading {package}");
+        // Root's apt would otherwise try to drop to the _apt user, who cannot write here.
+        let ok = source
+            .command("apt-get")
             .args(["download", "-q", "-o", "APT::Sandbox::User=root", &package])
-            .current_dir(&partial),
-    )?;
-    for entry in fs::read_dir(&partial)? {
-        let path = entry?.path();
-        fs::rename(&path, cache.join(path.file_name().unwrap()))?;
+            .current_dir(&partial)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("xtask: the archive does not serve {package}: trying the next older build");
+            tried.push(package);
+            continue;
+        }
+        for entry in fs::read_dir(&partial)? {
+            let path = entry?.path();
+            fs::rename(&path, cache.join(path.file_name().unwrap()))?;
+        }
+        fs::remove_dir(&partial)?;
+        return cached(&package)?.with_context(|| format!("apt-get download {package} left no .deb"));
     }
-    fs::remove_dir(&partial)?;
-    cached(&package)?.with_context(|| format!("apt-get download {package} left no .deb"))
-}
-
-/// Names of packages apt knows (from its lists) that start with `prefix` and end with `suffix`.
-fn apt_packages(prefix: &str, suffix: &str) -> Result<Vec<String>> {
-    let out = Command::new("apt-cache")
-        .args(["pkgnames", prefix])
-        .output()
-        .context("running apt-cache (vm-test downloads Debian's kernels with apt)")?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|n| n.ends_with(suffix)).map(str::to_string).collect())
+    if tried.is_empty() {
+        bail!("no Debian package {prefix}*{suffix} known to apt: run `apt-get update` (as root)");
+    }
+    bail!("the archive served none of {}", tried.join(", "))
 }
 
 /// The newest of `names` of the form PREFIX<version>SUFFIX, comparing the numbers in

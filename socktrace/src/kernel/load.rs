@@ -75,6 +75,10 @@ impl Selection {
     }
 }
 
+/// Set to 1 to select `--cgroup` by walking from the task, as kernels before 5.14 need: how
+/// that path is tested on a kernel that has the helper.
+pub const CGROUP_WALK_ENV: &str = "SOCKTRACE_CGROUP_WALK";
+
 /// What the configuration takes from the running kernel.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelFacts {
@@ -82,6 +86,11 @@ pub struct KernelFacts {
     pub send_reset_has_reason: bool,
     /// `struct sock_common` starts as `SockHead` says.
     pub sock_head: bool,
+    /// Tracing programs may not call bpf_get_current_ancestor_cgroup_id (before 5.14): the
+    /// cgroup is walked from the task instead...
+    pub cgroup_walk: bool,
+    /// ...and the cgroup keeps its ancestors' ids (`cgroup.ancestor_ids`, before 6.0).
+    pub cgroup_ancestor_ids: bool,
     /// `sk_type` and `sk_protocol` are adjacent u16s...
     pub type_protocol_pair: bool,
     /// ...with `sk_protocol` first.
@@ -98,6 +107,8 @@ impl KernelFacts {
             type_protocol_pair: o.sk_protocol == o.sk_type + 2 || o.sk_type == o.sk_protocol + 2,
             protocol_first: o.sk_type == o.sk_protocol + 2,
             possible_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1),
+            cgroup_walk: kernel_version() < (5, 14) || std::env::var_os(CGROUP_WALK_ENV).is_some_and(|v| v == "1"),
+            cgroup_ancestor_ids: btf.offset_of("cgroup", "ancestor_ids").is_ok(),
         }
     }
 }
@@ -117,6 +128,8 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::SOCK_HEAD, kernel.sock_head);
     set(config_flags::TYPE_PROTOCOL_PAIR, kernel.type_protocol_pair);
     set(config_flags::PROTOCOL_FIRST, kernel.type_protocol_pair && kernel.protocol_first);
+    set(config_flags::CGROUP_WALK, sel.cgroup.is_some() && kernel.cgroup_walk);
+    set(config_flags::CGROUP_ANCESTOR_IDS, sel.cgroup.is_some() && kernel.cgroup_ancestor_ids);
     set(config_flags::FOLLOW_FORKS, sel.follow);
     // One process, no children: a compare instead of a map lookup per call.
     let one_pid = sel.tgids.len() == 1 && !sel.follow;
@@ -197,7 +210,18 @@ impl Probes {
         }
         let btf = KernelBtf::load()?;
         let resolved = offsets::resolve(&btf, &tracefs)?;
-        let config = traced_config(sel, opts, &KernelFacts::of(&btf, &resolved.offsets));
+        let facts = KernelFacts::of(&btf, &resolved.offsets);
+        if sel.cgroup.is_some() && facts.cgroup_walk {
+            let o = &resolved.offsets;
+            let needed = [o.task_cgroups, o.css_set_dfl_cgrp, o.cgroup_level, o.cgroup_ancestors, o.cgroup_kn];
+            if needed.contains(&socktrace_common::NO_FIELD) {
+                bail!(
+                    "--cgroup on this kernel (before 5.14) walks task -> css_set -> cgroup, and this kernel's \
+                     BTF lacks one of those fields; select by -p or -c instead"
+                );
+            }
+        }
+        let config = traced_config(sel, opts, &facts);
         let log_level: u8 = opts.log_level.map(|l| l as u8).unwrap_or(0);
         raise_memlock_limit();
         let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
@@ -386,7 +410,13 @@ fn attach_syscalls(ebpf: &mut Ebpf, attach: bool) -> Result<()> {
 
 /// Loads the program serving `probe` and, if asked, attaches it.
 fn load_probe(ebpf: &mut Ebpf, probe: Probe, btf: &aya::Btf, attach: bool) -> Result<()> {
-    let program = probe.program();
+    let Some(program) = probe.program() else {
+        // A derived event: the handler it comes from is told to record it.
+        let mut runtime: aya::maps::Array<&mut MapData, u32> =
+            aya::maps::Array::try_from(ebpf.map_mut(names::RUNTIME).context("map RUNTIME")?)?;
+        runtime.set(socktrace_common::runtime::ERROR_AT_CLOSE, 1, 0).context("setting the derived error report")?;
+        return Ok(());
+    };
     let prog = ebpf.program_mut(&program).with_context(|| format!("program {program} missing from the object"))?;
     match probe {
         Probe::TpBtf(tp) => {
@@ -417,6 +447,7 @@ fn load_probe(ebpf: &mut Ebpf, probe: Probe, btf: &aya::Btf, attach: bool) -> Re
                 p.attach(function, 0).context("attaching")?;
             }
         }
+        Probe::Derived(_) => unreachable!("derived events have no program (handled above)"),
     }
     Ok(())
 }
@@ -532,7 +563,7 @@ mod tests {
         }
         let mut programs: Vec<String> = vec![names::SYS_EXIT.to_string(), "stats_floor".to_string()];
         for ev in &KERNEL_EVENTS {
-            programs.extend(ev.all().map(|p| p.program()));
+            programs.extend(ev.all().filter_map(|p| p.program()));
         }
         for p in &programs {
             assert!(

@@ -68,8 +68,21 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         task_thread_status: thread_status(btf)?,
         regs_syscall_nr: syscall_nr_reg(btf)?,
         regs_args: syscall_arg_regs(btf)?,
+        task_cgroups: optional(btf.offset_of("task_struct", "cgroups")),
+        css_set_dfl_cgrp: optional(btf.offset_of("css_set", "dfl_cgrp")),
+        cgroup_level: optional(btf.offset_of("cgroup", "level")),
+        cgroup_ancestors: optional(
+            btf.offset_of("cgroup", "ancestor_ids").or_else(|_| btf.offset_of("cgroup", "ancestors")),
+        ),
+        cgroup_kn: optional(btf.offset_of("cgroup", "kn")),
+        kernfs_node_id: optional(btf.offset_of("kernfs_node", "id")),
         ..KernelOffsets::ZERO
     })
+}
+
+/// A field only one feature needs: `NO_FIELD` when this kernel lacks it (the feature then says so).
+fn optional(offset: Result<u32>) -> u32 {
+    offset.unwrap_or(NO_FIELD)
 }
 
 /// x86_64 runs 32-bit (compat) syscalls with their own numbers through the same exit: the

@@ -54,16 +54,20 @@ pub enum Probe {
         name: &'static str,
     },
     Kprobe(&'static str),
+    /// No probe of its own: the event is derived from another one (on kernels that have no
+    /// hook for it, e.g. the error report before 5.14), as the description says.
+    Derived(&'static str),
 }
 
 impl Probe {
-    /// The eBPF program that serves this probe.
-    pub fn program(&self) -> String {
+    /// The eBPF program that serves this probe (none for a derived event).
+    pub fn program(&self) -> Option<String> {
         match self {
-            Probe::TpBtf(name) => name.to_string(),
-            Probe::Tracepoint { name, .. } => format!("tp_{name}"),
-            Probe::RawTracepoint { name, .. } => format!("raw_{name}"),
-            Probe::Kprobe(function) => format!("kp_{function}"),
+            Probe::TpBtf(name) => Some(name.to_string()),
+            Probe::Tracepoint { name, .. } => Some(format!("tp_{name}")),
+            Probe::RawTracepoint { name, .. } => Some(format!("raw_{name}")),
+            Probe::Kprobe(function) => Some(format!("kp_{function}")),
+            Probe::Derived(_) => None,
         }
     }
 }
@@ -75,6 +79,7 @@ impl fmt::Display for Probe {
             Probe::Tracepoint { category, name } => write!(f, "tracepoint/{category}:{name}"),
             Probe::RawTracepoint { name, .. } => write!(f, "raw_tracepoint/{name}"),
             Probe::Kprobe(function) => write!(f, "kprobe/{function}"),
+            Probe::Derived(how) => write!(f, "derived/{how}"),
         }
     }
 }
@@ -86,22 +91,24 @@ pub struct KernelEvent {
     pub tp_btf: Probe,
     /// The classic tracepoint, or a raw one where the record lacks what is needed.
     pub tracepoint: Probe,
-    /// None where no function can stand in for the tracepoint on every kernel (the RST senders
-    /// are static per protocol and often inlined).
-    pub kprobe: Option<Probe>,
+    /// kprobes, best first: the function that fires the tracepoint, then what older kernels
+    /// have instead. Empty where no function can stand in on every kernel (the RST senders are
+    /// static per protocol and often inlined).
+    pub kprobes: &'static [Probe],
+    /// The last resort of every mode, where the kernel has no hook at all for this event.
+    pub derived: Option<Probe>,
     /// Only with `-f`.
     pub follow_only: bool,
 }
 
-const fn event(
-    name: &'static str,
-    tp_btf: Probe,
-    tracepoint: Probe,
-    kprobe: Option<Probe>,
-    follow_only: bool,
-) -> KernelEvent {
-    KernelEvent { name, tp_btf, tracepoint, kprobe, follow_only }
+const fn event(name: &'static str, tp_btf: Probe, tracepoint: Probe, kprobes: &'static [Probe]) -> KernelEvent {
+    KernelEvent { name, tp_btf, tracepoint, kprobes, derived: None, follow_only: false }
 }
+
+/// How the error report is had where the kernel has no hook for it (before 5.14): the errno
+/// the kernel set (`sk_err`) read when the socket closes, which every abort path (RST,
+/// timeout, ICMP while connecting, `tcp_abort`) does after setting it.
+pub const ERROR_AT_CLOSE: Probe = Probe::Derived("sk_err at the close transition");
 
 /// The history's events, attached in this order (before the syscall exits, so no state change
 /// between attach and the first failure is missed).
@@ -110,74 +117,81 @@ pub const KERNEL_EVENTS: [KernelEvent; 8] = [
         "state change",
         Probe::TpBtf("inet_sock_set_state"),
         Probe::Tracepoint { category: "sock", name: "inet_sock_set_state" },
-        Some(Probe::Kprobe("tcp_set_state")),
-        false,
+        &[Probe::Kprobe("tcp_set_state")],
     ),
     event(
         "RST received",
         Probe::TpBtf("tcp_receive_reset"),
         Probe::Tracepoint { category: "tcp", name: "tcp_receive_reset" },
-        Some(Probe::Kprobe("tcp_reset")),
-        false,
+        &[Probe::Kprobe("tcp_reset")],
     ),
     event(
         "RST sent",
         Probe::TpBtf("tcp_send_reset"),
         Probe::Tracepoint { category: "tcp", name: "tcp_send_reset" },
-        None,
-        false,
+        &[],
     ),
-    event(
-        "error report",
-        Probe::TpBtf("inet_sk_error_report"),
-        Probe::RawTracepoint { category: "sock", name: "inet_sk_error_report" },
-        Some(Probe::Kprobe("sk_error_report")),
-        false,
-    ),
+    KernelEvent {
+        derived: Some(ERROR_AT_CLOSE),
+        // sk_error_report() wraps the socket's callback from 5.14; before, TCP's callback is
+        // sock_def_error_report, called through the function pointer.
+        ..event(
+            "error report",
+            Probe::TpBtf("inet_sk_error_report"),
+            Probe::RawTracepoint { category: "sock", name: "inet_sk_error_report" },
+            &[Probe::Kprobe("sk_error_report"), Probe::Kprobe("sock_def_error_report")],
+        )
+    },
     event(
         "retransmission",
         Probe::TpBtf("tcp_retransmit_skb"),
         Probe::Tracepoint { category: "tcp", name: "tcp_retransmit_skb" },
-        Some(Probe::Kprobe("tcp_retransmit_skb")),
-        false,
+        &[Probe::Kprobe("tcp_retransmit_skb")],
     ),
     event(
         "socket destroyed",
         Probe::TpBtf("tcp_destroy_sock"),
         Probe::Tracepoint { category: "tcp", name: "tcp_destroy_sock" },
-        Some(Probe::Kprobe("tcp_v4_destroy_sock")),
-        false,
+        &[Probe::Kprobe("tcp_v4_destroy_sock")],
     ),
-    event(
-        "fork",
-        Probe::TpBtf("sched_process_fork"),
-        Probe::RawTracepoint { category: "sched", name: "sched_process_fork" },
-        None,
-        true,
-    ),
-    event(
-        "exit",
-        Probe::TpBtf("sched_process_exit"),
-        Probe::RawTracepoint { category: "sched", name: "sched_process_exit" },
-        None,
-        true,
-    ),
+    KernelEvent {
+        follow_only: true,
+        ..event(
+            "fork",
+            Probe::TpBtf("sched_process_fork"),
+            Probe::RawTracepoint { category: "sched", name: "sched_process_fork" },
+            &[],
+        )
+    },
+    KernelEvent {
+        follow_only: true,
+        ..event(
+            "exit",
+            Probe::TpBtf("sched_process_exit"),
+            Probe::RawTracepoint { category: "sched", name: "sched_process_exit" },
+            &[],
+        )
+    },
 ];
 
 impl KernelEvent {
     /// Every probe that can serve this event, best first.
-    pub fn all(&self) -> impl Iterator<Item = Probe> {
-        [Some(self.tp_btf), Some(self.tracepoint), self.kprobe].into_iter().flatten()
+    pub fn all(&self) -> impl Iterator<Item = Probe> + '_ {
+        [self.tp_btf, self.tracepoint].into_iter().chain(self.kprobes.iter().copied()).chain(self.derived)
     }
 
-    /// The probes to try for this event in `mode`, best first. Forced modes have one.
+    /// The probes to try for this event in `mode`, best first: the mode's own (kprobe mode
+    /// keeps the tracepoint where no kprobe can stand in), then the derived event where the
+    /// kernel has no hook at all.
     pub fn candidates(&self, mode: ProbeMode) -> Vec<Probe> {
-        match mode {
-            ProbeMode::Auto => self.all().collect(),
+        let own: Vec<Probe> = match mode {
+            ProbeMode::Auto => return self.all().collect(),
             ProbeMode::TpBtf => vec![self.tp_btf],
             ProbeMode::Tracepoint => vec![self.tracepoint],
-            ProbeMode::Kprobe => vec![self.kprobe.unwrap_or(self.tracepoint)],
-        }
+            ProbeMode::Kprobe if self.kprobes.is_empty() => vec![self.tracepoint],
+            ProbeMode::Kprobe => self.kprobes.to_vec(),
+        };
+        own.into_iter().chain(self.derived).collect()
     }
 }
 
@@ -238,6 +252,7 @@ pub fn unavailable(probe: Probe, kernel: &KernelView) -> Option<String> {
         Probe::Tracepoint { name, .. } => kernel.resolved.record_problem(name).map(str::to_string),
         Probe::RawTracepoint { category, name } => (!kernel.tracefs.join("events").join(category).join(name).is_dir())
             .then(|| format!("no tracepoint {category}:{name} in this kernel")),
+        Probe::Derived(_) => None,
         Probe::Kprobe(function) => {
             if !kernel.kprobes {
                 Some(NO_KPROBES.to_string())
@@ -283,7 +298,15 @@ mod tests {
         // No kprobe stands in for tcp_send_reset: kprobe mode keeps its tracepoint.
         let sent = KERNEL_EVENTS.iter().find(|e| e.name == "RST sent").unwrap();
         assert_eq!(sent.candidates(ProbeMode::Kprobe), vec![sent.tracepoint]);
-        for ev in &KERNEL_EVENTS {
+        // The error report: every mode ends with the one derived from the close (pre-5.14).
+        let report = KERNEL_EVENTS.iter().find(|e| e.name == "error report").unwrap();
+        assert_eq!(
+            report.candidates(ProbeMode::Kprobe),
+            vec![Probe::Kprobe("sk_error_report"), Probe::Kprobe("sock_def_error_report"), ERROR_AT_CLOSE]
+        );
+        assert_eq!(report.candidates(ProbeMode::Tracepoint), vec![report.tracepoint, ERROR_AT_CLOSE]);
+        assert_eq!(report.candidates(ProbeMode::Auto).last(), Some(&ERROR_AT_CLOSE));
+        for ev in KERNEL_EVENTS.iter().filter(|e| e.derived.is_none()) {
             assert_eq!(ev.candidates(ProbeMode::TpBtf), vec![ev.tp_btf]);
             assert_eq!(ev.candidates(ProbeMode::Tracepoint), vec![ev.tracepoint]);
             assert!(!matches!(ev.tracepoint, Probe::TpBtf(_) | Probe::Kprobe(_)));
@@ -294,12 +317,14 @@ mod tests {
     fn probes_print_as_kind_slash_name_and_name_their_program() {
         let tp = Probe::Tracepoint { category: "tcp", name: "tcp_receive_reset" };
         assert_eq!(tp.to_string(), "tracepoint/tcp:tcp_receive_reset");
-        assert_eq!(tp.program(), "tp_tcp_receive_reset");
-        assert_eq!(Probe::Kprobe("tcp_reset").program(), "kp_tcp_reset");
+        assert_eq!(tp.program().as_deref(), Some("tp_tcp_receive_reset"));
+        assert_eq!(Probe::Kprobe("tcp_reset").program().as_deref(), Some("kp_tcp_reset"));
         assert_eq!(
-            Probe::RawTracepoint { category: "sock", name: "inet_sk_error_report" }.program(),
-            "raw_inet_sk_error_report"
+            Probe::RawTracepoint { category: "sock", name: "inet_sk_error_report" }.program().as_deref(),
+            Some("raw_inet_sk_error_report")
         );
+        assert_eq!(ERROR_AT_CLOSE.program(), None);
+        assert_eq!(ERROR_AT_CLOSE.to_string(), "derived/sk_err at the close transition");
         assert_eq!(Probe::TpBtf("tcp_destroy_sock").to_string(), "tp_btf/tcp_destroy_sock");
     }
 }
