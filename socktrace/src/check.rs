@@ -76,7 +76,7 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                     true,
                     true,
                     "struct and record layouts",
-                    "task, file, socket, sock fields and syscall records found",
+                    "task, file, socket, sock, pt_regs and tracepoint record fields found",
                 );
                 Some(resolved)
             }

@@ -92,7 +92,9 @@ impl Session {
         let probes = Probes::load_and_attach(opts.probe_mode, &opts.probe_options(), selection)?;
         // Sockets opened before the trace: adopted now that the probes record their events.
         let adopted = crate::kernel::adopt::existing_sockets(selection);
-        crate::kernel::privileges::drop_all()?;
+        if let Some(kept) = crate::kernel::privileges::drop_all(probes.a_map_fd()?)? {
+            eprintln!("socktrace: notice: every capability dropped but {kept}");
+        }
         // Loading parsed the kernel's BTF and the eBPF object (tens of MiB, now freed): give
         // that memory back to the system rather than keep it for the whole session.
         // SAFETY: malloc_trim only releases free heap pages.

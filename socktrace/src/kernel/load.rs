@@ -315,6 +315,13 @@ impl Probes {
         Ok(created.saturating_sub(destroyed).saturating_sub(self.sockets_tracked()))
     }
 
+    /// A map socktrace holds (the ring buffer, before the session takes it), to probe whether
+    /// the bpf() syscall needs a capability here.
+    pub fn a_map_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        Ok(self.events.as_ref().context("the ring buffer was already taken")?.as_fd())
+    }
+
     /// Processes still selected by PID (they leave the set as they exit when following).
     pub fn traced_processes(&self) -> usize {
         self.traced.keys().count()
