@@ -46,13 +46,19 @@ pub mod errno {
     pub const EINTR: i32 = 4;
     pub const EBADF: i32 = 9;
     pub const EAGAIN: i32 = 11;
+    pub const ENOMEM: i32 = 12;
     pub const EACCES: i32 = 13;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
     pub const EPIPE: i32 = 32;
     pub const ENONET: i32 = 64;
     pub const EPROTO: i32 = 71;
+    pub const EADDRINUSE: i32 = 98;
+    pub const EADDRNOTAVAIL: i32 = 99;
     pub const ENETUNREACH: i32 = 101;
     pub const ECONNABORTED: i32 = 103;
     pub const ECONNRESET: i32 = 104;
+    pub const ENOBUFS: i32 = 105;
     pub const ETIMEDOUT: i32 = 110;
     pub const ECONNREFUSED: i32 = 111;
     pub const EHOSTDOWN: i32 = 112;
@@ -110,8 +116,7 @@ pub mod routine {
     }
 }
 
-/// A listening socket of a traced process: its network namespace and port. The connections
-/// it accepts belong to the traced process from their first state (SYN_RECV).
+/// A listening socket: its network namespace and port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListenerKey {
@@ -119,6 +124,20 @@ pub struct ListenerKey {
     pub net: u64,
     pub port: u16,
     pub _pad: [u16; 3],
+}
+
+/// What the kernel keeps of a listening socket (`LISTENERS`, keyed by `ListenerKey`): the
+/// socket, who called listen(), and whether it is a traced process's (then the connections it
+/// accepts belong to that process from their first state, SYN_RECV).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub sk: u64,
+    /// The process that called listen(); 0 when not known (a listener older than the trace).
+    pub tgid: u32,
+    pub traced: u8,
+    pub _pad: [u8; 3],
+    pub comm: [u8; TASK_COMM_LEN],
 }
 
 /// Slots of the `RUNTIME` map: switches userspace sets after load, once it knows which probes
@@ -143,7 +162,7 @@ pub mod history_stats {
 pub mod names {
     /// Maps.
     pub const EVENTS: &str = "EVENTS";
-    pub const TRACED_LISTENERS: &str = "TRACED_LISTENERS";
+    pub const LISTENERS: &str = "LISTENERS";
     pub const SOCKETS: &str = "SOCKETS";
     pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
     pub const ROUTINE_COUNTS: &str = "ROUTINE_COUNTS";
@@ -153,7 +172,7 @@ pub mod names {
     pub const LOGS: &str = "AYA_LOGS";
     pub const RUNTIME: &str = "RUNTIME";
     pub const MAPS: [&str; 9] =
-        [EVENTS, SOCKETS, TRACED_TGIDS, TRACED_LISTENERS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, RUNTIME, LOGS];
+        [EVENTS, SOCKETS, TRACED_TGIDS, LISTENERS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, RUNTIME, LOGS];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
     /// Read-only globals userspace writes before load.
@@ -197,6 +216,8 @@ pub mod config_flags {
     /// cgroup keeps its ancestors' ids (before 6.0), else pointers to them.
     pub const CGROUP_WALK: u32 = 1 << 13;
     pub const CGROUP_ANCESTOR_IDS: u32 = 1 << 14;
+    /// `ip_local_ports.range` is `int[2]` (before it was packed into one u32).
+    pub const PORT_RANGE_INTS: u32 = 1 << 15;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -219,6 +240,8 @@ pub mod event_flags {
     /// The history was started by this failing call: nothing was recorded on the socket before
     /// (it predates the trace and was not adopted, or it was evicted).
     pub const HISTORY_STARTED_HERE: u32 = 1 << 4;
+    /// `resource` holds the host's numbers behind the failure.
+    pub const HAS_RESOURCE: u32 = 1 << 5;
 }
 
 /// Byte offsets of kernel struct fields and tracepoint fields, computed by userspace from the
@@ -270,6 +293,17 @@ pub struct KernelOffsets {
     pub cgroup_ancestors: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    // The host's numbers behind resource failures.
+    pub task_signal: u32,
+    /// `signal_struct.rlim[RLIMIT_NOFILE]` (a `struct rlimit`: cur, max).
+    pub signal_rlim_nofile: u32,
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
+    pub sk_sndbuf: u32,
+    pub sk_wmem_queued: u32,
+    /// `struct net`'s `ipv4.ip_local_ports.range`: two u16 in one u32 (6.x), or two ints
+    /// (`PORT_RANGE_INTS`, before).
+    pub net_local_ports: u32,
     // Classic tracepoint records (tracepoint probe mode), from their format files.
     pub tp_set_state_skaddr: u32,
     pub tp_set_state_oldstate: u32,
@@ -481,6 +515,33 @@ pub struct FailureEvent {
     /// The socket as it is at syscall exit.
     pub sock: SockSnapshot,
     pub history: SocketHistory,
+    /// The host's numbers behind a resource failure, when `HAS_RESOURCE`.
+    pub resource: ResourceFacts,
+}
+
+/// What the kernel knows about a host resource at the moment a call failed for want of it,
+/// read only for those errnos (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM, EAGAIN on send).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceFacts {
+    /// The process's RLIMIT_NOFILE (soft, hard).
+    pub nofile_cur: u64,
+    pub nofile_max: u64,
+    /// The socket's accept queue: connections waiting, and its limit (a listener's).
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    /// `ip_local_port_range` of the socket's network namespace.
+    pub port_low: u32,
+    pub port_high: u32,
+    /// Send memory: the socket's buffer and what is queued in it, bytes.
+    pub sndbuf: u32,
+    pub wmem_queued: u32,
+    /// For a connect that timed out: the listener of this host's namespace on the destination
+    /// port, when socktrace saw it listen (`ack_backlog`/`max_ack_backlog` are then its queue).
+    pub listener_tgid: u32,
+    /// 1 when a listener was found.
+    pub has_listener: u32,
+    pub listener_comm: [u8; TASK_COMM_LEN],
 }
 
 macro_rules! assert_size {
@@ -489,16 +550,18 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 43 * 4);
+assert_size!(KernelOffsets, 50 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
 assert_size!(ListenerKey, 16);
+assert_size!(ListenerInfo, 32);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
 assert_size!(StampedState, 24);
 assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 3 * 24 + 40);
-assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 3 * 24 + 40);
+assert_size!(ResourceFacts, 64);
+assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 3 * 24 + 40 + 64);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 
@@ -510,5 +573,6 @@ mod pod {
     unsafe impl aya::Pod for TracedConfig {}
     unsafe impl aya::Pod for SocketHistory {}
     unsafe impl aya::Pod for ListenerKey {}
+    unsafe impl aya::Pod for ListenerInfo {}
     unsafe impl aya::Pod for FailureEvent {}
 }

@@ -9,6 +9,7 @@ use crate::{
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
+    helpers::generated::bpf_get_current_comm,
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
@@ -16,8 +17,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, runtime, ListenerKey, SockAddrs, SockHead, SocketHistory, StampedState,
-    Transition, HISTORY_TRANSITIONS, NO_FIELD,
+    config_flags, history_origin, net, runtime, ListenerInfo, ListenerKey, SockAddrs, SockHead, SocketHistory,
+    StampedState, Transition, HISTORY_TRANSITIONS, NO_FIELD,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -37,10 +38,12 @@ struct LastTransition {
 #[map]
 static RUNTIME: Array<u32> = Array::with_max_entries(runtime::SLOTS, 0);
 
-/// Listening sockets of traced processes: a connection they accept is the process's own from
-/// its first state, so its history starts then (an RST can hit it in the accept queue).
+/// Listening sockets, with who called listen() (any process: listen() is rare). A traced
+/// process's listener gives its connections a history from their first state (an RST can hit
+/// them in the accept queue); any listener names its owner and queue when a connect to it
+/// times out (see `syscalls::read_resource`).
 #[map]
-static TRACED_LISTENERS: LruHashMap<ListenerKey, u8> = LruHashMap::with_max_entries(4096, 0);
+pub(crate) static LISTENERS: LruHashMap<ListenerKey, ListenerInfo> = LruHashMap::with_max_entries(4096, 0);
 
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
@@ -88,9 +91,9 @@ pub(crate) fn history_of<C: EbpfContext>(ctx: &C, sk: u64, create: Create) -> Op
         Create::Empty(origin) => origin,
         Create::Seeded => history_origin::ANY,
         // SAFETY: the value is only tested for presence, never read through.
-        Create::IfListenerTraced => match unsafe { TRACED_LISTENERS.get(listener_key(sk)) } {
-            Some(_) => history_origin::TRACED_LISTENER,
-            None => return None,
+        Create::IfListenerTraced => match unsafe { LISTENERS.get(listener_key(sk)) } {
+            Some(l) if l.traced != 0 => history_origin::TRACED_LISTENER,
+            _ => return None,
         },
     };
     let fresh = EMPTY_HISTORY.get(0)?;
@@ -141,13 +144,27 @@ pub(crate) fn adopt<C: EbpfContext>(ctx: &C, sk: u64) {
     }
     // A listener opened before the trace: the connections it accepts are the process's too.
     if head.state == TCP_LISTEN as u8 {
-        let _ = TRACED_LISTENERS.insert(listener_key(sk), 1, 0);
+        remember_listener(sk, 0, true);
     }
+}
+
+/// Records a listening socket: who listens (0: unknown), and whether that is traced.
+#[inline(always)]
+fn remember_listener(sk: u64, tgid: u32, traced: bool) {
+    let mut info: ListenerInfo = zeroed::<ListenerInfo, 4>();
+    info.sk = sk;
+    info.tgid = tgid;
+    info.traced = traced as u8;
+    if tgid != 0 {
+        // SAFETY: the helper writes at most 16 bytes into the 16-byte name.
+        unsafe { bpf_get_current_comm((&raw mut info.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
+    }
+    let _ = LISTENERS.insert(listener_key(sk), info, 0);
 }
 
 /// The key of `sk` as a listener: its namespace and local port.
 #[inline(always)]
-fn listener_key(sk: u64) -> ListenerKey {
+pub(crate) fn listener_key(sk: u64) -> ListenerKey {
     let mut key: ListenerKey = zeroed::<ListenerKey, 2>();
     key.net = read(sk, global!(OFFSETS.sk_net)).unwrap_or(0);
     key.port = read(sk, global!(OFFSETS.sk_num)).unwrap_or(0);
@@ -238,10 +255,11 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
     // shutdown), or as a connection of a traced listener; later transitions from softirq find
     // it by address.
     let in_traced = is_traced(current_tgid());
+    if new == TCP_LISTEN {
+        // listen() runs in its caller's context: the owner is the current process.
+        remember_listener(sk, current_tgid(), in_traced);
+    }
     let create = if in_traced {
-        if new == TCP_LISTEN {
-            let _ = TRACED_LISTENERS.insert(listener_key(sk), 1, 0);
-        }
         let origin = if tracing_everything() { history_origin::ANY } else { history_origin::TRACED_TASK };
         Create::Empty(origin)
     } else if (old == TCP_LISTEN && new == TCP_SYN_RECV) || (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
@@ -252,7 +270,7 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
         Create::No
     };
     if old == TCP_LISTEN && new == TCP_CLOSE {
-        let _ = TRACED_LISTENERS.remove(listener_key(sk));
+        let _ = LISTENERS.remove(listener_key(sk));
     }
     // Built on zeroed words: a literal's padding array would be a memset call (see `zero`).
     let mut transition: Transition = zeroed::<Transition, 2>();

@@ -6,7 +6,7 @@
 
 use crate::{
     count, global,
-    history::{adopt, history_of, Create},
+    history::{adopt, history_of, Create, LISTENERS},
     is_traced, now_ns, read, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
@@ -23,8 +23,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
-    adopt, config_flags, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, SockAddrs, SockHead,
-    SockSnapshot, SocketHistory, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
+    adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, ListenerKey,
+    ResourceFacts, SockAddrs, SockHead, SockSnapshot, SocketHistory, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN,
+    WAKEUP_BYTES,
 };
 
 /// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
@@ -242,12 +243,90 @@ fn send_failure(
                 }
             }
         }
+        // The destination port, for the listener a timed-out connect waited for: what the
+        // socket shows, else its history's last complete view, else the connect() argument.
+        let dport = [(*ev).sock.addrs.dport, (*ev).history.addrs.dport, (*ev).connect_addr.dport]
+            .into_iter()
+            .find(|&p| p != 0)
+            .unwrap_or(0);
+        if read_resource(-ret as i32, kind, sock, dport, &raw mut (*ev).resource) {
+            flags |= event_flags::HAS_RESOURCE;
+        }
         (*ev).flags = flags;
     }
     // Wake userspace only when a batch is waiting; it drains on a timer otherwise.
     let wake =
         if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     entry.submit(wake as u64);
+}
+
+/// The host's numbers behind a failure for want of a resource, read into `out` (already
+/// zeroed) only for those errnos; whether it was one.
+///
+/// # Safety
+/// `out` must be valid for writes of a `ResourceFacts`.
+#[inline(always)]
+unsafe fn read_resource(e: i32, kind: u8, sock: &Sock, dport: u16, out: *mut ResourceFacts) -> bool {
+    match e {
+        errno::EMFILE | errno::ENFILE => {
+            // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
+            let task = unsafe { bpf_get_current_task() };
+            let signal: u64 = read(task, global!(OFFSETS.task_signal)).unwrap_or(0);
+            let rlim: [u64; 2] = read(signal, global!(OFFSETS.signal_rlim_nofile)).unwrap_or([0; 2]);
+            // SAFETY: `out` is valid for writes (the caller's promise).
+            unsafe {
+                (*out).nofile_cur = rlim[0];
+                (*out).nofile_max = rlim[1];
+                (*out).ack_backlog = read(sock.sk, global!(OFFSETS.sk_ack_backlog)).unwrap_or(0);
+                (*out).max_ack_backlog = read(sock.sk, global!(OFFSETS.sk_max_ack_backlog)).unwrap_or(0);
+            }
+            true
+        }
+        errno::EADDRNOTAVAIL | errno::EADDRINUSE => {
+            let net: u64 = read(sock.sk, global!(OFFSETS.sk_net)).unwrap_or(0);
+            let at = global!(OFFSETS.net_local_ports);
+            let (low, high) = if global!(CONFIG.flags) & config_flags::PORT_RANGE_INTS != 0 {
+                let r: [u32; 2] = read(net, at).unwrap_or([0; 2]);
+                (r[0], r[1])
+            } else {
+                let r: u32 = read(net, at).unwrap_or(0);
+                (r & 0xffff, r >> 16)
+            };
+            // SAFETY: `out` is valid for writes (the caller's promise).
+            unsafe {
+                (*out).port_low = low;
+                (*out).port_high = high;
+            }
+            true
+        }
+        // A connect that timed out: a listener of this namespace on that port, if socktrace saw
+        // it listen, and how full its accept queue is now (a full one drops SYNs silently).
+        errno::ETIMEDOUT if kind == syscall_kind::CONNECT || kind == syscall_kind::GETSOCKOPT => {
+            let mut key: ListenerKey = crate::zeroed::<ListenerKey, 2>();
+            key.net = read(sock.sk, global!(OFFSETS.sk_net)).unwrap_or(0);
+            key.port = dport;
+            // SAFETY: the value is copied out at once.
+            let Some(l) = (unsafe { LISTENERS.get(key) }).copied() else { return false };
+            // SAFETY: `out` is valid for writes (the caller's promise).
+            unsafe {
+                (*out).has_listener = 1;
+                (*out).listener_tgid = l.tgid;
+                (*out).listener_comm = l.comm;
+                (*out).ack_backlog = read(l.sk, global!(OFFSETS.sk_ack_backlog)).unwrap_or(0);
+                (*out).max_ack_backlog = read(l.sk, global!(OFFSETS.sk_max_ack_backlog)).unwrap_or(0);
+            }
+            true
+        }
+        errno::ENOBUFS | errno::ENOMEM | errno::EAGAIN if kind != syscall_kind::RECEIVE => {
+            // SAFETY: `out` is valid for writes (the caller's promise).
+            unsafe {
+                (*out).sndbuf = read(sock.sk, global!(OFFSETS.sk_sndbuf)).unwrap_or(0);
+                (*out).wmem_queued = read(sock.sk, global!(OFFSETS.sk_wmem_queued)).unwrap_or(0);
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Copies a history with one helper call. A plain struct copy this size compiles to a byte

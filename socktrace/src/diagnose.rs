@@ -76,6 +76,9 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
     if let Some(kind) = routine::kind_of(e) {
         return routine_failure(f, e, kind);
     }
+    if let Some(dg) = resource_failure(f, e) {
+        return dg;
+    }
 
     // An RST that arrived on this socket explains refusals, resets and the EPIPE after them.
     if let Some(rst) = h.rst_received {
@@ -163,24 +166,133 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         );
     }
 
-    d(
-        Cause::Unknown,
-        f.state_now,
-        None,
+    d(Cause::Unknown, f.state_now, None, unexplained(f, e))
+}
+
+/// Why nothing explains a failure: the socket's history began with this very call (nothing
+/// was known of it), or what was recorded holds no cause for this errno.
+fn unexplained(f: &Failure, e: i32) -> String {
+    let state = state_name(f.state_now);
+    if f.history_started_here {
         format!(
-            "{} in {}: no TCP event recorded on this socket explains it (it may predate tracing)",
-            name(e),
-            state_name(f.state_now)
-        ),
-    )
+            "{} in {state}: nothing was recorded on this socket before this call (it was open before the trace and \
+             could not be adopted, or its history was evicted from a full map), so its cause was not seen",
+            name(e)
+        )
+    } else if f.history.transitions.is_empty() && f.history.rst_received.is_none() && f.history.error_report.is_none() {
+        format!("{} in {state}: the socket's recorded history holds no TCP event that sets this error", name(e))
+    } else {
+        format!("{} in {state}: none of the TCP events recorded on this socket sets this error", name(e))
+    }
+}
+
+/// Failures for want of a host resource: descriptors, local ports, a listener's queue, socket
+/// memory. The numbers come from the kernel at the failure (`resource`) and from /proc
+/// (`host`).
+fn resource_failure(f: &Failure, e: i32) -> Option<Diagnosis> {
+    let r = f.resource;
+    let remote = peer(f.remote);
+    match e {
+        EMFILE => {
+            let r = r?;
+            let mut explain = format!(
+                "the process has all {} descriptors its limit allows open (RLIMIT_NOFILE soft {}, hard {}): it must close \
+                 some or raise the limit",
+                r.nofile_cur, r.nofile_cur, r.nofile_max
+            );
+            if f.state_now == Some(TcpState::Listen) {
+                if let Some(local) = f.local {
+                    explain.push_str(&format!(
+                        "; connections wait in the accept queue of {local} ({} queued, backlog {})",
+                        r.ack_backlog, r.max_ack_backlog
+                    ));
+                }
+            }
+            Some(Diagnosis::new(Cause::FdLimit, f.state_now, None, explain))
+        }
+        ENFILE => {
+            let table = match f.host.file_nr {
+                Some((used, max)) => format!(" ({used} of fs.file-max {max} open)"),
+                None => String::new(),
+            };
+            let explain = format!("the system's file table is full{table}: no process can open a descriptor");
+            Some(Diagnosis::new(Cause::FdLimit, f.state_now, None, explain))
+        }
+        EADDRNOTAVAIL if f.is_connect() => {
+            let r = r?;
+            let range = r.port_high.saturating_sub(r.port_low) + 1;
+            let mut explain = format!(
+                "no local port is free for a connection to {remote}: the ephemeral range {}-{} ({range} ports, \
+                 net.ipv4.ip_local_port_range) is used up",
+                r.port_low, r.port_high
+            );
+            if let Some(by_state) = f.host.to_destination.as_ref().filter(|b| !b.is_empty()) {
+                let n: u64 = by_state.iter().map(|(_, n)| n).sum();
+                let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
+                explain = format!(
+                    "all {range} ports of {}-{} are in use: {n} connections to {remote} ({}) hold ports of the \
+                     range (net.ipv4.ip_local_port_range)",
+                    r.port_low,
+                    r.port_high,
+                    states.join(", ")
+                );
+            }
+            Some(Diagnosis::new(Cause::NoLocalPort, None, None, explain))
+        }
+        ENOBUFS | ENOMEM => {
+            let r = r?;
+            let mut explain = format!(
+                "the kernel could not allocate socket memory for the send (this socket: {} of {} bytes of send buffer \
+                 queued)",
+                r.wmem_queued, r.sndbuf
+            );
+            if let Some((used, [_, pressure, max])) = f.host.tcp_mem {
+                explain.push_str(&format!(
+                    "; TCP uses {used} pages of memory (net.ipv4.tcp_mem: pressure at {pressure}, limit {max})"
+                ));
+            }
+            Some(Diagnosis::new(Cause::SocketMemory, f.state_now, None, explain))
+        }
+        ETIMEDOUT if f.is_connect() => {
+            // The kernel's own test (`sk_acceptq_is_full`): more connections waiting than the
+            // backlog allows. Only for a listener the destination reaches on this host.
+            let r = r.filter(|r| r.has_listener != 0 && r.ack_backlog > r.max_ack_backlog)?;
+            let l = f.host.listener.as_ref()?;
+            let owner = if r.listener_tgid != 0 {
+                let len = r.listener_comm.iter().position(|&b| b == 0).unwrap_or(r.listener_comm.len());
+                format!(" (pid {} \"{}\")", r.listener_tgid, crate::render::escape_bytes(&r.listener_comm[..len]))
+            } else {
+                String::new()
+            };
+            let n = f.history.retransmits;
+            let explain = format!(
+                "the listener on {}{owner} of this host does not accept fast enough: {} connections wait in an accept \
+                 queue of {} (its listen() backlog, capped by net.core.somaxconn), so the kernel dropped our SYN and \
+                 its {n} retransmission{}",
+                l.addr,
+                r.ack_backlog,
+                r.max_ack_backlog,
+                if n == 1 { "" } else { "s" }
+            );
+            let at = f.history.error_report.map(|(s, _)| s.ts_ns);
+            Some(Diagnosis::new(Cause::ListenOverflow, Some(TcpState::SynSent), at, explain).with_retransmits(n))
+        }
+        _ => None,
+    }
 }
 
 /// Routine outcomes of non-blocking and signal-driven code: named, never a TCP cause.
 fn routine_failure(f: &Failure, e: i32, kind: u32) -> Diagnosis {
     let explain = match kind {
-        routine::EAGAIN if f.syscall.is_some_and(|s| s.is_send()) => {
-            "the socket's send buffer is full and it is non-blocking (or SO_SNDTIMEO expired): retry when writable".into()
-        }
+        routine::EAGAIN if f.syscall.is_some_and(|s| s.is_send()) => match f.resource {
+            Some(r) if r.sndbuf > 0 => format!(
+                "the socket's send buffer is full ({} of {} bytes queued) and it is non-blocking (or SO_SNDTIMEO \
+                 expired): retry when writable",
+                r.wmem_queued, r.sndbuf
+            ),
+            _ => "the socket's send buffer is full and it is non-blocking (or SO_SNDTIMEO expired): retry when writable"
+                .into(),
+        },
         routine::EAGAIN => {
             "nothing to read yet on a non-blocking socket (or SO_RCVTIMEO expired): retry when readable".into()
         }
@@ -355,6 +467,9 @@ mod tests {
             remote: Some("127.0.0.1:9".parse().unwrap()),
             history,
             kernel_ret: None,
+            history_started_here: false,
+            resource: None,
+            host: crate::host::HostFacts::default(),
         }
     }
 

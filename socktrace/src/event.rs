@@ -74,6 +74,12 @@ pub struct Failure {
     /// The raw return value when it was a kernel-internal restart code (ERESTARTSYS, ...),
     /// which the program sees as EINTR.
     pub kernel_ret: Option<i64>,
+    /// Nothing was recorded on the socket before this call (its history started here).
+    pub history_started_here: bool,
+    /// The kernel's numbers behind a resource failure (descriptors, ports, memory).
+    pub resource: Option<socktrace_common::ResourceFacts>,
+    /// The host's numbers read by userspace for such failures (see `host`).
+    pub host: crate::host::HostFacts,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -156,6 +162,9 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         remote,
         history,
         kernel_ret,
+        history_started_here: ev.flags & event_flags::HISTORY_STARTED_HERE != 0,
+        resource: (ev.flags & event_flags::HAS_RESOURCE != 0).then_some(ev.resource),
+        host: crate::host::HostFacts::default(),
     }
 }
 

@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod diagnose;
 mod event;
+mod host;
 mod kernel;
 mod model;
 mod orchestrate;

@@ -81,12 +81,21 @@ pub enum Cause {
     WouldBlock,
     Interrupted,
     InProgress,
+    /// The process (or the system) is out of file descriptors.
+    FdLimit,
+    /// No local port is left for the connection (the ephemeral range is used up).
+    NoLocalPort,
+    /// The listener on this host did not accept fast enough: its queue was full and the
+    /// kernel dropped the SYNs.
+    ListenOverflow,
+    /// The host is short of socket memory.
+    SocketMemory,
     Unknown,
 }
 
 impl Cause {
     #[cfg(test)]
-    pub const ALL: [Cause; 12] = [
+    pub const ALL: [Cause; 16] = [
         Cause::RstReceived,
         Cause::RstSent,
         Cause::IcmpError,
@@ -98,6 +107,10 @@ impl Cause {
         Cause::WouldBlock,
         Cause::Interrupted,
         Cause::InProgress,
+        Cause::FdLimit,
+        Cause::NoLocalPort,
+        Cause::ListenOverflow,
+        Cause::SocketMemory,
         Cause::Unknown,
     ];
 
@@ -115,6 +128,10 @@ impl Cause {
             WouldBlock => "would_block",
             Interrupted => "interrupted",
             InProgress => "in_progress",
+            FdLimit => "fd_limit",
+            NoLocalPort => "no_local_port",
+            ListenOverflow => "listen_overflow",
+            SocketMemory => "socket_memory",
             Unknown => "unknown",
         }
     }
@@ -325,6 +342,10 @@ mod tests {
                 "would_block",
                 "interrupted",
                 "in_progress",
+                "fd_limit",
+                "no_local_port",
+                "listen_overflow",
+                "socket_memory",
                 "unknown"
             ]
         );

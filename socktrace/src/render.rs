@@ -11,7 +11,7 @@ use socktrace_common::net;
 use std::fmt::Write as _;
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Converts kernel monotonic timestamps to wall-clock and to time since attach.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +108,8 @@ pub struct JsonFailure {
     pub history: Vec<JsonTransition>,
     /// The raw TCP facts the kernel recorded on this socket, for those who want to check.
     pub facts: JsonFacts,
+    /// The host's numbers behind a failure for want of a resource (schema 2).
+    pub resource: Option<JsonResource>,
     pub explain: String,
 }
 
@@ -117,6 +119,100 @@ pub struct JsonFacts {
     pub rst_sent: Option<JsonStamp>,
     pub error_report: Option<JsonStamp>,
     pub retransmits: u32,
+}
+
+/// The host's numbers behind a resource failure; each key only where it applies.
+#[derive(Serialize, Debug, PartialEq, Default)]
+pub struct JsonResource {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nofile_soft: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nofile_hard: Option<u64>,
+    /// A listener's accept queue: connections waiting, and its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_backlog: Option<u32>,
+    /// `ip_local_port_range` of the socket's network namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<[u32; 2]>,
+    /// TCP sockets whose remote end is the destination, by state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_destination: Option<std::collections::BTreeMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sndbuf: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wmem_queued: Option<u32>,
+    /// The system's file table: [open, fs.file-max].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_nr: Option<[u64; 2]>,
+    /// TCP memory in pages: in use, and net.ipv4.tcp_mem (min, pressure, max).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_mem_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_mem: Option<[u64; 3]>,
+    /// The listener a timed-out connect waited for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener: Option<JsonListener>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonListener {
+    pub addr: String,
+    pub queued: u64,
+    pub backlog: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
+    let mut out = JsonResource::default();
+    let mut any = false;
+    if let Some(r) = f.resource {
+        any = true;
+        match f.errno {
+            Some(crate::model::errno::EMFILE) | Some(crate::model::errno::ENFILE) => {
+                out.nofile_soft = Some(r.nofile_cur);
+                out.nofile_hard = Some(r.nofile_max);
+                out.accept_queue = Some(r.ack_backlog);
+                out.accept_backlog = Some(r.max_ack_backlog);
+            }
+            Some(crate::model::errno::EADDRNOTAVAIL) | Some(crate::model::errno::EADDRINUSE) => {
+                out.port_range = Some([r.port_low, r.port_high]);
+            }
+            Some(crate::model::errno::ETIMEDOUT) => {}
+            _ => {
+                out.sndbuf = Some(r.sndbuf);
+                out.wmem_queued = Some(r.wmem_queued);
+            }
+        }
+    }
+    let h = &f.host;
+    if let Some(by_state) = &h.to_destination {
+        any = true;
+        out.to_destination = Some(by_state.iter().map(|(s, n)| (s.name(), *n)).collect());
+    }
+    if let Some((used, max)) = h.file_nr {
+        any = true;
+        out.file_nr = Some([used, max]);
+    }
+    if let Some((used, limits)) = h.tcp_mem {
+        any = true;
+        out.tcp_mem_pages = Some(used);
+        out.tcp_mem = Some(limits);
+    }
+    if let (Some(l), Some(r)) = (h.listener.as_ref().filter(|_| cause == Cause::ListenOverflow), f.resource) {
+        any = true;
+        let len = r.listener_comm.iter().position(|&b| b == 0).unwrap_or(r.listener_comm.len());
+        out.listener = Some(JsonListener {
+            addr: l.addr.to_string(),
+            queued: r.ack_backlog as u64,
+            backlog: r.max_ack_backlog as u64,
+            pid: (r.listener_tgid != 0).then_some(r.listener_tgid),
+            comm: (r.listener_tgid != 0).then(|| escape_bytes(&r.listener_comm[..len])),
+        });
+    }
+    any.then_some(out)
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -187,6 +283,7 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             error_report: f.history.error_report.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
             retransmits: f.history.retransmits,
         },
+        resource: json_resource(f, d.cause),
         explain: d.explain.clone(),
     }
 }
@@ -217,6 +314,7 @@ fn cause_color(c: Cause) -> &'static str {
         Cause::PeerFin | Cause::LocalShutdown => "36",
         Cause::Aborted => "1;31",
         Cause::WouldBlock | Cause::Interrupted | Cause::InProgress => "2",
+        Cause::FdLimit | Cause::NoLocalPort | Cause::ListenOverflow | Cause::SocketMemory => "1;34",
         Cause::Unknown => "1",
     }
 }
@@ -362,6 +460,9 @@ mod tests {
             remote: Some("127.0.0.1:9".parse().unwrap()),
             history: History::default(),
             kernel_ret: None,
+            history_started_here: false,
+            resource: None,
+            host: crate::host::HostFacts::default(),
         };
         let d = Diagnosis {
             cause: Cause::RstReceived,

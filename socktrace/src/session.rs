@@ -70,6 +70,8 @@ pub struct Session {
     probes: Probes,
     /// Sockets the traced processes had open at attach, adopted.
     adopted: Adopted,
+    /// Listen overflows in the traced processes' network namespaces, from attach on.
+    overflows: crate::host::ListenOverflows,
     pidfds: Vec<OwnedFd>,
     selection: Selection,
     printer: Printer,
@@ -92,6 +94,7 @@ impl Session {
         let probes = Probes::load_and_attach(opts.probe_mode, &opts.probe_options(), selection)?;
         // Sockets opened before the trace: adopted now that the probes record their events.
         let adopted = crate::kernel::adopt::existing_sockets(selection);
+        let overflows = crate::host::ListenOverflows::start(&selection.tgids);
         if let Some(kept) = crate::kernel::privileges::drop_all(probes.a_map_fd()?)? {
             eprintln!("socktrace: notice: every capability dropped but {kept}");
         }
@@ -100,7 +103,7 @@ impl Session {
         // SAFETY: malloc_trim only releases free heap pages.
         unsafe { libc::malloc_trim(0) };
         let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default() };
-        Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted })
+        Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted, overflows })
     }
 
     /// Runs until the traced processes are gone, a signal, or the output closes. `attached`
@@ -112,7 +115,7 @@ impl Session {
     }
 
     async fn event_loop(self, attached: impl FnOnce() -> Result<()>) -> Result<()> {
-        let Session { mut probes, pidfds, selection, mut printer, adopted } = self;
+        let Session { mut probes, pidfds, selection, mut printer, adopted, mut overflows } = self;
         let mut watch = Watch::new(&mut probes, pidfds)?;
         // Signals are handled from here on; only then is the attach announced (a script that
         // waits for the line and then sends SIGINT must get a clean end).
@@ -127,6 +130,7 @@ impl Session {
         };
         watch.flush_logs();
         drop(watch);
+        printer.summary.listen_overflows = overflows.since_start();
         finish(probes, &selection, printer, end)
     }
 }
@@ -320,10 +324,13 @@ impl Printer {
         while let Some(item) = ring.next() {
             let decoded = decode(&item);
             drop(item);
-            let Ok(failure) = decoded else {
+            let Ok(mut failure) = decoded else {
                 self.summary.undecodable += 1;
                 continue;
             };
+            // The host's numbers, for the few failures that need them (read now, close to the
+            // failure; never for the others).
+            crate::host::enrich(&mut failure);
             let diagnosis = diagnose(&failure);
             self.summary.add(&failure, &diagnosis);
             let opts = &self.opts;

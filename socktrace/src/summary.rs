@@ -25,6 +25,8 @@ pub struct Summary {
     pub sockets_tracked: u64,
     /// Socket histories the kernel's LRU map evicted to make room (it was full).
     pub histories_evicted: u64,
+    /// SYNs dropped for full accept queues in the watched namespaces during the session.
+    pub listen_overflows: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +86,7 @@ struct JsonSummary<'a> {
     undecodable: u64,
     sockets_tracked: u64,
     histories_evicted: u64,
+    listen_overflows: Option<u64>,
     probe_mode: &'a str,
     probes: &'a [ProbeUsed],
     rows: Vec<JsonRow<'a>>,
@@ -139,6 +142,11 @@ impl Summary {
             self.lost,
             if self.undecodable > 0 { format!(", {} undecodable", self.undecodable) } else { String::new() }
         ));
+        if let Some(n) = self.listen_overflows.filter(|&n| n > 0) {
+            out.push_str(&format!(
+                "{n:>8}  SYNs dropped for full accept queues (listen overflows) in the traced processes' network namespaces\n"
+            ));
+        }
         let peers = self.top_peers();
         if !peers.is_empty() {
             out.push_str(&format!("\n{:>8}  {}\n", "failures", "peer"));
@@ -161,6 +169,7 @@ impl Summary {
             undecodable: self.undecodable,
             sockets_tracked: self.sockets_tracked,
             histories_evicted: self.histories_evicted,
+            listen_overflows: self.listen_overflows,
             probe_mode: probes.mode,
             probes: &probes.used,
             rows: rows.iter().map(|((errno, cause, state), n)| JsonRow { errno, cause, state, count: *n }).collect(),

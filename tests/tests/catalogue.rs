@@ -296,3 +296,70 @@ fn reset_across_veth_is_joined_through_the_socket() {
     assert_eq!((ev["daddr"].as_str(), ev["saddr"].as_str()), (Some("10.199.1.2"), Some("10.199.1.1")));
     assert_ne!(ev["cause_pid"], json!(r.client_pid), "the RST was handled outside the client's context");
 }
+
+/// The process is out of descriptors: its accept4() fails with EMFILE while connections wait
+/// in its listener's queue. Not "unknown": the limit and the queue are named.
+#[test]
+fn accept_out_of_descriptors_is_fd_limit() {
+    let r = run(&["fd-limit"], &[]);
+    let step = r.client_step("accept4");
+    assert_eq!(step["errno"], 24, "EMFILE");
+    let ev = single_event(&r);
+    assert_label(ev, "EMFILE", Some("LISTEN"), "fd_limit");
+    let limit = step["limit"].as_u64().unwrap();
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(
+        explain.contains(&format!(
+            "all {limit} descriptors its limit allows open (RLIMIT_NOFILE soft {limit}, hard {limit})"
+        )),
+        "{explain}"
+    );
+    assert!(explain.contains(&format!("accept queue of 127.0.0.1:{} (3 queued, backlog", step["port"])), "{explain}");
+    assert_eq!(
+        (ev["resource"]["nofile_soft"].as_u64(), ev["resource"]["accept_queue"].as_u64()),
+        (Some(limit), Some(3))
+    );
+}
+
+/// The ephemeral ports of a namespace are used up (a 4-port ip_local_port_range): the next
+/// connect fails with EADDRNOTAVAIL, explained with the range and who holds the ports.
+#[test]
+fn ephemeral_ports_used_up_is_no_local_port() {
+    let ns = Netns::new("ports");
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=40000 40003"]);
+    let r = in_netns(&ns, &["port-exhaustion", "127.0.0.1:9000"], &[]);
+    let step = r.client_step("connect");
+    assert_eq!(
+        (step["errno"].as_i64(), step["held"].as_u64()),
+        (Some(99), Some(4)),
+        "EADDRNOTAVAIL after 4 connections"
+    );
+    let ev = single_event(&r);
+    assert_label(ev, "EADDRNOTAVAIL", None, "no_local_port");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(
+        explain.contains("all 4 ports of 40000-40003 are in use: 4 connections to 127.0.0.1:9000 (4 ESTABLISHED)"),
+        "{explain}"
+    );
+    assert_eq!(ev["resource"]["port_range"], json!([40000, 40003]));
+    assert_eq!(ev["resource"]["to_destination"]["ESTABLISHED"], 4);
+}
+
+/// A listener of this host that never accepts: its full queue makes the kernel drop the SYNs,
+/// and the client's connect times out. Joined to the listener: its address, process and queue.
+#[test]
+fn connect_to_a_full_accept_queue_is_listen_overflow() {
+    let r = run(&["queue-full"], &[]);
+    let step = r.client_step("connect");
+    assert_eq!(step["errno"], 110, "ETIMEDOUT");
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "listen_overflow");
+    let explain = ev["explain"].as_str().unwrap();
+    let listener = format!("127.0.0.1:{} (pid {} \"scenario\")", step["dport"], step["peer_pid"]);
+    assert!(explain.contains(&listener), "{explain}");
+    assert!(explain.contains("2 connections wait in an accept queue of 1"), "{explain}");
+    assert_eq!(ev["resource"]["listener"]["pid"], step["peer_pid"]);
+    // The summary counts the overflows of the traced process's namespace too.
+    let overflows = r.summary.as_ref().unwrap()["listen_overflows"].as_u64().unwrap();
+    assert!(overflows >= 2, "the SYN and its retransmission were dropped: {overflows}");
+}

@@ -467,6 +467,9 @@ fn demo_shows_the_whole_catalogue_quickly() {
         ("data-timeout", "ETIMEDOUT", "timeout", "ESTABLISHED"),
         ("no-route", "EHOSTUNREACH", "no_route", "-"),
         ("no-route", "ENETUNREACH", "no_route", "-"),
+        ("ports-used-up", "EADDRNOTAVAIL", "no_local_port", "-"),
+        ("queue-full", "ETIMEDOUT", "listen_overflow", "SYN_SENT"),
+        ("fd-limit", "EMFILE", "fd_limit", "LISTEN"),
     ];
     for (comm, errno, cause, state) in want {
         assert_eq!(label(comm, errno), (cause.to_string(), state.to_string()), "{comm} {errno}");

@@ -5,7 +5,8 @@
 //! ones that need another network (SYN timeout, ICMP errors, no route) run in a network
 //! namespace of their own thread (`unshare(CLONE_NEWNET)`): nothing is named or mounted, so
 //! the kernel removes it when the thread ends, however the demo ends. Those need root and
-//! `nft`; without them they are skipped with a note on stderr.
+//! `nft`; without them they are skipped with a note on stderr. The descriptor limit is the
+//! whole process's: that case runs last, alone.
 
 mod netns;
 
@@ -53,6 +54,8 @@ const CASES: &[Case] = &[
     Case { name: "syn-timeout", isolated: true, run: syn_timeout },
     Case { name: "data-timeout", isolated: true, run: established_timeout },
     Case { name: "no-route", isolated: true, run: no_route },
+    Case { name: "ports-used-up", isolated: true, run: ports_used_up },
+    Case { name: "queue-full", isolated: true, run: queue_full },
 ];
 
 /// The workload, started by `run` once socktrace is attached: fails on purpose, every case
@@ -86,6 +89,11 @@ pub fn client() -> Result<i32> {
         .collect::<std::io::Result<_>>()?;
     for t in threads {
         let _ = t.join();
+    }
+    // Last, alone: the descriptor limit is the whole process's.
+    set_thread_name("fd-limit");
+    if let Err(e) = out_of_descriptors() {
+        eprintln!("demo: fd-limit: {e:#}");
     }
     Ok(0)
 }
@@ -325,4 +333,87 @@ fn no_route() -> Result<()> {
     let _ = TcpStream::connect((Ipv4Addr::new(10, 77, 0, 1), 80));
     let _ = TcpStream::connect((Ipv4Addr::new(10, 78, 0, 1), 80));
     Ok(())
+}
+
+/// The namespace's ephemeral range cut to four ports, four connections to one listener: the
+/// fifth connect fails with EADDRNOTAVAIL.
+fn ports_used_up() -> Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40003")
+        .context("setting this namespace's ip_local_port_range")?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000))?;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        match TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)) {
+            Ok(s) => held.push((s, listener.accept()?)),
+            Err(_) => break,
+        }
+    }
+    // Held a moment, as a real client would be: socktrace reads who holds the ports then.
+    sleep_ms(300);
+    Ok(())
+}
+
+/// A listener with a backlog of 1 that never accepts: two connections fill its queue, the
+/// kernel drops the third's SYNs, and its connect times out (TCP_SYNCNT 1, about 3 s).
+fn queue_full() -> Result<()> {
+    // SAFETY: plain socket calls on descriptors owned here (the listener is closed at the end).
+    let l = unsafe {
+        let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        anyhow::ensure!(l >= 0, "socket: {}", std::io::Error::last_os_error());
+        let sin = sockaddr_in(Ipv4Addr::LOCALHOST, 9001);
+        anyhow::ensure!(
+            libc::bind(l, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as u32) == 0,
+            "bind: {}",
+            std::io::Error::last_os_error()
+        );
+        libc::listen(l, 1);
+        l
+    };
+    let waiting: Vec<TcpStream> =
+        (0..2).map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, 9001))).collect::<std::io::Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(20));
+    // SAFETY: a fresh socket, owned and closed here.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, 1);
+        let sin = sockaddr_in(Ipv4Addr::LOCALHOST, 9001);
+        libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as u32);
+        // The listener stays a moment, its queue still full: socktrace looks at it then.
+        sleep_ms(300);
+        libc::close(fd);
+        libc::close(l);
+    }
+    drop(waiting);
+    Ok(())
+}
+
+/// Clients wait in the accept queue while the process has every descriptor its
+/// RLIMIT_NOFILE allows open: accept4() fails with EMFILE. The limit is the whole process's,
+/// so this runs last, and puts the limit back.
+fn out_of_descriptors() -> Result<()> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let addr = listener.local_addr()?;
+    let _queued: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr)).collect::<std::io::Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(20));
+    let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with valid pointers; dup only finds the lowest free fd.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved);
+        let d = libc::dup(0);
+        libc::close(d);
+        let tight = libc::rlimit { rlim_cur: d as u64, rlim_max: saved.rlim_max };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &tight);
+        libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &saved);
+    }
+    Ok(())
+}
+
+fn sockaddr_in(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    }
 }

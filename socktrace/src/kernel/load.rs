@@ -91,6 +91,8 @@ pub struct KernelFacts {
     pub cgroup_walk: bool,
     /// ...and the cgroup keeps its ancestors' ids (`cgroup.ancestor_ids`, before 6.0).
     pub cgroup_ancestor_ids: bool,
+    /// `ip_local_ports.range` is two ints (a seqlock beside them; packed into a u32 later).
+    pub port_range_ints: bool,
     /// `sk_type` and `sk_protocol` are adjacent u16s...
     pub type_protocol_pair: bool,
     /// ...with `sk_protocol` first.
@@ -109,6 +111,7 @@ impl KernelFacts {
             possible_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1),
             cgroup_walk: kernel_version() < (5, 14) || std::env::var_os(CGROUP_WALK_ENV).is_some_and(|v| v == "1"),
             cgroup_ancestor_ids: btf.offset_of("cgroup", "ancestor_ids").is_ok(),
+            port_range_ints: btf.offset_of("local_ports", "lock").is_ok(),
         }
     }
 }
@@ -129,6 +132,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::TYPE_PROTOCOL_PAIR, kernel.type_protocol_pair);
     set(config_flags::PROTOCOL_FIRST, kernel.type_protocol_pair && kernel.protocol_first);
     set(config_flags::CGROUP_WALK, sel.cgroup.is_some() && kernel.cgroup_walk);
+    set(config_flags::PORT_RANGE_INTS, kernel.port_range_ints);
     set(config_flags::CGROUP_ANCESTOR_IDS, sel.cgroup.is_some() && kernel.cgroup_ancestor_ids);
     set(config_flags::FOLLOW_FORKS, sel.follow);
     // One process, no children: a compare instead of a map lookup per call.

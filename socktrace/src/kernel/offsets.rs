@@ -76,6 +76,15 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         ),
         cgroup_kn: optional(btf.offset_of("cgroup", "kn")),
         kernfs_node_id: optional(btf.offset_of("kernfs_node", "id")),
+        task_signal: optional(btf.offset_of("task_struct", "signal")),
+        // struct rlimit is two unsigned longs; RLIMIT_NOFILE is 7 on every Linux architecture
+        // socktrace runs on.
+        signal_rlim_nofile: optional(btf.offset_of("signal_struct", "rlim").map(|o| o + 7 * 16)),
+        sk_ack_backlog: optional(sk("sk_ack_backlog")),
+        sk_max_ack_backlog: optional(sk("sk_max_ack_backlog")),
+        sk_sndbuf: optional(sk("sk_sndbuf")),
+        sk_wmem_queued: optional(sk("sk_wmem_queued")),
+        net_local_ports: optional(btf.offset_of("net", "ipv4.ip_local_ports.range")),
         ..KernelOffsets::ZERO
     })
 }
@@ -221,6 +230,20 @@ mod tests {
         assert!(o.sk_state > o.sk_family);
         assert!(o.sk_protocol > o.sk_state && o.sk_type > o.sk_state);
         assert_ne!(o.task_files, 0);
+        // What resource failures and `--cgroup` before 5.14 read is all on this kernel.
+        for (name, at) in [
+            ("task_struct.signal", o.task_signal),
+            ("signal_struct.rlim[NOFILE]", o.signal_rlim_nofile),
+            ("sock.sk_ack_backlog", o.sk_ack_backlog),
+            ("sock.sk_max_ack_backlog", o.sk_max_ack_backlog),
+            ("sock.sk_sndbuf", o.sk_sndbuf),
+            ("sock.sk_wmem_queued", o.sk_wmem_queued),
+            ("net.ipv4.ip_local_ports.range", o.net_local_ports),
+            ("task_struct.cgroups", o.task_cgroups),
+            ("cgroup.ancestors", o.cgroup_ancestors),
+        ] {
+            assert_ne!(at, NO_FIELD, "{name}");
+        }
     }
 
     #[test]

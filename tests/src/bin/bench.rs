@@ -319,7 +319,8 @@ fn run_workload(
         set_bpf_stats(true)?;
     }
     s.go()?;
-    let report = s.finish()?;
+    // strace slows the storm a hundredfold and more: minutes, not the tests' one.
+    let report = s.finish_within(Duration::from_secs(900))?;
     let bpf = if stats { bpf_stats() } else { BTreeMap::new() };
     if stats {
         set_bpf_stats(false)?;
@@ -402,13 +403,23 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     socktrace_tests::require_root();
 
-    // The servers live in their own, untraced processes for the whole run.
-    let mut servers = Vec::new();
+    // The servers live in their own, untraced processes for the whole run (killed on any
+    // exit, an error included).
+    struct Servers(Vec<Child>);
+    impl Drop for Servers {
+        fn drop(&mut self) {
+            for s in &mut self.0 {
+                let _ = s.kill();
+                let _ = s.wait();
+            }
+        }
+    }
+    let mut servers = Servers(Vec::new());
     let mut port_of = |mode: &str| -> Result<u16> {
         let mut c = Command::new(&scenario).arg(mode).stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
         BufReader::new(c.stdout.take().unwrap()).read_line(&mut line)?;
-        servers.push(c);
+        servers.0.push(c);
         line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("server said {line:?}"))
     };
     let echo = format!("127.0.0.1:{}", port_of("echo-server")?);
@@ -470,10 +481,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    for mut s in servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
+    drop(servers);
 
     let report = render_report(&workloads, &tools, &cells, &bpf_runs, floor, pairs);
     println!("{report}");

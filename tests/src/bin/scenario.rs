@@ -65,6 +65,9 @@ fn main() {
         ["echo-server"] => serve(false),
         ["abort-server"] => serve(true),
         ["overflow", n] => overflow(n.parse().unwrap_or(1000)),
+        ["fd-limit"] => fd_limit(),
+        ["port-exhaustion", addr] => port_exhaustion(addr),
+        ["queue-full"] => queue_full(),
         ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
         ["exec", rest @ ..] => exec_into(rest),
         ["whoami-refused"] => whoami_refused(),
@@ -278,6 +281,12 @@ fn peer(addr: &str) -> Result<()> {
             }
             "close" => close(conns.pop().expect("a connection to close")),
             "exit" => return Ok(()),
+            // A new backlog for the listener (listen() again changes it).
+            cmd if cmd.starts_with("backlog ") => {
+                let n: i32 = cmd["backlog ".len()..].parse()?;
+                // SAFETY: valid listening fd.
+                unsafe { libc::listen(l, n) };
+            }
             other => bail!("peer: unknown command {other:?}"),
         }
         println!("ok");
@@ -750,6 +759,77 @@ fn overflow(n: u64) -> Result<()> {
         }
     }
     println!("{}", json!({ "step": "overflow", "failures": failures }));
+    Ok(())
+}
+
+/// The process runs out of descriptors: clients wait in the accept queue of its listener, its
+/// RLIMIT_NOFILE is lowered to its lowest free descriptor, and accept4() fails with EMFILE.
+fn fd_limit() -> Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    let queued: Vec<std::net::TcpStream> =
+        (0..3).map(|_| std::net::TcpStream::connect(addr)).collect::<std::io::Result<_>>()?;
+    sleep_ms(20);
+    ready_then_wait();
+    // SAFETY: plain syscalls; the duplicate only finds the lowest free descriptor.
+    let lowest_free = unsafe {
+        let d = libc::dup(0);
+        libc::close(d);
+        d
+    };
+    let limit = libc::rlimit { rlim_cur: lowest_free as u64, rlim_max: lowest_free as u64 };
+    // SAFETY: a valid rlimit; lowering it needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        bail!("setrlimit: {}", std::io::Error::last_os_error());
+    }
+    let lfd = std::os::fd::AsRawFd::as_raw_fd(&l);
+    // SAFETY: valid listening fd.
+    let rc = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    let e = if rc < 0 { errno() } else { 0 };
+    report("accept4", lfd, e, json!({ "limit": lowest_free, "queued": queued.len(), "port": addr.port() }));
+    Ok(())
+}
+
+/// Connects to ADDR until connect() fails (at most 64 tries): with a tiny
+/// ip_local_port_range (set by the test in this namespace) it fails with EADDRNOTAVAIL.
+fn port_exhaustion(addr: &str) -> Result<()> {
+    let mut peer = Peer::start_at(parse_addr(addr)?)?;
+    let dest = peer.addr;
+    ready_then_wait();
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let (fd, e) = connect_blocking(dest);
+        if e != 0 {
+            report("connect", fd, e, json!({ "dport": dest.port(), "held": held.len() }));
+            // A real client lives on after a failure: its connections are still there when
+            // socktrace reads the namespace's sockets.
+            sleep_ms(500);
+            break;
+        }
+        peer.cmd("accept")?;
+        held.push(fd);
+    }
+    Ok(())
+}
+
+/// A listener of another process with a backlog of 1 that never accepts: two connections fill
+/// its queue, the kernel drops the third's SYNs, and its connect times out (TCP_SYNCNT 1).
+fn queue_full() -> Result<()> {
+    ready_then_wait();
+    // The listener starts under the trace (socktrace knows its owner and queue from its
+    // listen()).
+    let mut peer = Peer::start(loopback("v4"))?;
+    peer.cmd("backlog 1")?;
+    let dest = peer.addr;
+    let waiting: Vec<(i32, i32)> = (0..2).map(|_| connect_blocking(dest)).collect();
+    anyhow::ensure!(waiting.iter().all(|&(_, e)| e == 0), "the first connections complete: {waiting:?}");
+    sleep_ms(20);
+    let fd = tcp_socket(libc::AF_INET, 0);
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, 1);
+    let e = connect_fd(fd, dest);
+    report("connect", fd, e, json!({ "dport": dest.port(), "peer_pid": peer.pid }));
+    // The listener lives on after the failure, its queue still full, as a real one would.
+    sleep_ms(500);
     Ok(())
 }
 
