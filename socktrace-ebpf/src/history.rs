@@ -502,3 +502,10 @@ pub fn kp_tcp_retransmit_skb(ctx: ProbeContext) -> u32 {
 pub fn kp_tcp_v4_destroy_sock(ctx: ProbeContext) -> u32 {
     on_destroy(ctx.arg(0).unwrap_or(0))
 }
+
+/// listen(): inet_csk_listen_start() sets LISTEN without tcp_set_state(), so kprobe mode
+/// takes the transition here (in the caller's context, as the tracepoint would).
+#[kprobe]
+pub fn kp_inet_csk_listen_start(ctx: ProbeContext) -> u32 {
+    on_state_change(&ctx, ctx.arg(0).unwrap_or(0), TCP_CLOSE, TCP_LISTEN)
+}

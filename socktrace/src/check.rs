@@ -114,7 +114,7 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
         match Probes::verify(mode) {
             Ok(p) => {
                 for c in &p.choices {
-                    r.line(true, true, c.event, &c.probe.to_string());
+                    r.line(true, true, c.event, &c.probes());
                     for why in &c.passed_over {
                         println!("  {:<8} {:<34} passed over {why}", "", "");
                     }

@@ -64,7 +64,7 @@ impl ProbeReport {
         let mut used: Vec<ProbeUsed> = probes
             .choices
             .iter()
-            .map(|c| ProbeUsed { event: c.event, probe: c.probe.to_string(), passed_over: c.passed_over.clone() })
+            .map(|c| ProbeUsed { event: c.event, probe: c.probes(), passed_over: c.passed_over.clone() })
             .collect();
         used.push(ProbeUsed {
             event: "failing call",

@@ -265,7 +265,7 @@ impl Probes {
 
     /// The probes in use, for the attach line: `tp_btf/inet_sock_set_state, …`.
     pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = self.choices.iter().map(|c| c.probe.to_string()).collect();
+        let mut parts: Vec<String> = self.choices.iter().map(Choice::probes).collect();
         parts.push(super::probes::syscall_probes());
         parts.join(", ")
     }
@@ -401,7 +401,15 @@ fn choose_and_attach(
                 if mode == ProbeMode::Auto { "" } else { " (--probe-mode auto takes whichever probe this kernel has)" }
             );
         };
-        choices.push(Choice { event: ev.name, probe, passed_over });
+        let companion = match ev.companion {
+            Some((with, companion)) if with == probe => {
+                load_probe(ebpf, companion, aya_btf, attach)
+                    .with_context(|| format!("{}: {companion}, which {probe} needs beside it", ev.name))?;
+                Some(companion)
+            }
+            _ => None,
+        };
+        choices.push(Choice { event: ev.name, probe, companion, passed_over });
     }
     Ok(choices)
 }

@@ -97,12 +97,15 @@ pub struct KernelEvent {
     pub kprobes: &'static [Probe],
     /// The last resort of every mode, where the kernel has no hook at all for this event.
     pub derived: Option<Probe>,
+    /// A probe attached beside the chosen one when that one is the first of the pair: what
+    /// the kprobe on tcp_set_state never sees (listen() sets LISTEN without it).
+    pub companion: Option<(Probe, Probe)>,
     /// Only with `-f`.
     pub follow_only: bool,
 }
 
 const fn event(name: &'static str, tp_btf: Probe, tracepoint: Probe, kprobes: &'static [Probe]) -> KernelEvent {
-    KernelEvent { name, tp_btf, tracepoint, kprobes, derived: None, follow_only: false }
+    KernelEvent { name, tp_btf, tracepoint, kprobes, derived: None, companion: None, follow_only: false }
 }
 
 /// How the error report is had where the kernel has no hook for it (before 5.14): the errno
@@ -113,12 +116,16 @@ pub const ERROR_AT_CLOSE: Probe = Probe::Derived("sk_err at the close transition
 /// The history's events, attached in this order (before the syscall exits, so no state change
 /// between attach and the first failure is missed).
 pub const KERNEL_EVENTS: [KernelEvent; 8] = [
-    event(
-        "state change",
-        Probe::TpBtf("inet_sock_set_state"),
-        Probe::Tracepoint { category: "sock", name: "inet_sock_set_state" },
-        &[Probe::Kprobe("tcp_set_state")],
-    ),
+    KernelEvent {
+        // inet_csk_listen_start() sets LISTEN without tcp_set_state(): the kprobe needs it too.
+        companion: Some((Probe::Kprobe("tcp_set_state"), Probe::Kprobe("inet_csk_listen_start"))),
+        ..event(
+            "state change",
+            Probe::TpBtf("inet_sock_set_state"),
+            Probe::Tracepoint { category: "sock", name: "inet_sock_set_state" },
+            &[Probe::Kprobe("tcp_set_state")],
+        )
+    },
     event(
         "RST received",
         Probe::TpBtf("tcp_receive_reset"),
@@ -176,8 +183,13 @@ pub const KERNEL_EVENTS: [KernelEvent; 8] = [
 
 impl KernelEvent {
     /// Every probe that can serve this event, best first.
-    pub fn all(&self) -> impl Iterator<Item = Probe> + '_ {
+    fn best_first(&self) -> impl Iterator<Item = Probe> + '_ {
         [self.tp_btf, self.tracepoint].into_iter().chain(self.kprobes.iter().copied()).chain(self.derived)
+    }
+
+    /// Every probe this event may use, companions included.
+    pub fn all(&self) -> impl Iterator<Item = Probe> + '_ {
+        self.best_first().chain(self.companion.map(|(_, c)| c))
     }
 
     /// The probes to try for this event in `mode`, best first: the mode's own (kprobe mode
@@ -185,7 +197,7 @@ impl KernelEvent {
     /// kernel has no hook at all.
     pub fn candidates(&self, mode: ProbeMode) -> Vec<Probe> {
         let own: Vec<Probe> = match mode {
-            ProbeMode::Auto => return self.all().collect(),
+            ProbeMode::Auto => return self.best_first().collect(),
             ProbeMode::TpBtf => vec![self.tp_btf],
             ProbeMode::Tracepoint => vec![self.tracepoint],
             ProbeMode::Kprobe if self.kprobes.is_empty() => vec![self.tracepoint],
@@ -200,7 +212,19 @@ impl KernelEvent {
 pub struct Choice {
     pub event: &'static str,
     pub probe: Probe,
+    /// Attached beside `probe` (see `KernelEvent::companion`).
+    pub companion: Option<Probe>,
     pub passed_over: Vec<String>,
+}
+
+impl Choice {
+    /// What serves the event: `kprobe/tcp_set_state+kprobe/inet_csk_listen_start`.
+    pub fn probes(&self) -> String {
+        match self.companion {
+            Some(c) => format!("{}+{c}", self.probe),
+            None => self.probe.to_string(),
+        }
+    }
 }
 
 /// Set to a comma-separated list of probes (as printed, e.g. `tp_btf/tcp_receive_reset`) to
