@@ -774,3 +774,162 @@ mod tests {
         assert_eq!(diagnose(&f).cause, Cause::Unknown);
     }
 }
+
+/// Failures for want of a host resource, rule by rule (`resource_failure`), and what stays
+/// unknown when the numbers are missing.
+#[cfg(test)]
+mod resource_tests {
+    use super::*;
+    use crate::event::History;
+    use crate::host::{HostFacts, Listener};
+    use crate::model::Syscall;
+    use socktrace_common::ResourceFacts;
+    use TcpState::*;
+
+    fn failure(syscall: Syscall, e: i32, state_now: TcpState, resource: Option<ResourceFacts>) -> Failure {
+        Failure {
+            ts_ns: 10_000,
+            pid: 1,
+            tid: 1,
+            comm: b"t".to_vec(),
+            syscall_nr: syscall.number() as u32,
+            syscall: Some(syscall),
+            reported_as_connect: false,
+            fd: 3,
+            ret: -(e as i64),
+            errno: Some(e),
+            sk: 1,
+            family: 2,
+            sock_type: 1,
+            protocol: 6,
+            is_tcp: true,
+            state_now: Some(state_now),
+            shutdown: 0,
+            local: Some("127.0.0.1:8080".parse().unwrap()),
+            remote: Some("127.0.0.1:9000".parse().unwrap()),
+            history: History::default(),
+            kernel_ret: None,
+            history_started_here: false,
+            resource,
+            host: HostFacts::default(),
+        }
+    }
+
+    #[test]
+    fn emfile_names_the_limit_and_the_accept_queue() {
+        let r = ResourceFacts {
+            nofile_cur: 32,
+            nofile_max: 64,
+            ack_backlog: 17,
+            max_ack_backlog: 128,
+            ..Default::default()
+        };
+        let dg = diagnose(&failure(Syscall::Accept4, EMFILE, Listen, Some(r)));
+        assert_eq!((dg.cause, dg.state), (Cause::FdLimit, Some(Listen)));
+        assert!(
+            dg.explain.contains("all 32 descriptors its limit allows open (RLIMIT_NOFILE soft 32, hard 64)"),
+            "{}",
+            dg.explain
+        );
+        assert!(dg.explain.contains("accept queue of 127.0.0.1:8080 (17 queued, backlog 128)"), "{}", dg.explain);
+        // Without the kernel's numbers there is nothing to prove it: unknown, saying why.
+        let dg = diagnose(&failure(Syscall::Accept4, EMFILE, Listen, None));
+        assert_eq!(dg.cause, Cause::Unknown);
+        assert!(dg.explain.contains("EMFILE in LISTEN"), "{}", dg.explain);
+    }
+
+    #[test]
+    fn enfile_names_the_system_file_table() {
+        let mut f = failure(Syscall::Accept, ENFILE, Listen, None);
+        f.host = HostFacts { file_nr: Some((99_990, 100_000)), ..HostFacts::default() };
+        let dg = diagnose(&f);
+        assert_eq!(dg.cause, Cause::FdLimit);
+        assert!(dg.explain.contains("(99990 of fs.file-max 100000 open)"), "{}", dg.explain);
+    }
+
+    #[test]
+    fn eaddrnotavail_on_connect_names_the_range_and_who_holds_it() {
+        let r = ResourceFacts { port_low: 40000, port_high: 40003, ..Default::default() };
+        let mut f = failure(Syscall::Connect, EADDRNOTAVAIL, Close, Some(r));
+        let dg = diagnose(&f);
+        assert_eq!((dg.cause, dg.state), (Cause::NoLocalPort, None));
+        assert!(dg.explain.contains("the ephemeral range 40000-40003 (4 ports"), "{}", dg.explain);
+        f.host = HostFacts { to_destination: Some(vec![(Established, 3), (TimeWait, 1)]), ..HostFacts::default() };
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains(
+                "all 4 ports of 40000-40003 are in use: 4 connections to 127.0.0.1:9000 (3 ESTABLISHED, 1 TIME_WAIT)"
+            ),
+            "{}",
+            dg.explain
+        );
+        // Not a connect: not this rule.
+        assert_ne!(diagnose(&failure(Syscall::Sendto, EADDRNOTAVAIL, Close, Some(r))).cause, Cause::NoLocalPort);
+    }
+
+    #[test]
+    fn a_timed_out_connect_to_a_full_queue_of_this_host_is_listen_overflow() {
+        let mut comm = [0u8; 16];
+        comm[..6].copy_from_slice(b"server");
+        let full = ResourceFacts {
+            has_listener: 1,
+            listener_tgid: 4884,
+            listener_comm: comm,
+            ack_backlog: 2,
+            max_ack_backlog: 1,
+            ..Default::default()
+        };
+        let mut f = failure(Syscall::Connect, ETIMEDOUT, Close, Some(full));
+        f.history.retransmits = 2;
+        f.host = HostFacts {
+            listener: Some(Listener { addr: "127.0.0.1:9000".parse().unwrap(), queued: 2 }),
+            ..HostFacts::default()
+        };
+        let dg = diagnose(&f);
+        assert_eq!((dg.cause, dg.state, dg.retransmits), (Cause::ListenOverflow, Some(SynSent), Some(2)));
+        assert!(dg.explain.contains("the listener on 127.0.0.1:9000 (pid 4884 \"server\")"), "{}", dg.explain);
+        assert!(dg.explain.contains("2 connections wait in an accept queue of 1"), "{}", dg.explain);
+        // A queue with room: the kernel did not drop for it, so not this rule.
+        let mut room = f.clone();
+        room.resource = Some(ResourceFacts { ack_backlog: 1, ..full });
+        assert_ne!(diagnose(&room).cause, Cause::ListenOverflow);
+        // No listener of this host at that address (the destination is another host): not this rule.
+        let mut remote = f.clone();
+        remote.host = HostFacts::default();
+        assert_ne!(diagnose(&remote).cause, Cause::ListenOverflow);
+    }
+
+    #[test]
+    fn enobufs_names_the_send_buffer_and_tcp_memory() {
+        let r = ResourceFacts { sndbuf: 16384, wmem_queued: 16000, ..Default::default() };
+        let mut f = failure(Syscall::Sendmsg, ENOBUFS, Established, Some(r));
+        f.host = HostFacts { tcp_mem: Some((9000, [4000, 8000, 12000])), ..HostFacts::default() };
+        let dg = diagnose(&f);
+        assert_eq!(dg.cause, Cause::SocketMemory);
+        assert!(dg.explain.contains("16000 of 16384 bytes"), "{}", dg.explain);
+        assert!(
+            dg.explain.contains("TCP uses 9000 pages of memory (net.ipv4.tcp_mem: pressure at 8000, limit 12000)"),
+            "{}",
+            dg.explain
+        );
+    }
+
+    #[test]
+    fn eagain_on_send_says_how_full_the_buffer_is() {
+        let r = ResourceFacts { sndbuf: 4608, wmem_queued: 4608, ..Default::default() };
+        let dg = diagnose(&failure(Syscall::Write, EAGAIN, Established, Some(r)));
+        assert_eq!(dg.cause, Cause::WouldBlock);
+        assert!(dg.explain.contains("send buffer is full (4608 of 4608 bytes queued)"), "{}", dg.explain);
+    }
+
+    #[test]
+    fn unknown_says_whether_anything_was_recorded_before_the_call() {
+        let mut f = failure(Syscall::Read, EPROTO, Established, None);
+        f.history_started_here = true;
+        let dg = diagnose(&f);
+        assert_eq!(dg.cause, Cause::Unknown);
+        assert!(dg.explain.contains("nothing was recorded on this socket before this call"), "{}", dg.explain);
+        f.history_started_here = false;
+        assert!(!diagnose(&f).explain.contains("before this call"));
+    }
+}
