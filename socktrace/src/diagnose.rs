@@ -153,6 +153,29 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         }
     }
 
+    // A non-blocking connect's SO_ERROR with the socket still in SYN_SENT and no error
+    // reported: the kernel returns sk_err_soft there, which only an ICMP error that arrived
+    // while the socket was busy sets (a hard one would have closed it with a report).
+    if f.reported_as_connect
+        && f.state_now == Some(TcpState::SynSent)
+        && h.error_report.is_none()
+        && h.rst_received.is_none()
+        && matches!(e, EHOSTUNREACH | ENETUNREACH | ECONNREFUSED | EACCES)
+    {
+        let kind = icmp_kind(e);
+        return d(
+            Cause::IcmpError,
+            Some(TcpState::SynSent),
+            None,
+            format!(
+                "an ICMP {kind} came back for {remote} while connecting; it arrived while the socket was busy, so the \
+                 kernel kept it as a soft error (sk_err_soft), which SO_ERROR returned ({}); the connect itself was \
+                 still retrying",
+                name(e)
+            ),
+        );
+    }
+
     if matches!(e, EHOSTUNREACH | ENETUNREACH)
         && f.is_connect()
         && !h.transitions.iter().any(|t| t.new == Some(TcpState::SynSent))
@@ -281,6 +304,17 @@ fn resource_failure(f: &Failure, e: i32) -> Option<Diagnosis> {
     }
 }
 
+/// The ICMP message behind an errno the ICMP handlers set.
+fn icmp_kind(e: i32) -> &'static str {
+    match e {
+        ECONNREFUSED => "port-unreachable",
+        EHOSTUNREACH => "host-unreachable",
+        ENETUNREACH => "net-unreachable",
+        EACCES => "administratively-prohibited",
+        _ => "unreachable",
+    }
+}
+
 /// Routine outcomes of non-blocking and signal-driven code: named, never a TCP cause.
 fn routine_failure(f: &Failure, e: i32, kind: u32) -> Diagnosis {
     let explain = match kind {
@@ -380,22 +414,26 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
         } else {
             format!(" (the last ICMP error seen, {}, is what the kernel reports)", name(reported))
         };
-        let what = if connecting { "the SYN" } else { "data" };
-        let explain = format!(
-            "{remote} never acknowledged {what} after {n} retransmission{} in {}: the connection timed out{soft}{via}",
-            if n == 1 { "" } else { "s" },
-            state_name(state)
-        );
+        let explain = if n == 0 && !connecting {
+            // Nothing was retransmitted, so no data was waiting for an acknowledgement: what
+            // gave up was a probe timer (keepalive, or zero-window probes) or TCP_USER_TIMEOUT.
+            format!(
+                "the connection to {remote} timed out in {} with nothing retransmitted: no data was waiting for an \
+                 acknowledgement, so keepalive or zero-window probes went unanswered (or TCP_USER_TIMEOUT expired){soft}{via}",
+                state_name(state)
+            )
+        } else {
+            let what = if connecting { "the SYN" } else { "data" };
+            format!(
+                "{remote} never acknowledged {what} after {n} retransmission{} in {}: the connection timed out{soft}{via}",
+                if n == 1 { "" } else { "s" },
+                state_name(state)
+            )
+        };
         return Some(Diagnosis::new(Cause::Timeout, state, Some(at.ts_ns), explain).with_retransmits(n));
     }
     if icmp_errno {
-        let kind = match reported {
-            ECONNREFUSED => "port-unreachable",
-            EHOSTUNREACH => "host-unreachable",
-            ENETUNREACH => "net-unreachable",
-            EACCES => "administratively-prohibited",
-            _ => "unreachable",
-        };
+        let kind = icmp_kind(reported);
         let explain =
             format!("an ICMP {kind} came back for {remote} while in {} ({}){via}", state_name(state), name(reported));
         return Some(Diagnosis::new(Cause::IcmpError, state, Some(at.ts_ns), explain));
@@ -931,5 +969,88 @@ mod resource_tests {
         assert!(dg.explain.contains("nothing was recorded on this socket before this call"), "{}", dg.explain);
         f.history_started_here = false;
         assert!(!diagnose(&f).explain.contains("before this call"));
+    }
+}
+
+/// The two explanations that were wrong, not just vague (issue #14 (i) and (ii)).
+#[cfg(test)]
+mod soft_error_and_probe_timeout_tests {
+    use super::*;
+    use crate::event::{History, Stamp, StateChange};
+    use crate::model::Syscall;
+    use TcpState::*;
+
+    fn failure(syscall: Syscall, e: i32, state_now: TcpState, history: History) -> Failure {
+        Failure {
+            ts_ns: 10_000,
+            pid: 1,
+            tid: 1,
+            comm: b"t".to_vec(),
+            syscall_nr: syscall.number() as u32,
+            syscall: Some(syscall),
+            reported_as_connect: syscall == Syscall::Getsockopt,
+            fd: 3,
+            ret: -(e as i64),
+            errno: Some(e),
+            sk: 1,
+            family: 2,
+            sock_type: 1,
+            protocol: 6,
+            is_tcp: true,
+            state_now: Some(state_now),
+            shutdown: 0,
+            local: Some("10.0.1.2:40000".parse().unwrap()),
+            remote: Some("10.0.2.2:80".parse().unwrap()),
+            history,
+            kernel_ret: None,
+            history_started_here: false,
+            resource: None,
+            host: crate::host::HostFacts::default(),
+        }
+    }
+
+    /// A router's ICMP host-unreachable while the connecting socket was busy: no report, the
+    /// socket still in SYN_SENT, SO_ERROR returns sk_err_soft. Not "unknown".
+    #[test]
+    fn so_error_from_a_soft_icmp_error_while_connecting() {
+        let h = History {
+            transitions: vec![StateChange { ts_ns: 1_000, old: Some(Close), new: Some(SynSent), in_traced_task: true }],
+            ..Default::default()
+        };
+        let dg = diagnose(&failure(Syscall::Getsockopt, EHOSTUNREACH, SynSent, h.clone()));
+        assert_eq!((dg.cause, dg.state), (Cause::IcmpError, Some(SynSent)));
+        assert!(dg.explain.contains("ICMP host-unreachable") && dg.explain.contains("sk_err_soft"), "{}", dg.explain);
+        // The same errno from a blocking connect that closed with a report is the hard case.
+        let mut closed = h.clone();
+        closed.transitions.push(StateChange {
+            ts_ns: 2_000,
+            old: Some(SynSent),
+            new: Some(Close),
+            in_traced_task: false,
+        });
+        closed.error_report = Some((Stamp { ts_ns: 1_990, state: Some(SynSent), current_tgid: 0 }, EHOSTUNREACH));
+        let dg = diagnose(&failure(Syscall::Connect, EHOSTUNREACH, Close, closed));
+        assert_eq!(dg.cause, Cause::IcmpError);
+        assert!(!dg.explain.contains("sk_err_soft"), "{}", dg.explain);
+    }
+
+    /// A keepalive timeout: ETIMEDOUT in ESTABLISHED with nothing retransmitted.
+    #[test]
+    fn a_timeout_with_nothing_retransmitted_is_a_probe_timeout() {
+        let h = History {
+            transitions: vec![StateChange {
+                ts_ns: 5_000,
+                old: Some(Established),
+                new: Some(Close),
+                in_traced_task: false,
+            }],
+            error_report: Some((Stamp { ts_ns: 5_001, state: Some(Close), current_tgid: 0 }, ETIMEDOUT)),
+            retransmits: 0,
+            ..Default::default()
+        };
+        let dg = diagnose(&failure(Syscall::Read, ETIMEDOUT, Close, h));
+        assert_eq!((dg.cause, dg.state), (Cause::Timeout, Some(Established)));
+        assert!(!dg.explain.contains("after 0 retransmissions"), "{}", dg.explain);
+        assert!(dg.explain.contains("nothing retransmitted") && dg.explain.contains("keepalive"), "{}", dg.explain);
     }
 }
