@@ -483,32 +483,7 @@ mod tests {
     use TcpState::*;
 
     fn failure(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
-        Failure {
-            ts_ns: 10_000,
-            pid: 1,
-            tid: 1,
-            comm: b"t".to_vec(),
-            syscall_nr: syscall.number() as u32,
-            syscall: Some(syscall),
-            reported_as_connect: false,
-            fd: 3,
-            ret: errno.map(|e| -(e as i64)).unwrap_or(0),
-            errno,
-            sk: 1,
-            family: 2,
-            sock_type: 1,
-            protocol: 6,
-            is_tcp: true,
-            state_now: Some(state_now),
-            shutdown: 0,
-            local: Some("127.0.0.1:40000".parse().unwrap()),
-            remote: Some("127.0.0.1:9".parse().unwrap()),
-            history,
-            kernel_ret: None,
-            history_started_here: false,
-            resource: None,
-            host: crate::host::HostFacts::default(),
-        }
+        Failure::for_test(syscall, errno, state_now, history)
     }
 
     fn tr(ts_ns: u64, old: TcpState, new: TcpState) -> StateChange {
@@ -826,30 +801,10 @@ mod resource_tests {
 
     fn failure(syscall: Syscall, e: i32, state_now: TcpState, resource: Option<ResourceFacts>) -> Failure {
         Failure {
-            ts_ns: 10_000,
-            pid: 1,
-            tid: 1,
-            comm: b"t".to_vec(),
-            syscall_nr: syscall.number() as u32,
-            syscall: Some(syscall),
-            reported_as_connect: false,
-            fd: 3,
-            ret: -(e as i64),
-            errno: Some(e),
-            sk: 1,
-            family: 2,
-            sock_type: 1,
-            protocol: 6,
-            is_tcp: true,
-            state_now: Some(state_now),
-            shutdown: 0,
             local: Some("127.0.0.1:8080".parse().unwrap()),
             remote: Some("127.0.0.1:9000".parse().unwrap()),
-            history: History::default(),
-            kernel_ret: None,
-            history_started_here: false,
             resource,
-            host: HostFacts::default(),
+            ..Failure::for_test(syscall, Some(e), state_now, History::default())
         }
     }
 
@@ -982,30 +937,10 @@ mod soft_error_and_probe_timeout_tests {
 
     fn failure(syscall: Syscall, e: i32, state_now: TcpState, history: History) -> Failure {
         Failure {
-            ts_ns: 10_000,
-            pid: 1,
-            tid: 1,
-            comm: b"t".to_vec(),
-            syscall_nr: syscall.number() as u32,
-            syscall: Some(syscall),
             reported_as_connect: syscall == Syscall::Getsockopt,
-            fd: 3,
-            ret: -(e as i64),
-            errno: Some(e),
-            sk: 1,
-            family: 2,
-            sock_type: 1,
-            protocol: 6,
-            is_tcp: true,
-            state_now: Some(state_now),
-            shutdown: 0,
             local: Some("10.0.1.2:40000".parse().unwrap()),
             remote: Some("10.0.2.2:80".parse().unwrap()),
-            history,
-            kernel_ret: None,
-            history_started_here: false,
-            resource: None,
-            host: crate::host::HostFacts::default(),
+            ..Failure::for_test(syscall, Some(e), state_now, history)
         }
     }
 

@@ -216,6 +216,40 @@ fn endpoint(a: &SockAddrs, local: bool) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+#[cfg(test)]
+impl Failure {
+    /// A failing TCP call for tests, 127.0.0.1:40000 -> 127.0.0.1:9 at t=10 µs: the fields a
+    /// test does not set itself.
+    pub fn for_test(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
+        Failure {
+            ts_ns: 10_000,
+            pid: 1,
+            tid: 1,
+            comm: b"t".to_vec(),
+            syscall_nr: syscall.number() as u32,
+            syscall: Some(syscall),
+            reported_as_connect: false,
+            fd: 3,
+            ret: errno.map(|e| -(e as i64)).unwrap_or(0),
+            errno,
+            sk: 1,
+            family: AF_INET,
+            sock_type: 1,
+            protocol: 6,
+            is_tcp: true,
+            state_now: Some(state_now),
+            shutdown: 0,
+            local: Some("127.0.0.1:40000".parse().unwrap()),
+            remote: Some("127.0.0.1:9".parse().unwrap()),
+            history,
+            kernel_ret: None,
+            history_started_here: false,
+            resource: None,
+            host: crate::host::HostFacts::default(),
+        }
+    }
+}
+
 impl Failure {
     /// A connect, or its asynchronous result read through `getsockopt(SO_ERROR)`.
     pub fn is_connect(&self) -> bool {
