@@ -51,6 +51,7 @@ pub mod errno {
     pub const ENFILE: i32 = 23;
     pub const EMFILE: i32 = 24;
     pub const EPIPE: i32 = 32;
+    pub const ETIME: i32 = 62;
     pub const ENONET: i32 = 64;
     pub const EPROTO: i32 = 71;
     pub const EADDRINUSE: i32 = 98;
@@ -59,12 +60,14 @@ pub mod errno {
     pub const ECONNABORTED: i32 = 103;
     pub const ECONNRESET: i32 = 104;
     pub const ENOBUFS: i32 = 105;
+    pub const ENOTCONN: i32 = 107;
     pub const ETIMEDOUT: i32 = 110;
     pub const ECONNREFUSED: i32 = 111;
     pub const EHOSTDOWN: i32 = 112;
     pub const EHOSTUNREACH: i32 = 113;
     pub const EALREADY: i32 = 114;
     pub const EINPROGRESS: i32 = 115;
+    pub const ECANCELED: i32 = 125;
     /// Kernel-internal restart codes (ERESTARTSYS ..= ERESTART_RESTARTBLOCK); the program
     /// sees EINTR, or a transparently restarted call.
     pub const ERESTARTSYS: i32 = 512;
@@ -87,7 +90,12 @@ pub mod routine {
     pub const EINTR: u32 = 1;
     pub const EINPROGRESS: u32 = 2;
     pub const EALREADY: u32 = 3;
-    pub const KINDS: u32 = 4;
+    /// An io_uring request cancelled (IORING_OP_ASYNC_CANCEL, a ring torn down, or a linked
+    /// timeout that fired first).
+    pub const ECANCELED: u32 = 4;
+    /// An io_uring timeout that expired.
+    pub const ETIME: u32 = 5;
+    pub const KINDS: u32 = 6;
     /// The index into `ROUTINE_COUNTS` is `kind * STATES + tcp_state`; TCP states are 1..=12
     /// and 0 is "not TCP" (other sockets, with --all-sockets).
     pub const STATES: u32 = 16;
@@ -101,6 +109,8 @@ pub mod routine {
             _ if errno::is_restart(e) => Some(EINTR),
             errno::EINPROGRESS => Some(EINPROGRESS),
             errno::EALREADY => Some(EALREADY),
+            errno::ECANCELED => Some(ECANCELED),
+            errno::ETIME => Some(ETIME),
             _ => None,
         }
     }
@@ -111,6 +121,8 @@ pub mod routine {
             EAGAIN => errno::EAGAIN,
             EINTR => errno::EINTR,
             EINPROGRESS => errno::EINPROGRESS,
+            ECANCELED => errno::ECANCELED,
+            ETIME => errno::ETIME,
             _ => errno::EALREADY,
         }
     }
@@ -171,10 +183,25 @@ pub mod names {
     /// aya-log's ring buffer of kernel-side log records.
     pub const LOGS: &str = "AYA_LOGS";
     pub const RUNTIME: &str = "RUNTIME";
-    pub const MAPS: [&str; 9] =
-        [EVENTS, SOCKETS, TRACED_TGIDS, LISTENERS, ROUTINE_COUNTS, LOST_EVENTS, HISTORY_STATS, RUNTIME, LOGS];
+    /// io_uring requests of traced processes -> the fd their file was looked up by.
+    pub const IO_URING_FDS: &str = "IO_URING_FDS";
+    pub const MAPS: [&str; 10] = [
+        EVENTS,
+        SOCKETS,
+        TRACED_TGIDS,
+        LISTENERS,
+        ROUTINE_COUNTS,
+        LOST_EVENTS,
+        HISTORY_STATS,
+        RUNTIME,
+        LOGS,
+        IO_URING_FDS,
+    ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
+    /// The io_uring door: failing completions, and the fd each request's file came from.
+    pub const IO_URING_COMPLETE: &str = "tp_io_uring_complete";
+    pub const IO_URING_FILE_GET: &str = "tp_io_uring_file_get";
     /// Read-only globals userspace writes before load.
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";
@@ -242,7 +269,18 @@ pub mod event_flags {
     pub const HISTORY_STARTED_HERE: u32 = 1 << 4;
     /// `resource` holds the host's numbers behind the failure.
     pub const HAS_RESOURCE: u32 = 1 << 5;
+    /// The socket was the call's source of data (`splice` from a socket), not its sink.
+    pub const SOCKET_IS_SOURCE: u32 = 1 << 6;
+    /// An io_uring request on a registered (fixed) file: `fd` is not a descriptor.
+    pub const FIXED_FILE: u32 = 1 << 7;
 }
+
+/// `FailureEvent::syscall_nr` at or above this is an io_uring request, not a syscall: its
+/// opcode (`IORING_OP_*`, the UAPI numbering) is `syscall_nr - IO_URING_CALL_BASE`.
+pub const IO_URING_CALL_BASE: u32 = 0x1_0000;
+
+/// io_uring opcodes below this have an entry in `TracedConfig::io_uring_kinds`.
+pub const IO_URING_OPS: usize = 64;
 
 /// Byte offsets of kernel struct fields and tracepoint fields, computed by userspace from the
 /// running kernel (BTF and tracefs format files) and handed to the programs as a read-only
@@ -314,6 +352,19 @@ pub struct KernelOffsets {
     pub tp_send_reset_reason: u32,
     pub tp_retransmit_skaddr: u32,
     pub tp_destroy_skaddr: u32,
+    // The io_uring door: a request (`struct io_kiocb`) and the classic io_uring records that
+    // carry it; `NO_FIELD` where this kernel's records lack the request (before about 5.19).
+    pub io_kiocb_opcode: u32,
+    pub io_kiocb_file: u32,
+    pub io_kiocb_flags: u32,
+    pub tp_io_complete_req: u32,
+    pub tp_io_complete_res: u32,
+    pub tp_io_file_get_req: u32,
+    pub tp_io_file_get_fd: u32,
+    /// io_uring completions run in the owner's io-wq workers too: `-c` matches the process
+    /// (its group leader's name), not the worker's `iou-wrk-*`.
+    pub task_group_leader: u32,
+    pub task_comm: u32,
 }
 
 impl KernelOffsets {
@@ -342,6 +393,8 @@ pub struct TracedConfig {
     /// What each syscall number is to socktrace (`syscall_kind`): the one table the single
     /// `sys_exit` program consults, filled by userspace with this architecture's numbers.
     pub syscall_kinds: [u8; SYSCALL_TABLE_SIZE],
+    /// The same for io_uring opcodes (`IORING_OP_*`): which requests are watched, and how.
+    pub io_uring_kinds: [u8; IO_URING_OPS],
 }
 
 impl TracedConfig {
@@ -367,6 +420,8 @@ pub mod syscall_kind {
     /// getsockopt: a successful SO_ERROR read carrying an error is a failed async connect;
     /// socktrace's own marked call adopts a socket.
     pub const GETSOCKOPT: u8 = 4;
+    /// splice: the socket is `fd_out` (the third argument) or else `fd_in` (the first).
+    pub const SPLICE: u8 = 5;
 }
 
 /// socktrace adopts a traced process's sockets that predate the trace by duplicating each
@@ -550,8 +605,8 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 50 * 4);
-assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE);
+assert_size!(KernelOffsets, 59 * 4);
+assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
 assert_size!(ListenerKey, 16);

@@ -17,6 +17,7 @@
 
 mod follow;
 mod history;
+mod io_uring;
 mod syscalls;
 
 use aya_ebpf::{
@@ -143,10 +144,32 @@ fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
+/// The name of the current process (its thread group leader), not of the current thread.
+#[inline(always)]
+fn leader_comm() -> [u8; TASK_COMM_LEN] {
+    // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = read(task, global!(OFFSETS.task_group_leader)).unwrap_or(0);
+    read(leader, global!(OFFSETS.task_comm)).unwrap_or([0; TASK_COMM_LEN])
+}
+
 /// Whether the current task is selected. Every selector given must match (pids, name,
 /// cgroup); with none, every process is.
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
+    is_selected(tgid, current_comm)
+}
+
+/// Like `is_traced`, with `-c` matched against the process's name: io_uring requests of a
+/// traced process complete in its io-wq workers (`iou-wrk-*`) and SQPOLL thread too.
+#[inline(always)]
+fn is_traced_process(tgid: u32) -> bool {
+    // SAFETY: both are 16 plain bytes.
+    is_selected(tgid, || unsafe { core::mem::transmute::<[u8; TASK_COMM_LEN], [u64; 2]>(leader_comm()) })
+}
+
+#[inline(always)]
+fn is_selected(tgid: u32, comm: impl FnOnce() -> [u64; 2]) -> bool {
     let flags = global!(CONFIG.flags);
     if flags & config_flags::SELECT_ONE_PID != 0 && tgid != global!(CONFIG.tgid) {
         return false;
@@ -159,7 +182,7 @@ fn is_traced(tgid: u32) -> bool {
         let want = global!(CONFIG.comm);
         // SAFETY: both are 16 plain bytes.
         let want: [u64; 2] = unsafe { core::mem::transmute(want) };
-        if current_comm() != want {
+        if comm() != want {
             return false;
         }
     }

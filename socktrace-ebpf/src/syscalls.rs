@@ -24,8 +24,8 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
     adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, ListenerKey,
-    ResourceFacts, SockAddrs, SockHead, SockSnapshot, SocketHistory, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN,
-    WAKEUP_BYTES,
+    ResourceFacts, SockAddrs, SockHead, SockSnapshot, SocketHistory, IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE,
+    TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
 /// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
@@ -111,25 +111,70 @@ fn on_watched_exit(ctx: &RawTracePointContext, regs: u64, nr: u32, kind: u8, ret
             _ => return,
         }
     }
-    let fd = syscall_arg(regs, 0) as i32;
-    let sk = sock_of_fd(ctx, fd);
+    let (fd, sk, source) = call_socket(ctx, regs, kind);
+    let mut call = Call { nr, kind, fd, so_error, flags: 0, user_addr: (0, 0) };
+    if source {
+        call.flags |= event_flags::SOCKET_IS_SOURCE;
+    }
+    if kind == syscall_kind::CONNECT {
+        call.user_addr = (syscall_arg(regs, 1), syscall_arg(regs, 2));
+    }
+    on_socket_failure(ctx, &call, sk, ret);
+}
+
+/// A failing call, syscall or io_uring request, as the event will say it.
+pub(crate) struct Call {
+    /// The syscall number, or `IO_URING_CALL_BASE + opcode`.
+    pub nr: u32,
+    pub kind: u8,
+    pub fd: i32,
+    pub so_error: i32,
+    /// `event_flags` the caller knows (source of data, fixed file).
+    pub flags: u32,
+    /// The user-space sockaddr and its length a connect was given (0: none to read).
+    pub user_addr: (u64, u64),
+}
+
+/// A traced process's call `call` returned `ret` on the socket `sk` (0: not a socket):
+/// counted if routine, else sent as one event.
+#[inline(always)]
+pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, sk: u64, ret: i64) {
     if sk == 0 {
         // Pipes, files, eventfds: never ours to report.
         return;
     }
+    let flags_cfg = global!(CONFIG.flags);
     let Some(head) = sock_head(sk) else { return };
     let (sock_type, protocol) = sock_type_protocol(sk);
     let sock = Sock { sk, head, sock_type, protocol, is_tcp: net::is_tcp(head.family, sock_type, protocol) };
     if !sock.is_tcp && flags_cfg & config_flags::ALL_SOCKETS == 0 {
         return;
     }
-    if ret == 0 && !sock.is_tcp && so_error == 0 {
+    if ret == 0 && !sock.is_tcp && call.so_error == 0 {
         return; // end of file is only reported for TCP
     }
     if ret < 0 && flags_cfg & config_flags::SEND_ROUTINE == 0 && count_routine(ret, &sock) {
         return;
     }
-    send_failure(ctx, kind, regs, nr, ret, fd, so_error, &sock);
+    send_failure(ctx, call, ret, &sock);
+}
+
+/// The socket fd a watched call was made on and its `struct sock` (0: not a socket), and
+/// whether the socket was the call's source of data (splice from a socket).
+#[inline(always)]
+fn call_socket(ctx: &RawTracePointContext, regs: u64, kind: u8) -> (i32, u64, bool) {
+    if kind == syscall_kind::SPLICE {
+        // splice(fd_in, off_in, fd_out, ...): the socket is whichever end is one.
+        let out = syscall_arg(regs, 2) as i32;
+        let sk = sock_of_fd(ctx, out);
+        if sk != 0 {
+            return (out, sk, false);
+        }
+        let input = syscall_arg(regs, 0) as i32;
+        return (input, sock_of_fd(ctx, input), true);
+    }
+    let fd = syscall_arg(regs, 0) as i32;
+    (fd, sock_of_fd(ctx, fd), false)
 }
 
 /// socktrace's own `getsockopt(fd, ADOPT_LEVEL, ADOPT_OPTNAME)` on a copy of a traced
@@ -172,18 +217,9 @@ fn count_routine(ret: i64, sock: &Sock) -> bool {
 
 /// Writes one `FailureEvent` with the socket's recorded history to the ring buffer, or counts
 /// it as lost when the buffer is full.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn send_failure(
-    ctx: &RawTracePointContext,
-    kind: u8,
-    regs: u64,
-    nr: u32,
-    ret: i64,
-    fd: i32,
-    so_error: i32,
-    sock: &Sock,
-) {
+fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: &Sock) {
+    let (kind, fd, so_error) = (call.kind, call.fd, call.so_error);
     let snapshot = read_sock(sock);
     // A TCP socket the traced process failed on is its own from here on: later events on it
     // are recorded even if nothing was known before.
@@ -206,7 +242,7 @@ fn send_failure(
     };
     let ev = entry.as_mut_ptr();
     let id = bpf_get_current_pid_tgid();
-    let mut flags = event_flags::IS_SOCKET;
+    let mut flags = event_flags::IS_SOCKET | call.flags;
     if so_error != 0 {
         flags |= event_flags::FROM_SO_ERROR;
     }
@@ -219,13 +255,17 @@ fn send_failure(
         (*ev).ret = ret;
         (*ev).pid = (id >> 32) as u32;
         (*ev).tid = id as u32;
-        (*ev).syscall_nr = nr;
+        (*ev).syscall_nr = call.nr;
         (*ev).fd = fd;
         (*ev).so_error = so_error;
-        bpf_get_current_comm((&raw mut (*ev).comm).cast(), TASK_COMM_LEN as u32);
+        if call.nr >= IO_URING_CALL_BASE {
+            // An io-wq worker's name is `iou-wrk-<pid>`: name the process that owns the ring.
+            (*ev).comm = crate::leader_comm();
+        } else {
+            bpf_get_current_comm((&raw mut (*ev).comm).cast(), TASK_COMM_LEN as u32);
+        }
         (*ev).sock = snapshot;
-        if kind == syscall_kind::CONNECT
-            && read_user_sockaddr(syscall_arg(regs, 1), syscall_arg(regs, 2), &raw mut (*ev).connect_addr)
+        if call.user_addr.0 != 0 && read_user_sockaddr(call.user_addr.0, call.user_addr.1, &raw mut (*ev).connect_addr)
         {
             flags |= event_flags::HAS_CONNECT_ADDR;
         }
@@ -361,6 +401,12 @@ pub(crate) fn sock_of_fd<C: aya_ebpf::EbpfContext>(ctx: &C, fd: i32) -> u64 {
     }
     let fd_array: u64 = read(fdt, global!(OFFSETS.fdtable_fd)).unwrap_or(0);
     let file: u64 = read(fd_array, fd as u32 * 8).unwrap_or(0);
+    sock_of_file(file)
+}
+
+/// file -> socket -> sock, if the file is a socket's; else 0.
+#[inline(always)]
+pub(crate) fn sock_of_file(file: u64) -> u64 {
     let inode: u64 = read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0);
     let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
     if mode & net::S_IFMT != net::S_IFSOCK {

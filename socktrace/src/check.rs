@@ -120,6 +120,10 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                     }
                 }
                 r.line(true, true, "failing calls", &probes::syscall_probes());
+                match &p.io_uring_unwatched {
+                    None => r.line(true, false, "failing io_uring requests", probes::IO_URING_PROBES),
+                    Some(why) => r.line(false, false, "failing io_uring requests", &format!("not watched: {why}")),
+                }
                 r.line(true, true, "programs load (verifier)", &format!("{} programs accepted", p.programs_loaded()));
             }
             Err(e) => r.line(false, true, "programs load (verifier)", &format!("{e:#}")),

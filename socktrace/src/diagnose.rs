@@ -82,7 +82,7 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
 
     // An RST that arrived on this socket explains refusals, resets and the EPIPE after them.
     if let Some(rst) = h.rst_received {
-        if matches!(e, ECONNREFUSED | ECONNRESET | EPIPE | ECONNABORTED) {
+        if matches!(e, ECONNREFUSED | ECONNRESET | EPIPE | ECONNABORTED | ENOTCONN) {
             return from_rst_received(e, rst, &remote);
         }
     }
@@ -146,7 +146,7 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
 
     // Errors set by the stack itself: timeouts and ICMP, told apart by when they were reported.
     if let Some((at, reported)) = h.error_report {
-        if reported == e || matches!(e, EPIPE) {
+        if reported == e || matches!(e, EPIPE | ENOTCONN) {
             if let Some(dg) = from_error_report(f, e, at, reported, &remote) {
                 return dg;
             }
@@ -318,7 +318,7 @@ fn icmp_kind(e: i32) -> &'static str {
 /// Routine outcomes of non-blocking and signal-driven code: named, never a TCP cause.
 fn routine_failure(f: &Failure, e: i32, kind: u32) -> Diagnosis {
     let explain = match kind {
-        routine::EAGAIN if f.syscall.is_some_and(|s| s.is_send()) => match f.resource {
+        routine::EAGAIN if f.is_send() => match f.resource {
             Some(r) if r.sndbuf > 0 => format!(
                 "the socket's send buffer is full ({} of {} bytes queued) and it is non-blocking (or SO_SNDTIMEO \
                  expired): retry when writable",
@@ -335,6 +335,10 @@ fn routine_failure(f: &Failure, e: i32, kind: u32) -> Diagnosis {
             name(e)
         ),
         routine::EINTR => "a signal interrupted the blocking call before it completed".into(),
+        routine::ECANCELED => "the io_uring request was cancelled before it completed (IORING_OP_ASYNC_CANCEL, a linked \
+                               timeout that fired, or the ring was torn down)"
+            .into(),
+        routine::ETIME => "the io_uring timeout expired".into(),
         _ => "non-blocking connect started; its result comes later through SO_ERROR or a failing read/write".into(),
     };
     Diagnosis::new(Cause::of_routine(kind), f.state_now, None, explain)
@@ -377,6 +381,10 @@ fn from_rst_received(e: i32, rst: Stamp, remote: &str) -> Diagnosis {
             "{remote} reset the connection in {} earlier; the reset was reported once and writes after it are a broken pipe",
             state_name(state)
         ),
+        (ENOTCONN, _) => format!(
+            "{remote} reset the connection in {} earlier and the socket closed: there is no connection left to use",
+            state_name(state)
+        ),
         (ECONNABORTED, _) => format!(
             "{remote} reset the connection in {} before it was accepted",
             state_name(state)
@@ -397,10 +405,10 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
     // kernels where errors are reported after tcp_done (6.10+); older kernels report hard
     // ICMP errors before closing.
     let reported_before_close = at.state.is_some_and(|s| s != TcpState::Close);
-    let via = if e == EPIPE {
-        format!(" ({} was reported first; this later write is a broken pipe)", name(reported))
-    } else {
-        String::new()
+    let via = match e {
+        EPIPE => format!(" ({} was reported first; this later write is a broken pipe)", name(reported)),
+        ENOTCONN => format!(" ({} was reported first and the socket closed: no connection is left)", name(reported)),
+        _ => String::new(),
     };
     let icmp_errno =
         matches!(reported, EHOSTUNREACH | ENETUNREACH | ECONNREFUSED | EHOSTDOWN | ENONET | EPROTO | EACCES);
@@ -479,7 +487,7 @@ fn end_of_file(f: &Failure) -> Diagnosis {
 mod tests {
     use super::*;
     use crate::event::{History, StateChange};
-    use crate::model::Syscall;
+    use crate::model::{IoUringOp, Syscall};
     use TcpState::*;
 
     fn failure(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
@@ -492,6 +500,24 @@ mod tests {
 
     fn at(ts_ns: u64, state: TcpState) -> Stamp {
         Stamp { ts_ns, state: Some(state), current_tgid: 99 }
+    }
+
+    fn reset_established_2() -> History {
+        History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(5_000, Established, Close)],
+            rst_received: Some(at(4_900, Established)),
+            error_report: Some((at(5_100, Close), ECONNRESET)),
+            ..Default::default()
+        }
+    }
+
+    fn est_timeout_2() -> History {
+        History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(9_000, Established, Close)],
+            retransmits: 5,
+            error_report: Some((at(9_100, Close), ETIMEDOUT)),
+            ..Default::default()
+        }
     }
 
     fn connect_then_close(ts_close: u64) -> Vec<StateChange> {
@@ -683,6 +709,54 @@ mod tests {
                 "we reset it ourselves",
                 failure(Read, Some(ECONNRESET), Close, we_reset),
                 Cause::RstSent,
+                Some(Established),
+            ),
+            (
+                "sendfile after peer RST: EPIPE",
+                failure(Sendfile, Some(EPIPE), Close, reset_established_2()),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "splice into a reset socket",
+                failure(Splice, Some(ECONNRESET), Close, reset_established_2()),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "shutdown after peer RST: ENOTCONN",
+                failure(Shutdown, Some(ENOTCONN), Close, reset_established_2()),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "shutdown after a timeout: ENOTCONN",
+                failure(Shutdown, Some(ENOTCONN), Close, est_timeout_2()),
+                Cause::Timeout,
+                Some(Established),
+            ),
+            (
+                "shutdown of a socket never connected",
+                failure(Shutdown, Some(ENOTCONN), Close, History::default()),
+                Cause::Unknown,
+                Some(Close),
+            ),
+            (
+                "io_uring recv after peer RST",
+                failure(IoUring(IoUringOp::Recv), Some(ECONNRESET), Close, reset_established_2()),
+                Cause::RstReceived,
+                Some(Established),
+            ),
+            (
+                "io_uring connect refused by RST",
+                failure(IoUring(IoUringOp::Connect), Some(ECONNREFUSED), Close, refused_rst.clone()),
+                Cause::RstReceived,
+                Some(SynSent),
+            ),
+            (
+                "io_uring send cancelled",
+                failure(IoUring(IoUringOp::Send), Some(ECANCELED), Established, History::default()),
+                Cause::Cancelled,
                 Some(Established),
             ),
             (

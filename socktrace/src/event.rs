@@ -54,9 +54,17 @@ pub struct Failure {
     pub comm: Vec<u8>,
     pub syscall_nr: u32,
     pub syscall: Option<Syscall>,
-    /// The syscall as reported: a failing `getsockopt(SO_ERROR)` is the result of a connect.
+    /// The error was read with `getsockopt(SO_ERROR)`.
+    pub from_so_error: bool,
+    /// ...and it is the result of a connect: the socket had one in flight, or it just failed
+    /// (an accepted or established socket's SO_ERROR is reported as the getsockopt it is).
     pub reported_as_connect: bool,
+    /// The socket fd; -1 when not known (an io_uring request whose lookup was not seen).
     pub fd: i32,
+    /// An io_uring request on a registered (fixed) file: there is no fd.
+    pub fixed_file: bool,
+    /// The socket was the source of the data (`splice` from a socket).
+    pub socket_is_source: bool,
     pub ret: i64,
     /// Positive errno of the failure; None for an end of file (ret 0).
     pub errno: Option<i32>,
@@ -131,6 +139,7 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
     let is_tcp = net::is_tcp(sock.addrs.family, sock.sock_type, sock.protocol);
     let history =
         if ev.flags & event_flags::HAS_HISTORY != 0 { decode_history(&ev.history) } else { History::default() };
+    let state_now = if is_tcp { TcpState::from_kernel(sock.state) } else { None };
     let hist_addrs = (ev.flags & event_flags::HAS_HISTORY != 0).then_some(&ev.history.addrs);
 
     // The kernel zeroes a socket's ports as it closes: prefer what the socket shows at exit,
@@ -147,8 +156,11 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         comm: ev.comm[..comm_len].to_vec(),
         syscall_nr: ev.syscall_nr,
         syscall,
-        reported_as_connect: from_so_error,
+        from_so_error,
+        reported_as_connect: from_so_error && connecting(&history, state_now),
         fd: ev.fd,
+        fixed_file: ev.flags & event_flags::FIXED_FILE != 0,
+        socket_is_source: ev.flags & event_flags::SOCKET_IS_SOURCE != 0,
         ret,
         errno,
         sk: ev.sk,
@@ -156,7 +168,7 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         sock_type: sock.sock_type,
         protocol: sock.protocol,
         is_tcp,
-        state_now: if is_tcp { TcpState::from_kernel(sock.state) } else { None },
+        state_now,
         shutdown: sock.shutdown,
         local,
         remote,
@@ -166,6 +178,28 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         resource: (ev.flags & event_flags::HAS_RESOURCE != 0).then_some(ev.resource),
         host: crate::host::HostFacts::default(),
     }
+}
+
+/// Whether an error read through SO_ERROR is a connect's result: the socket is still
+/// connecting, or its last connect attempt (CLOSE -> SYN_SENT) ended without being
+/// established, or an RST or error report hit it in SYN_SENT.
+fn connecting(h: &History, state_now: Option<TcpState>) -> bool {
+    use TcpState::*;
+    if state_now == Some(SynSent) {
+        return true;
+    }
+    if h.rst_received.is_some_and(|s| s.state == Some(SynSent)) {
+        return true;
+    }
+    let mut attempt = false;
+    for t in &h.transitions {
+        match (t.old, t.new) {
+            (_, Some(SynSent)) => attempt = true,
+            (Some(SynSent), Some(Established)) | (_, Some(Listen | SynRecv)) => attempt = false,
+            _ => {}
+        }
+    }
+    attempt
 }
 
 fn stamp(s: &StampedState) -> Option<Stamp> {
@@ -228,8 +262,11 @@ impl Failure {
             comm: b"t".to_vec(),
             syscall_nr: syscall.number() as u32,
             syscall: Some(syscall),
+            from_so_error: false,
             reported_as_connect: false,
             fd: 3,
+            fixed_file: false,
+            socket_is_source: false,
             ret: errno.map(|e| -(e as i64)).unwrap_or(0),
             errno,
             sk: 1,
@@ -264,6 +301,27 @@ impl Failure {
             Some(s) => s.name().into(),
             None => format!("syscall_{}", self.syscall_nr),
         }
+    }
+
+    /// The call as the text line shows it: `connect(fd=3)`, `getsockopt(fd=5, SO_ERROR)`,
+    /// `splice(fd_in=4)`, `io_uring:recv(fixed file)`.
+    pub fn call_display(&self) -> String {
+        let fd = if self.fd >= 0 { self.fd.to_string() } else { "?".into() };
+        let name = self.syscall_name();
+        if self.fixed_file {
+            format!("{name}(fixed file)")
+        } else if self.from_so_error && !self.reported_as_connect {
+            format!("{name}(fd={fd}, SO_ERROR)")
+        } else if self.syscall == Some(Syscall::Splice) {
+            format!("{name}({}={fd})", if self.socket_is_source { "fd_in" } else { "fd_out" })
+        } else {
+            format!("{name}(fd={fd})")
+        }
+    }
+
+    /// Whether the call moves data out through the socket (write, send, sendfile, splice to it).
+    pub fn is_send(&self) -> bool {
+        self.syscall.is_some_and(|s| s.is_send()) && !self.socket_is_source
     }
 
     /// The process that was on the CPU when the recorded event at `ts_ns` ran.
@@ -373,6 +431,75 @@ mod tests {
         assert_eq!(f.errno, Some(111));
         assert_eq!(f.ret, -111);
         assert_eq!(f.syscall_name(), "connect");
+        assert_eq!(f.call_display(), "connect(fd=3)");
+    }
+
+    /// An event loop reading SO_ERROR after EPOLLERR on an accepted (or long established)
+    /// socket never called connect: the call is named as the getsockopt it was.
+    #[test]
+    fn so_error_on_a_socket_that_is_not_connecting_is_a_getsockopt() {
+        let mut ev = sample();
+        ev.syscall_nr = libc::SYS_getsockopt as u32;
+        ev.ret = 0;
+        ev.so_error = 104;
+        ev.flags |= event_flags::FROM_SO_ERROR;
+        // Accepted: SYN_RECV -> ESTABLISHED, then reset.
+        ev.history.n_transitions = 2;
+        ev.history.transitions[0] = Transition { ts_ns: 1_000, old_state: 3, new_state: 1, ..Default::default() };
+        ev.history.transitions[1] = Transition { ts_ns: 2_000, old_state: 1, new_state: 7, ..Default::default() };
+        ev.history.rst_received = StampedState { ts_ns: 1_900, state: 1, ..Default::default() };
+        let f = decode(&bytes(&ev)).unwrap();
+        assert!(f.from_so_error && !f.reported_as_connect && !f.is_connect());
+        assert_eq!(f.syscall_name(), "getsockopt");
+        assert_eq!(f.call_display(), "getsockopt(fd=3, SO_ERROR)");
+        // A connect that was established and later reset: not a connect result either.
+        ev.history.n_transitions = 3;
+        ev.history.transitions[0] = Transition { ts_ns: 500, old_state: 7, new_state: 2, ..Default::default() };
+        ev.history.transitions[1] = Transition { ts_ns: 1_000, old_state: 2, new_state: 1, ..Default::default() };
+        ev.history.transitions[2] = Transition { ts_ns: 2_000, old_state: 1, new_state: 7, ..Default::default() };
+        assert!(!decode(&bytes(&ev)).unwrap().reported_as_connect);
+        // Nothing known and the socket closed: no evidence of a connect, so none is claimed.
+        ev.history.n_transitions = 0;
+        ev.history.rst_received = StampedState::default();
+        ev.flags &= !event_flags::HAS_HISTORY;
+        assert!(!decode(&bytes(&ev)).unwrap().reported_as_connect);
+        // Still in SYN_SENT: the connect's own (soft) error.
+        ev.sock.state = 2;
+        assert!(decode(&bytes(&ev)).unwrap().reported_as_connect);
+    }
+
+    #[test]
+    fn io_uring_requests_are_named_and_their_fd_kind_kept() {
+        use crate::model::IoUringOp;
+        let mut ev = sample();
+        ev.syscall_nr = socktrace_common::IO_URING_CALL_BASE + 27;
+        ev.ret = -104;
+        ev.fd = 5;
+        let f = decode(&bytes(&ev)).unwrap();
+        assert_eq!(f.syscall, Some(Syscall::IoUring(IoUringOp::Recv)));
+        assert_eq!(f.call_display(), "io_uring:recv(fd=5)");
+        assert!(!f.is_send());
+        ev.flags |= event_flags::FIXED_FILE;
+        ev.fd = -1;
+        assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fixed file)");
+        ev.flags &= !event_flags::FIXED_FILE;
+        assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fd=?)");
+        ev.syscall_nr = socktrace_common::IO_URING_CALL_BASE + 16;
+        assert!(decode(&bytes(&ev)).unwrap().is_connect());
+    }
+
+    #[test]
+    fn splice_says_which_end_the_socket_is() {
+        let mut ev = sample();
+        ev.syscall_nr = libc::SYS_splice as u32;
+        ev.ret = -104;
+        let f = decode(&bytes(&ev)).unwrap();
+        assert_eq!(f.call_display(), "splice(fd_out=3)");
+        assert!(f.is_send());
+        ev.flags |= event_flags::SOCKET_IS_SOURCE;
+        let f = decode(&bytes(&ev)).unwrap();
+        assert_eq!(f.call_display(), "splice(fd_in=3)");
+        assert!(!f.is_send());
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub enum Cause {
     WouldBlock,
     Interrupted,
     InProgress,
+    /// An io_uring request was cancelled (or its timeout expired): the program's own doing.
+    Cancelled,
     /// The process (or the system) is out of file descriptors.
     FdLimit,
     /// No local port is left for the connection (the ephemeral range is used up).
@@ -95,7 +97,7 @@ pub enum Cause {
 
 impl Cause {
     #[cfg(test)]
-    pub const ALL: [Cause; 16] = [
+    pub const ALL: [Cause; 17] = [
         Cause::RstReceived,
         Cause::RstSent,
         Cause::IcmpError,
@@ -107,6 +109,7 @@ impl Cause {
         Cause::WouldBlock,
         Cause::Interrupted,
         Cause::InProgress,
+        Cause::Cancelled,
         Cause::FdLimit,
         Cause::NoLocalPort,
         Cause::ListenOverflow,
@@ -128,6 +131,7 @@ impl Cause {
             WouldBlock => "would_block",
             Interrupted => "interrupted",
             InProgress => "in_progress",
+            Cancelled => "cancelled",
             FdLimit => "fd_limit",
             NoLocalPort => "no_local_port",
             ListenOverflow => "listen_overflow",
@@ -138,7 +142,7 @@ impl Cause {
 
     /// Routine outcomes of non-blocking and signal-driven code: counted, shown on request.
     pub fn is_routine(self) -> bool {
-        matches!(self, Cause::WouldBlock | Cause::Interrupted | Cause::InProgress)
+        matches!(self, Cause::WouldBlock | Cause::Interrupted | Cause::InProgress | Cause::Cancelled)
     }
 
     /// The cause of a routine failure kind (`socktrace_common::routine`).
@@ -147,6 +151,7 @@ impl Cause {
         match kind {
             routine::EAGAIN => Cause::WouldBlock,
             routine::EINTR => Cause::Interrupted,
+            routine::ECANCELED | routine::ETIME => Cause::Cancelled,
             _ => Cause::InProgress,
         }
     }
@@ -183,7 +188,8 @@ pub mod errno {
     }
 }
 
-/// The calls socktrace watches, named as the program called them.
+/// The calls socktrace watches, named as the program called them: syscalls, and io_uring
+/// requests (which fail without a syscall of their own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Syscall {
     Read,
@@ -200,10 +206,89 @@ pub enum Syscall {
     Accept4,
     Connect,
     Getsockopt,
+    /// `sendfile` (`sendfile64` is the same call on 64-bit): the socket is the output.
+    Sendfile,
+    /// `splice`: the socket is either end (`Failure::socket_is_source` says which).
+    Splice,
+    Shutdown,
+    IoUring(IoUringOp),
+}
+
+/// The io_uring requests socktrace watches on sockets (`IORING_OP_*`, the UAPI numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoUringOp {
+    Readv = 1,
+    Writev = 2,
+    ReadFixed = 4,
+    WriteFixed = 5,
+    Sendmsg = 9,
+    Recvmsg = 10,
+    Accept = 13,
+    Connect = 16,
+    Read = 22,
+    Write = 23,
+    Send = 26,
+    Recv = 27,
+    Splice = 30,
+    Shutdown = 34,
+    SendZc = 47,
+    SendmsgZc = 48,
+}
+
+/// How a call moves data, which decides what its errors and results mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Receive,
+    Send,
+    Connect,
+    Accept,
+    Other,
+}
+
+impl IoUringOp {
+    pub const ALL: [IoUringOp; 16] = [
+        IoUringOp::Readv,
+        IoUringOp::Writev,
+        IoUringOp::ReadFixed,
+        IoUringOp::WriteFixed,
+        IoUringOp::Sendmsg,
+        IoUringOp::Recvmsg,
+        IoUringOp::Accept,
+        IoUringOp::Connect,
+        IoUringOp::Read,
+        IoUringOp::Write,
+        IoUringOp::Send,
+        IoUringOp::Recv,
+        IoUringOp::Splice,
+        IoUringOp::Shutdown,
+        IoUringOp::SendZc,
+        IoUringOp::SendmsgZc,
+    ];
+
+    pub fn opcode(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_opcode(op: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.opcode() as u32 == op)
+    }
+
+    pub fn direction(self) -> Direction {
+        use IoUringOp::*;
+        match self {
+            Readv | ReadFixed | Recvmsg | Read | Recv => Direction::Receive,
+            // The request's file is splice's output end.
+            Writev | WriteFixed | Sendmsg | Write | Send | SendZc | SendmsgZc | Splice => Direction::Send,
+            Accept => Direction::Accept,
+            Connect => Direction::Connect,
+            Shutdown => Direction::Other,
+        }
+    }
 }
 
 impl Syscall {
-    pub const ALL: [Syscall; 14] = [
+    /// The syscalls (io_uring requests are in `IoUringOp::ALL`).
+    pub const ALL: [Syscall; 17] = [
         Syscall::Read,
         Syscall::Write,
         Syscall::Readv,
@@ -218,6 +303,9 @@ impl Syscall {
         Syscall::Accept4,
         Syscall::Connect,
         Syscall::Getsockopt,
+        Syscall::Sendfile,
+        Syscall::Splice,
+        Syscall::Shutdown,
     ];
 
     pub fn name(self) -> &'static str {
@@ -237,10 +325,33 @@ impl Syscall {
             Accept4 => "accept4",
             Connect => "connect",
             Getsockopt => "getsockopt",
+            Sendfile => "sendfile",
+            Splice => "splice",
+            Shutdown => "shutdown",
+            // As liburing names the requests (`io_uring_prep_recv`).
+            IoUring(op) => match op {
+                IoUringOp::Readv => "io_uring:readv",
+                IoUringOp::Writev => "io_uring:writev",
+                IoUringOp::ReadFixed => "io_uring:read_fixed",
+                IoUringOp::WriteFixed => "io_uring:write_fixed",
+                IoUringOp::Sendmsg => "io_uring:sendmsg",
+                IoUringOp::Recvmsg => "io_uring:recvmsg",
+                IoUringOp::Accept => "io_uring:accept",
+                IoUringOp::Connect => "io_uring:connect",
+                IoUringOp::Read => "io_uring:read",
+                IoUringOp::Write => "io_uring:write",
+                IoUringOp::Send => "io_uring:send",
+                IoUringOp::Recv => "io_uring:recv",
+                IoUringOp::Splice => "io_uring:splice",
+                IoUringOp::Shutdown => "io_uring:shutdown",
+                IoUringOp::SendZc => "io_uring:send_zc",
+                IoUringOp::SendmsgZc => "io_uring:sendmsg_zc",
+            },
         }
     }
 
-    /// This architecture's syscall number.
+    /// This architecture's syscall number; for an io_uring request, the number its events
+    /// carry (`IO_URING_CALL_BASE + opcode`).
     pub fn number(self) -> i64 {
         use Syscall::*;
         match self {
@@ -258,25 +369,43 @@ impl Syscall {
             Accept4 => libc::SYS_accept4,
             Connect => libc::SYS_connect,
             Getsockopt => libc::SYS_getsockopt,
+            Sendfile => libc::SYS_sendfile,
+            Splice => libc::SYS_splice,
+            Shutdown => libc::SYS_shutdown,
+            IoUring(op) => (socktrace_common::IO_URING_CALL_BASE + op.opcode() as u32) as i64,
         }
     }
 
     pub fn from_number(nr: u32) -> Option<Self> {
+        if let Some(op) = nr.checked_sub(socktrace_common::IO_URING_CALL_BASE) {
+            return IoUringOp::from_opcode(op).map(Syscall::IoUring);
+        }
         Self::ALL.into_iter().find(|s| s.number() == nr as i64)
     }
 
-    pub fn is_receive(self) -> bool {
+    pub fn direction(self) -> Direction {
         use Syscall::*;
-        matches!(self, Read | Readv | Recvfrom | Recvmsg | Recvmmsg)
+        match self {
+            Read | Readv | Recvfrom | Recvmsg | Recvmmsg => Direction::Receive,
+            // splice from a socket is told apart by the event (`socket_is_source`).
+            Write | Writev | Sendto | Sendmsg | Sendmmsg | Sendfile | Splice => Direction::Send,
+            Accept | Accept4 => Direction::Accept,
+            Connect => Direction::Connect,
+            Getsockopt | Shutdown => Direction::Other,
+            IoUring(op) => op.direction(),
+        }
+    }
+
+    pub fn is_receive(self) -> bool {
+        self.direction() == Direction::Receive
     }
 
     pub fn is_connect(self) -> bool {
-        self == Syscall::Connect
+        self.direction() == Direction::Connect
     }
 
     pub fn is_send(self) -> bool {
-        use Syscall::*;
-        matches!(self, Write | Writev | Sendto | Sendmsg | Sendmmsg)
+        self.direction() == Direction::Send
     }
 }
 
@@ -296,10 +425,15 @@ mod tests {
 
     #[test]
     fn syscall_numbers_round_trip() {
-        for s in Syscall::ALL {
+        for s in Syscall::ALL.into_iter().chain(IoUringOp::ALL.map(Syscall::IoUring)) {
             assert_eq!(Syscall::from_number(s.number() as u32), Some(s));
         }
         assert_eq!(Syscall::Connect.name(), "connect");
+        assert_eq!(Syscall::IoUring(IoUringOp::Recv).name(), "io_uring:recv");
+        // The UAPI numbering (include/uapi/linux/io_uring.h).
+        assert_eq!(IoUringOp::Connect.opcode(), 16);
+        assert_eq!(IoUringOp::SendmsgZc.opcode(), 48);
+        assert_eq!(Syscall::from_number(socktrace_common::IO_URING_CALL_BASE), None, "NOP is not watched");
     }
 
     #[test]
@@ -342,6 +476,7 @@ mod tests {
                 "would_block",
                 "interrupted",
                 "in_progress",
+                "cancelled",
                 "fd_limit",
                 "no_local_port",
                 "listen_overflow",

@@ -11,7 +11,7 @@ use socktrace_common::net;
 use std::fmt::Write as _;
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Converts kernel monotonic timestamps to wall-clock and to time since attach.
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +88,19 @@ pub struct JsonFailure {
     pub tid: u32,
     pub comm: String,
     pub syscall: String,
-    pub fd: i32,
+    /// The socket's fd; null when not known (an io_uring request on a fixed file, or one whose
+    /// file lookup was not seen).
+    pub fd: Option<i32>,
+    /// An io_uring request on a registered (fixed) file (schema 3).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_file: bool,
+    /// The error was read with getsockopt(SO_ERROR) (schema 3); `syscall` is "connect" when it
+    /// was a connect's result, "getsockopt" otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub so_error: bool,
+    /// splice: the socket was the source of the data, not its destination (schema 3).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub socket_is_source: bool,
     pub ret: i64,
     pub errno: Option<String>,
     pub state: Option<&'static str>,
@@ -256,7 +268,10 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
         tid: f.tid,
         comm: escape_bytes(&f.comm),
         syscall: f.syscall_name(),
-        fd: f.fd,
+        fd: (f.fd >= 0).then_some(f.fd),
+        fixed_file: f.fixed_file,
+        so_error: f.from_so_error,
+        socket_is_source: f.socket_is_source,
         ret: f.ret,
         errno: f.errno_name(),
         state: d.state.map(|s| s.name()),
@@ -313,7 +328,7 @@ fn cause_color(c: Cause) -> &'static str {
         Cause::Timeout => "1;35",
         Cause::PeerFin | Cause::LocalShutdown => "36",
         Cause::Aborted => "1;31",
-        Cause::WouldBlock | Cause::Interrupted | Cause::InProgress => "2",
+        Cause::WouldBlock | Cause::Interrupted | Cause::InProgress | Cause::Cancelled => "2",
         Cause::FdLimit | Cause::NoLocalPort | Cause::ListenOverflow | Cause::SocketMemory => "1;34",
         Cause::Unknown => "1",
     }
@@ -340,7 +355,7 @@ pub fn timestamp(mono_ns: u64, clock: &Clock, wall_clock: bool) -> String {
 /// One aligned line per failure:
 /// `+0.000295  13235/13235 "demo-client"  connect(fd=3)    = -111 ECONNREFUSED  127.0.0.1:39622 -> 127.0.0.1:36757  SYN_SENT    rst_received   12.8us  peer answered ...`
 pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) -> String {
-    let call = format!("{}(fd={})", f.syscall_name(), f.fd);
+    let call = f.call_display();
     let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
     let age = d.cause_age_ns(f.ts_ns).map(human_ns).unwrap_or_else(|| "-".into());
     let cause = format!("{:<14}", d.cause.code());

@@ -140,6 +140,9 @@ fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
     for fallback in probes.fallbacks() {
         eprintln!("socktrace: probe fallback: {fallback}");
     }
+    if let Some(why) = &probes.io_uring_unwatched {
+        eprintln!("socktrace: notice: failing io_uring requests are not watched on this kernel: {why}");
+    }
     for (pid, why) in &adopted.refused {
         eprintln!(
             "socktrace: notice: the sockets PID {pid} had open before the trace were not adopted ({why}; needs \

@@ -71,6 +71,18 @@ impl ProbeReport {
             probe: crate::kernel::probes::syscall_probes(),
             passed_over: Vec::new(),
         });
+        used.push(match &probes.io_uring_unwatched {
+            None => ProbeUsed {
+                event: "failing io_uring request",
+                probe: crate::kernel::probes::IO_URING_PROBES.into(),
+                passed_over: Vec::new(),
+            },
+            Some(why) => ProbeUsed {
+                event: "failing io_uring request",
+                probe: "none (not watched)".into(),
+                passed_over: vec![why.clone()],
+            },
+        });
         ProbeReport { mode: probes.mode.name(), used }
     }
 }

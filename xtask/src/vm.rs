@@ -1,5 +1,5 @@
-//! `cargo xtask vm-test`: the end-to-end scenario suite (test binaries `catalogue` and
-//! `connect`) inside QEMU virtual machines that boot Debian's cloud kernels, one VM per
+//! `cargo xtask vm-test`: the end-to-end scenario suite (test binaries `catalogue`,
+//! `connect` and `doors`) inside QEMU virtual machines that boot Debian's cloud kernels, one VM per
 //! (kernel, probe mode).
 //!
 //! Why it is built this way: these machines have no KVM (QEMU emulates the CPU: TCG), and the
@@ -31,7 +31,7 @@ pub const VM_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
 pub const VM_MODES: &[&str] = &["tracepoint", "kprobe"];
 
 /// The test binaries of `socktrace-tests` that make up the scenario suite.
-const SUITE_TESTS: &[&str] = &["catalogue", "connect"];
+const SUITE_TESTS: &[&str] = &["catalogue", "connect", "doors"];
 
 /// Kernel modules the scenarios need, loaded in the guest before the tests (with whatever
 /// they depend on): veth pairs, nftables with `reject` (inet: icmpx, ip: icmp), and the

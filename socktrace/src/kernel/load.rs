@@ -11,7 +11,7 @@ use super::{
     },
     tracefs,
 };
-use crate::model::Syscall;
+use crate::model::{Direction, IoUringOp, Syscall};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
@@ -19,7 +19,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use socktrace_common::{
-    config_flags, history_stats, names, routine, syscall_kind, SocketHistory, TracedConfig, MAX_SOCKETS,
+    config_flags, history_stats, names, routine, syscall_kind, SocketHistory, TracedConfig, IO_URING_OPS, MAX_SOCKETS,
     SYSCALL_TABLE_SIZE, TASK_COMM_MAX,
 };
 
@@ -34,11 +34,24 @@ pub fn syscall_kinds() -> [u8; SYSCALL_TABLE_SIZE] {
             _ if s.is_receive() => syscall_kind::RECEIVE,
             Syscall::Connect => syscall_kind::CONNECT,
             Syscall::Getsockopt => syscall_kind::GETSOCKOPT,
+            Syscall::Splice => syscall_kind::SPLICE,
             _ => syscall_kind::OTHER,
         };
         if let Some(slot) = usize::try_from(s.number()).ok().and_then(|n| kinds.get_mut(n)) {
             *slot = kind;
         }
+    }
+    kinds
+}
+
+/// What the io_uring program is to do with each opcode: the requests watched on sockets.
+pub fn io_uring_kinds() -> [u8; IO_URING_OPS] {
+    let mut kinds = [syscall_kind::NONE; IO_URING_OPS];
+    for op in IoUringOp::ALL {
+        // A request's result is final: no EOF report and no SO_ERROR to read, so every watched
+        // request is `OTHER` except connect, whose failures name their destination.
+        kinds[op.opcode() as usize] =
+            if op.direction() == Direction::Connect { syscall_kind::CONNECT } else { syscall_kind::OTHER };
     }
     kinds
 }
@@ -156,6 +169,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     c.history_cpu_share = MAX_SOCKETS / kernel.possible_cpus.max(1);
     c.self_tgid = std::process::id();
     c.syscall_kinds = syscall_kinds();
+    c.io_uring_kinds = io_uring_kinds();
     c
 }
 
@@ -166,6 +180,8 @@ pub struct Probes {
     pub mode: ProbeMode,
     /// The probe behind each kernel event, in attach order.
     pub choices: Vec<Choice>,
+    /// Why failing io_uring requests are not watched, when they are not.
+    pub io_uring_unwatched: Option<String>,
     events: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     routine: PerCpuArray<MapData, u64>,
@@ -242,6 +258,7 @@ impl Probes {
         }
         let kernel = KernelView { btf: &btf, tracefs: &tracefs, resolved: &resolved, kprobes };
         let choices = choose_and_attach(&mut ebpf, &kernel, mode, sel, &aya_btf, attach)?;
+        let io_uring_unwatched = attach_io_uring(&mut ebpf, &resolved, attach).err().map(|e| format!("{e:#}"));
         attach_syscalls(&mut ebpf, attach)?;
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
@@ -252,6 +269,7 @@ impl Probes {
         Ok(Probes {
             mode,
             choices,
+            io_uring_unwatched,
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
             routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
@@ -267,6 +285,9 @@ impl Probes {
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.choices.iter().map(Choice::probes).collect();
         parts.push(super::probes::syscall_probes());
+        if self.io_uring_unwatched.is_none() {
+            parts.push(super::probes::IO_URING_PROBES.into());
+        }
         parts.join(", ")
     }
 
@@ -284,7 +305,7 @@ impl Probes {
 
     /// Programs loaded (each passed the verifier).
     pub fn programs_loaded(&self) -> usize {
-        self.choices.len() + 1
+        self.choices.len() + 1 + if self.io_uring_unwatched.is_none() { 2 } else { 0 }
     }
 
     /// Failures the kernel could not send because the ring buffer was full.
@@ -412,6 +433,31 @@ fn choose_and_attach(
         choices.push(Choice { event: ev.name, probe, companion, passed_over });
     }
     Ok(choices)
+}
+
+/// The io_uring door: the `io_uring_file_get` and `io_uring_complete` tracepoints, where this
+/// kernel's records carry the request. An error says why the door stays unwatched; socktrace
+/// runs without it and says so.
+fn attach_io_uring(ebpf: &mut Ebpf, resolved: &offsets::Resolved, attach: bool) -> Result<()> {
+    if let Some(why) = &resolved.io_uring_problem {
+        bail!("{why}");
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
+        bail!("io_uring is disabled on this host (kernel.io_uring_disabled = 2): no process can use it");
+    }
+    for (program, tracepoint) in
+        [(names::IO_URING_FILE_GET, "io_uring_file_get"), (names::IO_URING_COMPLETE, "io_uring_complete")]
+    {
+        let p: &mut TracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the object"))?
+            .try_into()?;
+        p.load().with_context(|| format!("the kernel refused {program}"))?;
+        if attach {
+            p.attach("io_uring", tracepoint).with_context(|| format!("attaching io_uring:{tracepoint}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the one program that sees every failing call and attaches it to the raw `sys_exit`

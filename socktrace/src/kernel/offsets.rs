@@ -13,6 +13,8 @@ use std::path::Path;
 pub struct Resolved {
     pub offsets: KernelOffsets,
     pub record_problems: Vec<RecordProblem>,
+    /// Why failing io_uring requests cannot be watched on this kernel, if they cannot.
+    pub io_uring_problem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +36,8 @@ impl Resolved {
 pub fn resolve(btf: &KernelBtf, tracefs: &Path) -> Result<Resolved> {
     let mut offsets = struct_offsets(btf)?;
     let record_problems = tcp_record_layouts(tracefs, &mut offsets);
-    Ok(Resolved { offsets, record_problems })
+    let io_uring_problem = io_uring_layouts(btf, tracefs, &mut offsets).err().map(|e| format!("{e:#}"));
+    Ok(Resolved { offsets, record_problems, io_uring_problem })
 }
 
 /// The struct fields: task -> files -> fdtable -> file -> socket -> sock, and `struct sock`'s.
@@ -43,6 +46,8 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     Ok(KernelOffsets {
         task_files: btf.offset_of("task_struct", "files")?,
         task_tgid: btf.offset_of("task_struct", "tgid")?,
+        task_group_leader: btf.offset_of("task_struct", "group_leader")?,
+        task_comm: btf.offset_of("task_struct", "comm")?,
         files_fdt: btf.offset_of("files_struct", "fdt")?,
         fdtable_max_fds: btf.offset_of("fdtable", "max_fds")?,
         fdtable_fd: btf.offset_of("fdtable", "fd")?,
@@ -85,6 +90,13 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_sndbuf: optional(sk("sk_sndbuf")),
         sk_wmem_queued: optional(sk("sk_wmem_queued")),
         net_local_ports: optional(btf.offset_of("net", "ipv4.ip_local_ports.range")),
+        io_kiocb_opcode: NO_FIELD,
+        io_kiocb_file: NO_FIELD,
+        io_kiocb_flags: NO_FIELD,
+        tp_io_complete_req: NO_FIELD,
+        tp_io_complete_res: NO_FIELD,
+        tp_io_file_get_req: NO_FIELD,
+        tp_io_file_get_fd: NO_FIELD,
         ..KernelOffsets::ZERO
     })
 }
@@ -186,6 +198,40 @@ pub fn record_layout(tracepoint: &str, format: &tracefs::Format, offsets: &mut K
             None => *slot = NO_FIELD,
         }
     }
+    Ok(())
+}
+
+/// The io_uring door's offsets: the request's opcode, file and flags from BTF, and where the
+/// `io_uring_complete` and `io_uring_file_get` records keep the request, its result and the fd.
+/// An error says why the door cannot be watched (no io_uring, or records without the request,
+/// as before about 5.19); the offsets then stay `NO_FIELD`.
+fn io_uring_layouts(btf: &KernelBtf, tracefs: &Path, offsets: &mut KernelOffsets) -> Result<()> {
+    let mut o = *offsets;
+    o.io_kiocb_opcode = btf.offset_of("io_kiocb", "opcode")?;
+    o.io_kiocb_file = btf.offset_of("io_kiocb", "file")?;
+    o.io_kiocb_flags = btf.offset_of("io_kiocb", "flags")?;
+    for (name, fields) in [
+        ("io_uring_complete", [("req", 8, 0usize), ("res", 4, 1)]),
+        ("io_uring_file_get", [("req", 8, 2), ("fd", 4, 3)]),
+    ] {
+        let format = tracefs::Format::read(tracefs, "io_uring", name)?;
+        for (field, size, slot) in fields {
+            let at = match format.field(field) {
+                Some(f) if f.size == size => f.offset,
+                Some(f) => bail!("the io_uring:{name} record's {field} is {} bytes, socktrace reads {size}", f.size),
+                None => {
+                    bail!("the io_uring:{name} record has no {field} field on this kernel (it has from about 5.19)")
+                }
+            };
+            *[
+                &mut o.tp_io_complete_req,
+                &mut o.tp_io_complete_res,
+                &mut o.tp_io_file_get_req,
+                &mut o.tp_io_file_get_fd,
+            ][slot] = at;
+        }
+    }
+    *offsets = o;
     Ok(())
 }
 

@@ -289,6 +289,9 @@ pub fn unavailable(probe: Probe, kernel: &KernelView) -> Option<String> {
     }
 }
 
+/// The io_uring door, as the attach line names it.
+pub const IO_URING_PROBES: &str = "tracepoint/io_uring:io_uring_complete (+io_uring_file_get)";
+
 /// What the syscall side attaches to, in every mode.
 pub fn syscall_probes() -> String {
     format!("raw_tracepoint/sys_exit ({} calls)", Syscall::ALL.len())

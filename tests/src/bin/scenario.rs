@@ -46,6 +46,13 @@ fn main() {
         ["nonblocking-connect", addr] => nonblocking_connect(addr),
         ["reset", call, ip] => reset_then(call, ip),
         ["premature-exit"] => premature_exit(),
+        ["copy-reset", call] => copy_reset(call),
+        ["uring-refused"] => uring::refused(),
+        ["uring-reset", how] => uring::reset(how),
+        ["uring-accept-fd-limit"] => uring::accept_fd_limit(),
+        ["uring-cancel"] => uring::cancel(),
+        ["so-error-accepted"] => so_error_accepted(),
+        ["connector", addr] => connector(addr),
         ["shut-wr"] => shut_wr(),
         ["peer-fin"] => peer_fin(),
         ["established-timeout", ip] => established_timeout(ip),
@@ -476,6 +483,78 @@ fn reset_then(call: &str, ip: &str) -> Result<()> {
     report(call, fd, e, json!({ "dport": peer.addr.port(), "sport": local_port(fd), "peer_pid": peer.pid }));
     let e = do_call("sendto", fd);
     report("after", fd, e, json!({}));
+    Ok(())
+}
+
+/// The copy paths on a connection the peer aborted: `sendfile` (a file into the socket),
+/// `splice` into the socket (from a pipe) or out of it (into a pipe), or `shutdown`; then a
+/// write.
+fn copy_reset(call: &str) -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    let file = std::env::temp_dir().join(format!("socktrace-sendfile-{}", std::process::id()));
+    std::fs::write(&file, b"a file served with sendfile")?;
+    let src = std::fs::File::open(&file)?;
+    std::fs::remove_file(&file)?;
+    let mut pipe = [0i32; 2];
+    // SAFETY: a valid two-int array.
+    check(unsafe { libc::pipe(pipe.as_mut_ptr()) } as isize);
+    // SAFETY: valid pipe fd and buffer.
+    unsafe { libc::write(pipe[1], b"piped".as_ptr().cast(), 5) };
+    ready_then_wait();
+    peer.cmd("abort")?;
+    sleep_ms(50);
+    // SAFETY: valid fds; null offsets mean the files' own positions (pipes have none).
+    let rc = unsafe {
+        match call {
+            "sendfile" => libc::sendfile(fd, std::os::fd::AsRawFd::as_raw_fd(&src), std::ptr::null_mut(), 64),
+            "splice-out" => libc::splice(pipe[0], std::ptr::null_mut(), fd, std::ptr::null_mut(), 5, 0),
+            "splice-in" => libc::splice(fd, std::ptr::null_mut(), pipe[1], std::ptr::null_mut(), 64, 0),
+            "shutdown" => libc::shutdown(fd, libc::SHUT_RDWR) as isize,
+            other => bail!("unknown copy call {other}"),
+        }
+    };
+    report(call, fd, check(rc), json!({ "dport": peer.addr.port() }));
+    report("after", fd, do_call("sendto", fd), json!({}));
+    Ok(())
+}
+
+/// An event loop's view of a reset: an accepted connection's peer aborts, and the server
+/// reads the error with getsockopt(SO_ERROR), as after EPOLLERR. It never called connect.
+fn so_error_accepted() -> Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    // The client is another, untraced process: its RST is handled while it is on the CPU.
+    let mut client = Command::new(std::env::current_exe()?)
+        .args(["connector", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let (conn, _) = l.accept()?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
+    ready_then_wait();
+    writeln!(client.stdin.as_mut().context("connector stdin")?, "abort")?;
+    let _ = client.wait();
+    sleep_ms(50);
+    let mut err: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: a valid fd and an int-sized out buffer.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&raw mut err).cast(), &mut len) };
+    check(rc as isize);
+    report("so_error", fd, err, json!({ "port": addr.port() }));
+    Ok(())
+}
+
+/// `scenario connector ADDR`: connects to ADDR, then aborts the connection (RST) when told.
+fn connector(addr: &str) -> Result<()> {
+    let (fd, e) = connect_blocking(parse_addr(addr)?);
+    if e != 0 {
+        bail!("connector: connect {addr}: errno {e}");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    set_linger_zero(fd);
+    close(fd);
     Ok(())
 }
 
@@ -978,4 +1057,131 @@ fn bench_reset(addr: &str, n: u64) -> Result<()> {
     }
     bench_report(started, n * 2, failures);
     Ok(())
+}
+
+/// io_uring clients (the `io-uring` crate, as tokio-uring uses it): requests that fail without
+/// a syscall of their own. Each submits one request, waits for its completion and reports it
+/// like a call: the errno is the completion's negative result.
+mod uring {
+    use super::*;
+    use io_uring::{opcode, squeue, types, IoUring};
+
+    fn ring() -> Result<IoUring> {
+        IoUring::new(8).context("io_uring_setup (is kernel.io_uring_disabled set?)")
+    }
+
+    /// Submits `sqe` and returns the completion's result as (errno, value).
+    fn complete(ring: &mut IoUring, sqe: squeue::Entry) -> Result<(i32, i32)> {
+        // SAFETY: every buffer the entry refers to outlives the wait below.
+        unsafe { ring.submission().push(&sqe.user_data(7)) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+        ring.submit_and_wait(1)?;
+        let cqe = ring.completion().next().context("no completion")?;
+        let res = cqe.result();
+        Ok(if res < 0 { (-res, res) } else { (0, res) })
+    }
+
+    /// IORING_OP_CONNECT to a closed port of loopback: refused by RST.
+    pub fn refused() -> Result<()> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let sa = sockaddr(SocketAddr::new(loopback("v4"), port));
+        let fd = tcp_socket(libc::AF_INET, 0);
+        let mut ring = ring()?;
+        ready_then_wait();
+        let sqe =
+            opcode::Connect::new(types::Fd(fd), (&sa.storage as *const libc::sockaddr_storage).cast(), sa.len).build();
+        let (e, _) = complete(&mut ring, sqe)?;
+        report("connect", fd, e, json!({ "dport": port }));
+        Ok(())
+    }
+
+    /// A connection the peer aborts, then one io_uring request on it: `recv`, `send`, `recv`
+    /// on a registered (fixed) file, or `recv` forced into an io-wq worker (IOSQE_ASYNC).
+    pub fn reset(how: &str) -> Result<()> {
+        let mut peer = Peer::start(loopback("v4"))?;
+        let fd = peer.connected()?;
+        let mut ring = ring()?;
+        if how == "recv-fixed" {
+            ring.submitter().register_files(&[fd])?;
+        }
+        ready_then_wait();
+        peer.cmd("abort")?;
+        sleep_ms(50);
+        let mut buf = [0u8; 64];
+        let data = b"payload";
+        let sqe = match how {
+            "recv" => opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32).build(),
+            "recv-async" => {
+                opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32).build().flags(squeue::Flags::ASYNC)
+            }
+            "recv-fixed" => opcode::Recv::new(types::Fixed(0), buf.as_mut_ptr(), buf.len() as u32).build(),
+            "send" => {
+                opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32).flags(libc::MSG_NOSIGNAL).build()
+            }
+            other => bail!("unknown io_uring request {other}"),
+        };
+        let (e, _) = complete(&mut ring, sqe)?;
+        report(how, fd, e, json!({ "dport": peer.addr.port(), "peer_pid": peer.pid }));
+        // Then a send through the ring: the reset was reported once, so a broken pipe.
+        let sqe = opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32).flags(libc::MSG_NOSIGNAL).build();
+        let (e, _) = complete(&mut ring, sqe)?;
+        report("after", fd, e, json!({}));
+        Ok(())
+    }
+
+    /// IORING_OP_ACCEPT with RLIMIT_NOFILE used up: EMFILE while connections wait.
+    pub fn accept_fd_limit() -> Result<()> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        let queued: Vec<std::net::TcpStream> =
+            (0..2).map(|_| std::net::TcpStream::connect(addr)).collect::<std::io::Result<_>>()?;
+        let mut ring = ring()?;
+        sleep_ms(20);
+        ready_then_wait();
+        // SAFETY: plain syscalls; the duplicate only finds the lowest free descriptor.
+        let lowest_free = unsafe {
+            let d = libc::dup(0);
+            libc::close(d);
+            d
+        };
+        let limit = libc::rlimit { rlim_cur: lowest_free as u64, rlim_max: lowest_free as u64 };
+        // SAFETY: a valid rlimit; lowering it needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+        let lfd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        let sqe = opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut()).build();
+        let (e, _) = complete(&mut ring, sqe)?;
+        report("accept", lfd, e, json!({ "limit": lowest_free, "queued": queued.len(), "port": addr.port() }));
+        Ok(())
+    }
+
+    /// A recv that waits on an idle connection, cancelled by IORING_OP_ASYNC_CANCEL: ECANCELED,
+    /// routine (counted, not printed).
+    pub fn cancel() -> Result<()> {
+        let mut peer = Peer::start(loopback("v4"))?;
+        let fd = peer.connected()?;
+        let mut ring = ring()?;
+        ready_then_wait();
+        let mut buf = [0u8; 64];
+        let recv = opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32).build().user_data(1);
+        // SAFETY: the buffer outlives the completions waited for below.
+        unsafe { ring.submission().push(&recv) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+        ring.submit()?;
+        sleep_ms(20);
+        let cancel = opcode::AsyncCancel::new(1).build().user_data(2);
+        // SAFETY: no buffers.
+        unsafe { ring.submission().push(&cancel) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+        ring.submit_and_wait(2)?;
+        let mut recv_errno = 0;
+        for cqe in ring.completion() {
+            if cqe.user_data() == 1 && cqe.result() < 0 {
+                recv_errno = -cqe.result();
+            }
+        }
+        report("recv", fd, recv_errno, json!({}));
+        Ok(())
+    }
 }
