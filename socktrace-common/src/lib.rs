@@ -185,7 +185,9 @@ pub mod names {
     pub const RUNTIME: &str = "RUNTIME";
     /// io_uring requests of traced processes -> the fd their file was looked up by.
     pub const IO_URING_FDS: &str = "IO_URING_FDS";
-    pub const MAPS: [&str; 10] = [
+    /// UDP sockets -> the last error the kernel reported on them (`UdpError`).
+    pub const UDP_ERRORS: &str = "UDP_ERRORS";
+    pub const MAPS: [&str; 11] = [
         EVENTS,
         SOCKETS,
         TRACED_TGIDS,
@@ -196,6 +198,7 @@ pub mod names {
         RUNTIME,
         LOGS,
         IO_URING_FDS,
+        UDP_ERRORS,
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
@@ -542,8 +545,21 @@ pub struct SocketHistory {
     pub rst_sent: StampedState,
     /// `sock:inet_sk_error_report`: `sk_err` was set; `value` is the (positive) errno.
     pub error_report: StampedState,
+    /// The snapshot of a socket adopted at attach (open before the trace): its state then, and
+    /// `value` the error pending on it (`sk_err`, 0 for none), read without consuming it.
+    pub at_attach: StampedState,
     /// The most complete addresses seen on this socket (ports are cleared by the kernel when
     /// a socket closes, so the last non-empty ones are kept).
+    pub addrs: SockAddrs,
+}
+
+/// The last error the kernel reported on a UDP socket (an ICMP error on a connected socket):
+/// what the failing call that surfaces it is joined to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpError {
+    /// `value` is the (positive) errno the ICMP error set.
+    pub report: StampedState,
     pub addrs: SockAddrs,
 }
 
@@ -614,9 +630,10 @@ assert_size!(ListenerInfo, 32);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
 assert_size!(StampedState, 24);
-assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 3 * 24 + 40);
+assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40);
 assert_size!(ResourceFacts, 64);
-assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 3 * 24 + 40 + 64);
+assert_size!(UdpError, 64);
+assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40 + 64);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 

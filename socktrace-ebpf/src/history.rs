@@ -5,7 +5,8 @@
 //! handlers are the only place the facts are recorded.
 
 use crate::{
-    count_history_created, current_tgid, global, is_traced, now_ns, read, sock_head, zeroed, EMPTY_HISTORY, SOCKETS,
+    count_history_created, current_tgid, global, is_traced, now_ns, read, sock_head, sock_type_protocol, zeroed,
+    EMPTY_HISTORY, SOCKETS,
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -18,7 +19,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use socktrace_common::{
     config_flags, history_origin, net, runtime, ListenerInfo, ListenerKey, SockAddrs, SockHead, SocketHistory,
-    StampedState, Transition, HISTORY_TRANSITIONS, NO_FIELD,
+    StampedState, Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -44,6 +45,14 @@ static RUNTIME: Array<u32> = Array::with_max_entries(runtime::SLOTS, 0);
 /// times out (see `syscalls::read_resource`).
 #[map]
 pub(crate) static LISTENERS: LruHashMap<ListenerKey, ListenerInfo> = LruHashMap::with_max_entries(4096, 0);
+
+/// The last error reported on any UDP socket: an ICMP error (port, host or net unreachable) on
+/// a connected socket, which its next send or receive returns. Recorded for every UDP socket
+/// because the report runs in softirq, whoever owns the socket; ICMP errors are rare. UDP
+/// sockets have no destroy hook: the failing call that returns the error takes the entry (the
+/// kernel reports such an error once), a fresh report overwrites it, and LRU bounds the rest.
+#[map]
+pub(crate) static UDP_ERRORS: LruHashMap<u64, UdpError> = LruHashMap::with_max_entries(1024, 0);
 
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
@@ -141,6 +150,10 @@ pub(crate) fn adopt<C: EbpfContext>(ctx: &C, sk: u64) {
     let Some(head) = sock_head(sk) else { return };
     if let Some(h) = history_of(ctx, sk, Create::Empty(history_origin::ADOPTED)) {
         merge_addrs(h, sk, &head);
+        // What happened before the trace shows in the state and in an error still pending.
+        let pending: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
+        // SAFETY: `h` points at a live history.
+        unsafe { stamp(&raw mut (*h).at_attach, &head, pending) };
     }
     // A listener opened before the trace: the connections it accepts are the process's too.
     if head.state == TCP_LISTEN as u8 {
@@ -349,8 +362,18 @@ fn on_error_report<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
     if err == 0 {
         return 0;
     }
-    let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
     let Some(head) = sock_head(sk) else { return 0 };
+    let (sock_type, protocol) = sock_type_protocol(sk);
+    if protocol == net::IPPROTO_UDP && sock_type == net::SOCK_DGRAM {
+        let mut e: UdpError = zeroed::<UdpError, 8>();
+        // SAFETY: a local, plain-data value.
+        unsafe { stamp(&raw mut e.report, &head, err) };
+        e.addrs = read_addrs(sk, &head);
+        let _ = UDP_ERRORS.insert(sk, e, 0);
+        return 0;
+    }
+    let create = if tracing_everything() && protocol == net::IPPROTO_TCP { Create::Seeded } else { Create::No };
+    let Some(h) = history_of(ctx, sk, create) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe { stamp(&raw mut (*h).error_report, &head, err) };
     merge_addrs(h, sk, &head);

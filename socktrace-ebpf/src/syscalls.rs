@@ -6,7 +6,7 @@
 
 use crate::{
     count, global,
-    history::{adopt, history_of, Create, LISTENERS},
+    history::{adopt, history_of, Create, LISTENERS, UDP_ERRORS},
     is_traced, now_ns, read, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
@@ -24,8 +24,8 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
     adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, ListenerKey,
-    ResourceFacts, SockAddrs, SockHead, SockSnapshot, SocketHistory, IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE,
-    TASK_COMM_LEN, WAKEUP_BYTES,
+    ResourceFacts, SockAddrs, SockHead, SockSnapshot, SocketHistory, UdpError, IO_URING_CALL_BASE, NO_FIELD,
+    SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
 /// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
@@ -147,7 +147,15 @@ pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, 
     let Some(head) = sock_head(sk) else { return };
     let (sock_type, protocol) = sock_type_protocol(sk);
     let sock = Sock { sk, head, sock_type, protocol, is_tcp: net::is_tcp(head.family, sock_type, protocol) };
-    if !sock.is_tcp && flags_cfg & config_flags::ALL_SOCKETS == 0 {
+    // A UDP socket's failure with the error an ICMP message set is reported by default; any
+    // other failure of a socket that is not TCP only with --all-sockets.
+    let udp_error = if protocol == net::IPPROTO_UDP && ret < 0 {
+        // SAFETY: the value is copied out at once.
+        unsafe { UDP_ERRORS.get(sk) }.copied().filter(|u| u.report.value as i64 == -ret)
+    } else {
+        None
+    };
+    if !sock.is_tcp && udp_error.is_none() && flags_cfg & config_flags::ALL_SOCKETS == 0 {
         return;
     }
     if ret == 0 && !sock.is_tcp && call.so_error == 0 {
@@ -156,7 +164,11 @@ pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, 
     if ret < 0 && flags_cfg & config_flags::SEND_ROUTINE == 0 && count_routine(ret, &sock) {
         return;
     }
-    send_failure(ctx, call, ret, &sock);
+    if udp_error.is_some() {
+        // The kernel reports the error once (sock_error clears sk_err): so is the entry used.
+        let _ = UDP_ERRORS.remove(sk);
+    }
+    send_failure(ctx, call, ret, &sock, udp_error.as_ref());
 }
 
 /// The socket fd a watched call was made on and its `struct sock` (0: not a socket), and
@@ -218,7 +230,7 @@ fn count_routine(ret: i64, sock: &Sock) -> bool {
 /// Writes one `FailureEvent` with the socket's recorded history to the ring buffer, or counts
 /// it as lost when the buffer is full.
 #[inline(always)]
-fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: &Sock) {
+fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: &Sock, udp_error: Option<&UdpError>) {
     let (kind, fd, so_error) = (call.kind, call.fd, call.so_error);
     let snapshot = read_sock(sock);
     // A TCP socket the traced process failed on is its own from here on: later events on it
@@ -272,6 +284,13 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         match history {
             Some(h) if !started_here => {
                 copy_history(&raw mut (*ev).history, h);
+                flags |= event_flags::HAS_HISTORY;
+            }
+            _ if udp_error.is_some() => {
+                if let Some(u) = udp_error {
+                    (*ev).history.error_report = u.report;
+                    (*ev).history.addrs = u.addrs;
+                }
                 flags |= event_flags::HAS_HISTORY;
             }
             _ => {

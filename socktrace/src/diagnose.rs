@@ -28,13 +28,15 @@ pub struct Diagnosis {
     pub retransmits: Option<u32>,
     /// One plain sentence for the on-call engineer.
     pub explain: String,
+    /// The cause comes from the snapshot of a socket taken at attach (it predates the trace).
+    pub from_snapshot: bool,
 }
 
 impl Diagnosis {
     /// A diagnosis: the cause, the state the error was born in, when its cause happened (if
     /// seen), and the sentence for the on-call engineer.
     pub fn new(cause: Cause, state: Option<TcpState>, cause_ts_ns: Option<u64>, explain: String) -> Self {
-        Diagnosis { cause, state, cause_ts_ns, retransmits: None, explain }
+        Diagnosis { cause, state, cause_ts_ns, retransmits: None, explain, from_snapshot: false }
     }
 
     /// With the retransmissions counted on the socket (timeouts).
@@ -65,12 +67,7 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         return end_of_file(f);
     };
     if !f.is_tcp {
-        return d(
-            Cause::Unknown,
-            None,
-            None,
-            format!("{} on a non-TCP socket (family {}); socktrace explains TCP causes only", name(e), f.family),
-        );
+        return not_tcp(f, e);
     }
 
     if let Some(kind) = routine::kind_of(e) {
@@ -176,6 +173,10 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         );
     }
 
+    if let Some(dg) = before_the_trace(f, e) {
+        return dg;
+    }
+
     if matches!(e, EHOSTUNREACH | ENETUNREACH)
         && f.is_connect()
         && !h.transitions.iter().any(|t| t.new == Some(TcpState::SynSent))
@@ -190,6 +191,117 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
     }
 
     d(Cause::Unknown, f.state_now, None, unexplained(f, e))
+}
+
+/// A socket that is not TCP: a UDP socket's error that an ICMP message set is explained by it;
+/// anything else is reported with its errno only (`--all-sockets`).
+fn not_tcp(f: &Failure, e: i32) -> Diagnosis {
+    let remote = peer(f.remote);
+    if f.protocol == net::IPPROTO_UDP {
+        let icmp = match e {
+            ECONNREFUSED => Some(("port-unreachable (type 3 code 3)", "nothing listens on that UDP port")),
+            EHOSTUNREACH => {
+                Some(("host-unreachable (type 3)", "the host, or a firewall on the way, cannot be reached"))
+            }
+            ENETUNREACH => Some(("net-unreachable (type 3)", "a router on the way has no route to that network")),
+            _ => None,
+        };
+        if let (Some((what, meaning)), Some((at, reported))) = (icmp, f.history.error_report) {
+            if reported == e {
+                return Diagnosis::new(
+                    Cause::IcmpError,
+                    None,
+                    Some(at.ts_ns),
+                    format!(
+                        "an ICMP {what} came back for a datagram to {remote}: {meaning}; the connected UDP socket \
+                         returns it on its next call ({})",
+                        name(e)
+                    ),
+                );
+            }
+        }
+        return Diagnosis::new(
+            Cause::Unknown,
+            None,
+            None,
+            format!(
+                "{} on a UDP socket: no ICMP error was reported on it, and socktrace explains UDP failures only by \
+                 the ICMP errors that set them",
+                name(e)
+            ),
+        );
+    }
+    Diagnosis::new(
+        Cause::Unknown,
+        None,
+        None,
+        format!("{} on a non-TCP socket (family {}); socktrace explains TCP causes only", name(e), f.family),
+    )
+}
+
+/// A socket open before the trace, whose failure no event seen since explains: what the
+/// snapshot taken at attach shows. An error still pending then names its cause where only one
+/// event sets that errno; otherwise the failure stays unknown, saying what was seen.
+fn before_the_trace(f: &Failure, e: i32) -> Option<Diagnosis> {
+    let (at, pending) = f.history.at_attach?;
+    let state = state_name(at.state);
+    let remote = peer(f.remote);
+    let snapshot = |cause, born: Option<TcpState>, explain: String| Diagnosis {
+        from_snapshot: true,
+        ..Diagnosis::new(cause, born, None, explain)
+    };
+    if pending == e {
+        let seen = format!("the socket was in {state} with {} pending when socktrace attached", name(e));
+        return Some(match e {
+            // tcp_reset() is what sets these: ECONNRESET in ESTABLISHED and the closing states
+            // (SYN_SENT gives ECONNREFUSED), EPIPE in CLOSE_WAIT.
+            ECONNRESET => snapshot(
+                Cause::RstReceived,
+                None,
+                format!("{remote} had already reset this connection (RST) before tracing began: {seen}"),
+            ),
+            EPIPE => snapshot(
+                Cause::RstReceived,
+                Some(TcpState::CloseWait),
+                format!(
+                    "{remote} had closed its end and then reset the connection (RST in CLOSE_WAIT) before tracing \
+                     began: {seen}"
+                ),
+            ),
+            ETIMEDOUT => snapshot(
+                Cause::Timeout,
+                None,
+                format!("the connection to {remote} had already timed out before tracing began: {seen}"),
+            ),
+            ECONNABORTED => snapshot(
+                Cause::Aborted,
+                None,
+                format!("the connection to {remote} had been aborted on this host before tracing began: {seen}"),
+            ),
+            // Refusals (RST or ICMP), unreachables (ICMP, or a timeout reporting a soft ICMP
+            // error): more than one event sets these, and none was seen.
+            _ => snapshot(
+                Cause::Unknown,
+                None,
+                format!(
+                    "{} was already pending before tracing began ({seen}); more than one TCP event sets it, and the one \
+                     that did was not seen",
+                    name(e)
+                ),
+            ),
+        });
+    }
+    let closed_before = at.state == Some(TcpState::Close);
+    if closed_before && matches!(e, EPIPE | ENOTCONN) {
+        return Some(snapshot(
+            Cause::Unknown,
+            None,
+            "the connection was already closed when socktrace attached (CLOSE, no error pending: its error had \
+             been reported before the trace), so what closed it was not seen"
+                .into(),
+        ));
+    }
+    None
 }
 
 /// Why nothing explains a failure: the socket's history began with this very call (nothing
@@ -474,7 +586,20 @@ fn end_of_file(f: &Failure) -> Diagnosis {
             f.state_now,
             Some(TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait)
         );
-    if peer_closed {
+    let closed_before_trace = fin.is_none()
+        && h.at_attach.is_some_and(|(at, _)| {
+            matches!(at.state, Some(TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait))
+        });
+    if closed_before_trace {
+        let at = h.at_attach.map(|(at, _)| at.state).unwrap_or_default();
+        let explain = format!(
+            "end of file: {} had closed its side of the connection (FIN) before tracing began (the socket was in {} \
+             when socktrace attached)",
+            peer(f.remote),
+            state_name(at)
+        );
+        Diagnosis { from_snapshot: true, ..Diagnosis::new(Cause::PeerFin, at, None, explain) }
+    } else if peer_closed {
         let explain = format!("end of file: {} closed its side of the connection (FIN)", peer(f.remote));
         Diagnosis::new(Cause::PeerFin, state, fin.map(|t| t.ts_ns), explain)
     } else {
@@ -858,6 +983,55 @@ mod tests {
     fn non_tcp_sockets_are_not_explained() {
         let mut f = catalogue()[0].1.clone();
         f.is_tcp = false;
+        assert_eq!(diagnose(&f).cause, Cause::Unknown);
+    }
+
+    fn adopted(state: TcpState, pending: i32) -> History {
+        History { at_attach: Some((at(500, state), pending)), ..Default::default() }
+    }
+
+    #[test]
+    fn sockets_older_than_the_trace_are_explained_by_their_snapshot() {
+        // (failure, errno, snapshot state, pending) -> (cause, born state)
+        let rows = [
+            (Syscall::Read, Some(ECONNRESET), Close, ECONNRESET, Cause::RstReceived, None),
+            (Syscall::Write, Some(EPIPE), Close, EPIPE, Cause::RstReceived, Some(CloseWait)),
+            (Syscall::Write, Some(ETIMEDOUT), Close, ETIMEDOUT, Cause::Timeout, None),
+            (Syscall::Read, Some(ECONNABORTED), Close, ECONNABORTED, Cause::Aborted, None),
+            // Refused by RST or by ICMP: not told apart after the fact.
+            (Syscall::Read, Some(ECONNREFUSED), Close, ECONNREFUSED, Cause::Unknown, None),
+            // Closed before the trace, its error already consumed: what closed it was not seen.
+            (Syscall::Write, Some(EPIPE), Close, 0, Cause::Unknown, None),
+            (Syscall::Read, None, CloseWait, 0, Cause::PeerFin, Some(CloseWait)),
+        ];
+        for (call, e, state, pending, cause, born) in rows {
+            let dg = diagnose(&failure(call, e, state, adopted(state, pending)));
+            assert_eq!((dg.cause, dg.state), (cause, born), "{call:?} {e:?} {state:?} {pending}: {}", dg.explain);
+            assert!(dg.from_snapshot, "{}", dg.explain);
+            assert!(dg.explain.contains("before") || dg.explain.contains("when socktrace attached"), "{}", dg.explain);
+            assert_eq!(dg.cause_ts_ns, None, "the cause's time is not known");
+        }
+        // An event seen since attach explains it as usual, not the snapshot.
+        let mut h = adopted(Established, 0);
+        h.rst_received = Some(at(900, Established));
+        let dg = diagnose(&failure(Syscall::Read, Some(ECONNRESET), Close, h));
+        assert_eq!(dg.cause, Cause::RstReceived);
+        assert!(!dg.from_snapshot);
+    }
+
+    #[test]
+    fn udp_error_set_by_icmp_is_explained_by_it() {
+        let mut f = failure(Syscall::Recvfrom, Some(ECONNREFUSED), Close, History::default());
+        (f.is_tcp, f.protocol, f.sock_type, f.state_now) = (false, net::IPPROTO_UDP, net::SOCK_DGRAM, None);
+        let bare = diagnose(&f);
+        assert_eq!(bare.cause, Cause::Unknown);
+        assert!(bare.explain.contains("no ICMP error was reported"), "{}", bare.explain);
+        f.history.error_report = Some((Stamp { ts_ns: 5_000, state: None, current_tgid: 0 }, ECONNREFUSED));
+        let dg = diagnose(&f);
+        assert_eq!((dg.cause, dg.state, dg.cause_ts_ns), (Cause::IcmpError, None, Some(5_000)));
+        assert!(dg.explain.contains("port-unreachable (type 3 code 3) came back for a datagram to 127.0.0.1:9"));
+        // A report of another error does not explain this one.
+        f.history.error_report = Some((Stamp { ts_ns: 5_000, state: None, current_tgid: 0 }, EHOSTUNREACH));
         assert_eq!(diagnose(&f).cause, Cause::Unknown);
     }
 }

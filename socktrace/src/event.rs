@@ -42,6 +42,9 @@ pub struct History {
     pub rst_sent: Option<(Stamp, Option<i32>)>,
     /// `sk_err` was set to this (positive) errno.
     pub error_report: Option<(Stamp, i32)>,
+    /// The socket was open before the trace and adopted at attach: its state then, and the
+    /// (positive) errno pending on it (0: none).
+    pub at_attach: Option<(Stamp, i32)>,
 }
 
 /// One failing call, decoded.
@@ -229,6 +232,7 @@ fn decode_history(h: &SocketHistory) -> History {
         rst_received: stamp(&h.rst_received),
         rst_sent: stamp(&h.rst_sent).map(|s| (s, (h.rst_sent.value >= 0).then_some(h.rst_sent.value))),
         error_report: stamp(&h.error_report).map(|s| (s, h.error_report.value.saturating_abs())),
+        at_attach: stamp(&h.at_attach).map(|s| (s, h.at_attach.value.saturating_abs())),
     }
 }
 

@@ -120,6 +120,10 @@ pub struct JsonFailure {
     pub history: Vec<JsonTransition>,
     /// The raw TCP facts the kernel recorded on this socket, for those who want to check.
     pub facts: JsonFacts,
+    /// The cause was read from the snapshot taken at attach (the socket predates the trace)
+    /// (schema 3).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_snapshot: bool,
     /// The host's numbers behind a failure for want of a resource (schema 2).
     pub resource: Option<JsonResource>,
     pub explain: String,
@@ -131,6 +135,9 @@ pub struct JsonFacts {
     pub rst_sent: Option<JsonStamp>,
     pub error_report: Option<JsonStamp>,
     pub retransmits: u32,
+    /// The snapshot of a socket open before the trace, taken at attach: its state and the
+    /// errno pending on it (`value`, 0 for none) (schema 3).
+    pub at_attach: Option<JsonStamp>,
 }
 
 /// The host's numbers behind a resource failure; each key only where it applies.
@@ -297,7 +304,9 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             rst_sent: f.history.rst_sent.as_ref().map(|(s, r)| json_stamp(s, *r)),
             error_report: f.history.error_report.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
             retransmits: f.history.retransmits,
+            at_attach: f.history.at_attach.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
         },
+        from_snapshot: d.from_snapshot,
         resource: json_resource(f, d.cause),
         explain: d.explain.clone(),
     }
@@ -469,6 +478,7 @@ mod tests {
             cause_ts_ns: Some(1_004_499_200),
             retransmits: None,
             explain: "peer answered the SYN with RST: nothing listens on 127.0.0.1:9".into(),
+            from_snapshot: false,
         };
         (f, d)
     }

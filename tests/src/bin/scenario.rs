@@ -52,6 +52,9 @@ fn main() {
         ["uring-accept-fd-limit"] => uring::accept_fd_limit(),
         ["uring-cancel"] => uring::cancel(),
         ["so-error-accepted"] => so_error_accepted(),
+        ["before-trace", what] => before_trace(what),
+        ["udp-refused", call] => udp_refused(call),
+        ["udp-too-big"] => udp_too_big(),
         ["connector", addr] => connector(addr),
         ["shut-wr"] => shut_wr(),
         ["peer-fin"] => peer_fin(),
@@ -542,6 +545,63 @@ fn so_error_accepted() -> Result<()> {
     let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&raw mut err).cast(), &mut len) };
     check(rc as isize);
     report("so_error", fd, err, json!({ "port": addr.port() }));
+    Ok(())
+}
+
+/// A UDP socket connected to a closed port of loopback (the "resolver is down" failure): the
+/// first datagram draws an ICMP port-unreachable, and the next call (`recv` or `send`) returns
+/// ECONNREFUSED; the one after it no longer does (the error is reported once).
+fn udp_refused(call: &str) -> Result<()> {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.connect(closed)?;
+    sock.set_nonblocking(true)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    ready_then_wait();
+    sock.send(b"query")?;
+    sleep_ms(50);
+    let call_once = || -> i32 {
+        let mut buf = [0u8; 64];
+        // SAFETY: a valid fd and buffer.
+        let rc = unsafe {
+            match call {
+                "recv" => libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0),
+                _ => libc::send(fd, b"query".as_ptr().cast(), 5, 0),
+            }
+        };
+        check(rc)
+    };
+    report(call, fd, call_once(), json!({ "dport": closed.port() }));
+    report("after", fd, call_once(), json!({}));
+    Ok(())
+}
+
+/// A UDP datagram larger than UDP allows: EMSGSIZE, a failure no ICMP error explains.
+fn udp_too_big() -> Result<()> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let big = vec![0u8; 70_000];
+    ready_then_wait();
+    let e = match sock.send_to(&big, "127.0.0.1:9") {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(0),
+    };
+    report("sendto", fd, e, json!({}));
+    Ok(())
+}
+
+/// Something happens to a connection *before* socktrace attaches: the peer resets it
+/// (`reset`), or closes its side (`fin`); then, traced, the program reads.
+fn before_trace(what: &str) -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    peer.cmd(if what == "reset" { "abort" } else { "close" })?;
+    sleep_ms(50);
+    ready_then_wait();
+    let mut buf = [0u8; 16];
+    // SAFETY: a valid fd and buffer.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    report("read", fd, check(n), json!({ "ret": n, "dport": peer.addr.port() }));
     Ok(())
 }
 
