@@ -187,7 +187,9 @@ pub mod names {
     pub const IO_URING_FDS: &str = "IO_URING_FDS";
     /// UDP sockets -> the last error the kernel reported on them (`UdpError`).
     pub const UDP_ERRORS: &str = "UDP_ERRORS";
-    pub const MAPS: [&str; 11] = [
+    /// RSTs sent on this host, by the sender's 4-tuple (`SentReset`).
+    pub const SENT_RESETS: &str = "SENT_RESETS";
+    pub const MAPS: [&str; 12] = [
         EVENTS,
         SOCKETS,
         TRACED_TGIDS,
@@ -199,6 +201,7 @@ pub mod names {
         LOGS,
         IO_URING_FDS,
         UDP_ERRORS,
+        SENT_RESETS,
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
@@ -276,6 +279,10 @@ pub mod event_flags {
     pub const SOCKET_IS_SOURCE: u32 = 1 << 6;
     /// An io_uring request on a registered (fixed) file: `fd` is not a descriptor.
     pub const FIXED_FILE: u32 = 1 << 7;
+    /// `timers` holds the socket's timer settings (a timeout: which timer gave up).
+    pub const HAS_TIMERS: u32 = 1 << 8;
+    /// `peer_reset` holds the RST's sender on this host (the peer socket is local).
+    pub const HAS_PEER_RESET: u32 = 1 << 9;
 }
 
 /// `FailureEvent::syscall_nr` at or above this is an io_uring request, not a syscall: its
@@ -368,6 +375,19 @@ pub struct KernelOffsets {
     /// (its group leader's name), not the worker's `iou-wrk-*`.
     pub task_group_leader: u32,
     pub task_comm: u32,
+    // Which timer gave up (`TimerFacts`); `NO_FIELD` where this kernel lacks one.
+    pub icsk_user_timeout: u32,
+    pub icsk_probes_out: u32,
+    pub icsk_syn_retries: u32,
+    pub tp_snd_wnd: u32,
+    pub tp_keepalive_probes: u32,
+    pub sk_flags: u32,
+    pub net_syn_retries: u32,
+    pub net_retries2: u32,
+    pub net_keepalive_probes: u32,
+    /// `inet_sock.inet_sport` (network order): a closed socket's local port, which
+    /// `skc_num` no longer holds once the port is released (the RST of a close is sent then).
+    pub inet_sport: u32,
 }
 
 impl KernelOffsets {
@@ -425,6 +445,9 @@ pub mod syscall_kind {
     pub const GETSOCKOPT: u8 = 4;
     /// splice: the socket is `fd_out` (the third argument) or else `fd_in` (the first).
     pub const SPLICE: u8 = 5;
+    /// socket: a failure for want of descriptors (EMFILE, ENFILE) is reported with the family,
+    /// type and protocol asked for (there is no socket yet).
+    pub const SOCKET: u8 = 6;
 }
 
 /// socktrace adopts a traced process's sockets that predate the trace by duplicating each
@@ -588,6 +611,52 @@ pub struct FailureEvent {
     pub history: SocketHistory,
     /// The host's numbers behind a resource failure, when `HAS_RESOURCE`.
     pub resource: ResourceFacts,
+    /// The socket's timers and their limits, for a timeout, when `HAS_TIMERS`.
+    pub timers: TimerFacts,
+    /// The RST this socket received, as its sender on this host sent it, when `HAS_PEER_RESET`.
+    pub peer_reset: SentReset,
+}
+
+/// An RST a socket of this host sent (any socket, any process: `tcp_send_reset`), kept by the
+/// connection's 4-tuple as the sender sees it, so that the socket that received it can name
+/// who reset it and why.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentReset {
+    pub ts_ns: u64,
+    /// The task on the CPU when the RST was sent: the closing or aborting process for an RST
+    /// sent from a call (close with unread data, SO_LINGER 0, `ss -K`); softirq otherwise.
+    pub tgid: u32,
+    /// The kernel's RST reason (`enum sk_rst_reason`, 6.10+); -1 when the kernel has none.
+    pub reason: i32,
+    /// The sender's state when it sent the RST.
+    pub state: u8,
+    pub _pad: [u8; 7],
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// What decides which TCP timer gave up on a connection, read from the socket and its
+/// namespace when a call fails with ETIMEDOUT (or the soft ICMP error a timeout reports).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerFacts {
+    /// `TCP_USER_TIMEOUT` in ms (`icsk_user_timeout`); 0: not set.
+    pub user_timeout_ms: u32,
+    /// The peer's last advertised window (`snd_wnd`): 0 while zero-window probing.
+    pub snd_wnd: u32,
+    /// Unanswered keepalive or zero-window probes (`icsk_probes_out`).
+    pub probes_out: u8,
+    /// `TCP_SYNCNT` (`icsk_syn_retries`); 0: the namespace's `tcp_syn_retries`.
+    pub syn_retries: u8,
+    /// `SO_KEEPALIVE` is on (`SOCK_KEEPOPEN`).
+    pub keepalive: u8,
+    /// `TCP_KEEPCNT` (`keepalive_probes`); 0: the namespace's `tcp_keepalive_probes`.
+    pub keepalive_probes: u8,
+    /// The namespace's `net.ipv4.tcp_syn_retries`, `tcp_retries2`, `tcp_keepalive_probes`.
+    pub net_syn_retries: u8,
+    pub net_retries2: u8,
+    pub net_keepalive_probes: u8,
+    pub _pad: u8,
 }
 
 /// What the kernel knows about a host resource at the moment a call failed for want of it,
@@ -621,7 +690,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 59 * 4);
+assert_size!(KernelOffsets, 69 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
@@ -633,7 +702,9 @@ assert_size!(StampedState, 24);
 assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40);
 assert_size!(ResourceFacts, 64);
 assert_size!(UdpError, 64);
-assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40 + 64);
+assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40 + 64 + 16 + 40);
+assert_size!(TimerFacts, 16);
+assert_size!(SentReset, 40);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 

@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, runtime, ListenerInfo, ListenerKey, SockAddrs, SockHead, SocketHistory,
-    StampedState, Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD,
+    config_flags, history_origin, net, runtime, ListenerInfo, ListenerKey, SentReset, SockAddrs, SockHead,
+    SocketHistory, StampedState, Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -53,6 +53,13 @@ pub(crate) static LISTENERS: LruHashMap<ListenerKey, ListenerInfo> = LruHashMap:
 /// kernel reports such an error once), a fresh report overwrites it, and LRU bounds the rest.
 #[map]
 pub(crate) static UDP_ERRORS: LruHashMap<u64, UdpError> = LruHashMap::with_max_entries(1024, 0);
+
+/// RSTs sent by any socket of this host, keyed by the sender's addresses (`SockAddrs`, local
+/// = the sender): a traced socket that receives an RST from a local peer (loopback, another
+/// namespace, a container) looks its sender up by the reversed 4-tuple. RSTs are rare next to
+/// other segments, and the LRU keeps the recent ones.
+#[map]
+pub(crate) static SENT_RESETS: LruHashMap<SockAddrs, SentReset> = LruHashMap::with_max_entries(4096, 0);
 
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
@@ -344,13 +351,38 @@ fn on_receive_reset<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
 /// `sk` sent an RST; `reason` is the kernel's sk_rst_reason, or -1 where it has none.
 #[inline(always)]
 fn on_send_reset<C: EbpfContext>(ctx: &C, sk: u64, reason: i32) -> u32 {
-    // sk may be NULL (no socket), a time-wait or a request sock: only full sockets we already
-    // know are recorded, so no field beyond sock_common is read from the others.
-    let Some(h) = history_of(ctx, sk, Create::No) else { return 0 };
+    // sk may be NULL (no socket), a time-wait or a request sock: only sock_common is read
+    // from it, which all of them start with; only full sockets we already know get the RST in
+    // their history.
     let Some(head) = sock_head(sk) else { return 0 };
+    remember_sent_reset(sk, &head, reason);
+    let Some(h) = history_of(ctx, sk, Create::No) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe { stamp(&raw mut (*h).rst_sent, &head, reason) };
     0
+}
+
+/// Keeps who sent an RST on which connection, for the receiving socket to name its sender.
+#[inline(always)]
+fn remember_sent_reset(sk: u64, head: &SockHead, reason: i32) {
+    let mut key = read_addrs(sk, head);
+    // close() and disconnect() release the local port (skc_num = 0) before they send the RST;
+    // the full socket keeps it in inet_sport.
+    let sport_at = global!(OFFSETS.inet_sport);
+    if key.sport == 0 && head.state == TCP_CLOSE as u8 && sport_at != NO_FIELD {
+        key.sport = u16::from_be(read::<u16>(sk, sport_at).unwrap_or(0));
+    }
+    if key.sport == 0 || key.dport == 0 {
+        return;
+    }
+    let mut sent: SentReset = zeroed::<SentReset, 5>();
+    sent.ts_ns = now_ns();
+    sent.tgid = current_tgid();
+    sent.reason = reason;
+    sent.state = head.state;
+    // SAFETY: the helper writes at most 16 bytes into the 16-byte name.
+    unsafe { bpf_get_current_comm((&raw mut sent.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
+    let _ = SENT_RESETS.insert(key, sent, 0);
 }
 
 /// The kernel reported `sk->sk_err` to the socket's owner.

@@ -6,7 +6,7 @@
 
 use crate::{
     count, global,
-    history::{adopt, history_of, Create, LISTENERS, UDP_ERRORS},
+    history::{adopt, history_of, Create, LISTENERS, SENT_RESETS, UDP_ERRORS},
     is_traced, now_ns, read, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
@@ -24,8 +24,8 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
     adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, ListenerKey,
-    ResourceFacts, SockAddrs, SockHead, SockSnapshot, SocketHistory, UdpError, IO_URING_CALL_BASE, NO_FIELD,
-    SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
+    ResourceFacts, SentReset, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts, UdpError,
+    IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
 /// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
@@ -111,6 +111,10 @@ fn on_watched_exit(ctx: &RawTracePointContext, regs: u64, nr: u32, kind: u8, ret
             _ => return,
         }
     }
+    if kind == syscall_kind::SOCKET {
+        on_socket_create_failure(ctx, regs, nr, ret);
+        return;
+    }
     let (fd, sk, source) = call_socket(ctx, regs, kind);
     let mut call = Call { nr, kind, fd, so_error, flags: 0, user_addr: (0, 0) };
     if source {
@@ -120,6 +124,31 @@ fn on_watched_exit(ctx: &RawTracePointContext, regs: u64, nr: u32, kind: u8, ret
         call.user_addr = (syscall_arg(regs, 1), syscall_arg(regs, 2));
     }
     on_socket_failure(ctx, &call, sk, ret);
+}
+
+/// `socket()` failing for want of descriptors (EMFILE, ENFILE): there is no socket yet, so the
+/// event carries the family, type and protocol the program asked for.
+#[inline(always)]
+fn on_socket_create_failure(ctx: &RawTracePointContext, regs: u64, nr: u32, ret: i64) {
+    if ret != -(errno::EMFILE as i64) && ret != -(errno::ENFILE as i64) {
+        return;
+    }
+    let family = syscall_arg(regs, 0) as u16;
+    // The type argument carries SOCK_NONBLOCK/SOCK_CLOEXEC above the type itself.
+    let sock_type = (syscall_arg(regs, 1) & 0xf) as u16;
+    let mut protocol = syscall_arg(regs, 2) as u16;
+    if protocol == 0 && sock_type == net::SOCK_STREAM {
+        protocol = net::IPPROTO_TCP;
+    }
+    let is_tcp = net::is_tcp(family, sock_type, protocol);
+    if !is_tcp && global!(CONFIG.flags) & config_flags::ALL_SOCKETS == 0 {
+        return;
+    }
+    let mut head: SockHead = crate::zeroed::<SockHead, 3>();
+    head.family = family;
+    let sock = Sock { sk: 0, head, sock_type, protocol, is_tcp };
+    let call = Call { nr, kind: syscall_kind::SOCKET, fd: -1, so_error: 0, flags: 0, user_addr: (0, 0) };
+    send_failure(ctx, &call, ret, &sock, None);
 }
 
 /// A failing call, syscall or io_uring request, as the event will say it.
@@ -236,7 +265,7 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
     // A TCP socket the traced process failed on is its own from here on: later events on it
     // are recorded even if nothing was known before.
     let mut started_here = false;
-    let history = if sock.is_tcp {
+    let history = if sock.is_tcp && sock.sk != 0 {
         match history_of(ctx, sock.sk, Create::No) {
             Some(h) => Some(h),
             None => {
@@ -310,6 +339,15 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
             .unwrap_or(0);
         if read_resource(-ret as i32, kind, sock, dport, &raw mut (*ev).resource) {
             flags |= event_flags::HAS_RESOURCE;
+        }
+        if sock.is_tcp && sock.sk != 0 && read_timers(-ret as i32, sock.sk, &raw mut (*ev).timers) {
+            flags |= event_flags::HAS_TIMERS;
+        }
+        if flags & event_flags::HAS_HISTORY != 0
+            && (*ev).history.rst_received.ts_ns != 0
+            && find_sent_reset(&(*ev).history.addrs, &raw mut (*ev).peer_reset)
+        {
+            flags |= event_flags::HAS_PEER_RESET;
         }
         (*ev).flags = flags;
     }
@@ -386,6 +424,67 @@ unsafe fn read_resource(e: i32, kind: u8, sock: &Sock, dport: u16, out: *mut Res
         }
         _ => false,
     }
+}
+
+/// Which TCP timer could have given up on the socket, and its limits, read into `out`
+/// (already zeroed) only for the errnos a timeout reports: ETIMEDOUT, or the soft ICMP error
+/// it reports instead. Whether it was one.
+///
+/// # Safety
+/// `out` must be valid for writes of a `TimerFacts`.
+#[inline(always)]
+unsafe fn read_timers(e: i32, sk: u64, out: *mut TimerFacts) -> bool {
+    if !matches!(e, errno::ETIMEDOUT | errno::EHOSTUNREACH | errno::ENETUNREACH) {
+        return false;
+    }
+    let net: u64 = read(sk, global!(OFFSETS.sk_net)).unwrap_or(0);
+    let field = |base: u64, at: u32| -> u8 {
+        if at == NO_FIELD {
+            0
+        } else {
+            read(base, at).unwrap_or(0)
+        }
+    };
+    let flags: u64 =
+        if global!(OFFSETS.sk_flags) == NO_FIELD { 0 } else { read(sk, global!(OFFSETS.sk_flags)).unwrap_or(0) };
+    // SAFETY: `out` is valid for writes (the caller's promise).
+    unsafe {
+        if global!(OFFSETS.icsk_user_timeout) != NO_FIELD {
+            (*out).user_timeout_ms = read(sk, global!(OFFSETS.icsk_user_timeout)).unwrap_or(0);
+        }
+        if global!(OFFSETS.tp_snd_wnd) != NO_FIELD {
+            (*out).snd_wnd = read(sk, global!(OFFSETS.tp_snd_wnd)).unwrap_or(0);
+        }
+        (*out).probes_out = field(sk, global!(OFFSETS.icsk_probes_out));
+        (*out).syn_retries = field(sk, global!(OFFSETS.icsk_syn_retries));
+        // SOCK_KEEPOPEN is bit 3 of sk_flags on every kernel.
+        (*out).keepalive = ((flags >> 3) & 1) as u8;
+        (*out).keepalive_probes = field(sk, global!(OFFSETS.tp_keepalive_probes));
+        (*out).net_syn_retries = field(net, global!(OFFSETS.net_syn_retries));
+        (*out).net_retries2 = field(net, global!(OFFSETS.net_retries2));
+        (*out).net_keepalive_probes = field(net, global!(OFFSETS.net_keepalive_probes));
+    }
+    true
+}
+
+/// The RST a socket of this host sent on the connection whose other end `ours` is (the
+/// 4-tuple reversed), copied into `out`; whether there was one.
+///
+/// # Safety
+/// `out` must be valid for writes of a `SentReset`.
+#[inline(always)]
+unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentReset) -> bool {
+    let mut key: SockAddrs = crate::zeroed::<SockAddrs, 5>();
+    key.family = ours.family;
+    key.sport = ours.dport;
+    key.dport = ours.sport;
+    key.saddr = ours.daddr;
+    key.daddr = ours.saddr;
+    // SAFETY: the value is copied out at once.
+    let Some(sent) = (unsafe { SENT_RESETS.get(key) }) else { return false };
+    // SAFETY: `out` is valid for writes (the caller's promise).
+    unsafe { *out = *sent };
+    true
 }
 
 /// Copies a history with one helper call. A plain struct copy this size compiles to a byte

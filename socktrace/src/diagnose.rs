@@ -80,7 +80,7 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
     // An RST that arrived on this socket explains refusals, resets and the EPIPE after them.
     if let Some(rst) = h.rst_received {
         if matches!(e, ECONNREFUSED | ECONNRESET | EPIPE | ECONNABORTED | ENOTCONN) {
-            return from_rst_received(e, rst, &remote);
+            return from_rst_received(f, e, rst, &remote);
         }
     }
 
@@ -94,7 +94,7 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         }
         ECONNRESET => {
             if let Some((at, reason)) = h.rst_sent {
-                let why = reason.map(|r| format!(" (kernel reason {r})")).unwrap_or_default();
+                let why = own_reset_reason(f, reason);
                 return d(Cause::RstSent, at.state, Some(at.ts_ns), format!(
                     "this host reset the connection to {remote} in {}{why}: e.g. closed with unread data or SO_LINGER 0",
                     state_name(at.state)
@@ -103,7 +103,7 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         }
         EPIPE => {
             if let Some((at, reason)) = h.rst_sent {
-                let why = reason.map(|r| format!(" (kernel reason {r})")).unwrap_or_default();
+                let why = own_reset_reason(f, reason);
                 return d(
                     Cause::RstSent,
                     at.state,
@@ -479,9 +479,64 @@ fn born_state(f: &Failure, at: Stamp) -> Option<TcpState> {
         .or(at.state)
 }
 
-fn from_rst_received(e: i32, rst: Stamp, remote: &str) -> Diagnosis {
+/// The kernel's reason for an RST this socket sent, for the explanation: ` (kernel reason
+/// NAME)`, or its bare number where this kernel's BTF names none.
+fn own_reset_reason(f: &Failure, reason: Option<i32>) -> String {
+    match (&f.rst_sent_reason_name, reason) {
+        (Some(name), _) => format!(" (kernel reason {})", name.trim_start_matches("SK_RST_REASON_")),
+        (None, Some(r)) => format!(" (kernel reason {r})"),
+        (None, None) => String::new(),
+    }
+}
+
+/// Who on this host sent the RST a socket received, and why, when its sender was a local
+/// socket and the record is the same RST (sent just before it arrived). The process is named
+/// only where the RST is sent from that process's own call (close, disconnect: the sender
+/// was already CLOSE, or the kernel's reason says so); RSTs sent from softirq or a timer run
+/// with an unrelated task on the CPU.
+fn reset_sender(f: &Failure, rst: Stamp) -> Option<String> {
+    use TcpState::*;
+    let p = f.peer_reset.as_ref()?;
+    // The same RST: sent within a second before it arrived. The sender's record may also come
+    // a little after the arrival: the kernel traces the RST once it is transmitted, and on
+    // loopback the receiver may process it first.
+    if p.ts_ns > rst.ts_ns + 10_000_000 || rst.ts_ns.saturating_sub(p.ts_ns) > 1_000_000_000 {
+        return None;
+    }
+    let reason = p.reason_name.as_deref().map(|n| n.trim_start_matches("SK_RST_REASON_"));
+    let from_call = p.state == Some(Close)
+        || matches!(reason, Some("TCP_ABORT_ON_CLOSE" | "TCP_ABORT_ON_LINGER" | "TCP_DISCONNECT_WITH_DATA"));
+    let who = if from_call && p.tgid != 0 {
+        format!("pid {} \"{}\" on this host", p.tgid, crate::render::escape_bytes(&p.comm))
+    } else {
+        "a socket of this host".into()
+    };
+    let why = match (reason, p.state) {
+        (Some("TCP_ABORT_ON_CLOSE"), _) => "it closed the socket with unread data".to_string(),
+        (Some("TCP_ABORT_ON_MEMORY"), _) => "it was short of memory or had too many orphaned sockets".into(),
+        (Some("TCP_ABORT_ON_DATA"), _) => "data arrived after it had closed its end".into(),
+        (Some("TCP_KEEPALIVE_TIMEOUT"), _) => "its keepalive probes went unanswered".into(),
+        (Some("TCP_DISCONNECT_WITH_DATA"), _) => "it disconnected the socket with data pending".into(),
+        (Some("TCP_STATE"), Some(Close)) => {
+            "it closed the socket with SO_LINGER 0 (an abortive close) or disconnected it".into()
+        }
+        (_, Some(Close)) => {
+            "it closed the socket abortively (SO_LINGER 0, or with unread data) or disconnected it".into()
+        }
+        (Some("TCP_STATE"), _) => "it aborted the connection (tcp_abort: e.g. `ss -K`)".into(),
+        (_, state) => format!("its socket sent it in {}", state_name(state)),
+    };
+    let kernel = match reason {
+        Some(r) => format!(" (kernel reason {r})"),
+        None => " (this kernel gives no RST reason before 6.10)".into(),
+    };
+    Some(format!("{who} reset it: {why}{kernel}"))
+}
+
+fn from_rst_received(f: &Failure, e: i32, rst: Stamp, remote: &str) -> Diagnosis {
     use TcpState::*;
     let state = rst.state;
+    let sender = reset_sender(f, rst);
     let explain = match (e, state) {
         (ECONNREFUSED, Some(SynSent)) => {
             format!("peer answered the SYN with RST: nothing listens on {remote}")
@@ -501,10 +556,19 @@ fn from_rst_received(e: i32, rst: Stamp, remote: &str) -> Diagnosis {
             "{remote} reset the connection in {} before it was accepted",
             state_name(state)
         ),
-        _ => format!(
-            "{remote} reset the connection (RST in {}): it aborted, closed with unread data, or no longer knows the connection",
-            state_name(state)
-        ),
+        _ => match &sender {
+            Some(s) => format!("{remote} reset the connection (RST in {}): {s}", state_name(state)),
+            None => format!(
+                "{remote} reset the connection (RST in {}): it aborted, closed with unread data, or no longer knows \
+                 the connection",
+                state_name(state)
+            ),
+        },
+    };
+    // The sender's account goes with the explanations that do not already carry it.
+    let explain = match (&sender, explain.contains("reset it:")) {
+        (Some(s), false) if !matches!((e, state), (ECONNREFUSED, Some(SynSent))) => format!("{explain}; {s}"),
+        _ => explain,
     };
     Diagnosis::new(Cause::RstReceived, state, Some(rst.ts_ns), explain)
 }
@@ -534,18 +598,29 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
         } else {
             format!(" (the last ICMP error seen, {}, is what the kernel reports)", name(reported))
         };
+        let timer = f.timers.map(|t| which_timer(&t, connecting, n));
         let explain = if n == 0 && !connecting {
-            // Nothing was retransmitted, so no data was waiting for an acknowledgement: what
-            // gave up was a probe timer (keepalive, or zero-window probes) or TCP_USER_TIMEOUT.
-            format!(
-                "the connection to {remote} timed out in {} with nothing retransmitted: no data was waiting for an \
-                 acknowledgement, so keepalive or zero-window probes went unanswered (or TCP_USER_TIMEOUT expired){soft}{via}",
-                state_name(state)
-            )
+            match &timer {
+                Some(which) => format!(
+                    "the connection to {remote} timed out in {} with nothing retransmitted: {which}{soft}{via}",
+                    state_name(state)
+                ),
+                // Nothing was retransmitted, so no data was waiting for an acknowledgement:
+                // what gave up was a probe timer (keepalive, or zero-window probes) or
+                // TCP_USER_TIMEOUT.
+                None => format!(
+                    "the connection to {remote} timed out in {} with nothing retransmitted: no data was waiting for \
+                     an acknowledgement, so keepalive or zero-window probes went unanswered (or TCP_USER_TIMEOUT \
+                     expired){soft}{via}",
+                    state_name(state)
+                ),
+            }
         } else {
             let what = if connecting { "the SYN" } else { "data" };
+            let limit = timer.map(|t| format!(" ({t})")).unwrap_or_default();
             format!(
-                "{remote} never acknowledged {what} after {n} retransmission{} in {}: the connection timed out{soft}{via}",
+                "{remote} never acknowledged {what} after {n} retransmission{} in {}: the connection timed \
+                 out{limit}{soft}{via}",
                 if n == 1 { "" } else { "s" },
                 state_name(state)
             )
@@ -559,6 +634,59 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
         return Some(Diagnosis::new(Cause::IcmpError, state, Some(at.ts_ns), explain));
     }
     None
+}
+
+/// Which TCP timer gave up, with the limit it applied: the SYN retries, the data
+/// retransmissions, keepalive probes, zero-window probes, or TCP_USER_TIMEOUT (which bounds
+/// each of the others).
+fn which_timer(t: &socktrace_common::TimerFacts, connecting: bool, retransmits: u32) -> String {
+    let user = (t.user_timeout_ms > 0).then(|| format!("TCP_USER_TIMEOUT {} ms", t.user_timeout_ms));
+    let or_user = |limit: String| match &user {
+        Some(u) => format!("{u} (else {limit})"),
+        None => limit,
+    };
+    if connecting {
+        let limit = if t.syn_retries > 0 {
+            format!("TCP_SYNCNT {}", t.syn_retries)
+        } else {
+            format!("net.ipv4.tcp_syn_retries {}", t.net_syn_retries)
+        };
+        return format!("SYN retries exhausted: {}", or_user(limit));
+    }
+    if retransmits > 0 {
+        return format!(
+            "data retransmissions exhausted: {}",
+            or_user(format!("net.ipv4.tcp_retries2 {}", t.net_retries2))
+        );
+    }
+    let probes = |n: u8| format!("{n} probe{}", if n == 1 { "" } else { "s" });
+    if t.snd_wnd == 0 {
+        return format!(
+            "the peer's receive window stayed closed (zero window) and {} went unanswered: zero-window probing gave up \
+             ({})",
+            probes(t.probes_out),
+            or_user(format!("net.ipv4.tcp_retries2 {}", t.net_retries2))
+        );
+    }
+    if t.keepalive != 0 {
+        let limit = if t.keepalive_probes > 0 {
+            format!("TCP_KEEPCNT {}", t.keepalive_probes)
+        } else {
+            format!("net.ipv4.tcp_keepalive_probes {}", t.net_keepalive_probes)
+        };
+        return format!(
+            "the connection was idle and {} keepalive {} went unanswered ({})",
+            t.probes_out,
+            if t.probes_out == 1 { "probe" } else { "probes" },
+            or_user(limit)
+        );
+    }
+    match user {
+        Some(u) => format!("{u} expired with no data waiting for an acknowledgement and no probe running"),
+        None => "no retransmission was seen, and the socket had no keepalive, no zero window and no \
+                 TCP_USER_TIMEOUT"
+            .into(),
+    }
 }
 
 fn end_of_file(f: &Failure) -> Diagnosis {
@@ -986,6 +1114,57 @@ mod tests {
         assert_eq!(diagnose(&f).cause, Cause::Unknown);
     }
 
+    /// A local peer's RST: who sent it and why, from the sender's own record; the process only
+    /// where the RST came from its own call.
+    #[test]
+    fn reset_by_a_local_peer_names_who_and_why() {
+        use crate::event::PeerReset;
+        let h = History {
+            transitions: vec![tr(1_100, SynSent, Established), tr(5_000, Established, Close)],
+            rst_received: Some(at(4_900, Established)),
+            ..Default::default()
+        };
+        let sent = |state, reason: Option<&str>, ts_ns| PeerReset {
+            ts_ns,
+            tgid: 4884,
+            comm: b"python3".to_vec(),
+            reason: reason.map(|_| 3),
+            reason_name: reason.map(String::from),
+            state: Some(state),
+        };
+        let with = |p: PeerReset| Failure {
+            peer_reset: Some(p),
+            ..failure(Syscall::Read, Some(ECONNRESET), Close, h.clone())
+        };
+        let dg = diagnose(&with(sent(Close, Some("SK_RST_REASON_TCP_ABORT_ON_CLOSE"), 4_800)));
+        assert_eq!(dg.cause, Cause::RstReceived);
+        assert!(
+            dg.explain.contains(
+                "pid 4884 \"python3\" on this host reset it: it closed the socket with unread data (kernel reason \
+                 TCP_ABORT_ON_CLOSE)"
+            ),
+            "{}",
+            dg.explain
+        );
+        // Before 6.10: no reason; a sender already CLOSE sent it from close/disconnect.
+        let dg = diagnose(&with(sent(Close, None, 4_800)));
+        assert!(dg.explain.contains("pid 4884 \"python3\" on this host reset it: it closed the socket abortively"));
+        assert!(dg.explain.contains("no RST reason before 6.10"), "{}", dg.explain);
+        // Sent from a timer: the task on the CPU is not the sender, so no pid is named.
+        let dg = diagnose(&with(sent(Established, Some("SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT"), 4_800)));
+        assert!(dg.explain.contains("a socket of this host reset it: its keepalive probes went unanswered"));
+        assert!(!dg.explain.contains("4884"), "{}", dg.explain);
+        // A record of another RST (sent well after this one arrived) is not this one.
+        let dg = diagnose(&with(sent(Close, None, 4_900 + 20_000_000)));
+        assert!(!dg.explain.contains("on this host"), "{}", dg.explain);
+        // The EPIPE after it carries the sender too.
+        let f = Failure {
+            peer_reset: Some(sent(Close, None, 4_800)),
+            ..failure(Syscall::Write, Some(EPIPE), Close, h.clone())
+        };
+        assert!(diagnose(&f).explain.contains("; pid 4884 \"python3\" on this host reset it"));
+    }
+
     fn adopted(state: TcpState, pending: i32) -> History {
         History { at_attach: Some((at(500, state), pending)), ..Default::default() }
     }
@@ -1235,5 +1414,73 @@ mod soft_error_and_probe_timeout_tests {
         assert_eq!((dg.cause, dg.state), (Cause::Timeout, Some(Established)));
         assert!(!dg.explain.contains("after 0 retransmissions"), "{}", dg.explain);
         assert!(dg.explain.contains("nothing retransmitted") && dg.explain.contains("keepalive"), "{}", dg.explain);
+    }
+
+    fn timed_out(state_before: TcpState, retransmits: u32) -> History {
+        History {
+            transitions: vec![StateChange {
+                ts_ns: 5_000,
+                old: Some(state_before),
+                new: Some(Close),
+                in_traced_task: false,
+            }],
+            error_report: Some((Stamp { ts_ns: 5_001, state: Some(Close), current_tgid: 0 }, ETIMEDOUT)),
+            retransmits,
+            ..Default::default()
+        }
+    }
+
+    /// Which timer gave up, told by the socket's timer facts, with the limit that applied.
+    #[test]
+    fn timeout_anatomy_names_the_timer_and_its_limit() {
+        use socktrace_common::TimerFacts;
+        let base = TimerFacts {
+            snd_wnd: 65_535,
+            net_syn_retries: 6,
+            net_retries2: 15,
+            net_keepalive_probes: 9,
+            ..Default::default()
+        };
+        let rows: [(&str, TcpState, u32, TimerFacts, &[&str]); 7] = [
+            ("syn", SynSent, 2, TimerFacts { syn_retries: 2, ..base }, &["SYN retries exhausted: TCP_SYNCNT 2"]),
+            ("syn, sysctl", SynSent, 6, base, &["net.ipv4.tcp_syn_retries 6", "after 6 retransmissions"]),
+            ("data", Established, 5, base, &["data retransmissions exhausted: net.ipv4.tcp_retries2 15"]),
+            (
+                "data, user timeout",
+                Established,
+                3,
+                TimerFacts { user_timeout_ms: 1000, ..base },
+                &["TCP_USER_TIMEOUT 1000 ms (else net.ipv4.tcp_retries2 15)"],
+            ),
+            (
+                "keepalive",
+                Established,
+                0,
+                TimerFacts { keepalive: 1, keepalive_probes: 2, probes_out: 2, ..base },
+                &["idle and 2 keepalive probes went unanswered (TCP_KEEPCNT 2)"],
+            ),
+            (
+                "zero window",
+                Established,
+                0,
+                TimerFacts { snd_wnd: 0, probes_out: 4, ..base },
+                &["receive window stayed closed (zero window) and 4 probes went unanswered"],
+            ),
+            (
+                "user timeout alone",
+                Established,
+                0,
+                TimerFacts { user_timeout_ms: 2000, ..base },
+                &["TCP_USER_TIMEOUT 2000 ms expired"],
+            ),
+        ];
+        for (name, before, n, timers, want) in rows {
+            let f = Failure { timers: Some(timers), ..failure(Syscall::Read, ETIMEDOUT, Close, timed_out(before, n)) };
+            let dg = diagnose(&f);
+            assert_eq!((dg.cause, dg.state), (Cause::Timeout, Some(before)), "{name}");
+            for w in want {
+                assert!(dg.explain.contains(w), "{name}: {w:?} not in {}", dg.explain);
+            }
+        }
     }
 }

@@ -47,6 +47,20 @@ pub struct History {
     pub at_attach: Option<(Stamp, i32)>,
 }
 
+/// An RST a socket of this host sent on this connection (the peer is local): who was on the
+/// CPU, the kernel's reason, the sender's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReset {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    /// Raw bytes of the task name (escape before printing).
+    pub comm: Vec<u8>,
+    /// The kernel's reason code (6.10+) and its name (`enum sk_rst_reason`, from BTF).
+    pub reason: Option<i32>,
+    pub reason_name: Option<String>,
+    pub state: Option<TcpState>,
+}
+
 /// One failing call, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -89,6 +103,12 @@ pub struct Failure {
     pub history_started_here: bool,
     /// The kernel's numbers behind a resource failure (descriptors, ports, memory).
     pub resource: Option<socktrace_common::ResourceFacts>,
+    /// The socket's timer settings and limits, for a timeout.
+    pub timers: Option<socktrace_common::TimerFacts>,
+    /// The RST this socket received, as its sender on this host sent it.
+    pub peer_reset: Option<PeerReset>,
+    /// The name of the kernel's reason for an RST this socket sent (`history.rst_sent`).
+    pub rst_sent_reason_name: Option<String>,
     /// The host's numbers read by userspace for such failures (see `host`).
     pub host: crate::host::HostFacts,
 }
@@ -179,6 +199,20 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         kernel_ret,
         history_started_here: ev.flags & event_flags::HISTORY_STARTED_HERE != 0,
         resource: (ev.flags & event_flags::HAS_RESOURCE != 0).then_some(ev.resource),
+        timers: (ev.flags & event_flags::HAS_TIMERS != 0).then_some(ev.timers),
+        peer_reset: (ev.flags & event_flags::HAS_PEER_RESET != 0).then(|| {
+            let p = &ev.peer_reset;
+            let len = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
+            PeerReset {
+                ts_ns: p.ts_ns,
+                tgid: p.tgid,
+                comm: p.comm[..len].to_vec(),
+                reason: (p.reason >= 0).then_some(p.reason),
+                reason_name: None,
+                state: TcpState::from_kernel(p.state),
+            }
+        }),
+        rst_sent_reason_name: None,
         host: crate::host::HostFacts::default(),
     }
 }
@@ -286,12 +320,29 @@ impl Failure {
             kernel_ret: None,
             history_started_here: false,
             resource: None,
+            timers: None,
+            peer_reset: None,
+            rst_sent_reason_name: None,
             host: crate::host::HostFacts::default(),
         }
     }
 }
 
 impl Failure {
+    /// Names the kernel's RST reason codes (`enum sk_rst_reason` of this kernel, value ->
+    /// name): they are not stable across kernel versions, so they are read from its BTF.
+    pub fn name_rst_reasons(&mut self, names: &[(u32, String)]) {
+        let name = |r: Option<i32>| {
+            r.and_then(|r| u32::try_from(r).ok())
+                .and_then(|r| names.iter().find(|(v, _)| *v == r))
+                .map(|(_, n)| n.clone())
+        };
+        if let Some(p) = self.peer_reset.as_mut() {
+            p.reason_name = name(p.reason);
+        }
+        self.rst_sent_reason_name = name(self.history.rst_sent.and_then(|(_, r)| r));
+    }
+
     /// A connect, or its asynchronous result read through `getsockopt(SO_ERROR)`.
     pub fn is_connect(&self) -> bool {
         self.reported_as_connect || self.syscall.is_some_and(Syscall::is_connect)
@@ -314,6 +365,8 @@ impl Failure {
         let name = self.syscall_name();
         if self.fixed_file {
             format!("{name}(fixed file)")
+        } else if self.syscall == Some(Syscall::Socket) {
+            format!("{name}()")
         } else if self.from_so_error && !self.reported_as_connect {
             format!("{name}(fd={fd}, SO_ERROR)")
         } else if self.syscall == Some(Syscall::Splice) {

@@ -211,6 +211,8 @@ pub enum Syscall {
     /// `splice`: the socket is either end (`Failure::socket_is_source` says which).
     Splice,
     Shutdown,
+    /// `socket`: only its failures for want of descriptors (EMFILE, ENFILE).
+    Socket,
     IoUring(IoUringOp),
 }
 
@@ -288,7 +290,7 @@ impl IoUringOp {
 
 impl Syscall {
     /// The syscalls (io_uring requests are in `IoUringOp::ALL`).
-    pub const ALL: [Syscall; 17] = [
+    pub const ALL: [Syscall; 18] = [
         Syscall::Read,
         Syscall::Write,
         Syscall::Readv,
@@ -306,6 +308,7 @@ impl Syscall {
         Syscall::Sendfile,
         Syscall::Splice,
         Syscall::Shutdown,
+        Syscall::Socket,
     ];
 
     pub fn name(self) -> &'static str {
@@ -328,6 +331,7 @@ impl Syscall {
             Sendfile => "sendfile",
             Splice => "splice",
             Shutdown => "shutdown",
+            Socket => "socket",
             // As liburing names the requests (`io_uring_prep_recv`).
             IoUring(op) => match op {
                 IoUringOp::Readv => "io_uring:readv",
@@ -372,6 +376,7 @@ impl Syscall {
             Sendfile => libc::SYS_sendfile,
             Splice => libc::SYS_splice,
             Shutdown => libc::SYS_shutdown,
+            Socket => libc::SYS_socket,
             IoUring(op) => (socktrace_common::IO_URING_CALL_BASE + op.opcode() as u32) as i64,
         }
     }
@@ -391,7 +396,7 @@ impl Syscall {
             Write | Writev | Sendto | Sendmsg | Sendmmsg | Sendfile | Splice => Direction::Send,
             Accept | Accept4 => Direction::Accept,
             Connect => Direction::Connect,
-            Getsockopt | Shutdown => Direction::Other,
+            Getsockopt | Shutdown | Socket => Direction::Other,
             IoUring(op) => op.direction(),
         }
     }

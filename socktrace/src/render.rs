@@ -120,6 +120,9 @@ pub struct JsonFailure {
     pub history: Vec<JsonTransition>,
     /// The raw TCP facts the kernel recorded on this socket, for those who want to check.
     pub facts: JsonFacts,
+    /// For a timeout: the socket's timers and the limits they applied (schema 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timers: Option<JsonTimers>,
     /// The cause was read from the snapshot taken at attach (the socket predates the trace)
     /// (schema 3).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -138,6 +141,39 @@ pub struct JsonFacts {
     /// The snapshot of a socket open before the trace, taken at attach: its state and the
     /// errno pending on it (`value`, 0 for none) (schema 3).
     pub at_attach: Option<JsonStamp>,
+    /// The RST this socket received, as its sender on this host sent it (schema 3).
+    pub peer_reset: Option<JsonPeerReset>,
+}
+
+/// An RST sent by a socket of this host: when, in which state, who was on the CPU, and the
+/// kernel's reason (6.10+).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonPeerReset {
+    pub mono_ns: u64,
+    pub state: Option<&'static str>,
+    pub pid: u32,
+    pub comm: String,
+    pub reason: Option<i32>,
+    pub reason_name: Option<String>,
+}
+
+/// What decides which TCP timer gave up (see `socktrace_common::TimerFacts`).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonTimers {
+    /// TCP_USER_TIMEOUT, ms (0: not set).
+    pub user_timeout_ms: u32,
+    /// The peer's last advertised window (0: zero-window probing).
+    pub snd_wnd: u32,
+    /// Unanswered keepalive or zero-window probes.
+    pub probes_out: u8,
+    pub keepalive: bool,
+    /// TCP_KEEPCNT and TCP_SYNCNT (0: the namespace's sysctl applies).
+    pub keepalive_probes: u8,
+    pub syn_retries: u8,
+    /// The namespace's net.ipv4.tcp_syn_retries, tcp_retries2, tcp_keepalive_probes.
+    pub tcp_syn_retries: u8,
+    pub tcp_retries2: u8,
+    pub tcp_keepalive_probes: u8,
 }
 
 /// The host's numbers behind a resource failure; each key only where it applies.
@@ -305,8 +341,27 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             error_report: f.history.error_report.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
             retransmits: f.history.retransmits,
             at_attach: f.history.at_attach.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
+            peer_reset: f.peer_reset.as_ref().map(|p| JsonPeerReset {
+                mono_ns: p.ts_ns,
+                state: p.state.map(|s| s.name()),
+                pid: p.tgid,
+                comm: escape_bytes(&p.comm),
+                reason: p.reason,
+                reason_name: p.reason_name.clone(),
+            }),
         },
         from_snapshot: d.from_snapshot,
+        timers: f.timers.filter(|_| d.cause == Cause::Timeout).map(|t| JsonTimers {
+            user_timeout_ms: t.user_timeout_ms,
+            snd_wnd: t.snd_wnd,
+            probes_out: t.probes_out,
+            keepalive: t.keepalive != 0,
+            keepalive_probes: t.keepalive_probes,
+            syn_retries: t.syn_retries,
+            tcp_syn_retries: t.net_syn_retries,
+            tcp_retries2: t.net_retries2,
+            tcp_keepalive_probes: t.net_keepalive_probes,
+        }),
         resource: json_resource(f, d.cause),
         explain: d.explain.clone(),
     }

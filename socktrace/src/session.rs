@@ -102,7 +102,10 @@ impl Session {
         // that memory back to the system rather than keep it for the whole session.
         // SAFETY: malloc_trim only releases free heap pages.
         unsafe { libc::malloc_trim(0) };
-        let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default() };
+        // The kernel's RST reason names (6.10+; none before): read once, from its BTF.
+        let rst_reasons =
+            crate::kernel::btf::KernelBtf::load().map(|btf| btf.enum_names("sk_rst_reason")).unwrap_or_default();
+        let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default(), rst_reasons };
         Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted, overflows })
     }
 
@@ -318,6 +321,8 @@ struct Printer {
     opts: SessionOptions,
     sink: Sink,
     summary: Summary,
+    /// `enum sk_rst_reason` of this kernel: value -> name.
+    rst_reasons: Vec<(u32, String)>,
 }
 
 impl Printer {
@@ -334,6 +339,7 @@ impl Printer {
             // The host's numbers, for the few failures that need them (read now, close to the
             // failure; never for the others).
             crate::host::enrich(&mut failure);
+            failure.name_rst_reasons(&self.rst_reasons);
             let diagnosis = diagnose(&failure);
             self.summary.add(&failure, &diagnosis);
             let opts = &self.opts;

@@ -93,6 +93,15 @@ fn reset_by_peer_for_every_call() {
             "{call}: the RST ran in the peer's context (or ksoftirqd): {ev}"
         );
         assert_ne!(ev["cause_pid"], json!(r.client_pid));
+        // The peer is on this host: its own record of the RST names it, and why (it closed
+        // with SO_LINGER 0: already CLOSE when it sent the RST).
+        assert_eq!(ev["facts"]["peer_reset"]["pid"], step["peer_pid"], "{call}: {ev:#}");
+        assert_eq!(ev["facts"]["peer_reset"]["state"], "CLOSE", "{call}: {ev:#}");
+        let explain = ev["explain"].as_str().unwrap();
+        assert!(
+            explain.contains(&format!("pid {} \"scenario\" on this host reset it", step["peer_pid"])),
+            "{call}: {explain}"
+        );
         assert_eq!(ev["sport"], step["sport"]);
         assert_eq!(ev["dport"], step["dport"]);
         // The connection predates tracing; the history starts with the reset closing it.
@@ -163,6 +172,12 @@ fn connect_timeout_ipv4_and_ipv6() {
         let ev = single_event(&r);
         assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
         assert!(ev["retransmits"].as_u64().unwrap() >= 1, "{ev:#}");
+        // Which timer, and its limit: the namespace's tcp_syn_retries the test set.
+        assert_eq!(ev["timers"]["tcp_syn_retries"], 1, "{ev:#}");
+        assert!(
+            ev["explain"].as_str().unwrap().contains("SYN retries exhausted: net.ipv4.tcp_syn_retries 1"),
+            "{ev:#}"
+        );
     }
 }
 
@@ -175,6 +190,25 @@ fn established_connection_timeout() {
     let ev = single_event(&r);
     assert_label(ev, "ETIMEDOUT", Some("ESTABLISHED"), "timeout");
     assert!(ev["retransmits"].as_u64().unwrap() >= 1, "{ev:#}");
+    assert_eq!(ev["timers"]["user_timeout_ms"], 1000, "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("data retransmissions exhausted: TCP_USER_TIMEOUT 1000 ms"), "{explain}");
+}
+
+/// An idle connection with keepalive on whose packets start being dropped: the keepalive
+/// probes go unanswered and the blocked read times out with nothing retransmitted. Named as
+/// the keepalive timer, with its probe count, never as "after 0 retransmissions".
+#[test]
+fn keepalive_timeout_is_named() {
+    let ns = Netns::new("keepalive");
+    let r = in_netns(&ns, &["keepalive-timeout"], &[]);
+    assert_eq!(r.client_step("read")["errno"], 110);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("ESTABLISHED"), "timeout");
+    assert_eq!((ev["timers"]["keepalive"].as_bool(), ev["timers"]["keepalive_probes"].as_u64()), (Some(true), Some(2)));
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("keepalive probes went unanswered (TCP_KEEPCNT 2)"), "{explain}");
+    assert!(!explain.contains("after 0 retransmissions"), "{explain}");
 }
 
 #[test]

@@ -387,7 +387,7 @@ fn check_reports_this_kernel() {
         "BPF ring buffer",
         "inet_sock_set_state",
         "tcp_receive_reset",
-        "raw_tracepoint/sys_exit (17 calls)",
+        "raw_tracepoint/sys_exit (18 calls)",
         "failing io_uring requests",
         "kprobes",
         "probe mode",

@@ -266,3 +266,19 @@ fn sockets_older_than_the_trace_are_explained_by_the_snapshot() {
     assert_eq!((ev["state"].as_str(), ev["from_snapshot"].as_bool()), (Some("CLOSE_WAIT"), Some(true)), "{ev:#}");
     assert!(ev["explain"].as_str().unwrap().contains("before tracing began"), "{ev:#}");
 }
+
+/// socket() with every descriptor the limit allows open: EMFILE with no socket, no fd, still
+/// explained with the limit.
+#[test]
+fn socket_out_of_descriptors() {
+    let r = run(&["socket-fd-limit"], &[]);
+    let step = r.client_step("socket");
+    assert_eq!(step["errno"], 24, "EMFILE");
+    let ev = single_event(&r);
+    assert_eq!((ev["syscall"].as_str(), ev["family"].as_str()), (Some("socket"), Some("inet")), "{ev:#}");
+    assert!(ev["fd"].is_null(), "{ev:#}");
+    assert_label(ev, "EMFILE", None, "fd_limit");
+    let limit = step["limit"].as_u64().unwrap();
+    assert_eq!(ev["resource"]["nofile_soft"].as_u64(), Some(limit), "{ev:#}");
+    assert!(ev["explain"].as_str().unwrap().contains(&format!("RLIMIT_NOFILE soft {limit}")), "{ev:#}");
+}

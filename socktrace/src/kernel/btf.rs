@@ -66,6 +66,13 @@ impl KernelBtf {
             .unwrap_or(false)
     }
 
+    /// The names of the values of the enum `name` (e.g. `sk_rst_reason`, 6.10+), by value.
+    pub fn enum_names(&self, name: &str) -> Vec<(u32, String)> {
+        let Ok(types) = self.btf.resolve_types_by_name(name) else { return Vec::new() };
+        let Some(Type::Enum(e)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else { return Vec::new() };
+        e.members.iter().filter_map(|m| Some((m.val(), self.btf.resolve_name(m).ok()?))).collect()
+    }
+
     /// Number of parameters of the BTF tracepoint `name` (its `btf_trace_<name>` typedef).
     pub fn tracepoint_arity(&self, name: &str) -> Option<usize> {
         let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?;
@@ -140,6 +147,16 @@ mod tests {
         assert_eq!(btf.tracepoint_arity("tcp_receive_reset"), Some(1));
         assert!(btf.has_function("tcp_set_state"));
         assert!(!btf.has_function("no_such_function_here"));
+    }
+
+    #[test]
+    fn rst_reasons_come_from_the_kernel() {
+        let btf = KernelBtf::load().unwrap();
+        let names = btf.enum_names("sk_rst_reason");
+        // 6.10+ (this machine runs 6.18): the reasons are there, named as the kernel names them.
+        assert!(names.iter().any(|(_, n)| n == "SK_RST_REASON_NOT_SPECIFIED"), "{names:?}");
+        assert!(names.iter().any(|(_, n)| n == "SK_RST_REASON_TCP_ABORT_ON_CLOSE"), "{names:?}");
+        assert!(btf.enum_names("no_such_enum_here").is_empty());
     }
 
     #[test]

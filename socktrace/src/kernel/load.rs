@@ -35,6 +35,7 @@ pub fn syscall_kinds() -> [u8; SYSCALL_TABLE_SIZE] {
             Syscall::Connect => syscall_kind::CONNECT,
             Syscall::Getsockopt => syscall_kind::GETSOCKOPT,
             Syscall::Splice => syscall_kind::SPLICE,
+            Syscall::Socket => syscall_kind::SOCKET,
             _ => syscall_kind::OTHER,
         };
         if let Some(slot) = usize::try_from(s.number()).ok().and_then(|n| kinds.get_mut(n)) {

@@ -59,6 +59,7 @@ fn main() {
         ["shut-wr"] => shut_wr(),
         ["peer-fin"] => peer_fin(),
         ["established-timeout", ip] => established_timeout(ip),
+        ["keepalive-timeout"] => keepalive_timeout(),
         ["ss-kill"] => ss_kill(),
         ["accept-after-reset"] => accept_after_reset(),
         ["would-block"] => would_block(),
@@ -70,12 +71,14 @@ fn main() {
         ["refused-many", n] => refused_many(n.parse().unwrap_or(1)),
         ["bench-echo", addr, n] => bench_echo(addr, n.parse().unwrap_or(1000)),
         ["bench-storm", n] => bench_storm(n.parse().unwrap_or(1000)),
+        ["bench-uring-storm", n] => uring::bench_storm(n.parse().unwrap_or(1000)),
         ["bench-refused", n] => bench_refused(n.parse().unwrap_or(1000)),
         ["bench-reset", addr, n] => bench_reset(addr, n.parse().unwrap_or(1000)),
         ["echo-server"] => serve(false),
         ["abort-server"] => serve(true),
         ["overflow", n] => overflow(n.parse().unwrap_or(1000)),
         ["fd-limit"] => fd_limit(),
+        ["socket-fd-limit"] => socket_fd_limit(),
         ["port-exhaustion", addr] => port_exhaustion(addr),
         ["queue-full"] => queue_full(),
         ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
@@ -664,7 +667,25 @@ fn established_timeout(ip: &str) -> Result<()> {
     let mut peer = Peer::start(loopback(ip))?;
     let fd = peer.connected()?;
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000);
-    let port = peer.addr.port();
+    drop_then_read(fd, peer.addr.port(), true)
+}
+
+/// An idle connection with keepalive on (1 s idle, 1 s between probes, 2 probes) whose
+/// packets start being dropped: the keepalive probes go unanswered, the blocked read gets
+/// ETIMEDOUT with nothing retransmitted.
+fn keepalive_timeout() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 2);
+    drop_then_read(fd, peer.addr.port(), false)
+}
+
+/// Drops every packet of the connection on `port` (nft, in this namespace), optionally writes,
+/// then reads until the connection times out.
+fn drop_then_read(fd: i32, port: u16, write: bool) -> Result<()> {
     let rules = format!(
         "table inet socktrace_drop {{\n chain input {{\n  type filter hook input priority 0;\n  tcp dport {port} drop\n  tcp sport {port} drop\n }}\n}}\n"
     );
@@ -676,7 +697,9 @@ fn established_timeout(ip: &str) -> Result<()> {
     if !status.success() {
         bail!("nft failed: {status}");
     }
-    report("write", fd, do_call("write", fd), json!({}));
+    if write {
+        report("write", fd, do_call("write", fd), json!({}));
+    }
     let started = std::time::Instant::now();
     report("read", fd, do_call("read", fd), json!({ "ms": started.elapsed().as_millis() as u64 }));
     Ok(())
@@ -901,15 +924,9 @@ fn overflow(n: u64) -> Result<()> {
     Ok(())
 }
 
-/// The process runs out of descriptors: clients wait in the accept queue of its listener, its
-/// RLIMIT_NOFILE is lowered to its lowest free descriptor, and accept4() fails with EMFILE.
-fn fd_limit() -> Result<()> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = l.local_addr()?;
-    let queued: Vec<std::net::TcpStream> =
-        (0..3).map(|_| std::net::TcpStream::connect(addr)).collect::<std::io::Result<_>>()?;
-    sleep_ms(20);
-    ready_then_wait();
+/// Lowers RLIMIT_NOFILE (soft and hard) to the lowest free descriptor: the next descriptor
+/// the process asks for fails with EMFILE. Returns that limit.
+fn use_up_descriptors() -> Result<i32> {
     // SAFETY: plain syscalls; the duplicate only finds the lowest free descriptor.
     let lowest_free = unsafe {
         let d = libc::dup(0);
@@ -921,11 +938,35 @@ fn fd_limit() -> Result<()> {
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
         bail!("setrlimit: {}", std::io::Error::last_os_error());
     }
+    Ok(lowest_free)
+}
+
+/// The process runs out of descriptors: clients wait in the accept queue of its listener, its
+/// RLIMIT_NOFILE is lowered to its lowest free descriptor, and accept4() fails with EMFILE.
+fn fd_limit() -> Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    let queued: Vec<std::net::TcpStream> =
+        (0..3).map(|_| std::net::TcpStream::connect(addr)).collect::<std::io::Result<_>>()?;
+    sleep_ms(20);
+    ready_then_wait();
+    let lowest_free = use_up_descriptors()?;
     let lfd = std::os::fd::AsRawFd::as_raw_fd(&l);
     // SAFETY: valid listening fd.
     let rc = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
     let e = if rc < 0 { errno() } else { 0 };
     report("accept4", lfd, e, json!({ "limit": lowest_free, "queued": queued.len(), "port": addr.port() }));
+    Ok(())
+}
+
+/// socket() with every descriptor RLIMIT_NOFILE allows open: EMFILE, with no socket to join.
+fn socket_fd_limit() -> Result<()> {
+    ready_then_wait();
+    let lowest_free = use_up_descriptors()?;
+    // SAFETY: a plain syscall.
+    let rc = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let e = if rc < 0 { errno() } else { 0 };
+    report("socket", rc, e, json!({ "limit": lowest_free }));
     Ok(())
 }
 
@@ -1200,21 +1241,45 @@ mod uring {
         let mut ring = ring()?;
         sleep_ms(20);
         ready_then_wait();
-        // SAFETY: plain syscalls; the duplicate only finds the lowest free descriptor.
-        let lowest_free = unsafe {
-            let d = libc::dup(0);
-            libc::close(d);
-            d
-        };
-        let limit = libc::rlimit { rlim_cur: lowest_free as u64, rlim_max: lowest_free as u64 };
-        // SAFETY: a valid rlimit; lowering it needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            bail!("setrlimit: {}", std::io::Error::last_os_error());
-        }
+        let lowest_free = use_up_descriptors()?;
         let lfd = std::os::fd::AsRawFd::as_raw_fd(&l);
         let sqe = opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut()).build();
         let (e, _) = complete(&mut ring, sqe)?;
         report("accept", lfd, e, json!({ "limit": lowest_free, "queued": queued.len(), "port": addr.port() }));
+        Ok(())
+    }
+
+    /// N io_uring recv requests with MSG_DONTWAIT on an empty socket (each completes with
+    /// EAGAIN at once), submitted 32 at a time: the io_uring door's cost, per failing request.
+    pub fn bench_storm(n: u64) -> Result<()> {
+        const BATCH: u64 = 32;
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let c = std::net::TcpStream::connect(l.local_addr()?)?;
+        let _server = l.accept()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&c);
+        let mut ring = IoUring::new(BATCH as u32 * 2)?;
+        let mut buf = [0u8; 16];
+        ready_then_wait();
+        let started = std::time::Instant::now();
+        let (mut done, mut failures) = (0u64, 0u64);
+        while done < n {
+            let batch = BATCH.min(n - done);
+            for _ in 0..batch {
+                let sqe = opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32)
+                    .flags(libc::MSG_DONTWAIT)
+                    .build();
+                // SAFETY: the buffer outlives the completions waited for below.
+                unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+            }
+            ring.submit_and_wait(batch as usize)?;
+            for cqe in ring.completion() {
+                done += 1;
+                if cqe.result() < 0 {
+                    failures += 1;
+                }
+            }
+        }
+        bench_report(started, n, failures);
         Ok(())
     }
 
