@@ -84,12 +84,6 @@ pub fn tp_io_uring_complete(ctx: TracePointContext) -> u32 {
 /// How an opcode is watched (`TracedConfig::io_uring_kinds`), if it is.
 #[inline(always)]
 fn op_kind(opcode: u8) -> Option<u8> {
-    if opcode as usize >= IO_URING_OPS {
-        return None;
-    }
-    // SAFETY: an aligned read of one byte of a static table, the index bounded above.
-    let kind = unsafe {
-        core::ptr::read_volatile((&raw const crate::CONFIG.io_uring_kinds).cast::<u8>().add(opcode as usize))
-    };
+    let kind = crate::table_byte((&raw const crate::CONFIG.io_uring_kinds).cast(), opcode as u64, IO_URING_OPS as u64)?;
     (kind != syscall_kind::NONE).then_some(kind)
 }

@@ -14,6 +14,7 @@
 //! before load, and at the default (off) the verifier removes them as dead code.
 #![no_std]
 #![no_main]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod follow;
 mod history;
@@ -290,6 +291,40 @@ fn sock_type_protocol(sk: u64) -> (u16, u16) {
         return (pair[0], pair[1]);
     }
     (read(sk, global!(OFFSETS.sk_type)).unwrap_or(0), read(sk, global!(OFFSETS.sk_protocol)).unwrap_or(0))
+}
+
+/// `table[idx]` of a read-only byte table (the syscall and io_uring tables in `CONFIG`), or None
+/// when `idx >= len`. The bound check, the pointer arithmetic and the load are one asm block:
+/// compiled separately, the compiler may check one copy of the index and add another (spilled
+/// and reloaded), whose bounds verifiers before about 6.4 do not know, and they refuse the
+/// program ("math between map_value pointer and register with unbounded min value").
+#[inline(always)]
+fn table_byte(table: *const u8, idx: u64, len: u64) -> Option<u8> {
+    #[cfg(target_arch = "bpf")]
+    {
+        let (mut found, mut value) = (0u64, 0u64);
+        // SAFETY: the load happens only when idx < len, and `table` points at `len` bytes.
+        unsafe {
+            core::arch::asm!(
+                "if {i} >= {n} goto +3",
+                "{p} += {i}",
+                "{v} = *(u8 *)({p} + 0)",
+                "{f} = 1",
+                i = in(reg) idx,
+                n = in(reg) len,
+                p = inout(reg) table as u64 => _,
+                v = inout(reg) value,
+                f = inout(reg) found,
+                options(nostack, readonly),
+            );
+        }
+        (found == 1).then_some(value as u8)
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        // SAFETY: as above (the host build only type-checks the kernel side, for clippy).
+        (idx < len).then(|| unsafe { core::ptr::read_volatile(table.add(idx as usize)) })
+    }
 }
 
 /// Adds one to a per-CPU counter.

@@ -57,12 +57,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
 #[inline(always)]
 fn watched_call(regs: u64) -> Option<(u32, u8)> {
     let nr: u64 = read(regs, global!(OFFSETS.regs_syscall_nr))?;
-    if nr >= SYSCALL_TABLE_SIZE as u64 {
-        return None;
-    }
-    // SAFETY: an aligned read of one byte of a static table, the index bounded above.
-    let kind =
-        unsafe { core::ptr::read_volatile((&raw const crate::CONFIG.syscall_kinds).cast::<u8>().add(nr as usize)) };
+    let kind = crate::table_byte((&raw const crate::CONFIG.syscall_kinds).cast(), nr, SYSCALL_TABLE_SIZE as u64)?;
     if kind == syscall_kind::NONE {
         return None;
     }
@@ -283,14 +278,19 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
     };
     let ev = entry.as_mut_ptr();
     let id = bpf_get_current_pid_tgid();
-    let mut flags = event_flags::IS_SOCKET | call.flags;
-    if so_error != 0 {
-        flags |= event_flags::FROM_SO_ERROR;
-    }
     // SAFETY: `ev` points at a reserved, 8-byte aligned ring buffer slot of a FailureEvent,
     // owned here until submit; every helper below writes within the field it is given.
     unsafe {
         zero(ev);
+        // The flags live in the event, never in a register: each "has this fact" bit set in a
+        // register would double the states the verifier walks (an older one ran past its
+        // limit), while a value read back from the record is just an unknown number.
+        let flags = &raw mut (*ev).flags;
+        let set = |bit: u32| core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) | bit);
+        set(event_flags::IS_SOCKET | call.flags);
+        if so_error != 0 {
+            set(event_flags::FROM_SO_ERROR);
+        }
         (*ev).ts_ns = now_ns();
         (*ev).sk = sock.sk;
         (*ev).ret = ret;
@@ -308,26 +308,26 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         (*ev).sock = snapshot;
         if call.user_addr.0 != 0 && read_user_sockaddr(call.user_addr.0, call.user_addr.1, &raw mut (*ev).connect_addr)
         {
-            flags |= event_flags::HAS_CONNECT_ADDR;
+            set(event_flags::HAS_CONNECT_ADDR);
         }
         match history {
             Some(h) if !started_here => {
                 copy_history(&raw mut (*ev).history, h);
-                flags |= event_flags::HAS_HISTORY;
+                set(event_flags::HAS_HISTORY);
             }
             _ if udp_error.is_some() => {
                 if let Some(u) = udp_error {
                     (*ev).history.error_report = u.report;
                     (*ev).history.addrs = u.addrs;
                 }
-                flags |= event_flags::HAS_HISTORY;
+                set(event_flags::HAS_HISTORY);
             }
             _ => {
                 if let Some(empty) = EMPTY_HISTORY.get(0) {
                     copy_history(&raw mut (*ev).history, empty);
                 }
                 if started_here {
-                    flags |= event_flags::HISTORY_STARTED_HERE;
+                    set(event_flags::HISTORY_STARTED_HERE);
                 }
             }
         }
@@ -338,18 +338,17 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
             .find(|&p| p != 0)
             .unwrap_or(0);
         if read_resource(-ret as i32, kind, sock, dport, &raw mut (*ev).resource) {
-            flags |= event_flags::HAS_RESOURCE;
+            set(event_flags::HAS_RESOURCE);
         }
         if sock.is_tcp && sock.sk != 0 && read_timers(-ret as i32, sock.sk, &raw mut (*ev).timers) {
-            flags |= event_flags::HAS_TIMERS;
+            set(event_flags::HAS_TIMERS);
         }
-        if flags & event_flags::HAS_HISTORY != 0
+        if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
             && (*ev).history.rst_received.ts_ns != 0
             && find_sent_reset(&(*ev).history.addrs, &raw mut (*ev).peer_reset)
         {
-            flags |= event_flags::HAS_PEER_RESET;
+            set(event_flags::HAS_PEER_RESET);
         }
-        (*ev).flags = flags;
     }
     // Wake userspace only when a batch is waiting; it drains on a timer otherwise.
     let wake =
@@ -480,11 +479,12 @@ unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentReset) -> bool {
     key.dport = ours.sport;
     key.saddr = ours.daddr;
     key.daddr = ours.saddr;
-    // SAFETY: the value is copied out at once.
-    let Some(sent) = (unsafe { SENT_RESETS.get(key) }) else { return false };
-    // SAFETY: `out` is valid for writes (the caller's promise).
-    unsafe { *out = *sent };
-    true
+    let Some(sent) = SENT_RESETS.get_ptr(key) else { return false };
+    // One helper call, not a struct copy: LLVM makes that a call to `memmove`, which kernels
+    // before about 6.4 refuse with the ring buffer record as its argument.
+    // SAFETY: `sent` points at a map value of that size; `out` is valid for writes of it (the
+    // caller's promise); the helper reads safely.
+    unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<SentReset>() as u32, sent.cast()) == 0 }
 }
 
 /// Copies a history with one helper call. A plain struct copy this size compiles to a byte
