@@ -389,24 +389,26 @@ fn resource_failure(f: &Failure, e: i32) -> Option<Diagnosis> {
             Some(Diagnosis::new(Cause::SocketMemory, f.state_now, None, explain))
         }
         ETIMEDOUT if f.is_connect() => {
-            // The kernel's own test (`sk_acceptq_is_full`): more connections waiting than the
-            // backlog allows. Only for a listener the destination reaches on this host.
-            let r = r.filter(|r| r.has_listener != 0 && r.ack_backlog > r.max_ack_backlog)?;
-            let l = f.host.listener.as_ref()?;
-            let owner = if r.listener_tgid != 0 {
-                let len = r.listener_comm.iter().position(|&b| b == 0).unwrap_or(r.listener_comm.len());
-                format!(" (pid {} \"{}\")", r.listener_tgid, crate::render::escape_bytes(&r.listener_comm[..len]))
-            } else {
-                String::new()
+            let l = full_listener(f)?;
+            let owner = match &l.owner {
+                Some((pid, comm)) if l.others > 0 => {
+                    format!(" (pid {pid} \"{comm}\" and {} other processes)", l.others)
+                }
+                Some((pid, comm)) => format!(" (pid {pid} \"{comm}\")"),
+                None => String::new(),
+            };
+            let cap = match l.somaxconn {
+                Some(max) => format!("capped by net.core.somaxconn {max}"),
+                None => "capped by net.core.somaxconn".into(),
             };
             let n = f.history.retransmits;
             let explain = format!(
                 "the listener on {}{owner} of this host does not accept fast enough: {} connections wait in an accept \
-                 queue of {} (its listen() backlog, capped by net.core.somaxconn), so the kernel dropped our SYN and \
-                 its {n} retransmission{}",
+                 queue of {} (its listen() backlog, {cap}), so the kernel dropped our SYN and its {n} \
+                 retransmission{}",
                 l.addr,
-                r.ack_backlog,
-                r.max_ack_backlog,
+                l.queued,
+                l.backlog,
                 if n == 1 { "" } else { "s" }
             );
             let at = f.history.error_report.map(|(s, _)| s.ts_ns);
@@ -414,6 +416,44 @@ fn resource_failure(f: &Failure, e: i32) -> Option<Diagnosis> {
         }
         _ => None,
     }
+}
+
+/// A listener of this host whose accept queue is full, as a timed-out connect to it found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FullListener {
+    pub addr: std::net::SocketAddr,
+    pub queued: u64,
+    pub backlog: u64,
+    pub somaxconn: Option<u64>,
+    /// The process that owns it (named in the kernel when socktrace saw it listen, else the
+    /// lowest PID holding it open), and how many other processes hold it too.
+    pub owner: Option<(u32, String)>,
+    pub others: usize,
+}
+
+/// The listener a timed-out connect waited for, if its queue is full (the kernel's own test,
+/// `sk_acceptq_is_full`: more connections waiting than the backlog allows). The queue is the
+/// kernel's at the failure when socktrace saw the listener listen; otherwise (it listened
+/// before the trace, or in a process not traced) socket diagnostics' just after.
+pub fn full_listener(f: &Failure) -> Option<FullListener> {
+    let l = f.host.listener.as_ref()?;
+    let seen = f.resource.filter(|r| r.has_listener != 0);
+    let (queued, backlog) = match seen {
+        Some(r) => (u64::from(r.ack_backlog), u64::from(r.max_ack_backlog)),
+        None => (l.queued, l.backlog?),
+    };
+    if queued <= backlog {
+        return None;
+    }
+    let (owner, others) = match seen.filter(|r| r.listener_tgid != 0) {
+        Some(r) => {
+            let len = r.listener_comm.iter().position(|&b| b == 0).unwrap_or(r.listener_comm.len());
+            let comm = crate::render::escape_bytes(&r.listener_comm[..len]);
+            (Some((r.listener_tgid, comm)), l.owners.iter().filter(|(pid, _)| *pid != r.listener_tgid).count())
+        }
+        None => (l.owners.first().cloned(), l.owners.len().saturating_sub(1)),
+    };
+    Some(FullListener { addr: l.addr, queued, backlog, somaxconn: l.somaxconn, owner, others })
 }
 
 /// The ICMP message behind an errno the ICMP handlers set.
@@ -1302,7 +1342,13 @@ mod resource_tests {
         let mut f = failure(Syscall::Connect, ETIMEDOUT, Close, Some(full));
         f.history.retransmits = 2;
         f.host = HostFacts {
-            listener: Some(Listener { addr: "127.0.0.1:9000".parse().unwrap(), queued: 2 }),
+            listener: Some(Listener {
+                addr: "127.0.0.1:9000".parse().unwrap(),
+                queued: 2,
+                backlog: None,
+                somaxconn: None,
+                owners: Vec::new(),
+            }),
             ..HostFacts::default()
         };
         let dg = diagnose(&f);
@@ -1317,6 +1363,44 @@ mod resource_tests {
         let mut remote = f.clone();
         remote.host = HostFacts::default();
         assert_ne!(diagnose(&remote).cause, Cause::ListenOverflow);
+    }
+
+    /// A listener socktrace never saw listen (it predates the trace, or its process is not
+    /// traced): the queue from socket diagnostics, the owner from /proc.
+    #[test]
+    fn a_full_listener_older_than_the_trace_is_named_from_the_host() {
+        let mut f = failure(Syscall::Connect, ETIMEDOUT, Close, Some(ResourceFacts::default()));
+        f.history.retransmits = 1;
+        let listener = Listener {
+            addr: "127.0.0.1:9000".parse().unwrap(),
+            queued: 3,
+            backlog: Some(1),
+            somaxconn: Some(4096),
+            owners: vec![(700, "nginx".into()), (701, "nginx".into())],
+        };
+        f.host = HostFacts { listener: Some(listener.clone()), ..HostFacts::default() };
+        let dg = diagnose(&f);
+        assert_eq!((dg.cause, dg.state), (Cause::ListenOverflow, Some(SynSent)));
+        assert!(
+            dg.explain
+                .contains("the listener on 127.0.0.1:9000 (pid 700 \"nginx\" and 1 other processes) of this host"),
+            "{}",
+            dg.explain
+        );
+        assert!(
+            dg.explain.contains(
+                "3 connections wait in an accept queue of 1 (its listen() backlog, capped by net.core.somaxconn 4096)"
+            ),
+            "{}",
+            dg.explain
+        );
+        assert!(dg.explain.contains("its 1 retransmission"), "{}", dg.explain);
+        // Without the backlog (no socket diagnostics) nothing proves the queue full.
+        f.host.listener = Some(Listener { backlog: None, ..listener.clone() });
+        assert_ne!(diagnose(&f).cause, Cause::ListenOverflow);
+        // Room in the queue: not this rule.
+        f.host.listener = Some(Listener { queued: 1, ..listener });
+        assert_ne!(diagnose(&f).cause, Cause::ListenOverflow);
     }
 
     #[test]

@@ -216,8 +216,12 @@ pub struct JsonListener {
     pub addr: String,
     pub queued: u64,
     pub backlog: u64,
+    /// The namespace's net.core.somaxconn, when socket diagnostics could be read.
+    pub somaxconn: Option<u64>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// Other processes holding the listener open (a pre-forked server).
+    pub other_processes: usize,
 }
 
 fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
@@ -256,15 +260,16 @@ fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
         out.tcp_mem_pages = Some(used);
         out.tcp_mem = Some(limits);
     }
-    if let (Some(l), Some(r)) = (h.listener.as_ref().filter(|_| cause == Cause::ListenOverflow), f.resource) {
+    if let Some(l) = crate::diagnose::full_listener(f).filter(|_| cause == Cause::ListenOverflow) {
         any = true;
-        let len = r.listener_comm.iter().position(|&b| b == 0).unwrap_or(r.listener_comm.len());
         out.listener = Some(JsonListener {
             addr: l.addr.to_string(),
-            queued: r.ack_backlog as u64,
-            backlog: r.max_ack_backlog as u64,
-            pid: (r.listener_tgid != 0).then_some(r.listener_tgid),
-            comm: (r.listener_tgid != 0).then(|| escape_bytes(&r.listener_comm[..len])),
+            queued: l.queued,
+            backlog: l.backlog,
+            somaxconn: l.somaxconn,
+            pid: l.owner.as_ref().map(|(pid, _)| *pid),
+            comm: l.owner.map(|(_, comm)| comm),
+            other_processes: l.others,
         });
     }
     any.then_some(out)

@@ -95,6 +95,7 @@ impl Session {
         // Sockets opened before the trace: adopted now that the probes record their events.
         let adopted = crate::kernel::adopt::existing_sockets(selection);
         let overflows = crate::host::ListenOverflows::start(&selection.tgids);
+        let namespaces = crate::host::Namespaces::open(&selection.tgids);
         if let Some(kept) = crate::kernel::privileges::drop_all(probes.a_map_fd()?)? {
             eprintln!("socktrace: notice: every capability dropped but {kept}");
         }
@@ -105,7 +106,7 @@ impl Session {
         // The kernel's RST reason names (6.10+; none before): read once, from its BTF.
         let rst_reasons =
             crate::kernel::btf::KernelBtf::load().map(|btf| btf.enum_names("sk_rst_reason")).unwrap_or_default();
-        let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default(), rst_reasons };
+        let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default(), rst_reasons, namespaces };
         Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted, overflows })
     }
 
@@ -323,6 +324,8 @@ struct Printer {
     summary: Summary,
     /// `enum sk_rst_reason` of this kernel: value -> name.
     rst_reasons: Vec<(u32, String)>,
+    /// Where a failure's host numbers are read (see `crate::host::enrich`).
+    namespaces: crate::host::Namespaces,
 }
 
 impl Printer {
@@ -338,7 +341,7 @@ impl Printer {
             };
             // The host's numbers, for the few failures that need them (read now, close to the
             // failure; never for the others).
-            crate::host::enrich(&mut failure);
+            crate::host::enrich(&mut failure, &self.namespaces);
             failure.name_rst_reasons(&self.rst_reasons);
             let diagnosis = diagnose(&failure);
             self.summary.add(&failure, &diagnosis);

@@ -391,6 +391,24 @@ fn ephemeral_ports_used_up_is_no_local_port() {
     assert_eq!(ev["resource"]["to_destination"]["ESTABLISHED"], 4);
 }
 
+/// The same full listener, started before the trace in a process socktrace does not trace:
+/// its queue comes from socket diagnostics, its owner from the host's descriptor tables.
+#[test]
+fn a_full_listener_older_than_the_trace_is_still_named() {
+    let r = run(&["queue-full", "before-trace"], &[]);
+    let step = r.client_step("connect");
+    assert_eq!(step["errno"], 110, "ETIMEDOUT");
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "listen_overflow");
+    let explain = ev["explain"].as_str().unwrap();
+    let listener = format!("127.0.0.1:{} (pid {} \"scenario\")", step["dport"], step["peer_pid"]);
+    assert!(explain.contains(&listener), "{explain}");
+    assert!(explain.contains("2 connections wait in an accept queue of 1"), "{explain}");
+    assert!(explain.contains("capped by net.core.somaxconn "), "{explain}");
+    assert_eq!(ev["resource"]["listener"]["pid"], step["peer_pid"]);
+    assert_eq!(ev["resource"]["listener"]["backlog"], 1);
+}
+
 /// A listener of this host that never accepts: its full queue makes the kernel drop the SYNs,
 /// and the client's connect times out. Joined to the listener: its address, process and queue.
 #[test]

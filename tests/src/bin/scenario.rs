@@ -80,7 +80,8 @@ fn main() {
         ["fd-limit"] => fd_limit(),
         ["socket-fd-limit"] => socket_fd_limit(),
         ["port-exhaustion", addr] => port_exhaustion(addr),
-        ["queue-full"] => queue_full(),
+        ["queue-full"] => queue_full(false),
+        ["queue-full", "before-trace"] => queue_full(true),
         ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
         ["exec", rest @ ..] => exec_into(rest),
         ["whoami-refused"] => whoami_refused(),
@@ -994,12 +995,23 @@ fn port_exhaustion(addr: &str) -> Result<()> {
 
 /// A listener of another process with a backlog of 1 that never accepts: two connections fill
 /// its queue, the kernel drops the third's SYNs, and its connect times out (TCP_SYNCNT 1).
-fn queue_full() -> Result<()> {
+fn queue_full(before_trace: bool) -> Result<()> {
+    // Under the trace, socktrace knows the listener's owner and queue from its listen(); one
+    // started before it (in a process not traced: the peer is forked before the attach) is
+    // found through the host's socket tables.
+    let mut early = if before_trace { Some(Peer::start(loopback("v4"))?) } else { None };
+    if let Some(peer) = early.as_mut() {
+        peer.cmd("backlog 1")?;
+    }
     ready_then_wait();
-    // The listener starts under the trace (socktrace knows its owner and queue from its
-    // listen()).
-    let mut peer = Peer::start(loopback("v4"))?;
-    peer.cmd("backlog 1")?;
+    let peer = match early {
+        Some(peer) => peer,
+        None => {
+            let mut peer = Peer::start(loopback("v4"))?;
+            peer.cmd("backlog 1")?;
+            peer
+        }
+    };
     let dest = peer.addr;
     let waiting: Vec<(i32, i32)> = (0..2).map(|_| connect_blocking(dest)).collect();
     anyhow::ensure!(waiting.iter().all(|&(_, e)| e == 0), "the first connections complete: {waiting:?}");

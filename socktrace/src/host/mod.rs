@@ -10,6 +10,64 @@ use crate::model::{errno, TcpState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
+mod sock_diag;
+
+pub use sock_diag::DiagSocket;
+
+/// What socktrace can read of the traced processes' network namespaces once it has given up
+/// its privileges, prepared at attach: a socket-diagnostics socket in each (see `DiagSocket`),
+/// and who holds each listener open then (reading other processes' descriptor tables needs
+/// ptrace access; listeners opened later are named by the kernel when they listen).
+#[derive(Default)]
+pub struct Namespaces {
+    diag: Vec<DiagSocket>,
+    /// Listener inode -> the processes holding it, lowest PID first.
+    owners: std::collections::HashMap<u64, Vec<(u32, String)>>,
+}
+
+impl Namespaces {
+    /// For the namespaces of `pids` (each once), or socktrace's own with no PID.
+    pub fn open(pids: &[u32]) -> Namespaces {
+        let mut seen = Vec::new();
+        let mut diag = Vec::new();
+        let procs: Vec<String> = if pids.is_empty() {
+            vec!["/proc/self".into()]
+        } else {
+            pids.iter().map(|p| format!("/proc/{p}")).collect()
+        };
+        for proc in procs {
+            let ns = Path::new(&proc).join("ns/net");
+            let Some(ino) = netns_inode(&ns) else { continue };
+            if seen.contains(&ino) {
+                continue;
+            }
+            seen.push(ino);
+            match DiagSocket::open_in(&ns) {
+                Ok(d) => diag.push(d),
+                Err(e) => log::debug!("no socket diagnostics in {}: {e}", ns.display()),
+            }
+        }
+        let listeners: Vec<u64> =
+            diag.iter().flat_map(|d| d.listeners_on(None).unwrap_or_default()).map(|l| l.inode).collect();
+        let owners = socket_owners(Path::new("/proc"), &listeners);
+        Namespaces { diag, owners }
+    }
+
+    /// The listener with socket inode `inode` on `port`, as socket diagnostics see it, and its
+    /// namespace's somaxconn.
+    fn listener(&self, port: u16, inode: u64) -> Option<(sock_diag::DiagListener, Option<u64>)> {
+        self.diag.iter().find_map(|d| {
+            let l = d.listeners_on(Some(port)).ok()?.into_iter().find(|l| l.inode == inode)?;
+            Some((l, d.somaxconn))
+        })
+    }
+}
+
+fn netns_inode(ns: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(ns).ok().map(|m| m.ino())
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostFacts {
     /// The system's file table: (allocated, maximum), from /proc/sys/fs/file-nr.
@@ -30,12 +88,19 @@ pub struct HostFacts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub addr: SocketAddr,
-    /// Connections waiting in its accept queue (rx_queue of a LISTEN socket).
+    /// Connections waiting in its accept queue.
     pub queued: u64,
+    /// Its backlog (`listen()` capped by `somaxconn`), when socket diagnostics could be read.
+    pub backlog: Option<u64>,
+    /// The namespace's `net.core.somaxconn`.
+    pub somaxconn: Option<u64>,
+    /// The processes holding it open, lowest PID first (a pre-forked server has many), with
+    /// their names; found by its inode in /proc/*/fd.
+    pub owners: Vec<(u32, String)>,
 }
 
 /// Reads what the diagnosis of this failure needs from the host, if anything.
-pub fn enrich(f: &mut Failure) {
+pub fn enrich(f: &mut Failure, namespaces: &Namespaces) {
     let Some(e) = f.errno else { return };
     // The failing thread's own view: a thread can have a network namespace of its own.
     let proc = format!("/proc/{}/task/{}", f.pid, f.tid);
@@ -51,7 +116,7 @@ pub fn enrich(f: &mut Failure) {
         // queue is full: the kernel drops SYNs then, and says so to nobody.
         errno::ETIMEDOUT if f.is_connect() => {
             if let Some(dest) = f.remote {
-                f.host.listener = listener_at(Path::new(&proc), dest);
+                f.host.listener = listener_at(Path::new(&proc), namespaces, dest);
             }
         }
         _ => {}
@@ -154,13 +219,58 @@ fn count_by_state(sockets: &[ProcSocket], keep: impl Fn(&ProcSocket) -> bool) ->
 
 /// The listener the connect to `dest` would reach in the process's namespace: one on that
 /// port bound to that address or to any.
-fn listener_at(proc: &Path, dest: SocketAddr) -> Option<Listener> {
+/// Found in the task's own /proc/net/tcp (readable without privilege); socket diagnostics, by
+/// its inode, add its backlog; the owners come from the kernel or from attach.
+fn listener_at(proc: &Path, namespaces: &Namespaces, dest: SocketAddr) -> Option<Listener> {
+    let reaches = |local: SocketAddr| {
+        local.port() == dest.port()
+            && (local.ip() == dest.ip() || (local.ip().is_unspecified() && dest.ip().is_loopback()))
+    };
     let sockets = tcp_sockets(proc);
-    let l = sockets
-        .iter()
-        .filter(|s| s.state == Some(TcpState::Listen) && s.local.port() == dest.port())
-        .find(|s| s.local.ip() == dest.ip() || (s.local.ip().is_unspecified() && dest.ip().is_loopback()))?;
-    Some(Listener { addr: l.local, queued: l.rx_queue })
+    let s = sockets.iter().find(|s| s.state == Some(TcpState::Listen) && reaches(s.local))?;
+    let mut l = Listener { addr: s.local, queued: s.rx_queue, backlog: None, somaxconn: None, owners: Vec::new() };
+    if let Some((d, somaxconn)) = namespaces.listener(dest.port(), s.inode) {
+        (l.queued, l.backlog, l.somaxconn) = (d.queued, Some(d.backlog), somaxconn);
+    }
+    l.owners = namespaces.owners.get(&s.inode).cloned().unwrap_or_default();
+    Some(l)
+}
+
+/// The processes with a descriptor on each socket of `inodes`, lowest PID first, with their
+/// names: one pass over /proc/*/fd.
+fn socket_owners(proc: &Path, inodes: &[u64]) -> std::collections::HashMap<u64, Vec<(u32, String)>> {
+    let mut out: std::collections::HashMap<u64, Vec<(u32, String)>> = std::collections::HashMap::new();
+    if inodes.is_empty() {
+        return out;
+    }
+    let Ok(dir) = std::fs::read_dir(proc) else { return out };
+    let mut pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(proc.join(pid.to_string()).join("fd")) else { continue };
+        let mut comm: Option<String> = None;
+        for fd in fds.filter_map(Result::ok) {
+            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+            let Some(inode) = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+            else {
+                continue;
+            };
+            if !inodes.contains(&inode) {
+                continue;
+            }
+            let comm = comm
+                .get_or_insert_with(|| {
+                    let c = std::fs::read(proc.join(pid.to_string()).join("comm")).unwrap_or_default();
+                    crate::render::escape_bytes(c.strip_suffix(b"\n").unwrap_or(&c))
+                })
+                .clone();
+            let owners = out.entry(inode).or_default();
+            if !owners.iter().any(|(p, _)| *p == pid) {
+                owners.push((pid, comm));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
