@@ -388,6 +388,21 @@ pub struct KernelOffsets {
     /// `inet_sock.inet_sport` (network order): a closed socket's local port, which
     /// `skc_num` no longer holds once the port is released (the RST of a close is sent then).
     pub inet_sport: u32,
+    /// `sk_buff.head`, `.network_header`, `.transport_header`: the segment an RST answers.
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    /// The classic `tcp_send_reset` record's `skbaddr`.
+    pub tp_send_reset_skbaddr: u32,
+    /// `sock.__sk_common.skc_prot`, and the protocol's memory accounting in `struct proto`:
+    /// `memory_allocated` (atomic_long_t *), `memory_pressure` (unsigned long *), `sysctl_mem`
+    /// (long *).
+    pub sk_prot: u32,
+    pub proto_memory_allocated: u32,
+    pub proto_memory_pressure: u32,
+    pub proto_sysctl_mem: u32,
+    /// `net.ipv4.sysctl_tcp_wmem`.
+    pub net_tcp_wmem: u32,
 }
 
 impl KernelOffsets {
@@ -629,7 +644,11 @@ pub struct SentReset {
     pub tgid: u32,
     /// The kernel's RST reason (`enum sk_rst_reason`, 6.10+); -1 when the kernel has none.
     pub reason: i32,
-    /// The sender's state when it sent the RST.
+    /// A listener's accept queue when it sent the RST (it resets a connection it cannot
+    /// queue when `tcp_abort_on_overflow` is set): connections waiting, and its backlog.
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    /// The sender's state when it sent the RST; 0: no socket of this host owned the segment.
     pub state: u8,
     pub _pad: [u8; 7],
     pub comm: [u8; TASK_COMM_LEN],
@@ -682,6 +701,18 @@ pub struct ResourceFacts {
     /// 1 when a listener was found.
     pub has_listener: u32,
     pub listener_comm: [u8; TASK_COMM_LEN],
+    /// For a send that failed for memory: the protocol's memory in use (pages, the global
+    /// counter the kernel compares) and its limits (`tcp_mem`: min, pressure, max).
+    pub mem_pages: u64,
+    pub mem_limits: [u64; 3],
+    /// The protocol is in memory-pressure mode (`tcp_memory_pressure`).
+    pub mem_pressure: u32,
+    /// 1 when the protocol's memory was read.
+    pub has_mem: u32,
+    /// The namespace's `tcp_wmem[1]`: the send buffer a socket starts with; the kernel shrinks
+    /// a socket's below it only when it refuses memory (`sk_stream_moderate_sndbuf`).
+    pub wmem_initial: u32,
+    pub _pad: u32,
 }
 
 macro_rules! assert_size {
@@ -690,7 +721,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 69 * 4);
+assert_size!(KernelOffsets, 78 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
@@ -700,11 +731,11 @@ assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
 assert_size!(StampedState, 24);
 assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40);
-assert_size!(ResourceFacts, 64);
+assert_size!(ResourceFacts, 64 + 48);
 assert_size!(UdpError, 64);
-assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40 + 64 + 16 + 40);
+assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40 + 112 + 16 + 48);
 assert_size!(TimerFacts, 16);
-assert_size!(SentReset, 40);
+assert_size!(SentReset, 48);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 

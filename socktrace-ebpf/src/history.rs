@@ -350,11 +350,21 @@ fn on_receive_reset<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
 
 /// `sk` sent an RST; `reason` is the kernel's sk_rst_reason, or -1 where it has none.
 #[inline(always)]
-fn on_send_reset<C: EbpfContext>(ctx: &C, sk: u64, reason: i32) -> u32 {
+fn on_send_reset<C: EbpfContext>(ctx: &C, sk: u64, skb: u64, reason: i32) -> u32 {
     // sk may be NULL (no socket), a time-wait or a request sock: only sock_common is read
     // from it, which all of them start with; only full sockets we already know get the RST in
     // their history.
-    let Some(head) = sock_head(sk) else { return 0 };
+    let Some(head) = sock_head(sk) else {
+        // No socket at all: the segment it answers names the connection.
+        remember_reset_of_segment(0, 0, skb, reason);
+        return 0;
+    };
+    if head.state == TCP_LISTEN as u8 {
+        // A listener resets a connection it never accepted (its queue overflowed with
+        // tcp_abort_on_overflow, or an invalid handshake): it has no peer address of its own.
+        remember_reset_of_segment(sk, head.state, skb, reason);
+        return 0;
+    }
     remember_sent_reset(sk, &head, reason);
     let Some(h) = history_of(ctx, sk, Create::No) else { return 0 };
     // SAFETY: `h` points at a live history.
@@ -372,14 +382,66 @@ fn remember_sent_reset(sk: u64, head: &SockHead, reason: i32) {
     if key.sport == 0 && head.state == TCP_CLOSE as u8 && sport_at != NO_FIELD {
         key.sport = u16::from_be(read::<u16>(sk, sport_at).unwrap_or(0));
     }
+    keep_sent_reset(&key, head.state, reason, 0, 0);
+}
+
+/// An RST sent for a segment that no full connection of this host owns (a listener's, or none
+/// at all): the connection's 4-tuple, as the sender sees it, is the segment's reversed. With a
+/// listener, its accept queue then.
+#[inline(always)]
+fn remember_reset_of_segment(listener: u64, state: u8, skb: u64, reason: i32) {
+    let head_at = global!(OFFSETS.skb_head);
+    if skb == 0 || head_at == NO_FIELD {
+        return;
+    }
+    let data: u64 = read(skb, head_at).unwrap_or(0);
+    let network: u16 = read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0);
+    let transport: u16 = read(skb, global!(OFFSETS.skb_transport_header)).unwrap_or(0);
+    if data == 0 || network == 0xffff || transport == 0xffff {
+        return;
+    }
+    let ip = data + network as u64;
+    let ports: [u16; 2] = read(data + transport as u64, 0).unwrap_or([0; 2]);
+    let version: u8 = read::<u8>(ip, 0).unwrap_or(0) >> 4;
+    let mut key: SockAddrs = zeroed::<SockAddrs, 5>();
+    // The segment came from the peer: its destination is the sender of the RST.
+    key.sport = u16::from_be(ports[1]);
+    key.dport = u16::from_be(ports[0]);
+    if version == 4 {
+        key.family = net::AF_INET;
+        let addrs: [u8; 8] = read(ip, 12).unwrap_or([0; 8]);
+        key.saddr[..4].copy_from_slice(&addrs[4..]);
+        key.daddr[..4].copy_from_slice(&addrs[..4]);
+    } else if version == 6 {
+        key.family = net::AF_INET6;
+        key.daddr = read(ip, 8).unwrap_or([0; 16]);
+        key.saddr = read(ip, 24).unwrap_or([0; 16]);
+    } else {
+        return;
+    }
+    let (queued, backlog) = if listener != 0 {
+        (
+            read(listener, global!(OFFSETS.sk_ack_backlog)).unwrap_or(0),
+            read(listener, global!(OFFSETS.sk_max_ack_backlog)).unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
+    keep_sent_reset(&key, state, reason, queued, backlog);
+}
+
+#[inline(always)]
+fn keep_sent_reset(key: &SockAddrs, state: u8, reason: i32, queued: u32, backlog: u32) {
     if key.sport == 0 || key.dport == 0 {
         return;
     }
-    let mut sent: SentReset = zeroed::<SentReset, 5>();
+    let mut sent: SentReset = zeroed::<SentReset, 6>();
     sent.ts_ns = now_ns();
     sent.tgid = current_tgid();
     sent.reason = reason;
-    sent.state = head.state;
+    sent.state = state;
+    sent.ack_backlog = queued;
+    sent.max_ack_backlog = backlog;
     // SAFETY: the helper writes at most 16 bytes into the 16-byte name.
     unsafe { bpf_get_current_comm((&raw mut sent.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
     let _ = SENT_RESETS.insert(key, sent, 0);
@@ -450,7 +512,7 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
     let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 { ctx.arg(2) } else { -1 };
-    on_send_reset(&ctx, ctx.arg(0), reason)
+    on_send_reset(&ctx, ctx.arg(0), ctx.arg(1), reason)
 }
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
@@ -494,7 +556,9 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_send_reset_skaddr));
     let reason_at = global!(OFFSETS.tp_send_reset_reason);
     let reason: i32 = if reason_at != NO_FIELD { record_field(&ctx, reason_at) } else { -1 };
-    on_send_reset(&ctx, sk, reason)
+    let skb_at = global!(OFFSETS.tp_send_reset_skbaddr);
+    let skb: u64 = if skb_at != NO_FIELD { record_field(&ctx, skb_at) } else { 0 };
+    on_send_reset(&ctx, sk, skb, reason)
 }
 
 #[tracepoint]

@@ -185,7 +185,11 @@ pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, 
     if ret == 0 && !sock.is_tcp && call.so_error == 0 {
         return; // end of file is only reported for TCP
     }
-    if ret < 0 && flags_cfg & config_flags::SEND_ROUTINE == 0 && count_routine(ret, &sock) {
+    if ret < 0
+        && flags_cfg & config_flags::SEND_ROUTINE == 0
+        && !send_refused_memory(ret, call.kind, &sock)
+        && count_routine(ret, &sock)
+    {
         return;
     }
     if udp_error.is_some() {
@@ -238,6 +242,60 @@ fn so_error_read(regs: u64) -> i32 {
     let optval = syscall_arg(regs, 3);
     // SAFETY: bpf_probe_read_user validates the user address and fails instead of faulting.
     unsafe { bpf_probe_read_user(optval as *const i32) }.unwrap_or(0)
+}
+
+const TCP_LISTEN: u8 = 10;
+
+/// An EAGAIN from a send on a TCP socket while TCP's memory is over its hard limit
+/// (`tcp_mem[2]`): the kernel refused the memory, so this is not the routine full buffer of a
+/// slow reader, and it is sent (with the numbers) rather than counted.
+#[inline(always)]
+fn send_refused_memory(ret: i64, kind: u8, sock: &Sock) -> bool {
+    if ret != -(errno::EAGAIN as i64) || kind != syscall_kind::OTHER && kind != syscall_kind::SPLICE {
+        return false;
+    }
+    if !sock.is_tcp || sock.head.state == TCP_LISTEN {
+        return false; // accept's EAGAIN is routine whatever the memory
+    }
+    let m = protocol_memory(sock.sk);
+    m.has_mem != 0 && m.mem_pages > m.mem_limits[2]
+}
+
+/// The protocol's memory accounting (`ResourceFacts.mem_*`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ProtocolMemory {
+    mem_pages: u64,
+    mem_limits: [u64; 3],
+    mem_pressure: u32,
+    has_mem: u32,
+    wmem_initial: u32,
+    _pad: u32,
+}
+
+/// The protocol's memory accounting, as the kernel compares it when it grants socket memory.
+#[inline(always)]
+fn protocol_memory(sk: u64) -> ProtocolMemory {
+    let mut m: ProtocolMemory = crate::zeroed::<ProtocolMemory, 6>();
+    let at = global!(OFFSETS.sk_prot);
+    if at == NO_FIELD || global!(OFFSETS.proto_sysctl_mem) == NO_FIELD {
+        return m;
+    }
+    let prot: u64 = read(sk, at).unwrap_or(0);
+    let allocated: u64 = read(prot, global!(OFFSETS.proto_memory_allocated)).unwrap_or(0);
+    let pressure: u64 = read(prot, global!(OFFSETS.proto_memory_pressure)).unwrap_or(0);
+    let limits: u64 = read(prot, global!(OFFSETS.proto_sysctl_mem)).unwrap_or(0);
+    if allocated == 0 || limits == 0 {
+        return m;
+    }
+    m.mem_pages = read(allocated, 0).unwrap_or(0);
+    m.mem_limits = read(limits, 0).unwrap_or([0; 3]);
+    m.mem_pressure = (pressure != 0 && read::<u64>(pressure, 0).unwrap_or(0) != 0) as u32;
+    m.has_mem = 1;
+    let net: u64 = read(sk, global!(OFFSETS.sk_net)).unwrap_or(0);
+    let wmem: [u32; 2] = read(net, global!(OFFSETS.net_tcp_wmem)).unwrap_or([0; 2]);
+    m.wmem_initial = wmem[1];
+    m
 }
 
 /// Routine failures (an EAGAIN storm of a busy event loop) are counted here, per state, not
@@ -414,10 +472,16 @@ unsafe fn read_resource(e: i32, kind: u8, sock: &Sock, dport: u16, out: *mut Res
             true
         }
         errno::ENOBUFS | errno::ENOMEM | errno::EAGAIN if kind != syscall_kind::RECEIVE => {
+            let m = if sock.is_tcp { protocol_memory(sock.sk) } else { crate::zeroed::<ProtocolMemory, 6>() };
             // SAFETY: `out` is valid for writes (the caller's promise).
             unsafe {
                 (*out).sndbuf = read(sock.sk, global!(OFFSETS.sk_sndbuf)).unwrap_or(0);
                 (*out).wmem_queued = read(sock.sk, global!(OFFSETS.sk_wmem_queued)).unwrap_or(0);
+                (*out).mem_pages = m.mem_pages;
+                (*out).mem_limits = m.mem_limits;
+                (*out).mem_pressure = m.mem_pressure;
+                (*out).has_mem = m.has_mem;
+                (*out).wmem_initial = m.wmem_initial;
             }
             true
         }

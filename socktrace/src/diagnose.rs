@@ -70,6 +70,11 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
         return not_tcp(f, e);
     }
 
+    // A send's EAGAIN is routine unless TCP's memory was over its hard limit: the kernel
+    // refused the memory then, whatever the reader did.
+    if let Some(dg) = send_refused_memory(f, e) {
+        return dg;
+    }
     if let Some(kind) = routine::kind_of(e) {
         return routine_failure(f, e, kind);
     }
@@ -381,7 +386,9 @@ fn resource_failure(f: &Failure, e: i32) -> Option<Diagnosis> {
                  queued)",
                 r.wmem_queued, r.sndbuf
             );
-            if let Some((used, [_, pressure, max])) = f.host.tcp_mem {
+            if r.has_mem != 0 {
+                explain.push_str(&tcp_memory(&r));
+            } else if let Some((used, [_, pressure, max])) = f.host.tcp_mem {
                 explain.push_str(&format!(
                     "; TCP uses {used} pages of memory (net.ipv4.tcp_mem: pressure at {pressure}, limit {max})"
                 ));
@@ -416,6 +423,40 @@ fn resource_failure(f: &Failure, e: i32) -> Option<Diagnosis> {
         }
         _ => None,
     }
+}
+
+/// TCP's memory at the failure, from the kernel's own counters.
+fn tcp_memory(r: &socktrace_common::ResourceFacts) -> String {
+    let [_, pressure, max] = r.mem_limits;
+    format!(
+        "; TCP uses {} pages of memory (net.ipv4.tcp_mem: pressure at {pressure}, limit {max}){}",
+        r.mem_pages,
+        if r.mem_pressure != 0 { ", in memory-pressure mode" } else { "" }
+    )
+}
+
+/// EAGAIN from a send while TCP's memory was over `tcp_mem`'s hard limit, on a socket whose
+/// send buffer the kernel had shrunk below the size every socket starts with (`tcp_wmem[1]`):
+/// it does that only when it refuses memory (`sk_stream_moderate_sndbuf`), so the full
+/// buffer is memory's doing, not a slow reader's. Both are the kernel's numbers at the
+/// failure. Anything else is the routine full buffer, and memory is not named.
+fn send_refused_memory(f: &Failure, e: i32) -> Option<Diagnosis> {
+    let r = f.resource.filter(|r| {
+        r.has_mem != 0 && r.mem_pages > r.mem_limits[2] && r.wmem_initial != 0 && r.sndbuf < r.wmem_initial
+    })?;
+    if e != EAGAIN || !f.syscall.is_some_and(crate::model::Syscall::is_send) || !f.is_tcp {
+        return None;
+    }
+    let explain = format!(
+        "TCP is out of memory: the kernel shrank this socket's send buffer to {} bytes (sockets start with {}, \
+         net.ipv4.tcp_wmem) and refuses it more, so the non-blocking send could not queue anything ({} bytes \
+         queued){}: find what holds TCP memory (ss -tm) or raise net.ipv4.tcp_mem",
+        r.sndbuf,
+        r.wmem_initial,
+        r.wmem_queued,
+        tcp_memory(&r)
+    );
+    Some(Diagnosis::new(Cause::SocketMemory, f.state_now, None, explain))
 }
 
 /// A listener of this host whose accept queue is full, as a timed-out connect to it found it.
@@ -546,6 +587,30 @@ fn reset_sender(f: &Failure, rst: Stamp) -> Option<String> {
     let reason = p.reason_name.as_deref().map(|n| n.trim_start_matches("SK_RST_REASON_"));
     let from_call = p.state == Some(Close)
         || matches!(reason, Some("TCP_ABORT_ON_CLOSE" | "TCP_ABORT_ON_LINGER" | "TCP_DISCONNECT_WITH_DATA"));
+    let kernel = match reason {
+        Some(r) => format!(" (kernel reason {r})"),
+        None => " (this kernel gives no RST reason before 6.10)".into(),
+    };
+    if p.no_socket {
+        return Some(format!(
+            "this host's TCP reset it: no socket of this host owns the connection any more (it was closed and \
+             forgotten, or the process restarted), so the kernel answered our segment itself{kernel}"
+        ));
+    }
+    if let Some((queued, backlog)) = p.accept_queue {
+        // The RST comes from the listener: the connection never left its handshake queue. Sent
+        // while the client's segment is processed, so whoever is on the CPU is not its owner.
+        let why = if queued > backlog {
+            format!(
+                "its accept queue was full ({queued} connections waiting, backlog {backlog}) when our handshake \
+                 completed, and net.ipv4.tcp_abort_on_overflow makes the kernel reset such a connection instead of \
+                 dropping its ACK: the server does not accept fast enough"
+            )
+        } else {
+            format!("it refused to complete our handshake ({queued} of {backlog} waiting in its accept queue)")
+        };
+        return Some(format!("the listener of this host reset it: {why}{kernel}"));
+    }
     let who = if from_call && p.tgid != 0 {
         format!("pid {} \"{}\" on this host", p.tgid, crate::render::escape_bytes(&p.comm))
     } else {
@@ -565,10 +630,6 @@ fn reset_sender(f: &Failure, rst: Stamp) -> Option<String> {
         }
         (Some("TCP_STATE"), _) => "it aborted the connection (tcp_abort: e.g. `ss -K`)".into(),
         (_, state) => format!("its socket sent it in {}", state_name(state)),
-    };
-    let kernel = match reason {
-        Some(r) => format!(" (kernel reason {r})"),
-        None => " (this kernel gives no RST reason before 6.10)".into(),
     };
     Some(format!("{who} reset it: {why}{kernel}"))
 }
@@ -1171,6 +1232,8 @@ mod tests {
             reason: reason.map(|_| 3),
             reason_name: reason.map(String::from),
             state: Some(state),
+            no_socket: false,
+            accept_queue: None,
         };
         let with = |p: PeerReset| Failure {
             peer_reset: Some(p),
@@ -1203,6 +1266,33 @@ mod tests {
             ..failure(Syscall::Write, Some(EPIPE), Close, h.clone())
         };
         assert!(diagnose(&f).explain.contains("; pid 4884 \"python3\" on this host reset it"));
+        // A listener's RST: its queue decides, never the task on the CPU (the client's softirq).
+        let listener = |queued, backlog| PeerReset {
+            state: Some(Listen),
+            accept_queue: Some((queued, backlog)),
+            ..sent(Listen, Some("SK_RST_REASON_INVALID_SYN"), 4_800)
+        };
+        let dg = diagnose(&with(listener(3, 2)));
+        assert!(
+            dg.explain.contains(
+                "the listener of this host reset it: its accept queue was full (3 connections waiting, backlog 2)"
+            ),
+            "{}",
+            dg.explain
+        );
+        assert!(dg.explain.contains("tcp_abort_on_overflow") && !dg.explain.contains("4884"), "{}", dg.explain);
+        let dg = diagnose(&with(listener(0, 128)));
+        assert!(dg.explain.contains("it refused to complete our handshake (0 of 128 waiting"), "{}", dg.explain);
+        assert!(!dg.explain.contains("tcp_abort_on_overflow"), "{}", dg.explain);
+        // No socket at all: the kernel answered for nobody.
+        let gone = PeerReset { state: None, no_socket: true, ..sent(Close, Some("SK_RST_REASON_NO_SOCKET"), 4_800) };
+        let dg = diagnose(&with(gone));
+        assert!(
+            dg.explain.contains("this host's TCP reset it: no socket of this host owns the connection"),
+            "{}",
+            dg.explain
+        );
+        assert!(dg.explain.contains("(kernel reason NO_SOCKET)") && !dg.explain.contains("4884"), "{}", dg.explain);
     }
 
     fn adopted(state: TcpState, pending: i32) -> History {
@@ -1401,6 +1491,43 @@ mod resource_tests {
         // Room in the queue: not this rule.
         f.host.listener = Some(Listener { queued: 1, ..listener });
         assert_ne!(diagnose(&f).cause, Cause::ListenOverflow);
+    }
+
+    /// EAGAIN on a send: routine, unless the kernel saw TCP over its hard memory limit.
+    #[test]
+    fn eagain_on_send_over_the_tcp_memory_limit_is_socket_memory() {
+        let over = ResourceFacts {
+            sndbuf: 4608,
+            wmem_queued: 4352,
+            mem_pages: 300,
+            mem_limits: [1, 1, 1],
+            mem_pressure: 1,
+            has_mem: 1,
+            wmem_initial: 16384,
+            ..Default::default()
+        };
+        let dg = diagnose(&failure(Syscall::Sendto, EAGAIN, Established, Some(over)));
+        assert_eq!(dg.cause, Cause::SocketMemory);
+        assert!(dg.explain.contains("TCP is out of memory"), "{}", dg.explain);
+        assert!(
+            dg.explain.contains("shrank this socket's send buffer to 4608 bytes (sockets start with 16384")
+                && dg.explain.contains("(4352 bytes queued)")
+                && dg.explain.contains(
+                    "TCP uses 300 pages of memory (net.ipv4.tcp_mem: pressure at 1, limit 1), in memory-pressure mode"
+                ),
+            "{}",
+            dg.explain
+        );
+        // Under the limit: the routine full buffer.
+        let under = ResourceFacts { mem_pages: 1, mem_limits: [10, 20, 30], mem_pressure: 0, ..over };
+        assert_eq!(diagnose(&failure(Syscall::Sendto, EAGAIN, Established, Some(under))).cause, Cause::WouldBlock);
+        // Over the limit, but the buffer was never shrunk: a slow reader filled it.
+        let full = ResourceFacts { sndbuf: 65536, wmem_queued: 65536, ..over };
+        assert_eq!(diagnose(&failure(Syscall::Sendto, EAGAIN, Established, Some(full))).cause, Cause::WouldBlock);
+        // A read's EAGAIN is never about send memory.
+        assert_eq!(diagnose(&failure(Syscall::Read, EAGAIN, Established, Some(over))).cause, Cause::WouldBlock);
+        // Nothing read: routine.
+        assert_eq!(diagnose(&failure(Syscall::Sendto, EAGAIN, Established, None)).cause, Cause::WouldBlock);
     }
 
     #[test]

@@ -58,7 +58,12 @@ pub struct PeerReset {
     /// The kernel's reason code (6.10+) and its name (`enum sk_rst_reason`, from BTF).
     pub reason: Option<i32>,
     pub reason_name: Option<String>,
+    /// The sender's state; None with `no_socket`.
     pub state: Option<TcpState>,
+    /// No socket of this host owned the connection: the kernel answered our segment itself.
+    pub no_socket: bool,
+    /// A listener's accept queue when it sent the RST: (waiting, backlog).
+    pub accept_queue: Option<(u32, u32)>,
 }
 
 /// One failing call, decoded.
@@ -210,6 +215,9 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
                 reason: (p.reason >= 0).then_some(p.reason),
                 reason_name: None,
                 state: TcpState::from_kernel(p.state),
+                no_socket: p.state == 0,
+                accept_queue: (TcpState::from_kernel(p.state) == Some(TcpState::Listen))
+                    .then_some((p.ack_backlog, p.max_ack_backlog)),
             }
         }),
         rst_sent_reason_name: None,

@@ -11,7 +11,7 @@ use socktrace_common::net;
 use std::fmt::Write as _;
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Converts kernel monotonic timestamps to wall-clock and to time since attach.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +155,10 @@ pub struct JsonPeerReset {
     pub comm: String,
     pub reason: Option<i32>,
     pub reason_name: Option<String>,
+    /// No socket of this host owned the connection (state is null then).
+    pub no_socket: bool,
+    /// A listener's accept queue when it sent the RST: [waiting, backlog].
+    pub accept_queue: Option<[u32; 2]>,
 }
 
 /// What decides which TCP timer gave up (see `socktrace_common::TimerFacts`).
@@ -206,6 +210,12 @@ pub struct JsonResource {
     pub tcp_mem_pages: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_mem: Option<[u64; 3]>,
+    /// TCP was in memory-pressure mode (the kernel's flag at the failure) (schema 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_memory_pressure: Option<bool>,
+    /// The send buffer sockets start with (the namespace's tcp_wmem[1]) (schema 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sndbuf_initial: Option<u32>,
     /// The listener a timed-out connect waited for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listener: Option<JsonListener>,
@@ -243,6 +253,12 @@ fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
             _ => {
                 out.sndbuf = Some(r.sndbuf);
                 out.wmem_queued = Some(r.wmem_queued);
+                if r.has_mem != 0 {
+                    out.tcp_mem_pages = Some(r.mem_pages);
+                    out.tcp_mem = Some(r.mem_limits);
+                    out.tcp_memory_pressure = Some(r.mem_pressure != 0);
+                    out.sndbuf_initial = (r.wmem_initial != 0).then_some(r.wmem_initial);
+                }
             }
         }
     }
@@ -255,7 +271,7 @@ fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
         any = true;
         out.file_nr = Some([used, max]);
     }
-    if let Some((used, limits)) = h.tcp_mem {
+    if let Some((used, limits)) = h.tcp_mem.filter(|_| out.tcp_mem.is_none()) {
         any = true;
         out.tcp_mem_pages = Some(used);
         out.tcp_mem = Some(limits);
@@ -353,6 +369,8 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                 comm: escape_bytes(&p.comm),
                 reason: p.reason,
                 reason_name: p.reason_name.clone(),
+                no_socket: p.no_socket,
+                accept_queue: p.accept_queue.map(|(q, b)| [q, b]),
             }),
         },
         from_snapshot: d.from_snapshot,

@@ -409,6 +409,67 @@ fn a_full_listener_older_than_the_trace_is_still_named() {
     assert_eq!(ev["resource"]["listener"]["backlog"], 1);
 }
 
+/// A listener of this host whose queue overflows while a handshake completes, with
+/// tcp_abort_on_overflow set: it resets the connection, and the client's read names why.
+/// The listener's RST is traced from 6.x kernels on (`tcp_send_reset` with the segment it
+/// answers); before, the RST is still named, its sender not.
+#[test]
+fn a_listener_that_resets_on_overflow_is_named() {
+    let ns = Netns::new("abort");
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_abort_on_overflow=1"]);
+    let r = in_netns(&ns, &["abort-on-overflow"], &[]);
+    let step = r.client_step("read");
+    assert_eq!(step["errno"], 104, "ECONNRESET");
+    let ev = event_for(&r, "read");
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    let explain = ev["explain"].as_str().unwrap();
+    match ev["facts"]["peer_reset"].as_object() {
+        Some(p) => {
+            assert_eq!(p["state"], "LISTEN", "{p:?}");
+            assert_eq!(p["accept_queue"], json!([3, 2]), "{p:?}");
+            assert!(
+                explain.contains(
+                    "the listener of this host reset it: its accept queue was full (3 connections waiting, backlog 2)"
+                ),
+                "{explain}"
+            );
+            assert!(explain.contains("net.ipv4.tcp_abort_on_overflow"), "{explain}");
+        }
+        // Kernels whose tcp_send_reset tracepoint does not fire for a listener's RST.
+        None => assert!(!explain.contains("listener"), "{explain}"),
+    }
+}
+
+/// Restores net.ipv4.tcp_mem when dropped, whatever the test did.
+struct TcpMemGuard(String);
+
+impl Drop for TcpMemGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/net/ipv4/tcp_mem", self.0.trim());
+    }
+}
+
+/// TCP over its memory limit (tcp_mem lowered to one page for a moment, host-wide: there is no
+/// per-namespace limit): a non-blocking send fails with EAGAIN, which is not the routine full
+/// buffer of a slow reader but socket_memory, with the kernel's numbers at the failure.
+#[test]
+fn a_send_refused_for_tcp_memory_is_socket_memory() {
+    let _restore = TcpMemGuard(std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").unwrap());
+    let r = run(&["send-memory"], &[]);
+    let step = r.client_step("send");
+    assert_eq!(step["errno"], 11, "EAGAIN: {step}");
+    let ev = single_event(&r);
+    assert_label(ev, "EAGAIN", Some("ESTABLISHED"), "socket_memory");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("TCP is out of memory"), "{explain}");
+    assert!(explain.contains("(net.ipv4.tcp_mem: pressure at 1, limit 1)"), "{explain}");
+    assert_eq!(ev["resource"]["tcp_mem"], json!([1, 1, 1]));
+    assert!(ev["resource"]["tcp_mem_pages"].as_u64().unwrap() > 1, "{ev:#}");
+    // The fill's own EAGAINs (full buffers, under the limit) stayed routine: counted only.
+    let rows = r.summary.as_ref().unwrap()["rows"].as_array().unwrap().clone();
+    assert!(rows.iter().any(|row| row["cause"] == "socket_memory" && row["count"] == 1), "{rows:?}");
+}
+
 /// A listener of this host that never accepts: its full queue makes the kernel drop the SYNs,
 /// and the client's connect times out. Joined to the listener: its address, process and queue.
 #[test]

@@ -101,6 +101,15 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         net_retries2: optional(btf.offset_of("net", "ipv4.sysctl_tcp_retries2")),
         net_keepalive_probes: optional(btf.offset_of("net", "ipv4.sysctl_tcp_keepalive_probes")),
         inet_sport: optional(btf.offset_of("inet_sock", "inet_sport")),
+        skb_head: optional(btf.offset_of("sk_buff", "head")),
+        skb_network_header: optional(btf.offset_of("sk_buff", "network_header")),
+        skb_transport_header: optional(btf.offset_of("sk_buff", "transport_header")),
+        tp_send_reset_skbaddr: NO_FIELD,
+        sk_prot: optional(sk("__sk_common.skc_prot")),
+        proto_memory_allocated: optional(btf.offset_of("proto", "memory_allocated")),
+        proto_memory_pressure: optional(btf.offset_of("proto", "memory_pressure")),
+        proto_sysctl_mem: optional(btf.offset_of("proto", "sysctl_mem")),
+        net_tcp_wmem: optional(btf.offset_of("net", "ipv4.sysctl_tcp_wmem")),
         io_kiocb_opcode: NO_FIELD,
         io_kiocb_file: NO_FIELD,
         io_kiocb_flags: NO_FIELD,
@@ -179,7 +188,7 @@ const fn field(
 }
 
 /// Every record field the tracepoint programs read, with where its offset goes.
-const RECORD_FIELDS: [RecordField; 8] = [
+const RECORD_FIELDS: [RecordField; 9] = [
     field("inet_sock_set_state", "skaddr", 8, true, |o| &mut o.tp_set_state_skaddr),
     field("inet_sock_set_state", "oldstate", 4, true, |o| &mut o.tp_set_state_oldstate),
     field("inet_sock_set_state", "newstate", 4, true, |o| &mut o.tp_set_state_newstate),
@@ -187,6 +196,7 @@ const RECORD_FIELDS: [RecordField; 8] = [
     field("tcp_send_reset", "skaddr", 8, true, |o| &mut o.tp_send_reset_skaddr),
     // Added with the RST reasons (about 6.10); older records have none.
     field("tcp_send_reset", "reason", 4, false, |o| &mut o.tp_send_reset_reason),
+    field("tcp_send_reset", "skbaddr", 8, false, |o| &mut o.tp_send_reset_skbaddr),
     field("tcp_retransmit_skb", "skaddr", 8, true, |o| &mut o.tp_retransmit_skaddr),
     field("tcp_destroy_sock", "skaddr", 8, true, |o| &mut o.tp_destroy_skaddr),
 ];
@@ -305,6 +315,14 @@ mod tests {
             ("net.ipv4.sysctl_tcp_syn_retries", o.net_syn_retries),
             ("net.ipv4.sysctl_tcp_retries2", o.net_retries2),
             ("net.ipv4.sysctl_tcp_keepalive_probes", o.net_keepalive_probes),
+            ("sk_buff.head", o.skb_head),
+            ("sk_buff.network_header", o.skb_network_header),
+            ("sk_buff.transport_header", o.skb_transport_header),
+            ("sock.__sk_common.skc_prot", o.sk_prot),
+            ("proto.memory_allocated", o.proto_memory_allocated),
+            ("proto.memory_pressure", o.proto_memory_pressure),
+            ("proto.sysctl_mem", o.proto_sysctl_mem),
+            ("net.ipv4.sysctl_tcp_wmem", o.net_tcp_wmem),
             ("task_struct.cgroups", o.task_cgroups),
             ("cgroup.ancestors", o.cgroup_ancestors),
         ] {

@@ -82,6 +82,8 @@ fn main() {
         ["port-exhaustion", addr] => port_exhaustion(addr),
         ["queue-full"] => queue_full(false),
         ["queue-full", "before-trace"] => queue_full(true),
+        ["abort-on-overflow"] => abort_on_overflow(),
+        ["send-memory"] => send_memory(),
         ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
         ["exec", rest @ ..] => exec_into(rest),
         ["whoami-refused"] => whoami_refused(),
@@ -1022,6 +1024,130 @@ fn queue_full(before_trace: bool) -> Result<()> {
     report("connect", fd, e, json!({ "dport": dest.port(), "peer_pid": peer.pid }));
     // The listener lives on after the failure, its queue still full, as a real one would.
     sleep_ms(500);
+    Ok(())
+}
+
+/// A listener whose queue overflows while handshakes are completing, in a namespace with
+/// `tcp_abort_on_overflow` set: the kernel resets the connection it cannot queue. With
+/// TCP_DEFER_ACCEPT the listener keeps each handshake open until data comes, so the order is
+/// ours: backlog 2 admits at most 2 pending handshakes, and the queue is full at 3. A and B
+/// connect; A's data queues A; C connects; B's data queues B; D connects; C's data queues C
+/// (full); D's data overflows it, and D is reset. D's next read fails with ECONNRESET.
+fn abort_on_overflow() -> Result<()> {
+    ready_then_wait();
+    let l = tcp_socket(libc::AF_INET, 0);
+    let any = sockaddr(SocketAddr::new(loopback("v4"), 0));
+    // SAFETY: valid fd and address.
+    let e = check(unsafe { libc::bind(l, (&any.storage as *const libc::sockaddr_storage).cast(), any.len) } as isize);
+    anyhow::ensure!(e == 0, "bind: errno {e}");
+    setsockopt_int(l, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 10);
+    // SAFETY: valid fd.
+    let e = check(unsafe { libc::listen(l, 2) } as isize);
+    anyhow::ensure!(e == 0, "listen: errno {e}");
+    let dest = SocketAddr::new(loopback("v4"), local_port(l));
+    let connect = || -> Result<i32> {
+        let (fd, e) = connect_blocking(dest);
+        anyhow::ensure!(e == 0, "connect: errno {e}");
+        Ok(fd)
+    };
+    let send = |fd: i32| {
+        // SAFETY: valid fd and buffer.
+        unsafe { libc::send(fd, b"x".as_ptr().cast(), 1, 0) };
+        sleep_ms(20);
+    };
+    let (a, b) = (connect()?, connect()?);
+    send(a);
+    let c = connect()?;
+    send(b);
+    let d = connect()?;
+    send(c);
+    send(d);
+    sleep_ms(50);
+    let e = do_call("read", d);
+    report("read", d, e, json!({ "dport": dest.port() }));
+    for fd in [a, b, c, d, l] {
+        close(fd);
+    }
+    Ok(())
+}
+
+const TCP_MEM: &str = "/proc/sys/net/ipv4/tcp_mem";
+
+/// Pages of memory TCP has in use by the kernel's global counter (/proc/net/sockstat).
+fn tcp_mem_pages() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let line = text.lines().find(|l| l.starts_with("TCP:")).unwrap_or("");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.iter().position(|w| *w == "mem").and_then(|i| words.get(i + 1)?.parse().ok()).unwrap_or(0)
+}
+
+/// A non-blocking send of `n` bytes: the bytes queued, or the errno as a negative number.
+fn send_nonblocking(fd: i32, n: usize) -> i64 {
+    let buf = vec![0x5au8; n];
+    // SAFETY: valid fd and buffer.
+    let rc = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        -(errno() as i64)
+    } else {
+        rc as i64
+    }
+}
+
+/// TCP over its memory limit: unread connections hold TCP memory until the kernel's global
+/// counter shows it (per-CPU reserves hide up to a megabyte per CPU), then `tcp_mem` is
+/// lowered to one page host-wide (there is no per-namespace limit; the test restores it too).
+/// A connection whose reader has a small, full window then sends: each send over the limit
+/// makes the kernel shrink its send buffer (to about 4.5 KiB) until a send fails with EAGAIN.
+fn send_memory() -> Result<()> {
+    let original = std::fs::read_to_string(TCP_MEM)?;
+    let l = tcp_socket(libc::AF_INET, 0);
+    // A small receive buffer (inherited by the connections it queues): its window closes soon.
+    setsockopt_int(l, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+    let any = sockaddr(SocketAddr::new(loopback("v4"), 0));
+    // SAFETY: valid fd and address.
+    let e = check(unsafe { libc::bind(l, (&any.storage as *const libc::sockaddr_storage).cast(), any.len) } as isize);
+    anyhow::ensure!(e == 0, "bind: errno {e}");
+    // SAFETY: valid fd.
+    let e = check(unsafe { libc::listen(l, 1024) } as isize);
+    anyhow::ensure!(e == 0, "listen: errno {e}");
+    let dest = SocketAddr::new(loopback("v4"), local_port(l));
+    let big = std::net::TcpListener::bind(SocketAddr::new(loopback("v4"), 0))?;
+    ready_then_wait();
+    let mut held = Vec::new();
+    // Each unread connection holds its receive buffer and the sender's queue; bounded.
+    for _ in 0..256 {
+        if tcp_mem_pages() > 2 {
+            break;
+        }
+        let (fd, e) = connect_blocking(big.local_addr()?);
+        anyhow::ensure!(e == 0, "connect: errno {e}");
+        for _ in 0..64 {
+            if send_nonblocking(fd, 256 * 1024) < 0 {
+                break;
+            }
+        }
+        held.push(fd);
+    }
+    let before = tcp_mem_pages();
+    anyhow::ensure!(before > 2, "TCP memory did not show in the global counter: {before} pages");
+    let (fd, e) = connect_blocking(dest);
+    anyhow::ensure!(e == 0, "connect: errno {e}");
+    std::fs::write(TCP_MEM, "1 1 1")?;
+    let mut result = 0;
+    let mut sent = 0;
+    for _ in 0..64 {
+        result = send_nonblocking(fd, 4096);
+        if result < 0 {
+            break;
+        }
+        sent += result;
+    }
+    std::fs::write(TCP_MEM, original.trim())?;
+    let e = if result < 0 { (-result) as i32 } else { 0 };
+    report("send", fd, e, json!({ "sent": sent, "pages": before }));
+    for fd in held.into_iter().chain([fd, l]) {
+        close(fd);
+    }
     Ok(())
 }
 
