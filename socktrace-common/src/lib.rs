@@ -403,6 +403,21 @@ pub struct KernelOffsets {
     pub proto_sysctl_mem: u32,
     /// `net.ipv4.sysctl_tcp_wmem`.
     pub net_tcp_wmem: u32,
+    /// A registered (fixed) file's index, found by searching the ring's table for the
+    /// request's file: `io_kiocb.ctx`; from 6.13 the table holds node pointers
+    /// (`io_ring_ctx.file_table.data.{nr,nodes}`, matched against `io_kiocb.file_node`),
+    /// before it holds `struct io_fixed_file { file_ptr }` (`file_table.files`,
+    /// `io_ring_ctx.nr_user_files`), matched against the file. `io_fixed_files_nodes` is 1
+    /// for the node layout. All `NO_FIELD` where neither layout is found.
+    pub io_kiocb_ctx: u32,
+    pub io_kiocb_file_node: u32,
+    pub io_ctx_files_nr: u32,
+    pub io_ctx_files: u32,
+    pub io_fixed_files_nodes: u32,
+    /// `tcp_sock.lsndtime` and `tcp_sock.inet_conn.icsk_ack.lrcvtime` (u32 jiffies): when a
+    /// socket last sent and received data, for the snapshot of a socket older than the trace.
+    pub tp_lsndtime: u32,
+    pub icsk_ack_lrcvtime: u32,
 }
 
 impl KernelOffsets {
@@ -586,6 +601,10 @@ pub struct SocketHistory {
     /// The snapshot of a socket adopted at attach (open before the trace): its state then, and
     /// `value` the error pending on it (`sk_err`, 0 for none), read without consuming it.
     pub at_attach: StampedState,
+    /// For an adopted socket: how long before the attach it last sent data (`lsndtime`) and
+    /// last received data (`icsk_ack.lrcvtime`), in jiffies; `u32::MAX`: not known.
+    pub at_attach_sent_ago: u32,
+    pub at_attach_received_ago: u32,
     /// The most complete addresses seen on this socket (ports are cleared by the kernel when
     /// a socket closes, so the last non-empty ones are kept).
     pub addrs: SockAddrs,
@@ -721,7 +740,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 78 * 4);
+assert_size!(KernelOffsets, 85 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
@@ -730,10 +749,13 @@ assert_size!(ListenerInfo, 32);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
 assert_size!(StampedState, 24);
-assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40);
+assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40);
 assert_size!(ResourceFacts, 64 + 48);
 assert_size!(UdpError, 64);
-assert_size!(FailureEvent, 8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 40 + 112 + 16 + 48);
+assert_size!(
+    FailureEvent,
+    8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 112 + 16 + 48
+);
 assert_size!(TimerFacts, 16);
 assert_size!(SentReset, 48);
 

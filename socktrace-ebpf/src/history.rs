@@ -10,7 +10,7 @@ use crate::{
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::generated::bpf_get_current_comm,
+    helpers::generated::{bpf_get_current_comm, bpf_jiffies64},
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
@@ -161,6 +161,22 @@ pub(crate) fn adopt<C: EbpfContext>(ctx: &C, sk: u64) {
         let pending: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
         // SAFETY: `h` points at a live history.
         unsafe { stamp(&raw mut (*h).at_attach, &head, pending) };
+        // How long it had been idle each way: jiffies, as the kernel stamps them.
+        // SAFETY: a helper without arguments.
+        let now = unsafe { bpf_jiffies64() } as u32;
+        let ago = |at: u32| -> u32 {
+            let then: u32 = if at != NO_FIELD { read(sk, at).unwrap_or(0) } else { 0 };
+            if then == 0 {
+                u32::MAX
+            } else {
+                now.wrapping_sub(then)
+            }
+        };
+        // SAFETY: `h` points at a live history.
+        unsafe {
+            (*h).at_attach_sent_ago = ago(global!(OFFSETS.tp_lsndtime));
+            (*h).at_attach_received_ago = ago(global!(OFFSETS.icsk_ack_lrcvtime));
+        }
     }
     // A listener opened before the trace: the connections it accepts are the process's too.
     if head.state == TCP_LISTEN as u8 {

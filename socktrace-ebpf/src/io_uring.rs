@@ -17,7 +17,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use socktrace_common::{event_flags, syscall_kind, IO_URING_CALL_BASE, IO_URING_OPS};
+use socktrace_common::{event_flags, syscall_kind, IO_URING_CALL_BASE, IO_URING_OPS, NO_FIELD};
 
 /// A traced process's io_uring request (`struct io_kiocb` address) -> the fd its file was
 /// looked up by. Requests are recycled, so a stale entry is overwritten by the next lookup;
@@ -73,12 +73,60 @@ pub fn tp_io_uring_complete(ctx: TracePointContext) -> u32 {
         Call { nr: IO_URING_CALL_BASE + opcode as u32, kind, fd: -1, so_error: 0, flags: 0, user_addr: (0, 0) };
     if read::<u8>(req, global!(OFFSETS.io_kiocb_flags)).unwrap_or(0) & REQ_F_FIXED_FILE != 0 {
         call.flags |= event_flags::FIXED_FILE;
+        call.fd = fixed_file_index(req, file);
     } else if let Some(fd) = IO_URING_FDS.get_ptr(req) {
         // SAFETY: a value pointer of this map, read at once.
         call.fd = unsafe { *fd };
     }
     on_socket_failure(&ctx, &call, sk, res as i64);
     0
+}
+
+/// Registered files searched for a fixed-file request's index: a bound for the verifier and
+/// the failure path; a file registered beyond it has no known index.
+const FIXED_FILES_SEARCHED: u32 = 256;
+
+/// The low bits of a registered file's tagged pointer (`FFS_*` flags).
+const FFS_MASK: u64 = 0x7;
+
+/// The index of the request's registered file in its ring's table, or -1. The kernel drops
+/// the index once it has the file, so the table is searched for it (only for a failing
+/// request on a registered file).
+#[inline(always)]
+fn fixed_file_index(req: u64, file: u64) -> i32 {
+    let ctx_at = global!(OFFSETS.io_kiocb_ctx);
+    if ctx_at == NO_FIELD || file == 0 {
+        return -1;
+    }
+    let ctx: u64 = read(req, ctx_at).unwrap_or(0);
+    let nr: u32 = read(ctx, global!(OFFSETS.io_ctx_files_nr)).unwrap_or(0);
+    let table: u64 = read(ctx, global!(OFFSETS.io_ctx_files)).unwrap_or(0);
+    if table == 0 {
+        return -1;
+    }
+    // The node layout compares node pointers; the older one tagged file pointers. Both
+    // tables are arrays of 8-byte entries.
+    let (want, mask) = if global!(OFFSETS.io_fixed_files_nodes) == 1 {
+        (read::<u64>(req, global!(OFFSETS.io_kiocb_file_node)).unwrap_or(0), u64::MAX)
+    } else {
+        (file, !FFS_MASK)
+    };
+    if want == 0 {
+        return -1;
+    }
+    let n = if nr < FIXED_FILES_SEARCHED { nr } else { FIXED_FILES_SEARCHED };
+    let mut i: u32 = 0;
+    while i < FIXED_FILES_SEARCHED {
+        if i >= n {
+            break;
+        }
+        let entry: u64 = read(table + 8 * i as u64, 0).unwrap_or(0);
+        if entry & mask == want {
+            return i as i32;
+        }
+        i += 1;
+    }
+    -1
 }
 
 /// How an opcode is watched (`TracedConfig::io_uring_kinds`), if it is.

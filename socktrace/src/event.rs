@@ -45,6 +45,8 @@ pub struct History {
     /// The socket was open before the trace and adopted at attach: its state then, and the
     /// (positive) errno pending on it (0: none).
     pub at_attach: Option<(Stamp, i32)>,
+    /// For an adopted socket: jiffies before the attach it last sent and last received data.
+    pub at_attach_idle_jiffies: (Option<u32>, Option<u32>),
 }
 
 /// An RST a socket of this host sent on this connection (the peer is local): who was on the
@@ -116,6 +118,8 @@ pub struct Failure {
     pub rst_sent_reason_name: Option<String>,
     /// The host's numbers read by userspace for such failures (see `host`).
     pub host: crate::host::HostFacts,
+    /// The kernel's HZ, read when a failure needs jiffies turned into time (`at_attach_idle`).
+    pub kernel_hz: Option<u32>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -222,6 +226,7 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         }),
         rst_sent_reason_name: None,
         host: crate::host::HostFacts::default(),
+        kernel_hz: None,
     }
 }
 
@@ -275,6 +280,12 @@ fn decode_history(h: &SocketHistory) -> History {
         rst_sent: stamp(&h.rst_sent).map(|s| (s, (h.rst_sent.value >= 0).then_some(h.rst_sent.value))),
         error_report: stamp(&h.error_report).map(|s| (s, h.error_report.value.saturating_abs())),
         at_attach: stamp(&h.at_attach).map(|s| (s, h.at_attach.value.saturating_abs())),
+        at_attach_idle_jiffies: if h.at_attach.ts_ns != 0 {
+            let known = |j: u32| (j != u32::MAX).then_some(j);
+            (known(h.at_attach_sent_ago), known(h.at_attach_received_ago))
+        } else {
+            (None, None)
+        },
     }
 }
 
@@ -332,6 +343,7 @@ impl Failure {
             peer_reset: None,
             rst_sent_reason_name: None,
             host: crate::host::HostFacts::default(),
+            kernel_hz: None,
         }
     }
 }
@@ -352,6 +364,15 @@ impl Failure {
     }
 
     /// A connect, or its asynchronous result read through `getsockopt(SO_ERROR)`.
+    /// How long before the attach an adopted socket last sent and last received data, in ms,
+    /// where known.
+    pub fn at_attach_idle_ms(&self) -> (Option<u64>, Option<u64>) {
+        let Some(hz) = self.kernel_hz.filter(|&hz| hz > 0) else { return (None, None) };
+        let ms = |j: Option<u32>| j.map(|j| u64::from(j) * 1000 / u64::from(hz));
+        let (sent, received) = self.history.at_attach_idle_jiffies;
+        (ms(sent), ms(received))
+    }
+
     pub fn is_connect(&self) -> bool {
         self.reported_as_connect || self.syscall.is_some_and(Syscall::is_connect)
     }
@@ -372,7 +393,11 @@ impl Failure {
         let fd = if self.fd >= 0 { self.fd.to_string() } else { "?".into() };
         let name = self.syscall_name();
         if self.fixed_file {
-            format!("{name}(fixed file)")
+            if self.fd >= 0 {
+                format!("{name}(fixed file {fd})")
+            } else {
+                format!("{name}(fixed file)")
+            }
         } else if self.syscall == Some(Syscall::Socket) {
             format!("{name}()")
         } else if self.from_so_error && !self.reported_as_connect {
@@ -547,6 +572,9 @@ mod tests {
         ev.flags |= event_flags::FIXED_FILE;
         ev.fd = -1;
         assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fixed file)");
+        ev.fd = 2;
+        assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fixed file 2)");
+        ev.fd = -1;
         ev.flags &= !event_flags::FIXED_FILE;
         assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fd=?)");
         ev.syscall_nr = socktrace_common::IO_URING_CALL_BASE + 16;

@@ -141,8 +141,17 @@ pub struct JsonFacts {
     /// The snapshot of a socket open before the trace, taken at attach: its state and the
     /// errno pending on it (`value`, 0 for none) (schema 3).
     pub at_attach: Option<JsonStamp>,
+    /// For a socket open before the trace: how long before the attach it last sent and
+    /// received data, ms (schema 4).
+    pub at_attach_idle_ms: Option<JsonIdle>,
     /// The RST this socket received, as its sender on this host sent it (schema 3).
     pub peer_reset: Option<JsonPeerReset>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonIdle {
+    pub sent: Option<u64>,
+    pub received: Option<u64>,
 }
 
 /// An RST sent by a socket of this host: when, in which state, who was on the CPU, and the
@@ -362,6 +371,10 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             error_report: f.history.error_report.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
             retransmits: f.history.retransmits,
             at_attach: f.history.at_attach.as_ref().map(|(s, e)| json_stamp(s, Some(*e))),
+            at_attach_idle_ms: f.history.at_attach.as_ref().map(|_| {
+                let (sent, received) = f.at_attach_idle_ms();
+                JsonIdle { sent, received }
+            }),
             peer_reset: f.peer_reset.as_ref().map(|p| JsonPeerReset {
                 mono_ns: p.ts_ns,
                 state: p.state.map(|s| s.name()),

@@ -106,7 +106,15 @@ impl Session {
         // The kernel's RST reason names (6.10+; none before): read once, from its BTF.
         let rst_reasons =
             crate::kernel::btf::KernelBtf::load().map(|btf| btf.enum_names("sk_rst_reason")).unwrap_or_default();
-        let printer = Printer { clock: Clock::now(), opts, sink, summary: Summary::default(), rst_reasons, namespaces };
+        let printer = Printer {
+            clock: Clock::now(),
+            opts,
+            sink,
+            summary: Summary::default(),
+            rst_reasons,
+            namespaces,
+            kernel_hz: Default::default(),
+        };
         Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted, overflows })
     }
 
@@ -326,6 +334,8 @@ struct Printer {
     rst_reasons: Vec<(u32, String)>,
     /// Where a failure's host numbers are read (see `crate::host::enrich`).
     namespaces: crate::host::Namespaces,
+    /// The kernel's HZ, measured the first time a socket older than the trace fails.
+    kernel_hz: std::cell::OnceCell<Option<u32>>,
 }
 
 impl Printer {
@@ -342,6 +352,9 @@ impl Printer {
             // The host's numbers, for the few failures that need them (read now, close to the
             // failure; never for the others).
             crate::host::enrich(&mut failure, &self.namespaces);
+            if failure.history.at_attach.is_some() {
+                failure.kernel_hz = *self.kernel_hz.get_or_init(crate::kernel::jiffies::hz);
+            }
             failure.name_rst_reasons(&self.rst_reasons);
             let diagnosis = diagnose(&failure);
             self.summary.add(&failure, &diagnosis);

@@ -16,7 +16,10 @@ fn event_for<'a>(run: &'a Run, step: &str) -> &'a Value {
     let c = run.client_step(step);
     run.events
         .iter()
-        .find(|e| e["ret"].as_i64() == c["errno"].as_i64().map(|n| -n) && (e["fd"].is_null() || e["fd"] == c["fd"]))
+        .find(|e| {
+            let fd = if e["fixed_file"] == true { &c["fixed_index"] } else { &c["fd"] };
+            e["ret"].as_i64() == c["errno"].as_i64().map(|n| -n) && (e["fd"].is_null() || e["fd"] == *fd)
+        })
         .unwrap_or_else(|| panic!("no event for step {step} ({c}); events: {:#?}\nstderr: {}", run.events, run.stderr))
 }
 
@@ -70,7 +73,7 @@ fn io_uring_connect_refused() {
 
 /// recv and send through the ring on a connection the peer aborted; then a send: EPIPE. The
 /// forced-async recv completes in an io-wq worker thread (`iou-wrk-*`), which is still the
-/// traced process; the fixed-file recv has no fd, and says so.
+/// traced process; the fixed-file recv names its registered file's index, marked as one.
 #[test]
 fn io_uring_requests_on_a_reset_connection() {
     for (how, name) in [
@@ -91,7 +94,7 @@ fn io_uring_requests_on_a_reset_connection() {
         assert_eq!(ev["dport"], step["dport"], "{how}");
         assert_eq!(ev["comm"], "scenario", "{how}: the process's name, not the worker's");
         if how == "recv-fixed" {
-            assert!(ev["fd"].is_null() && ev["fixed_file"] == true, "{how}: {ev:#}");
+            assert!(ev["fd"] == 2 && ev["fixed_file"] == true, "{how}: the registered file's index: {ev:#}");
         } else {
             assert_eq!(ev["fd"], step["fd"], "{how}");
             assert!(ev.get("fixed_file").is_none(), "{how}");
@@ -258,6 +261,13 @@ fn sockets_older_than_the_trace_are_explained_by_the_snapshot() {
     assert_eq!(ev["facts"]["at_attach"]["value"], 104, "{ev:#}");
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("before tracing began") && explain.contains("ECONNRESET pending"), "{explain}");
+    // How long it had been idle: it sent at least 70 ms before the attach (then the peer
+    // aborted and socktrace attached), and received its handshake's answer before that.
+    let idle = &ev["facts"]["at_attach_idle_ms"];
+    let sent = idle["sent"].as_u64().unwrap_or_else(|| panic!("{ev:#}"));
+    assert!((60..60_000).contains(&sent), "{ev:#}");
+    assert!(idle["received"].as_u64().is_some_and(|r| r >= sent), "{ev:#}");
+    assert!(explain.contains(&format!("it last sent data {:.1} s", sent as f64 / 1000.0)), "{explain}");
 
     let r = run(&["before-trace", "fin"], &["--eof"]);
     assert_eq!(r.client_step("read")["ret"], 0);

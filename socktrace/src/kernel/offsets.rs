@@ -110,6 +110,13 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         proto_memory_pressure: optional(btf.offset_of("proto", "memory_pressure")),
         proto_sysctl_mem: optional(btf.offset_of("proto", "sysctl_mem")),
         net_tcp_wmem: optional(btf.offset_of("net", "ipv4.sysctl_tcp_wmem")),
+        tp_lsndtime: optional(btf.offset_of("tcp_sock", "lsndtime")),
+        icsk_ack_lrcvtime: optional(btf.offset_of("tcp_sock", "inet_conn.icsk_ack.lrcvtime")),
+        io_kiocb_ctx: NO_FIELD,
+        io_kiocb_file_node: NO_FIELD,
+        io_ctx_files_nr: NO_FIELD,
+        io_ctx_files: NO_FIELD,
+        io_fixed_files_nodes: NO_FIELD,
         io_kiocb_opcode: NO_FIELD,
         io_kiocb_file: NO_FIELD,
         io_kiocb_flags: NO_FIELD,
@@ -231,6 +238,7 @@ fn io_uring_layouts(btf: &KernelBtf, tracefs: &Path, offsets: &mut KernelOffsets
     o.io_kiocb_opcode = btf.offset_of("io_kiocb", "opcode")?;
     o.io_kiocb_file = btf.offset_of("io_kiocb", "file")?;
     o.io_kiocb_flags = btf.offset_of("io_kiocb", "flags")?;
+    fixed_file_table(btf, &mut o);
     for (name, fields) in [
         ("io_uring_complete", [("req", 8, 0usize), ("res", 4, 1)]),
         ("io_uring_file_get", [("req", 8, 2), ("fd", 4, 3)]),
@@ -254,6 +262,30 @@ fn io_uring_layouts(btf: &KernelBtf, tracefs: &Path, offsets: &mut KernelOffsets
     }
     *offsets = o;
     Ok(())
+}
+
+/// Where a ring keeps its registered files, for a fixed-file request's index; left
+/// `NO_FIELD` (the index is then not known) where neither known layout is found.
+fn fixed_file_table(btf: &KernelBtf, o: &mut KernelOffsets) {
+    let Ok(ctx) = btf.offset_of("io_kiocb", "ctx") else { return };
+    // 6.13+: nodes, and the request keeps the node it took its file from.
+    let nodes = (
+        btf.offset_of("io_kiocb", "file_node"),
+        btf.offset_of("io_ring_ctx", "file_table.data.nr"),
+        btf.offset_of("io_ring_ctx", "file_table.data.nodes"),
+    );
+    if let (Ok(node), Ok(nr), Ok(table)) = nodes {
+        (o.io_kiocb_ctx, o.io_kiocb_file_node, o.io_ctx_files_nr, o.io_ctx_files) = (ctx, node, nr, table);
+        o.io_fixed_files_nodes = 1;
+        return;
+    }
+    // Before: an array of tagged file pointers.
+    if let (Ok(nr), Ok(table)) =
+        (btf.offset_of("io_ring_ctx", "nr_user_files"), btf.offset_of("io_ring_ctx", "file_table.files"))
+    {
+        (o.io_kiocb_ctx, o.io_ctx_files_nr, o.io_ctx_files) = (ctx, nr, table);
+        o.io_fixed_files_nodes = 0;
+    }
 }
 
 /// The classic TCP/socket records' layouts, from their format files; the tracepoints that
@@ -323,6 +355,8 @@ mod tests {
             ("proto.memory_pressure", o.proto_memory_pressure),
             ("proto.sysctl_mem", o.proto_sysctl_mem),
             ("net.ipv4.sysctl_tcp_wmem", o.net_tcp_wmem),
+            ("tcp_sock.lsndtime", o.tp_lsndtime),
+            ("tcp_sock.inet_conn.icsk_ack.lrcvtime", o.icsk_ack_lrcvtime),
             ("task_struct.cgroups", o.task_cgroups),
             ("cgroup.ancestors", o.cgroup_ancestors),
         ] {

@@ -601,6 +601,13 @@ fn udp_too_big() -> Result<()> {
 fn before_trace(what: &str) -> Result<()> {
     let mut peer = Peer::start(loopback("v4"))?;
     let fd = peer.connected()?;
+    if what == "reset" {
+        // Some data first (the peer's abort discards it): the snapshot tells how long before
+        // the attach it was sent. (A peer that closes with unread data resets: not for "fin".)
+        // SAFETY: a valid fd and buffer.
+        unsafe { libc::write(fd, b"hello".as_ptr().cast(), 5) };
+        sleep_ms(20);
+    }
     peer.cmd(if what == "reset" { "abort" } else { "close" })?;
     sleep_ms(50);
     ready_then_wait();
@@ -1342,8 +1349,12 @@ mod uring {
         let mut peer = Peer::start(loopback("v4"))?;
         let fd = peer.connected()?;
         let mut ring = ring()?;
+        // The socket is the third registered file: its index (2) is what the event names.
+        let mut fds = [0i32; 2];
         if how == "recv-fixed" {
-            ring.submitter().register_files(&[fd])?;
+            // SAFETY: a two-int array for pipe(2).
+            anyhow::ensure!(unsafe { libc::pipe(fds.as_mut_ptr()) } == 0, "pipe: errno {}", errno());
+            ring.submitter().register_files(&[fds[0], fds[1], fd])?;
         }
         ready_then_wait();
         peer.cmd("abort")?;
@@ -1355,14 +1366,15 @@ mod uring {
             "recv-async" => {
                 opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32).build().flags(squeue::Flags::ASYNC)
             }
-            "recv-fixed" => opcode::Recv::new(types::Fixed(0), buf.as_mut_ptr(), buf.len() as u32).build(),
+            "recv-fixed" => opcode::Recv::new(types::Fixed(2), buf.as_mut_ptr(), buf.len() as u32).build(),
             "send" => {
                 opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32).flags(libc::MSG_NOSIGNAL).build()
             }
             other => bail!("unknown io_uring request {other}"),
         };
         let (e, _) = complete(&mut ring, sqe)?;
-        report(how, fd, e, json!({ "dport": peer.addr.port(), "peer_pid": peer.pid }));
+        let fixed_index = (how == "recv-fixed").then_some(2);
+        report(how, fd, e, json!({ "dport": peer.addr.port(), "peer_pid": peer.pid, "fixed_index": fixed_index }));
         // Then a send through the ring: the reset was reported once, so a broken pipe.
         let sqe = opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32).flags(libc::MSG_NOSIGNAL).build();
         let (e, _) = complete(&mut ring, sqe)?;
