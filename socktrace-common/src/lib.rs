@@ -189,7 +189,9 @@ pub mod names {
     pub const UDP_ERRORS: &str = "UDP_ERRORS";
     /// RSTs sent on this host, by the sender's 4-tuple (`SentReset`).
     pub const SENT_RESETS: &str = "SENT_RESETS";
-    pub const MAPS: [&str; 12] = [
+    /// ICMP errors received, by the 4-tuple of the packet they are about (`IcmpSource`).
+    pub const ICMP_SOURCES: &str = "ICMP_SOURCES";
+    pub const MAPS: [&str; 13] = [
         EVENTS,
         SOCKETS,
         TRACED_TGIDS,
@@ -202,6 +204,7 @@ pub mod names {
         IO_URING_FDS,
         UDP_ERRORS,
         SENT_RESETS,
+        ICMP_SOURCES,
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
@@ -283,6 +286,8 @@ pub mod event_flags {
     pub const HAS_TIMERS: u32 = 1 << 8;
     /// `peer_reset` holds the RST's sender on this host (the peer socket is local).
     pub const HAS_PEER_RESET: u32 = 1 << 9;
+    /// `icmp` holds the ICMP error received about this connection.
+    pub const HAS_ICMP_SOURCE: u32 = 1 << 10;
 }
 
 /// `FailureEvent::syscall_nr` at or above this is an io_uring request, not a syscall: its
@@ -649,6 +654,8 @@ pub struct FailureEvent {
     pub timers: TimerFacts,
     /// The RST this socket received, as its sender on this host sent it, when `HAS_PEER_RESET`.
     pub peer_reset: SentReset,
+    /// The ICMP error received about this connection's packets, if one was (`HAS_ICMP_SOURCE`).
+    pub icmp: IcmpSource,
 }
 
 /// An RST a socket of this host sent (any socket, any process: `tcp_send_reset`), kept by the
@@ -671,6 +678,22 @@ pub struct SentReset {
     pub state: u8,
     pub _pad: [u8; 7],
     pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// An ICMP error this host received about a packet it sent (`icmp_rcv`/`icmpv6_rcv`), kept by
+/// that packet's 4-tuple: who sent the message, and which message it was.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpSource {
+    pub ts_ns: u64,
+    /// The address that sent the ICMP message (4 bytes for IPv4).
+    pub from: [u8; 16],
+    pub family: u16,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The offending packet's protocol (TCP 6, UDP 17).
+    pub protocol: u8,
+    pub _pad: [u8; 3],
 }
 
 /// What decides which TCP timer gave up on a connection, read from the socket and its
@@ -754,10 +777,11 @@ assert_size!(ResourceFacts, 64 + 48);
 assert_size!(UdpError, 64);
 assert_size!(
     FailureEvent,
-    8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 112 + 16 + 48
+    8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 112 + 16 + 48 + 32
 );
 assert_size!(TimerFacts, 16);
 assert_size!(SentReset, 48);
+assert_size!(IcmpSource, 32);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 

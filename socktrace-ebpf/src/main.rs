@@ -8,6 +8,7 @@
 //!   socket. Each event has one handler (`on_*`) and up to three thin entry points, one per
 //!   probe type; userspace loads one per event (see `kernel/probes.rs`).
 //! * `follow`: children of traced processes join the selection (`-f`).
+//! * `icmp`: who sent the ICMP errors this host receives, for the failures they cause.
 //!
 //! Every struct layout comes from userspace (`OFFSETS`), computed from the running kernel.
 //! Kernel-side logs (aya-log) mark the rare conditions only; userspace sets their level
@@ -18,6 +19,7 @@
 
 mod follow;
 mod history;
+mod icmp;
 mod io_uring;
 mod syscalls;
 

@@ -7,6 +7,7 @@
 use crate::{
     count, global,
     history::{adopt, history_of, Create, LISTENERS, SENT_RESETS, UDP_ERRORS},
+    icmp::ICMP_SOURCES,
     is_traced, now_ns, read, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
@@ -23,8 +24,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
-    adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, ListenerKey,
-    ResourceFacts, SentReset, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts, UdpError,
+    adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, IcmpSource,
+    ListenerKey, ResourceFacts, SentReset, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts, UdpError,
     IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
@@ -407,6 +408,16 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         {
             set(event_flags::HAS_PEER_RESET);
         }
+        // An error the kernel reported, or the unreachables a soft ICMP error leaves without a
+        // report: the ICMP message behind it, if one came.
+        if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
+            && ((*ev).history.error_report.ts_ns != 0
+                || ret == -(errno::EHOSTUNREACH as i64)
+                || ret == -(errno::ENETUNREACH as i64))
+            && find_icmp_source(&(*ev).history.addrs, &raw mut (*ev).icmp)
+        {
+            set(event_flags::HAS_ICMP_SOURCE);
+        }
     }
     // Wake userspace only when a batch is waiting; it drains on a timer otherwise.
     let wake =
@@ -549,6 +560,18 @@ unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentReset) -> bool {
     // SAFETY: `sent` points at a map value of that size; `out` is valid for writes of it (the
     // caller's promise); the helper reads safely.
     unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<SentReset>() as u32, sent.cast()) == 0 }
+}
+
+/// The ICMP error received about the packets of the connection `ours` (as its socket sees
+/// it), copied into `out` with one helper call (see `find_sent_reset`).
+///
+/// # Safety
+/// `out` must be valid for writes of an `IcmpSource`.
+#[inline(always)]
+unsafe fn find_icmp_source(ours: &SockAddrs, out: *mut IcmpSource) -> bool {
+    let Some(found) = ICMP_SOURCES.get_ptr(ours) else { return false };
+    // SAFETY: `found` points at a map value of that size; `out` is valid for writes of it.
+    unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<IcmpSource>() as u32, found.cast()) == 0 }
 }
 
 /// Copies a history with one helper call. A plain struct copy this size compiles to a byte

@@ -124,6 +124,10 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                     None => r.line(true, false, "failing io_uring requests", probes::IO_URING_PROBES),
                     Some(why) => r.line(false, false, "failing io_uring requests", &format!("not watched: {why}")),
                 }
+                match &p.icmp {
+                    Ok(probe) => r.line(true, false, "ICMP error senders", probe),
+                    Err(why) => r.line(false, false, "ICMP error senders", &format!("not recorded: {why}")),
+                }
                 r.line(true, true, "programs load (verifier)", &format!("{} programs accepted", p.programs_loaded()));
             }
             Err(e) => r.line(false, true, "programs load (verifier)", &format!("{e:#}")),

@@ -59,6 +59,66 @@ fn state_name(s: Option<TcpState>) -> &'static str {
 }
 
 pub fn diagnose(f: &Failure) -> Diagnosis {
+    let mut dg = diagnose_cause(f);
+    // An ICMP error's own account: who sent it, and which message it was.
+    let icmp_named = dg.cause == Cause::IcmpError || (dg.cause == Cause::Timeout && dg.explain.contains("ICMP"));
+    if let Some(sender) = icmp_named.then(|| icmp_sender(f)).flatten() {
+        dg.explain.push_str(&sender);
+    }
+    dg
+}
+
+/// "; 10.0.0.1 (a router on the way) says: host unreachable (ICMP type 3 code 1)", for the
+/// ICMP message received about this connection since it began; None if none was.
+pub fn icmp_sender(f: &Failure) -> Option<String> {
+    let m = f.icmp.as_ref().filter(|m| icmp_is_this_connections(f, m))?;
+    let who = if f.remote.is_some_and(|r| r.ip() == m.from) { "the destination itself" } else { "a router on the way" };
+    let family = if m.v6 { "ICMPv6" } else { "ICMP" };
+    Some(format!(
+        "; {} ({who}) says: {} ({family} type {} code {})",
+        m.from,
+        icmp_message(m.v6, m.icmp_type, m.code),
+        m.icmp_type,
+        m.code
+    ))
+}
+
+/// The message was about this connection, not an earlier one on the same 4-tuple: it came
+/// after the socket's first recorded transition (UDP has none: within the last minute), and
+/// before the failure.
+fn icmp_is_this_connections(f: &Failure, m: &crate::event::IcmpMessage) -> bool {
+    let born = f.history.transitions.first().map(|t| t.ts_ns).unwrap_or(f.ts_ns.saturating_sub(60_000_000_000));
+    m.ts_ns >= born && m.ts_ns <= f.ts_ns
+}
+
+/// RFC 792 / RFC 4443 names of the errors that carry the offending packet.
+pub fn icmp_message(v6: bool, icmp_type: u8, code: u8) -> &'static str {
+    match (v6, icmp_type, code) {
+        (false, 3, 0) => "net unreachable",
+        (false, 3, 1) => "host unreachable",
+        (false, 3, 2) => "protocol unreachable",
+        (false, 3, 3) => "port unreachable",
+        (false, 3, 4) => "fragmentation needed",
+        (false, 3, 6) => "destination network unknown",
+        (false, 3, 7) => "destination host unknown",
+        (false, 3, 9 | 10 | 13) => "communication administratively prohibited",
+        (false, 3, _) => "destination unreachable",
+        (false, 11, _) => "time exceeded (TTL)",
+        (false, 12, _) => "parameter problem",
+        (true, 1, 0) => "no route to destination",
+        (true, 1, 1) => "communication administratively prohibited",
+        (true, 1, 3) => "address unreachable",
+        (true, 1, 4) => "port unreachable",
+        (true, 1, 5 | 6) => "rejected by policy",
+        (true, 1, _) => "destination unreachable",
+        (true, 2, _) => "packet too big",
+        (true, 3, _) => "time exceeded (hop limit)",
+        (true, 4, _) => "parameter problem",
+        _ => "error",
+    }
+}
+
+fn diagnose_cause(f: &Failure) -> Diagnosis {
     let h = &f.history;
     let remote = peer(f.remote);
     let d = Diagnosis::new;
@@ -1619,6 +1679,40 @@ mod soft_error_and_probe_timeout_tests {
         let dg = diagnose(&failure(Syscall::Connect, EHOSTUNREACH, Close, closed));
         assert_eq!(dg.cause, Cause::IcmpError);
         assert!(!dg.explain.contains("sk_err_soft"), "{}", dg.explain);
+    }
+
+    /// The ICMP message's own account: who sent it (the destination, or a router on the way)
+    /// and which message, only when it came during this connection.
+    #[test]
+    fn an_icmp_error_names_its_sender() {
+        use crate::event::IcmpMessage;
+        let h = History {
+            transitions: vec![StateChange { ts_ns: 1_000, old: Some(Close), new: Some(SynSent), in_traced_task: true }],
+            ..Default::default()
+        };
+        let mut f = failure(Syscall::Getsockopt, EHOSTUNREACH, SynSent, h);
+        f.ts_ns = 9_000;
+        f.remote = Some("10.0.0.5:8080".parse().unwrap());
+        let router = IcmpMessage { ts_ns: 5_000, from: "10.0.0.1".parse().unwrap(), v6: false, icmp_type: 3, code: 1 };
+        f.icmp = Some(router.clone());
+        let dg = diagnose(&f);
+        assert_eq!(dg.cause, Cause::IcmpError);
+        assert!(
+            dg.explain.ends_with("; 10.0.0.1 (a router on the way) says: host unreachable (ICMP type 3 code 1)"),
+            "{}",
+            dg.explain
+        );
+        f.icmp = Some(IcmpMessage { from: "10.0.0.5".parse().unwrap(), code: 3, ..router.clone() });
+        assert!(diagnose(&f).explain.contains("10.0.0.5 (the destination itself) says: port unreachable"));
+        // A message from before this connection began (an earlier one on the same ports): not this one.
+        f.icmp = Some(IcmpMessage { ts_ns: 500, ..router.clone() });
+        assert!(!diagnose(&f).explain.contains(" says: "));
+        // Not an ICMP cause: never appended.
+        f.icmp = Some(router);
+        f.errno = Some(ECONNRESET);
+        assert!(!diagnose(&f).explain.contains(" says: "));
+        assert_eq!(icmp_message(true, 1, 4), "port unreachable");
+        assert_eq!(icmp_message(true, 2, 0), "packet too big");
     }
 
     /// A keepalive timeout: ETIMEDOUT in ESTABLISHED with nothing retransmitted.

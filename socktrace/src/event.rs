@@ -68,6 +68,16 @@ pub struct PeerReset {
     pub accept_queue: Option<(u32, u32)>,
 }
 
+/// An ICMP error this host received about a packet of the connection: who sent it, which.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpMessage {
+    pub ts_ns: u64,
+    pub from: std::net::IpAddr,
+    pub v6: bool,
+    pub icmp_type: u8,
+    pub code: u8,
+}
+
 /// One failing call, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -114,6 +124,8 @@ pub struct Failure {
     pub timers: Option<socktrace_common::TimerFacts>,
     /// The RST this socket received, as its sender on this host sent it.
     pub peer_reset: Option<PeerReset>,
+    /// The ICMP error received about this connection's packets, if one came.
+    pub icmp: Option<IcmpMessage>,
     /// The name of the kernel's reason for an RST this socket sent (`history.rst_sent`).
     pub rst_sent_reason_name: Option<String>,
     /// The host's numbers read by userspace for such failures (see `host`).
@@ -209,6 +221,16 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
         history_started_here: ev.flags & event_flags::HISTORY_STARTED_HERE != 0,
         resource: (ev.flags & event_flags::HAS_RESOURCE != 0).then_some(ev.resource),
         timers: (ev.flags & event_flags::HAS_TIMERS != 0).then_some(ev.timers),
+        icmp: (ev.flags & event_flags::HAS_ICMP_SOURCE != 0).then(|| {
+            let m = &ev.icmp;
+            let v6 = m.family == socktrace_common::net::AF_INET6;
+            let from = if v6 {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(m.from))
+            } else {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::new(m.from[0], m.from[1], m.from[2], m.from[3]))
+            };
+            IcmpMessage { ts_ns: m.ts_ns, from, v6, icmp_type: m.icmp_type, code: m.code }
+        }),
         peer_reset: (ev.flags & event_flags::HAS_PEER_RESET != 0).then(|| {
             let p = &ev.peer_reset;
             let len = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
@@ -341,6 +363,7 @@ impl Failure {
             resource: None,
             timers: None,
             peer_reset: None,
+            icmp: None,
             rst_sent_reason_name: None,
             host: crate::host::HostFacts::default(),
             kernel_hz: None,

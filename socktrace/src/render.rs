@@ -146,6 +146,20 @@ pub struct JsonFacts {
     pub at_attach_idle_ms: Option<JsonIdle>,
     /// The RST this socket received, as its sender on this host sent it (schema 3).
     pub peer_reset: Option<JsonPeerReset>,
+    /// The ICMP error received about this connection: who sent it, which (schema 4).
+    pub icmp: Option<JsonIcmp>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonIcmp {
+    pub mono_ns: u64,
+    pub from: String,
+    /// The sender is the destination itself, not a router on the way.
+    pub from_destination: bool,
+    #[serde(rename = "type")]
+    pub icmp_type: u8,
+    pub code: u8,
+    pub message: &'static str,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -374,6 +388,14 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             at_attach_idle_ms: f.history.at_attach.as_ref().map(|_| {
                 let (sent, received) = f.at_attach_idle_ms();
                 JsonIdle { sent, received }
+            }),
+            icmp: f.icmp.as_ref().map(|m| JsonIcmp {
+                mono_ns: m.ts_ns,
+                from: m.from.to_string(),
+                from_destination: f.remote.is_some_and(|r| r.ip() == m.from),
+                icmp_type: m.icmp_type,
+                code: m.code,
+                message: crate::diagnose::icmp_message(m.v6, m.icmp_type, m.code),
             }),
             peer_reset: f.peer_reset.as_ref().map(|p| JsonPeerReset {
                 mono_ns: p.ts_ns,

@@ -155,6 +155,9 @@ fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
     if let Some(why) = &probes.io_uring_unwatched {
         eprintln!("socktrace: notice: failing io_uring requests are not watched on this kernel: {why}");
     }
+    if let Err(why) = &probes.icmp {
+        eprintln!("socktrace: notice: ICMP errors are named without their sender on this kernel: {why}");
+    }
     for (pid, why) in &adopted.refused {
         eprintln!(
             "socktrace: notice: the sockets PID {pid} had open before the trace were not adopted ({why}; needs \

@@ -83,6 +83,14 @@ impl ProbeReport {
                 passed_over: vec![why.clone()],
             },
         });
+        used.push(match &probes.icmp {
+            Ok(probe) => ProbeUsed { event: "ICMP error received", probe: (*probe).into(), passed_over: Vec::new() },
+            Err(why) => ProbeUsed {
+                event: "ICMP error received",
+                probe: "none (senders not recorded)".into(),
+                passed_over: vec![why.clone()],
+            },
+        });
         ProbeReport { mode: probes.mode.name(), used }
     }
 }

@@ -526,3 +526,33 @@ pub mod soak {
         })
     }
 }
+
+/// Whether this run recorded who sent ICMP errors (fentry or kprobe on `icmp_rcv`; kernels
+/// with neither, like a host without BPF trampolines or kprobes, name the error only): from
+/// the summary's probe report.
+pub fn icmp_senders_recorded(run: &Run) -> bool {
+    let probes = run.summary.as_ref().and_then(|s| s["probes"].as_array().cloned()).unwrap_or_default();
+    let icmp = probes
+        .iter()
+        .find(|p| p["event"] == "ICMP error received")
+        .unwrap_or_else(|| panic!("no ICMP probe in the summary: {probes:#?}"));
+    !icmp["probe"].as_str().unwrap_or("none").starts_with("none")
+}
+
+/// The ICMP error behind `ev` is named with its sender where this kernel lets socktrace see
+/// ICMP arrive, and never invented where it does not (the notice says why).
+pub fn assert_icmp_sender(run: &Run, ev: &Value, from: &str, icmp_type: u64, code: u64, message: &str) {
+    let explain = ev["explain"].as_str().unwrap();
+    if icmp_senders_recorded(run) {
+        let icmp = &ev["facts"]["icmp"];
+        assert_eq!(
+            (icmp["from"].as_str(), icmp["type"].as_u64(), icmp["code"].as_u64()),
+            (Some(from), Some(icmp_type), Some(code)),
+            "{ev:#}"
+        );
+        assert!(explain.contains(&format!("{from} (the destination itself) says: {message}")), "{explain}");
+    } else {
+        assert!(ev["facts"]["icmp"].is_null() && !explain.contains(" says: "), "{ev:#}");
+        assert!(run.stderr.contains("ICMP errors are named without their sender"), "{}", run.stderr);
+    }
+}

@@ -3,7 +3,7 @@
 //! for errno, the state the error was born in, and the cause.
 
 use serde_json::{json, Value};
-use socktrace_tests::{assert_label, single_event, trace_scenario, Netns, Run};
+use socktrace_tests::{assert_icmp_sender, assert_label, single_event, trace_scenario, Netns, Run};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -53,6 +53,7 @@ fn connect_refused_by_icmp_port_unreachable() {
     assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "icmp_error");
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("ICMP port-unreachable") && !explain.contains("nothing listens"), "{explain}");
+    assert_icmp_sender(&r, ev, "127.0.0.1", 3, 3, "port unreachable");
 }
 
 #[test]
@@ -217,7 +218,9 @@ fn host_unreachable_by_icmp() {
     ns.input_rules("ip", &["tcp dport 9997 reject with icmp type host-unreachable".into()]);
     let r = in_netns(&ns, &["connect", "127.0.0.1:9997"], &[]);
     assert_eq!(r.client_step("connect")["errno"], 113);
-    assert_label(single_event(&r), "EHOSTUNREACH", Some("SYN_SENT"), "icmp_error");
+    let ev = single_event(&r);
+    assert_label(ev, "EHOSTUNREACH", Some("SYN_SENT"), "icmp_error");
+    assert_icmp_sender(&r, ev, "127.0.0.1", 3, 1, "host unreachable");
 }
 
 #[test]

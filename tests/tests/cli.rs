@@ -389,6 +389,7 @@ fn check_reports_this_kernel() {
         "tcp_receive_reset",
         "raw_tracepoint/sys_exit (18 calls)",
         "failing io_uring requests",
+        "ICMP error senders",
         "kprobes",
         "probe mode",
         "programs load (verifier)",

@@ -3,7 +3,7 @@
 //! that never connected. Each is made to happen for real and checked like a syscall.
 
 use serde_json::Value;
-use socktrace_tests::{assert_label, single_event, trace_scenario, Run};
+use socktrace_tests::{assert_icmp_sender, assert_label, single_event, trace_scenario, Run};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -224,6 +224,7 @@ fn udp_refused_by_icmp_port_unreachable() {
         assert!(ev["explain"].as_str().unwrap().contains("ICMP port-unreachable (type 3 code 3)"), "{ev:#}");
         assert!(ev["cause_age_ns"].as_u64().is_some_and(|a| a > 0), "{ev:#}");
         assert!(!ev["facts"]["error_report"].is_null(), "{ev:#}");
+        assert_icmp_sender(&r, ev, "127.0.0.1", 3, 3, "port unreachable");
     }
 }
 

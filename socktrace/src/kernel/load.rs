@@ -15,7 +15,7 @@ use crate::model::{Direction, IoUringOp, Syscall};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use socktrace_common::{
@@ -183,6 +183,8 @@ pub struct Probes {
     pub choices: Vec<Choice>,
     /// Why failing io_uring requests are not watched, when they are not.
     pub io_uring_unwatched: Option<String>,
+    /// The probes that see ICMP errors arrive (who sent them), or why none could be attached.
+    pub icmp: std::result::Result<&'static str, String>,
     events: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     routine: PerCpuArray<MapData, u64>,
@@ -260,6 +262,7 @@ impl Probes {
         let kernel = KernelView { btf: &btf, tracefs: &tracefs, resolved: &resolved, kprobes };
         let choices = choose_and_attach(&mut ebpf, &kernel, mode, sel, &aya_btf, attach)?;
         let io_uring_unwatched = attach_io_uring(&mut ebpf, &resolved, attach).err().map(|e| format!("{e:#}"));
+        let icmp = attach_icmp(&mut ebpf, &aya_btf, kprobes, attach);
         attach_syscalls(&mut ebpf, attach)?;
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
@@ -271,6 +274,7 @@ impl Probes {
             mode,
             choices,
             io_uring_unwatched,
+            icmp,
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
             routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
@@ -289,6 +293,9 @@ impl Probes {
         if self.io_uring_unwatched.is_none() {
             parts.push(super::probes::IO_URING_PROBES.into());
         }
+        if let Ok(icmp) = self.icmp {
+            parts.push(icmp.into());
+        }
         parts.join(", ")
     }
 
@@ -306,7 +313,10 @@ impl Probes {
 
     /// Programs loaded (each passed the verifier).
     pub fn programs_loaded(&self) -> usize {
-        self.choices.len() + 1 + if self.io_uring_unwatched.is_none() { 2 } else { 0 }
+        self.choices.len()
+            + 1
+            + if self.io_uring_unwatched.is_none() { 2 } else { 0 }
+            + if self.icmp.is_ok() { 2 } else { 0 }
     }
 
     /// Failures the kernel could not send because the ring buffer was full.
@@ -459,6 +469,59 @@ fn attach_io_uring(ebpf: &mut Ebpf, resolved: &offsets::Resolved, attach: bool) 
         }
     }
     Ok(())
+}
+
+/// Who sent the ICMP errors this host receives: `icmp_rcv` and `icmpv6_rcv`, by fentry (BPF
+/// trampolines, 5.5+ on x86_64) or else a kprobe. Not part of the probe modes: those choose
+/// how the TCP events are seen; this is a fact beside them, and socktrace runs without it
+/// (the ICMP error is then named without its sender), saying why.
+fn attach_icmp(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    kprobes: bool,
+    attach: bool,
+) -> std::result::Result<&'static str, String> {
+    const FUNCTIONS: [(&str, &str, &str); 2] =
+        [("icmp_rcv", "icmp_rcv", "kp_icmp_rcv"), ("icmpv6_rcv", "icmpv6_rcv", "kp_icmpv6_rcv")];
+    let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
+    let mut fentry = || -> Result<()> {
+        if disabled.split(',').any(|p| p.trim() == "fentry/icmp_rcv") {
+            bail!("disabled by {DISABLE_PROBES_ENV}");
+        }
+        for (function, program, _) in FUNCTIONS {
+            let p: &mut FEntry = ebpf_program(ebpf, program)?.try_into()?;
+            p.load(function, btf).with_context(|| format!("fentry/{function}: the kernel refused it"))?;
+            if attach {
+                p.attach().with_context(|| format!("attaching fentry/{function} (needs BPF trampolines)"))?;
+            }
+        }
+        Ok(())
+    };
+    let fentry_error = match fentry() {
+        Ok(()) => return Ok("fentry/icmp_rcv+fentry/icmpv6_rcv"),
+        Err(e) => format!("{e:#}"),
+    };
+    if !kprobes {
+        return Err(format!("{fentry_error}; and {}", super::probes::NO_KPROBES));
+    }
+    let mut kprobe = || -> Result<()> {
+        for (function, _, program) in FUNCTIONS {
+            let p: &mut KProbe = ebpf_program(ebpf, program)?.try_into()?;
+            p.load().with_context(|| format!("kprobe/{function}: the kernel refused it"))?;
+            if attach {
+                p.attach(function, 0).with_context(|| format!("attaching kprobe/{function}"))?;
+            }
+        }
+        Ok(())
+    };
+    match kprobe() {
+        Ok(()) => Ok("kprobe/icmp_rcv+kprobe/icmpv6_rcv"),
+        Err(e) => Err(format!("{fentry_error}; {e:#}")),
+    }
+}
+
+fn ebpf_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))
 }
 
 /// Loads the one program that sees every failing call and attaches it to the raw `sys_exit`
