@@ -95,7 +95,10 @@ pub mod routine {
     pub const ECANCELED: u32 = 4;
     /// An io_uring timeout that expired.
     pub const ETIME: u32 = 5;
-    pub const KINDS: u32 = 6;
+    /// EAGAIN from a send on a TCP socket while TCP's memory was over its hard limit
+    /// (`tcp_mem[2]`): counted apart from the routine full buffer (cause socket_memory).
+    pub const SEND_MEMORY: u32 = 6;
+    pub const KINDS: u32 = 7;
     /// The index into `ROUTINE_COUNTS` is `kind * STATES + tcp_state`; TCP states are 1..=12
     /// and 0 is "not TCP" (other sockets, with --all-sockets).
     pub const STATES: u32 = 16;
@@ -123,6 +126,7 @@ pub mod routine {
             EINPROGRESS => errno::EINPROGRESS,
             ECANCELED => errno::ECANCELED,
             ETIME => errno::ETIME,
+            SEND_MEMORY => errno::EAGAIN,
             _ => errno::EALREADY,
         }
     }
@@ -747,9 +751,9 @@ pub struct ResourceFacts {
     /// counter the kernel compares) and its limits (`tcp_mem`: min, pressure, max).
     pub mem_pages: u64,
     pub mem_limits: [u64; 3],
-    /// The protocol is in memory-pressure mode (`tcp_memory_pressure`).
+    /// Non-zero: the protocol is in memory-pressure mode (`tcp_memory_pressure`).
     pub mem_pressure: u32,
-    /// 1 when the protocol's memory was read.
+    /// Non-zero when the protocol's memory was read.
     pub has_mem: u32,
     /// The namespace's `tcp_wmem[1]`: the send buffer a socket starts with; the kernel shrinks
     /// a socket's below it only when it refuses memory (`sk_stream_moderate_sndbuf`).

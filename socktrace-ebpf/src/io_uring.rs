@@ -9,12 +9,12 @@
 //! matched against the process's name (`is_traced_process`).
 
 use crate::{
-    current_tgid, global, is_traced_process, read,
+    current_tgid, global, is_traced_process, read, read_or_zero,
     syscalls::{on_socket_failure, sock_of_file, Call},
 };
 use aya_ebpf::{
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use socktrace_common::{event_flags, syscall_kind, IO_URING_CALL_BASE, IO_URING_OPS, NO_FIELD};
@@ -84,50 +84,49 @@ pub fn tp_io_uring_complete(ctx: TracePointContext) -> u32 {
 
 /// Registered files searched for a fixed-file request's index: a bound for the verifier and
 /// the failure path; a file registered beyond it has no known index.
-const FIXED_FILES_SEARCHED: u32 = 256;
+const FIXED_FILES_SEARCHED: u32 = 64;
 
 /// The low bits of a registered file's tagged pointer (`FFS_*` flags).
 const FFS_MASK: u64 = 0x7;
 
 /// The index of the request's registered file in its ring's table, or -1. The kernel drops
 /// the index once it has the file, so the table is searched for it (only for a failing
-/// request on a registered file).
+/// request on a registered file). Straight-line reads and a last-match-wins loop without an
+/// early exit: each exit of a loop would have the verifier walk the whole event path again.
 #[inline(always)]
 fn fixed_file_index(req: u64, file: u64) -> i32 {
-    let ctx_at = global!(OFFSETS.io_kiocb_ctx);
-    if ctx_at == NO_FIELD || file == 0 {
-        return -1;
-    }
-    let ctx: u64 = read(req, ctx_at).unwrap_or(0);
-    let nr: u32 = read(ctx, global!(OFFSETS.io_ctx_files_nr)).unwrap_or(0);
-    let table: u64 = read(ctx, global!(OFFSETS.io_ctx_files)).unwrap_or(0);
-    if table == 0 {
-        return -1;
-    }
+    let ctx: u64 = read_or_zero(req, global!(OFFSETS.io_kiocb_ctx));
+    let nr: u32 = read_or_zero(ctx, global!(OFFSETS.io_ctx_files_nr));
+    let table: u64 = read_or_zero(ctx, global!(OFFSETS.io_ctx_files));
     // The node layout compares node pointers; the older one tagged file pointers. Both
     // tables are arrays of 8-byte entries.
-    let (want, mask) = if global!(OFFSETS.io_fixed_files_nodes) == 1 {
-        (read::<u64>(req, global!(OFFSETS.io_kiocb_file_node)).unwrap_or(0), u64::MAX)
-    } else {
-        (file, !FFS_MASK)
-    };
-    if want == 0 {
+    let nodes = global!(OFFSETS.io_fixed_files_nodes) == 1;
+    let want: u64 = if nodes { read_or_zero(req, global!(OFFSETS.io_kiocb_file_node)) } else { file };
+    let mask = if nodes { u64::MAX } else { !FFS_MASK };
+    if table == 0 || want == 0 || global!(OFFSETS.io_kiocb_ctx) == NO_FIELD {
         return -1;
     }
-    let n = if nr < FIXED_FILES_SEARCHED { nr } else { FIXED_FILES_SEARCHED };
+    let Some(slot) = FIXED_INDEX.get_ptr_mut(0) else { return -1 };
+    // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+    unsafe { core::ptr::write_volatile(slot, -1) };
     let mut i: u32 = 0;
     while i < FIXED_FILES_SEARCHED {
-        if i >= n {
-            break;
-        }
-        let entry: u64 = read(table + 8 * i as u64, 0).unwrap_or(0);
-        if entry & mask == want {
-            return i as i32;
+        let entry: u64 = read_or_zero(table, 8 * i);
+        if i < nr && entry & mask == want {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(slot, i as i32) };
         }
         i += 1;
     }
-    -1
+    // Read back from the map: an unknown number to the verifier, so every way out of the
+    // loop is one state, and the event path after it is walked once.
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(slot) }
 }
+
+/// The fixed-file search's result, per CPU (see `fixed_file_index`).
+#[map]
+static FIXED_INDEX: PerCpuArray<i32> = PerCpuArray::with_max_entries(1, 0);
 
 /// How an opcode is watched (`TracedConfig::io_uring_kinds`), if it is.
 #[inline(always)]

@@ -236,6 +236,25 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
 }
 
+/// `read`, without a branch: the helper zero-fills its destination when the read faults (a
+/// NULL `base` included), so this is `read(..).unwrap_or(zero)` as one straight path. Older
+/// verifiers (6.1) walk both sides of every `unwrap_or` separately and never merge a zeroed
+/// stack slot with a read one: a run of them doubles the states each time.
+#[inline(always)]
+fn read_or_zero<T: Copy>(base: u64, offset: u32) -> T {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the helper writes all size_of::<T>() bytes of `v` (the value, or zeros when the
+    // read faults), so it is initialised either way; every caller's T is plain data.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            v.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            (base.wrapping_add(offset as u64)) as *const core::ffi::c_void,
+        );
+        v.assume_init()
+    }
+}
+
 /// A socket history was created. With per-CPU LRU lists each CPU draws from its own share of
 /// the map (`CONFIG.history_cpu_share`): once this CPU has that many live, the kernel is
 /// evicting, which is worth a (rare) log line; the exact counts go to userspace.

@@ -8,7 +8,8 @@ use crate::{
     count, global,
     history::{adopt, history_of, Create, LISTENERS, SENT_RESETS, UDP_ERRORS},
     icmp::ICMP_SOURCES,
-    is_traced, now_ns, read, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
+    is_traced, now_ns, read, read_or_zero, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS,
+    ROUTINE_COUNTS,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -186,11 +187,7 @@ pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, 
     if ret == 0 && !sock.is_tcp && call.so_error == 0 {
         return; // end of file is only reported for TCP
     }
-    if ret < 0
-        && flags_cfg & config_flags::SEND_ROUTINE == 0
-        && !send_refused_memory(ret, call.kind, &sock)
-        && count_routine(ret, &sock)
-    {
+    if ret < 0 && flags_cfg & config_flags::SEND_ROUTINE == 0 && count_routine(ret, call.kind, &sock) {
         return;
     }
     if udp_error.is_some() {
@@ -248,18 +245,24 @@ fn so_error_read(regs: u64) -> i32 {
 const TCP_LISTEN: u8 = 10;
 
 /// An EAGAIN from a send on a TCP socket while TCP's memory is over its hard limit
-/// (`tcp_mem[2]`): the kernel refused the memory, so this is not the routine full buffer of a
-/// slow reader, and it is sent (with the numbers) rather than counted.
+/// (`tcp_mem[2]`): counted apart from the routine full buffer of a slow reader (the numbers
+/// come with each event under `--all-errors`). Decided inside the counting, whose path ends
+/// there: a branch on the errno before the event is built made 6.1's verifier walk the whole
+/// event path twice, past its limit.
 #[inline(always)]
-fn send_refused_memory(ret: i64, kind: u8, sock: &Sock) -> bool {
-    if ret != -(errno::EAGAIN as i64) || kind != syscall_kind::OTHER && kind != syscall_kind::SPLICE {
+fn send_refused_memory(kind: u8, sock: &Sock) -> bool {
+    if kind != syscall_kind::OTHER && kind != syscall_kind::SPLICE {
         return false;
     }
     if !sock.is_tcp || sock.head.state == TCP_LISTEN {
         return false; // accept's EAGAIN is routine whatever the memory
     }
+    // Over the hard limit, and the kernel shrank this socket's send buffer below the size every
+    // socket starts with: what it does only when it refuses memory (the buffer is full for
+    // want of memory, not for a slow reader).
     let m = protocol_memory(sock.sk);
-    m.has_mem != 0 && m.mem_pages > m.mem_limits[2]
+    let sndbuf: u32 = read_or_zero(sock.sk, global!(OFFSETS.sk_sndbuf));
+    m.mem_limits[2] != 0 && m.mem_pages > m.mem_limits[2] && sndbuf < m.wmem_initial
 }
 
 /// The protocol's memory accounting (`ResourceFacts.mem_*`).
@@ -275,26 +278,21 @@ struct ProtocolMemory {
 }
 
 /// The protocol's memory accounting, as the kernel compares it when it grants socket memory.
+/// Straight-line reads (`read_or_zero`): a pointer that is NULL or unreadable gives zeros, and
+/// zero limits mean "not read" (`has_mem` 0).
 #[inline(always)]
 fn protocol_memory(sk: u64) -> ProtocolMemory {
     let mut m: ProtocolMemory = crate::zeroed::<ProtocolMemory, 6>();
-    let at = global!(OFFSETS.sk_prot);
-    if at == NO_FIELD || global!(OFFSETS.proto_sysctl_mem) == NO_FIELD {
-        return m;
-    }
-    let prot: u64 = read(sk, at).unwrap_or(0);
-    let allocated: u64 = read(prot, global!(OFFSETS.proto_memory_allocated)).unwrap_or(0);
-    let pressure: u64 = read(prot, global!(OFFSETS.proto_memory_pressure)).unwrap_or(0);
-    let limits: u64 = read(prot, global!(OFFSETS.proto_sysctl_mem)).unwrap_or(0);
-    if allocated == 0 || limits == 0 {
-        return m;
-    }
-    m.mem_pages = read(allocated, 0).unwrap_or(0);
-    m.mem_limits = read(limits, 0).unwrap_or([0; 3]);
-    m.mem_pressure = (pressure != 0 && read::<u64>(pressure, 0).unwrap_or(0) != 0) as u32;
-    m.has_mem = 1;
-    let net: u64 = read(sk, global!(OFFSETS.sk_net)).unwrap_or(0);
-    let wmem: [u32; 2] = read(net, global!(OFFSETS.net_tcp_wmem)).unwrap_or([0; 2]);
+    let prot: u64 = read_or_zero(sk, global!(OFFSETS.sk_prot));
+    let allocated: u64 = read_or_zero(prot, global!(OFFSETS.proto_memory_allocated));
+    let pressure: u64 = read_or_zero(prot, global!(OFFSETS.proto_memory_pressure));
+    let limits: u64 = read_or_zero(prot, global!(OFFSETS.proto_sysctl_mem));
+    m.mem_pages = read_or_zero(allocated, 0);
+    m.mem_limits = read_or_zero(limits, 0);
+    m.mem_pressure = read_or_zero::<u64>(pressure, 0) as u32 | (read_or_zero::<u64>(pressure, 0) >> 32) as u32;
+    m.has_mem = m.mem_limits[2] as u32 | (m.mem_limits[2] >> 32) as u32;
+    let net: u64 = read_or_zero(sk, global!(OFFSETS.sk_net));
+    let wmem: [u32; 2] = read_or_zero(net, global!(OFFSETS.net_tcp_wmem));
     m.wmem_initial = wmem[1];
     m
 }
@@ -303,8 +301,11 @@ fn protocol_memory(sk: u64) -> ProtocolMemory {
 /// sent one by one: the summary has them, the ring buffer and the wakeups do not. Returns
 /// whether `ret` was one.
 #[inline(always)]
-fn count_routine(ret: i64, sock: &Sock) -> bool {
-    let Some(kind) = routine::kind_of(-ret as i32) else { return false };
+fn count_routine(ret: i64, call_kind: u8, sock: &Sock) -> bool {
+    let Some(mut kind) = routine::kind_of(-ret as i32) else { return false };
+    if kind == routine::EAGAIN && send_refused_memory(call_kind, sock) {
+        kind = routine::SEND_MEMORY;
+    }
     let state: u8 = if sock.is_tcp { sock.head.state } else { 0 };
     count(&ROUTINE_COUNTS, kind * routine::STATES + (state as u32 & (routine::STATES - 1)));
     true
@@ -396,10 +397,14 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
             .into_iter()
             .find(|&p| p != 0)
             .unwrap_or(0);
-        if read_resource(-ret as i32, kind, sock, dport, &raw mut (*ev).resource) {
+        // The errno read back from the record: an unknown number to the verifier, so the paths
+        // that reached here with `ret` narrowed (the routine and memory checks) merge again
+        // instead of each walking what follows.
+        let e = -core::ptr::read_volatile(&raw const (*ev).ret) as i32;
+        if read_resource(e, kind, sock, dport, &raw mut (*ev).resource) {
             set(event_flags::HAS_RESOURCE);
         }
-        if sock.is_tcp && sock.sk != 0 && read_timers(-ret as i32, sock.sk, &raw mut (*ev).timers) {
+        if sock.is_tcp && sock.sk != 0 && read_timers(e, sock.sk, &raw mut (*ev).timers) {
             set(event_flags::HAS_TIMERS);
         }
         if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
@@ -411,9 +416,7 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         // An error the kernel reported, or the unreachables a soft ICMP error leaves without a
         // report: the ICMP message behind it, if one came.
         if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
-            && ((*ev).history.error_report.ts_ns != 0
-                || ret == -(errno::EHOSTUNREACH as i64)
-                || ret == -(errno::ENETUNREACH as i64))
+            && ((*ev).history.error_report.ts_ns != 0 || e == errno::EHOSTUNREACH || e == errno::ENETUNREACH)
             && find_icmp_source(&(*ev).history.addrs, &raw mut (*ev).icmp)
         {
             set(event_flags::HAS_ICMP_SOURCE);
@@ -569,7 +572,14 @@ unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentReset) -> bool {
 /// `out` must be valid for writes of an `IcmpSource`.
 #[inline(always)]
 unsafe fn find_icmp_source(ours: &SockAddrs, out: *mut IcmpSource) -> bool {
-    let Some(found) = ICMP_SOURCES.get_ptr(ours) else { return false };
+    // The key on the stack: kernels before about 6.4 take no map key from the ring buffer.
+    let mut key: SockAddrs = crate::zeroed::<SockAddrs, 5>();
+    key.family = ours.family;
+    key.sport = ours.sport;
+    key.dport = ours.dport;
+    key.saddr = ours.saddr;
+    key.daddr = ours.daddr;
+    let Some(found) = ICMP_SOURCES.get_ptr(key) else { return false };
     // SAFETY: `found` points at a map value of that size; `out` is valid for writes of it.
     unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<IcmpSource>() as u32, found.cast()) == 0 }
 }

@@ -152,6 +152,7 @@ impl Cause {
             routine::EAGAIN => Cause::WouldBlock,
             routine::EINTR => Cause::Interrupted,
             routine::ECANCELED | routine::ETIME => Cause::Cancelled,
+            routine::SEND_MEMORY => Cause::SocketMemory,
             _ => Cause::InProgress,
         }
     }
@@ -454,10 +455,13 @@ mod tests {
     #[test]
     fn every_routine_kind_is_a_routine_cause_of_its_errno() {
         use socktrace_common::routine;
-        for kind in 0..routine::KINDS {
+        for kind in (0..routine::KINDS).filter(|&k| k != routine::SEND_MEMORY) {
             assert!(Cause::of_routine(kind).is_routine());
             assert_eq!(routine::kind_of(routine::errno_of(kind)), Some(kind));
         }
+        // Counted by the kernel like EAGAIN, but for want of memory: not routine.
+        assert_eq!(Cause::of_routine(routine::SEND_MEMORY), Cause::SocketMemory);
+        assert_eq!(routine::errno_of(routine::SEND_MEMORY), errno::EAGAIN);
         for e in [errno::EINTR, errno::ERESTARTSYS, errno::ERESTART_RESTARTBLOCK] {
             assert_eq!(routine::kind_of(e), Some(routine::EINTR));
         }

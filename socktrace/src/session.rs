@@ -181,7 +181,17 @@ fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
 fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> Result<()> {
     let Printer { opts, mut sink, mut summary, .. } = printer;
     summary.lost = probes.lost_events()?;
-    summary.add_kernel_counts(&probes.routine_counts()?);
+    let routine = probes.routine_counts()?;
+    let memory: u64 =
+        routine.iter().filter(|(kind, _, _)| *kind == socktrace_common::routine::SEND_MEMORY).map(|(_, _, n)| n).sum();
+    if memory > 0 {
+        eprintln!(
+            "socktrace: {memory} non-blocking send{} failed with EAGAIN because TCP was out of memory (over \
+             net.ipv4.tcp_mem, with send buffers shrunk); counted, not printed: --all-errors shows each with the numbers",
+            if memory == 1 { "" } else { "s" }
+        );
+    }
+    summary.add_kernel_counts(&routine);
     summary.sockets_tracked = probes.sockets_tracked();
     summary.histories_evicted = probes.histories_evicted()?;
     let probe_report = ProbeReport::of(&probes);

@@ -541,7 +541,7 @@ pub fn icmp_senders_recorded(run: &Run) -> bool {
 
 /// The ICMP error behind `ev` is named with its sender where this kernel lets socktrace see
 /// ICMP arrive, and never invented where it does not (the notice says why).
-pub fn assert_icmp_sender(run: &Run, ev: &Value, from: &str, icmp_type: u64, code: u64, message: &str) {
+pub fn assert_icmp_sender(run: &Run, ev: &Value, from: &str, who: &str, icmp_type: u64, code: u64, message: &str) {
     let explain = ev["explain"].as_str().unwrap();
     if icmp_senders_recorded(run) {
         let icmp = &ev["facts"]["icmp"];
@@ -550,7 +550,7 @@ pub fn assert_icmp_sender(run: &Run, ev: &Value, from: &str, icmp_type: u64, cod
             (Some(from), Some(icmp_type), Some(code)),
             "{ev:#}"
         );
-        assert!(explain.contains(&format!("{from} (the destination itself) says: {message}")), "{explain}");
+        assert!(explain.contains(&format!("{from} ({who}) says: {message}")), "{explain}");
     } else {
         assert!(ev["facts"]["icmp"].is_null() && !explain.contains(" says: "), "{ev:#}");
         assert!(run.stderr.contains("ICMP errors are named without their sender"), "{}", run.stderr);

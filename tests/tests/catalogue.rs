@@ -53,7 +53,7 @@ fn connect_refused_by_icmp_port_unreachable() {
     assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "icmp_error");
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("ICMP port-unreachable") && !explain.contains("nothing listens"), "{explain}");
-    assert_icmp_sender(&r, ev, "127.0.0.1", 3, 3, "port unreachable");
+    assert_icmp_sender(&r, ev, "127.0.0.1", "the destination itself", 3, 3, "port unreachable");
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn host_unreachable_by_icmp() {
     assert_eq!(r.client_step("connect")["errno"], 113);
     let ev = single_event(&r);
     assert_label(ev, "EHOSTUNREACH", Some("SYN_SENT"), "icmp_error");
-    assert_icmp_sender(&r, ev, "127.0.0.1", 3, 1, "host unreachable");
+    assert_icmp_sender(&r, ev, "127.0.0.1", "the destination itself", 3, 1, "host unreachable");
 }
 
 #[test]
@@ -346,6 +346,23 @@ fn reset_across_veth_is_joined_through_the_socket() {
     assert_ne!(ev["cause_pid"], json!(r.client_pid), "the RST was handled outside the client's context");
 }
 
+/// A router on the way has no route to the destination: its ICMP net-unreachable fails the
+/// connect. Where socktrace sees ICMP arrive, the router is named as the sender, not the
+/// destination.
+#[test]
+fn a_router_without_a_route_answers_net_unreachable() {
+    let cli = Netns::new("rc");
+    let router = Netns::new("rr");
+    cli.veth_to(&router, "10.199.3.1/24", "10.199.3.2/24");
+    cli.ip(&["route", "add", "10.199.4.0/24", "via", "10.199.3.2"]);
+    router.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    let r = in_netns(&cli, &["connect", "10.199.4.5:80"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 101, "ENETUNREACH");
+    let ev = single_event(&r);
+    assert_label(ev, "ENETUNREACH", Some("SYN_SENT"), "icmp_error");
+    assert_icmp_sender(&r, ev, "10.199.3.2", "a router on the way", 3, 0, "net unreachable");
+}
+
 /// The process is out of descriptors: its accept4() fails with EMFILE while connections wait
 /// in its listener's queue. Not "unknown": the limit and the queue are named.
 #[test]
@@ -458,19 +475,28 @@ impl Drop for TcpMemGuard {
 #[test]
 fn a_send_refused_for_tcp_memory_is_socket_memory() {
     let _restore = TcpMemGuard(std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").unwrap());
+    // By default, counted in the kernel like the routine EAGAIN, but under its own cause.
     let r = run(&["send-memory"], &[]);
+    assert_eq!(r.client_step("send")["errno"], 11, "EAGAIN");
+    assert!(r.events.is_empty(), "{:#?}", r.events);
+    let rows = r.summary.as_ref().unwrap()["rows"].as_array().unwrap().clone();
+    assert!(
+        rows.iter().any(|row| row["errno"] == "EAGAIN" && row["cause"] == "socket_memory" && row["count"] == 1),
+        "{rows:?}"
+    );
+    assert!(r.stderr.contains("1 non-blocking send failed with EAGAIN because TCP was out of memory"), "{}", r.stderr);
+    // Each one, with the kernel's numbers at the failure, with --all-errors.
+    let r = run(&["send-memory"], &["--all-errors"]);
     let step = r.client_step("send");
     assert_eq!(step["errno"], 11, "EAGAIN: {step}");
-    let ev = single_event(&r);
+    let ev = r.events.iter().find(|e| e["fd"] == step["fd"] && e["cause"] == "socket_memory");
+    let ev = ev.unwrap_or_else(|| panic!("no socket_memory event: {:#?}", r.events));
     assert_label(ev, "EAGAIN", Some("ESTABLISHED"), "socket_memory");
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("TCP is out of memory"), "{explain}");
     assert!(explain.contains("(net.ipv4.tcp_mem: pressure at 1, limit 1)"), "{explain}");
     assert_eq!(ev["resource"]["tcp_mem"], json!([1, 1, 1]));
     assert!(ev["resource"]["tcp_mem_pages"].as_u64().unwrap() > 1, "{ev:#}");
-    // The fill's own EAGAINs (full buffers, under the limit) stayed routine: counted only.
-    let rows = r.summary.as_ref().unwrap()["rows"].as_array().unwrap().clone();
-    assert!(rows.iter().any(|row| row["cause"] == "socket_memory" && row["count"] == 1), "{rows:?}");
 }
 
 /// A listener of this host that never accepts: its full queue makes the kernel drop the SYNs,

@@ -224,7 +224,7 @@ fn udp_refused_by_icmp_port_unreachable() {
         assert!(ev["explain"].as_str().unwrap().contains("ICMP port-unreachable (type 3 code 3)"), "{ev:#}");
         assert!(ev["cause_age_ns"].as_u64().is_some_and(|a| a > 0), "{ev:#}");
         assert!(!ev["facts"]["error_report"].is_null(), "{ev:#}");
-        assert_icmp_sender(&r, ev, "127.0.0.1", 3, 3, "port unreachable");
+        assert_icmp_sender(&r, ev, "127.0.0.1", "the destination itself", 3, 3, "port unreachable");
     }
 }
 
