@@ -257,12 +257,18 @@ fn send_refused_memory(kind: u8, sock: &Sock) -> bool {
     if !sock.is_tcp || sock.head.state == TCP_LISTEN {
         return false; // accept's EAGAIN is routine whatever the memory
     }
-    // Over the hard limit, and the kernel shrank this socket's send buffer below the size every
-    // socket starts with: what it does only when it refuses memory (the buffer is full for
-    // want of memory, not for a slow reader).
-    let m = protocol_memory(sock.sk);
+    // The kernel shrank this socket's send buffer below the size every socket starts with,
+    // which it does only when it refuses memory (the buffer is full for want of memory, not
+    // for a slow reader), and TCP is over its hard limit. The buffer first: three reads, and
+    // the usual EAGAIN of a full buffer stops there.
     let sndbuf: u32 = read_or_zero(sock.sk, global!(OFFSETS.sk_sndbuf));
-    m.mem_limits[2] != 0 && m.mem_pages > m.mem_limits[2] && sndbuf < m.wmem_initial
+    let net: u64 = read_or_zero(sock.sk, global!(OFFSETS.sk_net));
+    let wmem: [u32; 2] = read_or_zero(net, global!(OFFSETS.net_tcp_wmem));
+    if sndbuf >= wmem[1] {
+        return false;
+    }
+    let m = protocol_memory(sock.sk);
+    m.mem_limits[2] != 0 && m.mem_pages > m.mem_limits[2]
 }
 
 /// The protocol's memory accounting (`ResourceFacts.mem_*`).

@@ -92,7 +92,6 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
     r.line(true, false, "tp_btf (BTF tracepoints)", "with BTF, 5.5+");
     r.line(true, false, "tracepoint (classic + raw)", "record layouts from the format files");
     r.line(kprobes, mode == ProbeMode::Kprobe, "kprobe", if kprobes { "available" } else { probes::NO_KPROBES });
-    r.line(false, false, "fentry", "only for who sent an ICMP error (see below); tp_btf serves the TCP events");
     if let (Ok(btf), Ok(tracefs), Some(resolved)) = (&btf, &tracefs, &resolved) {
         println!("kernel events, by probe type:");
         let kernel = KernelView { btf, tracefs, resolved, kprobes };
