@@ -416,17 +416,24 @@ fn ephemeral_ports_used_up_is_no_local_port() {
 #[test]
 fn a_full_listener_older_than_the_trace_is_still_named() {
     let r = run(&["queue-full", "before-trace"], &[]);
+    let ev = assert_joined_to_the_full_listener(&r);
+    assert!(ev["explain"].as_str().unwrap().contains("capped by net.core.somaxconn "), "{ev:#}");
+    assert_eq!(ev["resource"]["listener"]["backlog"], 1);
+}
+
+/// The `queue-full` scenario's connect timed out, joined to the listener (backlog 1, two
+/// connections waiting) and to its owner, the scenario's peer process. Its one event.
+fn assert_joined_to_the_full_listener(r: &Run) -> &Value {
     let step = r.client_step("connect");
     assert_eq!(step["errno"], 110, "ETIMEDOUT");
-    let ev = single_event(&r);
+    let ev = single_event(r);
     assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "listen_overflow");
     let explain = ev["explain"].as_str().unwrap();
     let listener = format!("127.0.0.1:{} (pid {} \"scenario\")", step["dport"], step["peer_pid"]);
     assert!(explain.contains(&listener), "{explain}");
     assert!(explain.contains("2 connections wait in an accept queue of 1"), "{explain}");
-    assert!(explain.contains("capped by net.core.somaxconn "), "{explain}");
     assert_eq!(ev["resource"]["listener"]["pid"], step["peer_pid"]);
-    assert_eq!(ev["resource"]["listener"]["backlog"], 1);
+    ev
 }
 
 /// A listener of this host whose queue overflows while a handshake completes, with
@@ -504,15 +511,7 @@ fn a_send_refused_for_tcp_memory_is_socket_memory() {
 #[test]
 fn connect_to_a_full_accept_queue_is_listen_overflow() {
     let r = run(&["queue-full"], &[]);
-    let step = r.client_step("connect");
-    assert_eq!(step["errno"], 110, "ETIMEDOUT");
-    let ev = single_event(&r);
-    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "listen_overflow");
-    let explain = ev["explain"].as_str().unwrap();
-    let listener = format!("127.0.0.1:{} (pid {} \"scenario\")", step["dport"], step["peer_pid"]);
-    assert!(explain.contains(&listener), "{explain}");
-    assert!(explain.contains("2 connections wait in an accept queue of 1"), "{explain}");
-    assert_eq!(ev["resource"]["listener"]["pid"], step["peer_pid"]);
+    assert_joined_to_the_full_listener(&r);
     // The summary counts the overflows of the traced process's namespace too.
     let overflows = r.summary.as_ref().unwrap()["listen_overflows"].as_u64().unwrap();
     assert!(overflows >= 2, "the SYN and its retransmission were dropped: {overflows}");

@@ -12,7 +12,25 @@ use std::path::Path;
 
 mod sock_diag;
 
-pub use sock_diag::DiagSocket;
+use sock_diag::DiagSocket;
+
+/// One /proc directory per network namespace of `pids` (the first process seen in each), or
+/// socktrace's own with no PID: where the per-namespace files and sockets are opened.
+fn distinct_namespaces(pids: &[u32]) -> Vec<String> {
+    let procs: Vec<String> =
+        if pids.is_empty() { vec!["/proc/self".into()] } else { pids.iter().map(|p| format!("/proc/{p}")).collect() };
+    let mut seen = Vec::new();
+    procs
+        .into_iter()
+        .filter(|proc| match std::fs::read_link(format!("{proc}/ns/net")) {
+            Ok(ns) if !seen.contains(&ns) => {
+                seen.push(ns);
+                true
+            }
+            _ => false,
+        })
+        .collect()
+}
 
 /// What socktrace can read of the traced processes' network namespaces once it has given up
 /// its privileges, prepared at attach: a socket-diagnostics socket in each (see `DiagSocket`),
@@ -28,20 +46,9 @@ pub struct Namespaces {
 impl Namespaces {
     /// For the namespaces of `pids` (each once), or socktrace's own with no PID.
     pub fn open(pids: &[u32]) -> Namespaces {
-        let mut seen = Vec::new();
         let mut diag = Vec::new();
-        let procs: Vec<String> = if pids.is_empty() {
-            vec!["/proc/self".into()]
-        } else {
-            pids.iter().map(|p| format!("/proc/{p}")).collect()
-        };
-        for proc in procs {
+        for proc in distinct_namespaces(pids) {
             let ns = Path::new(&proc).join("ns/net");
-            let Some(ino) = netns_inode(&ns) else { continue };
-            if seen.contains(&ino) {
-                continue;
-            }
-            seen.push(ino);
             match DiagSocket::open_in(&ns) {
                 Ok(d) => diag.push(d),
                 Err(e) => log::debug!("no socket diagnostics in {}: {e}", ns.display()),
@@ -61,11 +68,6 @@ impl Namespaces {
             Some((l, d.somaxconn))
         })
     }
-}
-
-fn netns_inode(ns: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(ns).ok().map(|m| m.ino())
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,7 +113,10 @@ pub fn enrich(f: &mut Failure, namespaces: &Namespaces) {
                 f.host.to_destination = Some(count_by_state(&tcp_sockets(Path::new(&proc)), |s| s.remote == dest));
             }
         }
-        errno::ENOBUFS | errno::ENOMEM => f.host.tcp_mem = tcp_mem(Path::new(&proc)),
+        // Only where the kernel could not read TCP's memory itself (it does at the failure).
+        errno::ENOBUFS | errno::ENOMEM if f.resource.is_none_or(|r| r.has_mem == 0) => {
+            f.host.tcp_mem = tcp_mem(Path::new(&proc))
+        }
         // A connect that timed out may have waited for a listener of this host whose accept
         // queue is full: the kernel drops SYNs then, and says so to nobody.
         errno::ETIMEDOUT if f.is_connect() => {
@@ -338,19 +343,8 @@ pub struct ListenOverflows {
 impl ListenOverflows {
     /// For the namespaces of `pids` (each once), or socktrace's own with no PID.
     pub fn start(pids: &[u32]) -> ListenOverflows {
-        let mut seen = Vec::new();
         let mut files = Vec::new();
-        let procs: Vec<String> = if pids.is_empty() {
-            vec!["/proc/self".into()]
-        } else {
-            pids.iter().map(|p| format!("/proc/{p}")).collect()
-        };
-        for proc in procs {
-            let Ok(ns) = std::fs::read_link(format!("{proc}/ns/net")) else { continue };
-            if seen.contains(&ns) {
-                continue;
-            }
-            seen.push(ns);
+        for proc in distinct_namespaces(pids) {
             if let Ok(mut f) = std::fs::File::open(format!("{proc}/net/netstat")) {
                 if let Some(n) = read_listen_overflows(&mut f) {
                     files.push((f, n));
