@@ -449,7 +449,8 @@ pub struct TracedConfig {
     pub tgid: u32,
     /// Socket histories each CPU's LRU list holds (`MAX_SOCKETS` / possible CPUs).
     pub history_cpu_share: u32,
-    /// socktrace's own process: its marked `getsockopt` calls adopt sockets (see `adopt`).
+    /// socktrace's own process: never selected (its calls and sockets are not traced), and
+    /// its marked `getsockopt` calls adopt sockets (see `adopt`).
     pub self_tgid: u32,
     pub _pad: u32,
     /// What each syscall number is to socktrace (`syscall_kind`): the one table the single
@@ -639,6 +640,10 @@ pub struct FailureEvent {
     pub sk: u64,
     /// The syscall's return value (negative errno).
     pub ret: i64,
+    /// The calling task's cgroup v2 id (`bpf_get_current_cgroup_id`: the inode of its cgroup
+    /// directory), which userspace turns into a container or service. Read at the failure:
+    /// the process may have exited, or moved, by the time userspace sees the event.
+    pub cgroup_id: u64,
     pub pid: u32,
     pub tid: u32,
     pub syscall_nr: u32,
@@ -781,7 +786,7 @@ assert_size!(ResourceFacts, 64 + 48);
 assert_size!(UdpError, 64);
 assert_size!(
     FailureEvent,
-    8 * 3 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 112 + 16 + 48 + 32
+    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 112 + 16 + 48 + 32
 );
 assert_size!(TimerFacts, 16);
 assert_size!(SentReset, 48);

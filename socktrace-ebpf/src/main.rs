@@ -173,6 +173,12 @@ fn is_traced_process(tgid: u32) -> bool {
 
 #[inline(always)]
 fn is_selected(tgid: u32, comm: impl FnOnce() -> [u64; 2]) -> bool {
+    // Never socktrace itself, whatever the selectors: tracing every process must not count
+    // (or, through its own output, feed) the agent's own sockets.
+    let own = global!(CONFIG.self_tgid);
+    if tgid == own && own != 0 {
+        return false;
+    }
     let flags = global!(CONFIG.flags);
     if flags & config_flags::SELECT_ONE_PID != 0 && tgid != global!(CONFIG.tgid) {
         return false;

@@ -16,8 +16,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{
-            bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel as probe_read_kernel_raw,
-            bpf_probe_read_user as probe_read_user_raw,
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
+            bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_user as probe_read_user_raw,
         },
     },
     macros::raw_tracepoint,
@@ -360,6 +360,9 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         (*ev).ts_ns = now_ns();
         (*ev).sk = sock.sk;
         (*ev).ret = ret;
+        // Which container or service: io-wq workers and the SQPOLL thread live in their
+        // ring owner's cgroup, so this is the owner's too.
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
         (*ev).pid = (id >> 32) as u32;
         (*ev).tid = id as u32;
         (*ev).syscall_nr = call.nr;

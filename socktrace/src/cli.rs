@@ -28,6 +28,10 @@ Examples:
                                          every process named nginx, only these errnos
   sudo socktrace --cgroup /system.slice/foo.service --summary
                                          a container or service; counts only
+  sudo socktrace --container 3f4e9c1a2b7d
+                                         a container, by (the start of) its id
+  sudo socktrace agent --metrics 127.0.0.1:9464
+                                         every process, as counters for Prometheus
   sudo socktrace check                   what this kernel supports
   sudo socktrace demo                    watch socktrace explain real failures
 
@@ -73,8 +77,13 @@ pub struct SelectArgs {
     pub comm: Option<String>,
 
     /// Only processes in this cgroup v2 (e.g. a container's), or below it.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "container")]
     pub cgroup: Option<PathBuf>,
+
+    /// Only this container (docker, containerd, CRI-O, podman), by its id or the id's first
+    /// characters: its cgroup, found under the cgroup2 mount.
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -163,6 +172,8 @@ impl OutputArgs {
             wall_clock: self.wall_clock,
             summary_only: self.summary,
             kernel_log: self.debug.then_some(aya_log::Level::Debug),
+            agent: false,
+            container_column: false,
         })
     }
 
@@ -177,6 +188,8 @@ impl OutputArgs {
             color: self.color,
             command,
             keep_privileges: false,
+            metrics: None,
+            otlp: None,
         })
     }
 }
@@ -201,6 +214,25 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Run as a node agent until stopped: every process (or the selection), as Prometheus
+    /// counters (`--metrics`) and/or JSON events (`--json`, `-o`) for a log shipper.
+    Agent {
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Serve Prometheus metrics on ADDR (e.g. 0.0.0.0:9464) at /metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Extra labels on the failure counter: `container` adds the container's runtime and
+        /// id and the pod's UID (one series per container: bounded by what runs on the node).
+        #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum, requires = "metrics")]
+        metrics_labels: Vec<crate::export::prometheus::MetricsLabel>,
+        /// Send each failure as an OTLP log record, and the counters as OTLP metrics, to an
+        /// OpenTelemetry Collector's OTLP/HTTP receiver (e.g. http://127.0.0.1:4318).
+        #[arg(long, value_name = "URL")]
+        otlp: Option<String>,
+    },
     /// The demo's workload (run by `socktrace demo`; not for direct use).
     #[command(hide = true)]
     DemoClient,
@@ -218,6 +250,28 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Check { probe_mode }) => crate::check::run(probe_mode),
         Some(Command::Demo { output }) => crate::demo::run(output.request(Selection::default(), Vec::new())?),
         Some(Command::DemoClient) => crate::demo::client(),
+        Some(Command::Agent { select, output, metrics, metrics_labels, otlp }) => {
+            if metrics.is_none() && otlp.is_none() && !output.json && output.output.is_none() {
+                bail!(
+                    "socktrace agent needs somewhere to send what it sees: --metrics ADDR, --otlp URL, --json, or -o FILE"
+                );
+            }
+            let pids = select.pids.iter().map(|p| validate_pid(p)).collect::<Result<Vec<_>>>()?;
+            let selection = selection(pids, &select)?;
+            let mut req = output.request(selection, Vec::new())?;
+            req.session.agent = true;
+            // Events go to a JSON or file sink; without one, stdout gets only the summary
+            // at the end (a service's stdout is its journal).
+            if !output.json && output.output.is_none() {
+                req.session.summary_only = true;
+            }
+            // An agent's text lines (with -o) come from any container on the node.
+            req.session.container_column = true;
+            req.metrics =
+                metrics.map(|addr| crate::export::prometheus::MetricsOptions { addr, labels: metrics_labels });
+            req.otlp = otlp;
+            crate::orchestrate::trace(req)
+        }
         Some(Command::GenerateDocs { dir }) => generate_docs(&dir).map(|()| 0),
         Some(Command::StatsFloor) => stats_floor(),
         None => {
@@ -229,7 +283,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                     "socktrace: warning: no -p, -c, --cgroup or command given: tracing every process on this machine"
                 );
             }
-            crate::orchestrate::trace(cli.output.request(selection, cli.command_line)?)
+            // Lines name their container when the selection can span several: anything but
+            // processes given by PID or started here.
+            let container_column =
+                selection.tgids.is_empty() && cli.command_line.is_empty() && cli.select.container.is_none();
+            let mut req = cli.output.request(selection, cli.command_line)?;
+            req.session.container_column = container_column;
+            crate::orchestrate::trace(req)
         }
     }
 }
@@ -249,7 +309,12 @@ fn selection(tgids: Vec<u32>, s: &SelectArgs) -> Result<Selection> {
             Some(name.as_bytes()[..name.len().min(TASK_COMM_MAX)].to_vec())
         }
     };
-    let cgroup = s.cgroup.as_deref().map(crate::kernel::cgroup::id_and_level).transpose()?;
+    let container = s.container.as_deref().map(crate::host::cgroups::container_cgroup).transpose()?;
+    if let (Some(id), Some(path)) = (&s.container, &container) {
+        use std::os::unix::ffi::OsStrExt as _;
+        eprintln!("socktrace: container {id}: cgroup {}", crate::render::escape_bytes(path.as_os_str().as_bytes()));
+    }
+    let cgroup = s.cgroup.as_deref().or(container.as_deref()).map(crate::kernel::cgroup::id_and_level).transpose()?;
     Ok(Selection { tgids, follow: s.follow, comm, cgroup })
 }
 

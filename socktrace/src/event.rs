@@ -128,6 +128,11 @@ pub struct Failure {
     pub icmp: Option<IcmpMessage>,
     /// The name of the kernel's reason for an RST this socket sent (`history.rst_sent`).
     pub rst_sent_reason_name: Option<String>,
+    /// The calling task's cgroup v2 id, as the kernel recorded it at the failure.
+    pub cgroup_id: u64,
+    /// That cgroup's path and the container, pod or service it holds (resolved in userspace;
+    /// None when its cgroup is gone or the id is unknown).
+    pub cgroup: Option<crate::host::cgroups::CgroupName>,
     /// The host's numbers read by userspace for such failures (see `host`).
     pub host: crate::host::HostFacts,
     /// The kernel's HZ, read when a failure needs jiffies turned into time (`at_attach_idle`).
@@ -247,6 +252,8 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
             }
         }),
         rst_sent_reason_name: None,
+        cgroup_id: ev.cgroup_id,
+        cgroup: None,
         host: crate::host::HostFacts::default(),
         kernel_hz: None,
     }
@@ -365,6 +372,8 @@ impl Failure {
             peer_reset: None,
             icmp: None,
             rst_sent_reason_name: None,
+            cgroup_id: 0,
+            cgroup: None,
             host: crate::host::HostFacts::default(),
             kernel_hz: None,
         }

@@ -2,13 +2,16 @@
 //!
 //! Data flows one way: kernel programs -> ring buffer -> `event` (decode) -> `diagnose` ->
 //! `render` (text, JSON). `kernel` loads and attaches the programs; `session` runs the loop;
-//! `orchestrate` puts a run together; `cli` only parses and converts.
+//! `orchestrate` puts a run together; `cli` only parses and converts. `container` names the
+//! workload behind a cgroup; `export` feeds the same failures to Prometheus (`agent`).
 
 mod check;
 mod cli;
+mod container;
 mod demo;
 mod diagnose;
 mod event;
+mod export;
 mod host;
 mod kernel;
 mod model;

@@ -11,7 +11,7 @@ use socktrace_common::net;
 use std::fmt::Write as _;
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Converts kernel monotonic timestamps to wall-clock and to time since attach.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +87,13 @@ pub struct JsonFailure {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
+    /// The calling task's cgroup v2 path, relative to the cgroup2 mount (schema 5); null when
+    /// it could not be told (its cgroup is gone, or there is no cgroup v2).
+    pub cgroup: Option<String>,
+    /// The container (or systemd unit) the call came from (schema 5).
+    pub container: Option<crate::container::Container>,
+    /// The Kubernetes pod, by UID and QoS class (schema 5).
+    pub pod: Option<crate::container::Pod>,
     pub syscall: String,
     /// The socket's fd; null when not known (an io_uring request on a fixed file, or one whose
     /// file lookup was not seen).
@@ -354,6 +361,9 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
         pid: f.pid,
         tid: f.tid,
         comm: escape_bytes(&f.comm),
+        cgroup: f.cgroup.as_ref().map(|c| escape_bytes(c.path.as_bytes())),
+        container: f.cgroup.as_ref().and_then(|c| c.workload.container.clone()),
+        pod: f.cgroup.as_ref().and_then(|c| c.workload.pod.clone()),
         syscall: f.syscall_name(),
         fd: (f.fd >= 0).then_some(f.fd),
         fixed_file: f.fixed_file,
@@ -440,6 +450,9 @@ pub struct TextStyle {
     pub color: bool,
     /// UTC wall-clock timestamps instead of seconds since attach.
     pub wall_clock: bool,
+    /// A column naming the container (`runtime:id`), or `-`: for selections that may span
+    /// several.
+    pub container_column: bool,
 }
 
 /// ANSI colour of each cause (SGR parameter).
@@ -481,11 +494,13 @@ pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) ->
     let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
     let age = d.cause_age_ns(f.ts_ns).map(human_ns).unwrap_or_else(|| "-".into());
     let cause = format!("{:<14}", d.cause.code());
+    let comm = format!("\"{}\"", escape_bytes(&f.comm));
+    let comm = if style.container_column { format!("{comm:<18} {:<20}", container_label(f)) } else { comm };
     format!(
         "{:<10} {:>13} {:<18} {:<16} = {:>5} {:<13} {:>21} -> {:<21} {:<11} {} {:>8}  {}",
         timestamp(f.ts_ns, clock, style.wall_clock),
         format!("{}/{}", f.pid, f.tid),
-        format!("\"{}\"", escape_bytes(&f.comm)),
+        comm,
         call,
         f.ret,
         paint(&format!("{errno:<13}"), cause_color(d.cause), style.color),
@@ -496,6 +511,14 @@ pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) ->
         age,
         escape_bytes(d.explain.as_bytes()),
     )
+}
+
+/// `docker:3f4e9c1a2b7d`, `systemd:nginx.service`, or `-`.
+fn container_label(f: &Failure) -> String {
+    match f.cgroup.as_ref().and_then(|c| c.workload.container.as_ref()) {
+        Some(c) => format!("{}:{}", c.runtime.name(), escape_bytes(c.short_id().as_bytes())),
+        None => "-".into(),
+    }
 }
 
 /// When to colour text output.
@@ -606,7 +629,7 @@ mod tests {
             "+0.004512      1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 ECONNREFUSED        127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    rst_received     12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
         );
         assert_eq!(
-            text_line(&f, &d, &CLOCK, TextStyle { color: true, wall_clock: true }),
+            text_line(&f, &d, &CLOCK, TextStyle { color: true, wall_clock: true, container_column: false }),
             "2023-11-14T22:13:21.004512Z     1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 \u{1b}[1;31mECONNREFUSED \u{1b}[0m       127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    \u{1b}[1;31mrst_received  \u{1b}[0m   12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
         );
     }

@@ -36,6 +36,11 @@ pub struct SessionOptions {
     pub summary_only: bool,
     /// Kernel-side log records at this level and above go to stderr (`--debug`).
     pub kernel_log: Option<aya_log::Level>,
+    /// `socktrace agent`: run until a signal whatever the traced processes do, print events
+    /// only to a JSON or file sink, and outlive a sink that fails.
+    pub agent: bool,
+    /// Text lines name the container (the selection may cover more than one).
+    pub container_column: bool,
 }
 
 impl Default for SessionOptions {
@@ -51,6 +56,8 @@ impl Default for SessionOptions {
             wall_clock: false,
             summary_only: false,
             kernel_log: None,
+            agent: false,
+            container_column: false,
         }
     }
 }
@@ -77,6 +84,10 @@ pub struct Session {
     printer: Printer,
 }
 
+/// How often the agent copies the kernel's own counters (lost events, routine outcomes,
+/// sockets tracked) into its metrics.
+const KERNEL_COUNTS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Why the event loop ended.
 enum End {
     Exited,
@@ -87,7 +98,14 @@ enum End {
 }
 
 impl Session {
-    pub fn attach(selection: &Selection, opts: SessionOptions, sink: Sink) -> Result<Self> {
+    /// `exporters`: the agent's sinks (the metrics endpoint is bound already; its registry is
+    /// filled once the probes are known, then it serves).
+    pub fn attach(
+        selection: &Selection,
+        opts: SessionOptions,
+        sink: Sink,
+        exporters: crate::export::Exporters,
+    ) -> Result<Self> {
         // Open the pidfds first: a PID that vanished is reported before any probe exists,
         // and one that exits later wakes the loop.
         let pidfds = selection.tgids.iter().map(|&p| pidfd_open(p)).collect::<Result<Vec<_>>>()?;
@@ -106,8 +124,28 @@ impl Session {
         // The kernel's RST reason names (6.10+; none before): read once, from its BTF.
         let rst_reasons =
             crate::kernel::btf::KernelBtf::load().map(|btf| btf.enum_names("sk_rst_reason")).unwrap_or_default();
+        let mut metrics = match exporters.metrics {
+            Some(request) => Some(request.start(&ProbeReport::of(&probes))?),
+            None => None,
+        };
+        let otlp = match &exporters.otlp {
+            Some(url) => {
+                let stats = std::sync::Arc::new(crate::export::otlp::ExportStats::default());
+                if let Some(m) = metrics.as_mut() {
+                    m.watch_otlp(stats.clone())?;
+                }
+                let exporter = crate::export::otlp::OtlpExporter::start(url, crate::export::host_name(), stats)?;
+                eprintln!("socktrace: agent: OTLP logs and metrics to {url}");
+                Some(exporter)
+            }
+            None => None,
+        };
         let printer = Printer {
             clock: Clock::now(),
+            cgroups: crate::host::cgroups::CgroupNames::new(),
+            metrics,
+            otlp,
+            output_broken: false,
             opts,
             sink,
             summary: Summary::default(),
@@ -134,7 +172,7 @@ impl Session {
         let mut signals = Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? };
         announce(&probes, &selection, &adopted);
         attached()?;
-        let end = watch.until_end(&probes, &selection, &mut printer, &mut signals).await?;
+        let end = watch.until_end(&probes, &selection, &mut printer, &mut signals, &mut overflows).await?;
         // Events the kernel wrote before the end are still in the buffer.
         let end = match end {
             End::OutputClosed | End::OutputFailed(_) => end,
@@ -179,7 +217,19 @@ fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
 
 /// Adds the kernel's own counts, detaches, prints the summary and the closing line.
 fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> Result<()> {
-    let Printer { opts, mut sink, mut summary, .. } = printer;
+    let Printer { opts, mut sink, mut summary, output_broken, otlp, .. } = printer;
+    if let Some(mut exporter) = otlp {
+        // What is queued goes out now (within a few seconds), with the last counters.
+        exporter.shutdown();
+        let stats = exporter.stats();
+        use std::sync::atomic::Ordering::Relaxed;
+        eprintln!(
+            "socktrace: agent: OTLP: {} log records delivered, {} dropped, {} retries",
+            stats.sent.load(Relaxed),
+            stats.dropped.load(Relaxed),
+            stats.retries.load(Relaxed)
+        );
+    }
     summary.lost = probes.lost_events()?;
     let routine = probes.routine_counts()?;
     let memory: u64 =
@@ -201,7 +251,7 @@ fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> 
         eprintln!("socktrace: {}; probes detached", summary.one_line());
         anyhow::bail!("writing to {} failed: {e}", sink.name);
     }
-    if !matches!(end, End::OutputClosed) {
+    if !matches!(end, End::OutputClosed) && !output_broken {
         let text = if opts.json { summary.to_json(&probe_report) + "\n" } else { summary.to_text() };
         if let Err(e) = sink.out.write_all(text.as_bytes()).and_then(|()| sink.out.flush()) {
             if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -268,8 +318,14 @@ impl Watch {
         selection: &Selection,
         printer: &mut Printer,
         signals: &mut Signals,
+        overflows: &mut crate::host::ListenOverflows,
     ) -> Result<End> {
-        let by_pid = !selection.tgids.is_empty();
+        // The agent runs until it is stopped; a session, until its processes are gone.
+        let agent = printer.opts.agent;
+        let by_pid = !selection.tgids.is_empty() && !agent;
+        let mut kernel_counts = tokio::time::interval(KERNEL_COUNTS_INTERVAL);
+        let exporting = printer.metrics.is_some();
+
         let mut poll = tokio::time::interval(Duration::from_millis(200));
         // The kernel wakes us only for a batch (WAKEUP_BYTES); this drains the rest promptly.
         let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
@@ -314,7 +370,7 @@ impl Watch {
                 i = next_exit => {
                     self.exited[i] = true;
                     // With -f, the children the kernel added keep the session going.
-                    if self.exited.iter().all(|&e| e) && (!selection.follow || probes.traced_processes() == 0) {
+                    if !agent && self.exited.iter().all(|&e| e) && (!selection.follow || probes.traced_processes() == 0) {
                         return Ok(End::Exited);
                     }
                 }
@@ -323,6 +379,7 @@ impl Watch {
                         return Ok(End::Exited);
                     }
                 }
+                _ = kernel_counts.tick(), if exporting => printer.export_kernel_counts(probes, overflows),
                 _ = signals.int.recv() => return Ok(End::Interrupted),
                 _ = signals.term.recv() => return Ok(End::Terminated),
             }
@@ -340,6 +397,14 @@ impl Watch {
 /// Diagnoses and prints failures; keeps the counts for the summary.
 struct Printer {
     clock: Clock,
+    /// cgroup id -> path and workload (container, pod, service).
+    cgroups: crate::host::cgroups::CgroupNames,
+    /// The agent's Prometheus counters.
+    metrics: Option<crate::export::prometheus::Metrics>,
+    /// The agent's OTLP exporter.
+    otlp: Option<crate::export::otlp::OtlpExporter>,
+    /// The agent's event sink failed: it goes on without it (the metrics still count).
+    output_broken: bool,
     opts: SessionOptions,
     sink: Sink,
     summary: Summary,
@@ -354,12 +419,19 @@ struct Printer {
 impl Printer {
     /// Reads every record now in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), End> {
-        let style = TextStyle { color: self.sink.color, wall_clock: self.opts.wall_clock };
+        let style = TextStyle {
+            color: self.sink.color,
+            wall_clock: self.opts.wall_clock,
+            container_column: self.opts.container_column,
+        };
         while let Some(item) = ring.next() {
             let decoded = decode(&item);
             drop(item);
             let Ok(mut failure) = decoded else {
                 self.summary.undecodable += 1;
+                if let Some(m) = &self.metrics {
+                    m.record_undecodable();
+                }
                 continue;
             };
             // The host's numbers, for the few failures that need them (read now, close to the
@@ -369,10 +441,18 @@ impl Printer {
                 failure.kernel_hz = *self.kernel_hz.get_or_init(crate::kernel::jiffies::hz);
             }
             failure.name_rst_reasons(&self.rst_reasons);
+            failure.cgroup = self.cgroups.lookup(failure.cgroup_id).cloned();
             let diagnosis = diagnose(&failure);
             self.summary.add(&failure, &diagnosis);
+            if let Some(m) = &self.metrics {
+                m.record(&failure, &diagnosis);
+            }
+            if let Some(o) = &self.otlp {
+                o.record(&failure, &diagnosis, self.clock.wall_ns(failure.ts_ns));
+            }
             let opts = &self.opts;
             let shown = !opts.summary_only
+                && !self.output_broken
                 && (opts.all_errors || !diagnosis.cause.is_routine())
                 && (opts.errnos.is_empty() || failure.errno.is_some_and(|e| opts.errnos.contains(&e)))
                 && (opts.causes.is_empty() || opts.causes.contains(&diagnosis.cause));
@@ -384,10 +464,43 @@ impl Printer {
             } else {
                 render::text_line(&failure, &diagnosis, &self.clock, style)
             };
-            writeln!(self.sink.out, "{line}").map_err(output_error)?;
-            self.summary.printed += 1;
+            match writeln!(self.sink.out, "{line}") {
+                Ok(()) => self.summary.printed += 1,
+                Err(e) => self.output_failed(e)?,
+            }
         }
-        self.sink.out.flush().map_err(output_error)
+        match self.sink.out.flush() {
+            Err(e) if !self.output_broken => self.output_failed(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// A session ends when its output fails; the agent goes on counting without it.
+    fn output_failed(&mut self, e: std::io::Error) -> Result<(), End> {
+        if !self.opts.agent {
+            return Err(output_error(e));
+        }
+        if !self.output_broken {
+            eprintln!(
+                "socktrace: agent: writing events to {} failed ({e}); events are no longer written there, the \
+                 metrics go on",
+                self.sink.name
+            );
+            self.output_broken = true;
+        }
+        Ok(())
+    }
+
+    /// Copies the kernel's own counters into the metrics.
+    fn export_kernel_counts(&mut self, probes: &Probes, overflows: &mut crate::host::ListenOverflows) {
+        let Some(m) = self.metrics.as_mut() else { return };
+        m.update_kernel_counts(crate::export::prometheus::KernelCounts {
+            routine: probes.routine_counts().unwrap_or_default(),
+            lost: probes.lost_events().unwrap_or(0),
+            histories_evicted: probes.histories_evicted().unwrap_or(0),
+            listen_overflows: overflows.since_start().unwrap_or(0),
+            sockets_tracked: probes.sockets_tracked(),
+        });
     }
 }
 

@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 /// How many peers the summary lists.
 pub const TOP_PEERS: usize = 10;
+/// Distinct peers counted one by one; the rest share the `OTHER_PEERS` row.
+const MAX_PEERS: usize = 10_000;
+const OTHER_PEERS: &str = "(other peers)";
 
 #[derive(Default, Debug)]
 pub struct Summary {
@@ -120,7 +123,15 @@ impl Summary {
         let state = d.state.map(|s| s.name()).unwrap_or("-");
         *self.by_label.entry((errno, d.cause.code(), state)).or_default() += 1;
         if let Some(r) = f.remote {
-            *self.by_peer.entry(r.to_string()).or_default() += 1;
+            // Bounded for a session that runs for weeks (the agent): past MAX_PEERS distinct
+            // peers, new ones are counted together.
+            let peer = r.to_string();
+            let key = if self.by_peer.len() < MAX_PEERS || self.by_peer.contains_key(&peer) {
+                peer
+            } else {
+                OTHER_PEERS.to_string()
+            };
+            *self.by_peer.entry(key).or_default() += 1;
         }
     }
 

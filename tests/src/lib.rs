@@ -4,6 +4,8 @@
 //! These tests need root and a BPF-capable kernel. They never skip: without either, they fail
 //! and say why.
 
+pub mod fleet;
+
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -181,11 +183,16 @@ impl Tracer {
         let mut full: Vec<String> = Vec::new();
         if let Ok(mode) = std::env::var("SOCKTRACE_TEST_PROBE_MODE") {
             let is_run = !matches!(args.first(), Some(&("check" | "demo" | "generate-docs")));
+            // The agent takes the option after its name.
+            if args.first() == Some(&"agent") {
+                full.push("agent".into());
+            }
             if is_run && !args.iter().any(|a| a.starts_with("--probe-mode")) {
                 full.push(format!("--probe-mode={mode}"));
             }
         }
-        full.extend(args.iter().map(|a| a.to_string()));
+        let skip = usize::from(full.first().is_some_and(|a| a == "agent"));
+        full.extend(args.iter().skip(skip).map(|a| a.to_string()));
         let mut child = Command::new(socktrace_bin())
             .args(&full)
             .envs(env.iter().copied())

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod image;
 mod vm;
 
 #[derive(Parser)]
@@ -66,10 +67,16 @@ enum Task {
         /// Hard wall-clock limit per virtual machine, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = vm::DEFAULT_VM_TIMEOUT.as_secs())]
         timeout: u64,
+        /// Virtual machines booted at the same time.
+        #[arg(long, value_name = "N", default_value_t = vm::DEFAULT_VM_JOBS)]
+        jobs: usize,
         /// Arguments for the test binaries after `--` (e.g. a test name filter).
         #[arg(last = true)]
         test_args: Vec<String>,
     },
+    /// A minimal container image around the static binary: an OCI layout in target/image/oci
+    /// and an archive (push with `skopeo copy oci-archive:... docker://...`).
+    Image,
     /// Build in release mode and run `socktrace demo`.
     Demo {
         #[arg(trailing_var_arg = true)]
@@ -109,7 +116,7 @@ fn main() -> Result<()> {
             eprintln!("xtask: completions and man page in {}", out.display());
             Ok(())
         }
-        Task::VmTest { kernels, modes, debug, timeout, test_args } => {
+        Task::VmTest { kernels, modes, debug, timeout, jobs, test_args } => {
             let defaults = vm::MatrixOptions::default();
             let opts = vm::MatrixOptions {
                 kernels: if kernels.is_empty() { defaults.kernels } else { kernels },
@@ -117,8 +124,14 @@ fn main() -> Result<()> {
                 test_args,
                 release: !debug,
                 vm_timeout: Duration::from_secs(timeout),
+                jobs,
             };
             vm::vm_test(&root, &opts)
+        }
+        Task::Image => {
+            let image = build_image(&root)?;
+            println!("image {}: {} (layout {})", image.tag, image.archive.display(), image.layout.display());
+            Ok(())
         }
         Task::Demo { args } => {
             build(true)?;
@@ -168,6 +181,21 @@ fn build(release: bool) -> Result<()> {
     run(&mut cmd)?;
     eprintln!("xtask: build took {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The container image, from the static release build the VM matrix uses too.
+fn build_image(root: &Path) -> Result<image::Image> {
+    let binary = vm::build_static_socktrace(root, &vm::static_target_dir(root), true)?;
+    image::build(&binary, &root.join("target/image"), &socktrace_version(root)?)
+}
+
+/// socktrace's version, from its Cargo.toml (the image is tagged with it).
+fn socktrace_version(root: &Path) -> Result<String> {
+    let manifest = std::fs::read_to_string(root.join("socktrace/Cargo.toml"))?;
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"').map(String::from))
+        .context("no version in socktrace/Cargo.toml")
 }
 
 fn test(args: &[String], with_vms: bool) -> Result<()> {
@@ -243,6 +271,21 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
             "xtask: host suite {host_minutes:.1} min, VM matrix {:.1} min",
             vm_started.elapsed().as_secs_f64() / 60.0
         );
+        // The container image, from the static build just made: built and checked with the
+        // tools that consume OCI images (one more test in the count).
+        let root = workspace_root();
+        let checked = socktrace_version(&root)
+            .and_then(|v| build_image(&root).and_then(|i| image::check(&i, &root.join("target/image/check"), &v)));
+        match checked {
+            Ok(()) => {
+                println!("test container image (skopeo inspect/copy, umoci unpack, run) ... ok");
+                totals.passed += 1;
+            }
+            Err(e) => {
+                println!("test container image ... FAILED: {e:#}");
+                totals.failed += 1;
+            }
+        }
     }
     // One closing line for the whole suite, whatever the number of test binaries and VMs.
     println!("summary: {} passed, {} failed", totals.passed, totals.failed);

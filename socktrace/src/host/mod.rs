@@ -10,6 +10,7 @@ use crate::model::{errno, TcpState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
+pub mod cgroups;
 mod sock_diag;
 
 use sock_diag::DiagSocket;

@@ -1,0 +1,137 @@
+//! The Kubernetes manifests (`deploy/kubernetes/`): valid against Kubernetes' own schemas
+//! (offline, with the `kubernetes-validate` package `./x setup` installs), only the
+//! capabilities socktrace needs, and a command line the real binary runs.
+
+use serde_json::Value;
+use socktrace_tests::fleet::{http_get, python_tool, workspace};
+use socktrace_tests::Tracer;
+use std::path::{Path, PathBuf};
+
+use std::process::Command;
+use std::time::Duration;
+
+fn manifests() -> Vec<PathBuf> {
+    let dir = workspace().join("deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    files
+}
+
+/// Every document of a YAML file, as JSON (PyYAML, which kubernetes-validate brings).
+fn documents(path: &Path) -> Vec<Value> {
+    let out = Command::new(python_tool("python"))
+        .args(["-c", "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn manifests_validate_against_kubernetes_schemas() {
+    // The oldest Kubernetes still common in fleets, and the newest the package knows.
+    for version in ["1.28", "1.37"] {
+        let out = Command::new(python_tool("kubernetes-validate"))
+            .args(["--strict", "--kubernetes-version", version])
+            .args(manifests())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{version}: {text}");
+        assert_eq!(text.matches(" passed for resource ").count(), manifests().len(), "{text}");
+    }
+    // The validator rejects what it should: an unknown field, strictly.
+    let bad = std::env::temp_dir().join(format!("socktrace-bad-{}.yaml", std::process::id()));
+    let daemonset = std::fs::read_to_string(workspace().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    std::fs::write(&bad, daemonset.replace("hostPID: true", "hostPID: true\n      hostPIDs: true")).unwrap();
+    let out = Command::new(python_tool("kubernetes-validate")).arg("--strict").arg(&bad).output().unwrap();
+    let _ = std::fs::remove_file(&bad);
+    assert!(!out.status.success(), "a misspelt field passed");
+}
+
+#[test]
+fn the_daemonset_asks_for_what_socktrace_needs_and_no_more() {
+    let docs = documents(&workspace().join("deploy/kubernetes/daemonset.yaml"));
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["privileged"], false);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(security["capabilities"]["add"], serde_json::json!(["BPF", "PERFMON", "DAC_READ_SEARCH"]));
+    for mount in container["volumeMounts"].as_array().unwrap() {
+        assert_eq!(mount["readOnly"], true, "{mount}");
+    }
+    let paths: Vec<&str> =
+        container["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup"]);
+    let env = container["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "NODE_NAME" && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
+    assert!(
+        container["resources"]["limits"]["memory"].is_string() && container["resources"]["requests"]["cpu"].is_string()
+    );
+    let port = annotations["prometheus.io/port"].as_str().unwrap();
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&format!("--metrics=0.0.0.0:{port}").as_str()), "{args:?}");
+
+    // The same command line, run for real (on loopback and an ephemeral port): it attaches
+    // and serves metrics.
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| if a.starts_with("--metrics=") { "--metrics=127.0.0.1:0".to_string() } else { a.to_string() })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Tracer::start(&args).unwrap();
+    let line = agent.stderr.lines().find(|l| l.contains("metrics at http://")).unwrap().to_string();
+    let addr = line.split("http://").nth(1).unwrap().trim_end_matches("/metrics").parse().unwrap();
+    let (status, text) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("socktrace_build_info"), "{text}");
+    // Every process is traced, but never socktrace itself: the scrapes it just answered
+    // (connections the client closed first) are not failures of a traced process.
+    let own_pid = agent.pid();
+    let (status, _) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    agent.signal(libc::SIGTERM);
+    let out = agent.wait(Duration::from_secs(15)).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let (events, summary) = out.json().unwrap();
+    assert!(summary.is_some(), "{}", out.stdout);
+    assert!(!events.iter().any(|e| e["pid"] == own_pid), "socktrace traced itself: {events:#?}");
+}
+
+/// The Collector example: every component a pipeline names is configured.
+#[test]
+fn the_collector_pipeline_is_complete() {
+    let docs = documents(&workspace().join("deploy/kubernetes/collector.yaml"));
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let config_text = config_map["data"]["config.yaml"].as_str().unwrap();
+    let file = std::env::temp_dir().join(format!("socktrace-collector-{}.yaml", std::process::id()));
+    std::fs::write(&file, config_text).unwrap();
+    let config = documents(&file).remove(0);
+    let _ = std::fs::remove_file(&file);
+    let pipelines = config["service"]["pipelines"].as_object().unwrap();
+    assert!(pipelines.contains_key("logs"));
+    for (name, pipeline) in pipelines {
+        for kind in ["receivers", "processors", "exporters"] {
+            for component in pipeline[kind].as_array().into_iter().flatten() {
+                let component = component.as_str().unwrap();
+                assert!(config[kind].get(component).is_some(), "pipeline {name}: {kind} {component} is not configured");
+            }
+        }
+    }
+    let processors: Vec<&str> =
+        pipelines["logs"]["processors"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(processors.contains(&"k8sattributes"), "{processors:?}");
+}
