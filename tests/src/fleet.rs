@@ -55,13 +55,33 @@ pub struct OtlpReceiver {
 
 impl OtlpReceiver {
     pub fn start(fail_first: u32) -> Result<OtlpReceiver> {
-        use std::io::BufRead as _;
         let out = std::env::temp_dir().join(format!("socktrace-otlp-{}-{}.jsonl", std::process::id(), free_port()));
         let _ = std::fs::remove_file(&out);
+        Self::start_with(out, 0, fail_first)
+    }
+
+    /// The receiver stops answering (its port refuses connections) until `restart`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Back on the same port, appending to the same file.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let again = Self::start_with(self.out.clone(), self.port, 0)?;
+        let old = std::mem::replace(self, again);
+        // The old one is stopped already; its file is the new one's: keep it.
+        std::mem::forget(old);
+        Ok(())
+    }
+
+    fn start_with(out: PathBuf, port: u16, fail_first: u32) -> Result<OtlpReceiver> {
+        use std::io::BufRead as _;
         let mut child = Command::new(python_tool("python"))
             .arg(workspace().join("tests/tools/otlp_receiver.py"))
             .arg(&out)
-            .args(["--fail-first", &fail_first.to_string()])
+            .args(["--fail-first", &fail_first.to_string(), "--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

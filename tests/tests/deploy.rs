@@ -44,7 +44,8 @@ fn manifests_validate_against_kubernetes_schemas() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{version}: {text}");
-        assert_eq!(text.matches(" passed for resource ").count(), manifests().len(), "{text}");
+        let resources: usize = manifests().iter().map(|m| documents(m).len()).sum();
+        assert_eq!(text.matches(" passed for resource ").count(), resources, "{text}");
     }
     // The validator rejects what it should: an unknown field, strictly.
     let bad = std::env::temp_dir().join(format!("socktrace-bad-{}.yaml", std::process::id()));
@@ -85,11 +86,19 @@ fn the_daemonset_asks_for_what_socktrace_needs_and_no_more() {
     let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(args.contains(&format!("--metrics=0.0.0.0:{port}").as_str()), "{args:?}");
 
-    // The same command line, run for real (on loopback and an ephemeral port): it attaches
-    // and serves metrics.
+    assert!(env.iter().any(|e| e["name"] == "HOST_IP" && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"));
+    assert!(args.contains(&"--otlp=http://$(HOST_IP):4318"), "{args:?}");
+
+    // The same command line, run for real: metrics on loopback and an ephemeral port, OTLP to
+    // a receiver standing in for the node's Collector (the kubelet expands $(HOST_IP)).
+    let receiver = socktrace_tests::fleet::OtlpReceiver::start(0).unwrap();
     let args: Vec<String> = args
         .iter()
-        .map(|a| if a.starts_with("--metrics=") { "--metrics=127.0.0.1:0".to_string() } else { a.to_string() })
+        .map(|a| match a {
+            a if a.starts_with("--metrics=") => "--metrics=127.0.0.1:0".to_string(),
+            a if a.starts_with("--otlp=") => format!("--otlp=http://127.0.0.1:{}", receiver.port),
+            a => a.to_string(),
+        })
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = Tracer::start(&args).unwrap();
@@ -109,6 +118,10 @@ fn the_daemonset_asks_for_what_socktrace_needs_and_no_more() {
     let (events, summary) = out.json().unwrap();
     assert!(summary.is_some(), "{}", out.stdout);
     assert!(!events.iter().any(|e| e["pid"] == own_pid), "socktrace traced itself: {events:#?}");
+    // Its last counters reached the "Collector".
+    receiver
+        .wait_for(Duration::from_secs(10), "the agent's metrics", |got| got.iter().any(|r| r["signal"] == "metrics"))
+        .unwrap();
 }
 
 /// The Collector example: every component a pipeline names is configured.
@@ -134,4 +147,12 @@ fn the_collector_pipeline_is_complete() {
     let processors: Vec<&str> =
         pipelines["logs"]["processors"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert!(processors.contains(&"k8sattributes"), "{processors:?}");
+    // Pods are named from the resource attribute the agent sets.
+    let association = &config["processors"]["k8sattributes"]["pod_association"][0]["sources"][0];
+    assert_eq!(association["name"], "k8s.pod.uid", "{association}");
+    // The Collector listens where the agent sends: OTLP/HTTP on the node's port 4318.
+    assert_eq!(config["receivers"]["otlp"]["protocols"]["http"]["endpoint"], "0.0.0.0:4318");
+    let collector = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let ports = collector["spec"]["template"]["spec"]["containers"][0]["ports"].as_array().unwrap();
+    assert!(ports.iter().any(|p| p["containerPort"] == 4318 && p["hostPort"] == 4318), "{ports:?}");
 }

@@ -3,7 +3,7 @@ official OpenTelemetry protobufs (the `opentelemetry-proto` package from PyPI) a
 each request, as JSON, to a file. Not a mock of a Collector's behaviour beyond what OTLP/HTTP
 specifies: POST /v1/logs and /v1/metrics, protobuf bodies, optional gzip, 200 on success.
 
-usage: otlp_receiver.py OUT_FILE [--fail-first N]
+usage: otlp_receiver.py OUT_FILE [--fail-first N] [--port PORT]
 Prints "listening on PORT" once ready; the first N requests are answered 503 (to test
 retries).
 """
@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 OUT = sys.argv[1]
 FAIL_FIRST = int(sys.argv[sys.argv.index("--fail-first") + 1]) if "--fail-first" in sys.argv else 0
+PORT = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
 SEEN = {"requests": 0}
 SIGNALS = {"/v1/logs": ("logs", ExportLogsServiceRequest), "/v1/metrics": ("metrics", ExportMetricsServiceRequest)}
 
@@ -53,6 +54,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-server = HTTPServer(("127.0.0.1", 0), Handler)
+HTTPServer.allow_reuse_address = True
+server = HTTPServer(("127.0.0.1", PORT), Handler)
 print(f"listening on {server.server_address[1]}", flush=True)
 server.serve_forever()

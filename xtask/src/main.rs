@@ -76,7 +76,11 @@ enum Task {
     },
     /// A minimal container image around the static binary: an OCI layout in target/image/oci
     /// and an archive (push with `skopeo copy oci-archive:... docker://...`).
-    Image,
+    Image {
+        /// Then check it with skopeo and umoci (what `test` does).
+        #[arg(long)]
+        check: bool,
+    },
     /// Build in release mode and run `socktrace demo`.
     Demo {
         #[arg(trailing_var_arg = true)]
@@ -128,9 +132,13 @@ fn main() -> Result<()> {
             };
             vm::vm_test(&root, &opts)
         }
-        Task::Image => {
+        Task::Image { check } => {
             let image = build_image(&root)?;
             println!("image {}: {} (layout {})", image.tag, image.archive.display(), image.layout.display());
+            if check {
+                image::check(&image, &root.join("target/image/check"), &socktrace_version(&root)?)?;
+                println!("image checked: skopeo inspect and copy, umoci unpack, /socktrace --version");
+            }
             Ok(())
         }
         Task::Demo { args } => {

@@ -65,8 +65,16 @@ pub struct OtlpExporter {
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A failure's log record, and the resource attributes that are its own (its container and
+/// pod: semantic conventions put them on the resource, where the Collector's k8sattributes
+/// processor looks for `k8s.pod.uid`).
+pub struct Record {
+    pub resource: Vec<KeyValue>,
+    pub log: LogRecord,
+}
+
 enum Item {
-    Log(Box<LogRecord>),
+    Log(Box<Record>),
     /// Flush and end.
     Stop,
 }
@@ -174,7 +182,7 @@ struct Sender {
 
 impl Sender {
     fn run(self, rx: Receiver<Item>) {
-        let mut batch: Vec<LogRecord> = Vec::new();
+        let mut batch: Vec<Record> = Vec::new();
         let mut first_at: Option<Instant> = None;
         let mut metrics_at = Instant::now() + METRICS_INTERVAL;
         loop {
@@ -200,7 +208,7 @@ impl Sender {
 
     /// At the end: what is queued goes out in full batches until the deadline; the rest is
     /// counted as dropped; the counters go last.
-    fn finish(&self, rx: &Receiver<Item>, mut batch: Vec<LogRecord>) {
+    fn finish(&self, rx: &Receiver<Item>, mut batch: Vec<Record>) {
         loop {
             while batch.len() < BATCH_SIZE {
                 match rx.try_recv() {
@@ -226,14 +234,29 @@ impl Sender {
         self.deadline.lock().unwrap().is_some_and(|d| Instant::now() + ahead >= d)
     }
 
-    fn send_logs(&self, records: Vec<LogRecord>) {
+    fn send_logs(&self, records: Vec<Record>) {
         let n = records.len() as u64;
+        // One resource per container (or none), in the order they first came.
+        let mut groups: Vec<(Vec<KeyValue>, Vec<LogRecord>)> = Vec::new();
+        for r in records {
+            match groups.iter_mut().find(|(resource, _)| *resource == r.resource) {
+                Some((_, logs)) => logs.push(r.log),
+                None => groups.push((r.resource, vec![r.log])),
+            }
+        }
         let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(self.resource.clone()),
-                scope_logs: vec![ScopeLogs { scope: Some(scope()), log_records: records, ..Default::default() }],
-                ..Default::default()
-            }],
+            resource_logs: groups
+                .into_iter()
+                .map(|(own, logs)| {
+                    let mut resource = self.resource.clone();
+                    resource.attributes.extend(own);
+                    ResourceLogs {
+                        resource: Some(resource),
+                        scope_logs: vec![ScopeLogs { scope: Some(scope()), log_records: logs, ..Default::default() }],
+                        ..Default::default()
+                    }
+                })
+                .collect(),
         };
         if self.post(&self.logs_url, request.encode_to_vec()) {
             self.stats.sent.fetch_add(n, Ordering::Relaxed);
@@ -386,8 +409,10 @@ fn kv_int(key: &str, value: i64) -> KeyValue {
 }
 
 /// A failure as a log record: OpenTelemetry's semantic-convention names where they exist,
-/// `socktrace.*` for the rest; the body is the line an engineer reads.
-pub fn log_record(f: &Failure, d: &Diagnosis, wall_ns: u64) -> LogRecord {
+/// `socktrace.*` for the rest; the body is the line an engineer reads. The container and pod
+/// go to the record's resource.
+pub fn log_record(f: &Failure, d: &Diagnosis, wall_ns: u64) -> Record {
+    let mut resource = Vec::new();
     let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
     let call = f.syscall_name();
     let mut attributes = vec![
@@ -436,17 +461,17 @@ pub fn log_record(f: &Failure, d: &Diagnosis, wall_ns: u64) -> LogRecord {
             if container.runtime == crate::container::Runtime::Systemd {
                 attributes.push(kv("socktrace.systemd_unit", &crate::render::escape_bytes(container.id.as_bytes())));
             } else {
-                attributes.push(kv("container.id", &container.id));
-                attributes.push(kv("container.runtime", container.runtime.name()));
+                resource.push(kv("container.id", &container.id));
+                resource.push(kv("container.runtime", container.runtime.name()));
             }
         }
         if let Some(pod) = &c.workload.pod {
-            attributes.push(kv("k8s.pod.uid", &pod.uid));
-            attributes.push(kv("socktrace.k8s.pod.qos", pod.qos.name()));
+            resource.push(kv("k8s.pod.uid", &pod.uid));
+            resource.push(kv("socktrace.k8s.pod.qos", pod.qos.name()));
         }
     }
     let body = format!("{call}() = -{errno} ({}): {}", d.cause.code(), d.explain);
-    LogRecord {
+    let log = LogRecord {
         time_unix_nano: wall_ns,
         observed_time_unix_nano: now_ns(),
         severity_number: SeverityNumber::Warn as i32,
@@ -454,7 +479,8 @@ pub fn log_record(f: &Failure, d: &Diagnosis, wall_ns: u64) -> LogRecord {
         body: Some(AnyValue { value: Some(any_value::Value::StringValue(body)) }),
         attributes,
         ..Default::default()
-    }
+    };
+    Record { resource, log }
 }
 
 #[cfg(test)]
@@ -507,7 +533,7 @@ mod tests {
     #[test]
     fn records_use_semantic_convention_names() {
         let (f, d) = reset_read();
-        let r = log_record(&f, &d, 42);
+        let r = log_record(&f, &d, 42).log;
         let keys: Vec<&str> = r.attributes.iter().map(|kv| kv.key.as_str()).collect();
         for key in [
             "process.pid",

@@ -69,6 +69,7 @@ fn main() {
         ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr),
         ["fork-refused"] => fork_refused(),
         ["refused-many", n] => refused_many(n.parse().unwrap_or(1)),
+        ["spread", peers, cgroups] => spread(peers.parse().unwrap_or(1), cgroups),
         ["bench-echo", addr, n] => bench_echo(addr, n.parse().unwrap_or(1000)),
         ["bench-storm", n] => bench_storm(n.parse().unwrap_or(1000)),
         ["bench-uring-storm", n] => uring::bench_storm(n.parse().unwrap_or(1000)),
@@ -904,6 +905,37 @@ fn refused_many(n: usize) -> Result<()> {
         report("connect", fd, e, json!({}));
         close(fd);
     }
+    Ok(())
+}
+
+/// Failures spread wide, for the bounds of the agent's labels: a refused connect to each of
+/// `peers` distinct destinations (127.0.0.1, ports counted down from 60999, skipping any that
+/// accept), then one refused connect from inside each cgroup below `cgroups` (the process
+/// moves itself into each in turn).
+fn spread(peers: usize, cgroups: &str) -> Result<()> {
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(cgroups)?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    let closed = closed_port(loopback("v4"))?;
+    ready_then_wait();
+    let (mut refused, mut port) = (0, 60999u16);
+    while refused < peers && port > 1024 {
+        let (fd, e) = connect_blocking(SocketAddr::new(loopback("v4"), port));
+        close(fd);
+        refused += usize::from(e == libc::ECONNREFUSED);
+        port -= 1;
+    }
+    report("peers", -1, 0, json!({ "refused": refused }));
+    for dir in &dirs {
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())?;
+        let (fd, e) = connect_blocking(closed);
+        close(fd);
+        anyhow::ensure!(e == libc::ECONNREFUSED, "connect from {} gave errno {e}", dir.display());
+    }
+    report("cgroups", -1, 0, json!({ "visited": dirs.len() }));
     Ok(())
 }
 
