@@ -32,9 +32,8 @@ impl Report {
 
 pub fn run(mode: ProbeMode) -> Result<i32> {
     let mut r = Report { failed: false };
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let (major, minor) = kernel_version();
-    println!("kernel {} ({})", release.trim(), std::env::consts::ARCH);
+    println!("kernel {} ({})", crate::kernel::load::kernel_release(), std::env::consts::ARCH);
 
     println!("privileges:");
     match privileges::missing() {

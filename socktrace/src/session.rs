@@ -243,7 +243,7 @@ fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> 
     }
     summary.add_kernel_counts(&routine);
     summary.sockets_tracked = probes.sockets_tracked();
-    summary.histories_evicted = probes.histories_evicted()?;
+    summary.histories_evicted = probes.histories_evicted(summary.sockets_tracked)?;
     let probe_report = ProbeReport::of(&probes);
     drop(probes);
 
@@ -494,12 +494,13 @@ impl Printer {
     /// Copies the kernel's own counters into the metrics.
     fn export_kernel_counts(&mut self, probes: &Probes, overflows: &mut crate::host::ListenOverflows) {
         let Some(m) = self.metrics.as_mut() else { return };
+        let sockets_tracked = probes.sockets_tracked();
         m.update_kernel_counts(crate::export::prometheus::KernelCounts {
             routine: probes.routine_counts().unwrap_or_default(),
             lost: probes.lost_events().unwrap_or(0),
-            histories_evicted: probes.histories_evicted().unwrap_or(0),
+            histories_evicted: probes.histories_evicted(sockets_tracked).unwrap_or(0),
             listen_overflows: overflows.since_start().unwrap_or(0),
-            sockets_tracked: probes.sockets_tracked(),
+            sockets_tracked,
         });
     }
 }

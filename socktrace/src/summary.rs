@@ -15,10 +15,28 @@ pub const TOP_PEERS: usize = 10;
 const MAX_PEERS: usize = 10_000;
 const OTHER_PEERS: &str = "(other peers)";
 
+/// What failures are counted by, here and in the exporters: the errno's name ("EOF" for an
+/// end of file), the cause's code, and the TCP state the error was born in ("-" unknown).
+pub type Label = (String, &'static str, &'static str);
+
+/// A diagnosed failure's label.
+pub fn label(f: &Failure, d: &Diagnosis) -> Label {
+    (f.errno_name().unwrap_or_else(|| "EOF".into()), d.cause.code(), d.state.map(|s| s.name()).unwrap_or("-"))
+}
+
+/// The label of routine outcomes the kernel counted without an event: (kind, TCP state).
+pub fn routine_label(kind: u32, state: u8) -> Label {
+    (
+        errno::name(socktrace_common::routine::errno_of(kind)),
+        Cause::of_routine(kind).code(),
+        TcpState::from_kernel(state).map(|s| s.name()).unwrap_or("-"),
+    )
+}
+
 #[derive(Default, Debug)]
 pub struct Summary {
     /// (errno name, cause, state) -> count.
-    pub by_label: BTreeMap<(String, &'static str, &'static str), u64>,
+    pub by_label: BTreeMap<Label, u64>,
     pub by_peer: HashMap<String, u64>,
     pub failures: u64,
     pub printed: u64,
@@ -119,9 +137,7 @@ struct JsonSummary<'a> {
 impl Summary {
     pub fn add(&mut self, f: &Failure, d: &Diagnosis) {
         self.failures += 1;
-        let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
-        let state = d.state.map(|s| s.name()).unwrap_or("-");
-        *self.by_label.entry((errno, d.cause.code(), state)).or_default() += 1;
+        *self.by_label.entry(label(f, d)).or_default() += 1;
         if let Some(r) = f.remote {
             // Bounded for a session that runs for weeks (the agent): past MAX_PEERS distinct
             // peers, new ones are counted together.
@@ -138,10 +154,7 @@ impl Summary {
     /// Routine failures the kernel counted without sending them.
     pub fn add_kernel_counts(&mut self, counts: &[(u32, u8, u64)]) {
         for &(kind, state, n) in counts {
-            let errno = errno::name(socktrace_common::routine::errno_of(kind));
-            let cause = Cause::of_routine(kind);
-            let state = TcpState::from_kernel(state).map(|s| s.name()).unwrap_or("-");
-            *self.by_label.entry((errno, cause.code(), state)).or_default() += n;
+            *self.by_label.entry(routine_label(kind, state)).or_default() += n;
             self.failures += n;
         }
     }

@@ -147,6 +147,16 @@ pub fn otlp_attr<'a>(attributes: &'a serde_json::Value, key: &str) -> Option<&'a
     kv["value"]["stringValue"].as_str().or_else(|| kv["value"]["intValue"].as_str())
 }
 
+/// The address of the metrics endpoint `socktrace agent` announced on stderr.
+pub fn metrics_addr(stderr: &str) -> SocketAddr {
+    let line =
+        stderr.lines().find(|l| l.contains("Prometheus metrics at http://")).unwrap_or_else(|| panic!("{stderr}"));
+    line.split("http://")
+        .nth(1)
+        .and_then(|u| u.trim_end_matches("/metrics").parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("binding an ephemeral port")

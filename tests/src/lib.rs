@@ -45,6 +45,13 @@ pub fn socktrace_bin() -> PathBuf {
     bin
 }
 
+/// A `/proc/PID/status` figure in KiB (`key` with its colon, e.g. "VmRSS:"); None when the
+/// process is gone or has no such line.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
+}
+
 /// Fails the test unless we are root: the suite loads real BPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -477,8 +484,7 @@ pub mod soak {
     }
 
     fn rss_kib(pid: u32) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+        crate::proc_status_kib(pid, "VmRSS:")
     }
 
     /// Runs `scenario storm RATE SECONDS` under `socktrace --summary --json`.

@@ -214,30 +214,14 @@ fn select_by_task_name_in_the_kernel() {
 #[test]
 fn select_by_cgroup_in_the_kernel() {
     require_root();
-    let root = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next() == Some("cgroup2"))
-                .then(|| left.split_whitespace().nth(4).unwrap().to_string())
-        })
-        .expect("a cgroup v2 hierarchy is mounted");
-    let dir = format!("{root}/socktrace-test-{}", std::process::id());
-    std::fs::create_dir(&dir).unwrap();
-    struct Rmdir(String);
-    impl Drop for Rmdir {
-        fn drop(&mut self) {
-            // Move leftovers out, then remove.
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _cleanup = Rmdir(dir.clone());
+    // Removed at the end, any process left in it moved out first.
+    let cgroup = socktrace_tests::fleet::TestCgroup::create(&format!("socktrace-test-{}", std::process::id())).unwrap();
+    let dir = cgroup.path.to_str().unwrap().to_string();
     // The helper (5.14+), then the walk from the task that kernels before 5.14 need, forced.
     for env in [&[][..], &[("SOCKTRACE_CGROUP_WALK", "1")][..]] {
         let mut inside = Scenario::start(SCENARIO, &["connect", "127.0.0.1:closed"]).unwrap();
         let mut outside = Scenario::start(SCENARIO, &["connect", "127.0.0.1:closed"]).unwrap();
-        std::fs::write(format!("{dir}/cgroup.procs"), inside.pid.to_string()).unwrap();
+        cgroup.add(inside.pid).unwrap();
         let (pids, stderr) = pids_seen_with_env(&["--cgroup", &dir], env, &mut inside, &mut outside);
         assert!(stderr.contains("cgroup id"), "{stderr}");
         assert!(pids.contains(&(inside.pid as u64)), "{env:?}: {pids:?}");

@@ -3,7 +3,7 @@
 //! capabilities socktrace needs, and a command line the real binary runs.
 
 use serde_json::Value;
-use socktrace_tests::fleet::{http_get, python_tool, workspace};
+use socktrace_tests::fleet::{http_get, metrics_addr, python_tool, workspace};
 use socktrace_tests::Tracer;
 use std::path::{Path, PathBuf};
 
@@ -102,8 +102,7 @@ fn the_daemonset_asks_for_what_socktrace_needs_and_no_more() {
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = Tracer::start(&args).unwrap();
-    let line = agent.stderr.lines().find(|l| l.contains("metrics at http://")).unwrap().to_string();
-    let addr = line.split("http://").nth(1).unwrap().trim_end_matches("/metrics").parse().unwrap();
+    let addr = metrics_addr(&agent.stderr);
     let (status, text) = http_get(addr, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(text.contains("socktrace_build_info"), "{text}");

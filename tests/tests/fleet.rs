@@ -3,9 +3,8 @@
 //! and an OTLP/HTTP receiver that decodes with OpenTelemetry's official protobufs.
 
 use serde_json::{json, Value};
-use socktrace_tests::fleet::{cgroup2_root, http_get, otlp_attr, OtlpReceiver, Prometheus, TestCgroup};
-use socktrace_tests::{require_root, Netns, Scenario, Tracer};
-use std::net::SocketAddr;
+use socktrace_tests::fleet::{cgroup2_root, http_get, metrics_addr, otlp_attr, OtlpReceiver, Prometheus, TestCgroup};
+use socktrace_tests::{proc_status_kib, require_root, Netns, Scenario, Tracer};
 use std::time::{Duration, Instant};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
@@ -20,13 +19,6 @@ fn container_id(salt: u32) -> String {
 /// The test's own top cgroup, `socktrace-TAG-PID`.
 fn top(tag: &str) -> String {
     format!("socktrace-{tag}-{}", std::process::id())
-}
-
-/// The metrics address the agent announced on stderr.
-fn metrics_addr(stderr: &str) -> SocketAddr {
-    let line =
-        stderr.lines().find(|l| l.contains("Prometheus metrics at http://")).unwrap_or_else(|| panic!("{stderr}"));
-    line.split("http://").nth(1).unwrap().trim_end_matches("/metrics").parse().unwrap()
 }
 
 /// A series without labels, from the exposition text (0 when absent).
@@ -195,11 +187,7 @@ fn otlp_logs_and_metrics_survive_a_collector_outage() {
         agent.stderr
     );
     let metrics = metrics_addr(&agent.stderr);
-    let rss_kib = |pid: u32| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
+    let rss_kib = |pid: u32| proc_status_kib(pid, "VmRSS:").expect("the agent's VmRSS");
     let pid = scenario.pid.to_string();
     scenario.go().unwrap();
     scenario.finish().unwrap();
@@ -422,11 +410,8 @@ fn labels_stay_bounded_under_many_peers_and_containers() {
         args.extend_from_slice(labels);
         let agent = Tracer::start(&args).unwrap();
         let addr = metrics_addr(&agent.stderr);
-        let status = |pid: u32, key: &str| -> u64 {
-            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-            s.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
-        };
-        let rss_before = status(agent.pid(), "VmRSS:");
+        let rss = |pid: u32| proc_status_kib(pid, "VmRSS:").expect("the agent's VmRSS");
+        let rss_before = rss(agent.pid());
         scenario.go().unwrap();
         let steps = scenario.finish().unwrap();
         let peers = steps.iter().find(|s| s["step"] == "peers").unwrap()["refused"].as_u64().unwrap();
@@ -455,7 +440,7 @@ fn labels_stay_bounded_under_many_peers_and_containers() {
             assert_eq!(refused, 1001, "{}", series.len());
         }
         assert!(!series.iter().any(|l| l.contains("127.0.0.1") || l.contains("port")), "{series:#?}");
-        let rss_after = status(agent.pid(), "VmRSS:");
+        let rss_after = rss(agent.pid());
         assert!(rss_after < rss_before + 32 * 1024, "{labels:?}: RSS {rss_before} KiB -> {rss_after} KiB");
         agent.signal(libc::SIGTERM);
         assert!(agent.wait(Duration::from_secs(15)).unwrap().status.success());

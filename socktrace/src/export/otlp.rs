@@ -119,11 +119,12 @@ impl OtlpExporter {
 
     /// One failure: counted, and queued as a log record (or counted as dropped: never waits).
     pub fn record(&self, f: &Failure, d: &Diagnosis, wall_ns: u64) {
+        let (errno, cause, state) = crate::summary::label(f, d);
         let key = [
             f.syscall_name(),
-            f.errno_name().unwrap_or_else(|| "EOF".into()),
-            d.cause.code().to_string(),
-            d.state.map(|s| s.name()).unwrap_or("-").to_string(),
+            errno,
+            cause.to_string(),
+            state.to_string(),
             super::error_type(f.errno, d.cause).to_string(),
         ];
         *self.counts.lock().unwrap().entry(key).or_default() += 1;

@@ -8,7 +8,6 @@
 
 use crate::diagnose::Diagnosis;
 use crate::event::Failure;
-use crate::model::{errno, Cause, TcpState};
 use anyhow::{Context as _, Result};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::net::SocketAddr;
@@ -144,11 +143,10 @@ impl Metrics {
 
     /// One failure the kernel sent, printed or not.
     pub fn record(&self, f: &Failure, d: &Diagnosis) {
-        let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
+        let (errno, cause, state) = crate::summary::label(f, d);
         let call = f.syscall_name();
-        let state = d.state.map(|s| s.name()).unwrap_or("-");
         let error_type = super::error_type(f.errno, d.cause);
-        let mut values: Vec<&str> = vec![&call, &errno, d.cause.code(), state, error_type];
+        let mut values: Vec<&str> = vec![&call, &errno, cause, state, error_type];
         let workload = f.cgroup.as_ref().map(|c| &c.workload);
         let container = workload.and_then(|w| w.container.as_ref());
         if self.with_container {
@@ -168,9 +166,7 @@ impl Metrics {
         for &(kind, state, n) in &now.routine {
             let before = self.seen.routine.iter().find(|(k, s, _)| (*k, *s) == (kind, state)).map_or(0, |r| r.2);
             if n > before {
-                let errno = errno::name(socktrace_common::routine::errno_of(kind));
-                let cause = Cause::of_routine(kind).code();
-                let state = TcpState::from_kernel(state).map(|s| s.name()).unwrap_or("-");
+                let (errno, cause, state) = crate::summary::routine_label(kind, state);
                 self.routine.with_label_values(&[errno.as_str(), cause, state]).inc_by(n - before);
             }
         }
@@ -220,10 +216,10 @@ impl MetricsRequest {
 
     /// The registry, with the probes in use, and the endpoint serving it from now on.
     pub fn start(self, report: &crate::summary::ProbeReport) -> Result<Metrics> {
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         let probes: Vec<(String, String)> =
             report.used.iter().map(|u| (u.event.to_string(), u.probe.clone())).collect();
-        let metrics = Metrics::new(&self.labels, kernel.trim(), report.mode, &probes)?;
+        let kernel = crate::kernel::load::kernel_release();
+        let metrics = Metrics::new(&self.labels, &kernel, report.mode, &probes)?;
         eprintln!("socktrace: agent: Prometheus metrics at http://{}/metrics", self.endpoint.addr);
         self.endpoint.serve(metrics.registry());
         Ok(metrics)
@@ -301,7 +297,7 @@ mod tests {
             rst_received: Some(Stamp { ts_ns: 2_000, state: Some(SynSent), current_tgid: 0 }),
             ..Default::default()
         };
-        let mut f = Failure::for_test(Syscall::Connect, Some(errno::ECONNREFUSED), Close, history);
+        let mut f = Failure::for_test(Syscall::Connect, Some(crate::model::errno::ECONNREFUSED), Close, history);
         f.cgroup = Some(CgroupName {
             path: "/system.slice/docker-0123456789abcdef.scope".into(),
             workload: Workload {

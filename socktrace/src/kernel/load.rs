@@ -341,14 +341,15 @@ impl Probes {
         self.sockets.keys().filter(|k| k.is_ok()).count() as u64
     }
 
-    /// Histories the LRU evicted to make room (created, less destroyed, less still held).
-    pub fn histories_evicted(&self) -> Result<u64> {
+    /// Histories the LRU evicted to make room (created, less destroyed, less still held:
+    /// `tracked`, what `sockets_tracked` counted, a walk of the map's keys done once).
+    pub fn histories_evicted(&self, tracked: u64) -> Result<u64> {
         let sum = |slot| -> Result<u64> {
             Ok(self.history_stats.get(&slot, 0).context("reading HISTORY_STATS")?.iter().sum())
         };
         let created = sum(history_stats::CREATED)?;
         let destroyed = sum(history_stats::DESTROYED)?;
-        Ok(created.saturating_sub(destroyed).saturating_sub(self.sockets_tracked()))
+        Ok(created.saturating_sub(destroyed).saturating_sub(tracked))
     }
 
     /// A map socktrace holds (the ring buffer, before the session takes it), to probe whether
@@ -594,10 +595,15 @@ fn raise_memlock_limit() {
     }
 }
 
+/// The running kernel's release (`uname -r`); empty if /proc cannot tell.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|r| r.trim().to_string()).unwrap_or_default()
+}
+
 /// The running kernel's (major, minor).
 pub fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    let release = kernel_release();
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 

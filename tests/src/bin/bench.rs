@@ -166,12 +166,7 @@ fn start(tool: Tool, pid: Option<u32>, out: &Path) -> Result<Running> {
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    socktrace_tests::proc_status_kib(pid, key).unwrap_or(0)
 }
 
 /// Stops the tracer and returns how many failing calls it accounted for.
