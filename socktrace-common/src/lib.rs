@@ -195,7 +195,11 @@ pub mod names {
     pub const SENT_RESETS: &str = "SENT_RESETS";
     /// ICMP errors received, by the 4-tuple of the packet they are about (`IcmpSource`).
     pub const ICMP_SOURCES: &str = "ICMP_SOURCES";
-    pub const MAPS: [&str; 13] = [
+    /// Packets dropped on this host, by their 4-tuple (`DropRecord`).
+    pub const DROPS: &str = "DROPS";
+    /// The peers of traced sockets (`PeerKey`): the drop probe keeps only their packets.
+    pub const TRACED_PEERS: &str = "TRACED_PEERS";
+    pub const MAPS: [&str; 15] = [
         EVENTS,
         SOCKETS,
         TRACED_TGIDS,
@@ -209,12 +213,19 @@ pub mod names {
         UDP_ERRORS,
         SENT_RESETS,
         ICMP_SOURCES,
+        DROPS,
+        TRACED_PEERS,
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
     /// The io_uring door: failing completions, and the fd each request's file came from.
     pub const IO_URING_COMPLETE: &str = "tp_io_uring_complete";
     pub const IO_URING_FILE_GET: &str = "tp_io_uring_file_get";
+    /// Every packet the kernel drops (`skb:kfree_skb`, as a raw tracepoint).
+    pub const KFREE_SKB: &str = "raw_kfree_skb";
+    /// The RST segment a socket receives (`tcp_reset(sk, skb)`, 5.14+): fentry, else kprobe.
+    pub const RST_SEGMENT: &str = "rst_segment";
+    pub const KP_RST_SEGMENT: &str = "kp_rst_segment";
     /// Read-only globals userspace writes before load.
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";
@@ -258,6 +269,8 @@ pub mod config_flags {
     pub const CGROUP_ANCESTOR_IDS: u32 = 1 << 14;
     /// `ip_local_ports.range` is `int[2]` (before it was packed into one u32).
     pub const PORT_RANGE_INTS: u32 = 1 << 15;
+    /// The `kfree_skb` tracepoint carries the kernel's drop reason (5.17+).
+    pub const DROP_HAS_REASON: u32 = 1 << 16;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -292,6 +305,10 @@ pub mod event_flags {
     pub const HAS_PEER_RESET: u32 = 1 << 9;
     /// `icmp` holds the ICMP error received about this connection.
     pub const HAS_ICMP_SOURCE: u32 = 1 << 10;
+    /// `drops[0]` holds packets this connection's socket sent that were dropped on this host.
+    pub const HAS_DROPS_SENT: u32 = 1 << 11;
+    /// `drops[1]` holds packets its peer sent to it that were dropped on this host.
+    pub const HAS_DROPS_RECEIVED: u32 = 1 << 12;
 }
 
 /// `FailureEvent::syscall_nr` at or above this is an io_uring request, not a syscall: its
@@ -427,6 +444,20 @@ pub struct KernelOffsets {
     /// socket last sent and received data, for the snapshot of a socket older than the trace.
     pub tp_lsndtime: u32,
     pub icsk_ack_lrcvtime: u32,
+    /// A dropped packet: `sk_buff.protocol` (network order), `.dev`, and its device's
+    /// `ifindex`, `name` and namespace (`nd_net`), whose `ns.inum` names it; `sk_buff.sk` for a
+    /// packet dropped before it had a device.
+    pub skb_protocol: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    pub dev_ifindex: u32,
+    pub dev_name: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+    /// `tcp_sock.rcv_nxt`, `.snd_nxt`, `.snd_una`: the sequence space an RST is judged by.
+    pub tp_rcv_nxt: u32,
+    pub tp_snd_nxt: u32,
+    pub tp_snd_una: u32,
 }
 
 impl KernelOffsets {
@@ -618,6 +649,60 @@ pub struct SocketHistory {
     /// The most complete addresses seen on this socket (ports are cleared by the kernel when
     /// a socket closes, so the last non-empty ones are kept).
     pub addrs: SockAddrs,
+    /// The RST segment behind `rst_received`, where the kernel shows it (`tcp_reset`'s skb).
+    pub rst_segment: RstSegment,
+}
+
+/// An RST segment as `tcp_reset` received it, with the receiving socket's sequence space at
+/// that moment: what tells an aborting peer from one that no longer knows the connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RstSegment {
+    /// The segment's sequence and acknowledgement numbers (host order).
+    pub seq: u32,
+    pub ack_seq: u32,
+    /// The socket's `rcv_nxt`, `snd_nxt` and `snd_una` when the RST arrived.
+    pub rcv_nxt: u32,
+    pub snd_nxt: u32,
+    pub snd_una: u32,
+    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub flags: u8,
+    /// 1 when the segment was read.
+    pub seen: u8,
+    pub _pad: [u8; 2],
+}
+
+/// A traced socket's peer: the drop probe keeps a dropped packet only if one of its ends is
+/// one of these (or everything is traced).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerKey {
+    pub family: u16,
+    /// Host order.
+    pub port: u16,
+    /// Network order, IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// TCP packets of one 4-tuple (as the packet has it) that this host dropped (`kfree_skb`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropRecord {
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Where the kernel dropped the last one (a code address: `/proc/kallsyms` names it).
+    pub location: u64,
+    pub count: u32,
+    /// The kernel's `enum skb_drop_reason` (5.17+); `u32::MAX` where it has none.
+    pub reason: u32,
+    /// The network namespace (its inode number) and device it was dropped in; 0 when not known.
+    pub netns: u32,
+    pub ifindex: u32,
+    /// The TCP flags of the last one dropped, and of every one (OR).
+    pub last_flags: u8,
+    pub all_flags: u8,
+    pub _pad: [u8; 6],
+    pub dev: [u8; 16],
 }
 
 /// The last error the kernel reported on a UDP socket (an ICMP error on a connected socket):
@@ -665,6 +750,9 @@ pub struct FailureEvent {
     pub peer_reset: SentReset,
     /// The ICMP error received about this connection's packets, if one was (`HAS_ICMP_SOURCE`).
     pub icmp: IcmpSource,
+    /// Packets of this connection dropped on this host: [0] those its socket sent
+    /// (`HAS_DROPS_SENT`), [1] those sent to it (`HAS_DROPS_RECEIVED`).
+    pub drops: [DropRecord; 2],
 }
 
 /// An RST a socket of this host sent (any socket, any process: `tcp_send_reset`), kept by the
@@ -772,7 +860,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 85 * 4);
+assert_size!(KernelOffsets, 95 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
@@ -781,16 +869,19 @@ assert_size!(ListenerInfo, 32);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
 assert_size!(StampedState, 24);
-assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40);
+assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24);
 assert_size!(ResourceFacts, 64 + 48);
 assert_size!(UdpError, 64);
 assert_size!(
     FailureEvent,
-    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 112 + 16 + 48 + 32
+    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 112 + 16 + 48 + 32 + 2 * 64
 );
 assert_size!(TimerFacts, 16);
 assert_size!(SentReset, 48);
 assert_size!(IcmpSource, 32);
+assert_size!(RstSegment, 24);
+assert_size!(PeerKey, 20);
+assert_size!(DropRecord, 64);
 
 const _: () = assert!(HISTORY_TRANSITIONS.is_power_of_two());
 

@@ -11,14 +11,14 @@ use crate::{
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_current_comm, bpf_jiffies64},
-    macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, fentry, kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
-    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, runtime, ListenerInfo, ListenerKey, SentReset, SockAddrs, SockHead,
+    config_flags, history_origin, net, runtime, ListenerInfo, ListenerKey, RstSegment, SentReset, SockAddrs, SockHead,
     SocketHistory, StampedState, Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD,
 };
 
@@ -67,6 +67,7 @@ const SEED_WINDOW_NS: u64 = 10_000_000;
 /// TCP states are 1 (ESTABLISHED) ..= 12 (NEW_SYN_RECV).
 const TCP_STATE_MAX: i32 = 12;
 const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
@@ -156,7 +157,9 @@ pub(crate) fn adopt<C: EbpfContext>(ctx: &C, sk: u64) {
     }
     let Some(head) = sock_head(sk) else { return };
     if let Some(h) = history_of(ctx, sk, Create::Empty(history_origin::ADOPTED)) {
-        merge_addrs(h, sk, &head);
+        // A connection open before the trace: its peer's packets are watched from now on
+        // (a listener has no peer: skipped there).
+        crate::drops::watch_peer(&merge_addrs(h, sk, &head));
         // What happened before the trace shows in the state and in an error still pending.
         let pending: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
         // SAFETY: `h` points at a live history.
@@ -260,7 +263,7 @@ pub(crate) fn read_addrs(sk: u64, head: &SockHead) -> SockAddrs {
 
 /// Keeps the most complete addresses: the kernel zeroes ports while a socket closes.
 #[inline(always)]
-fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) {
+fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) -> SockAddrs {
     let now = read_addrs(sk, head);
     // SAFETY: `h` points at a live map value.
     unsafe {
@@ -276,6 +279,7 @@ fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) {
             (*h).addrs.daddr = now.daddr;
         }
     }
+    now
 }
 
 /// `sk` goes from `old` to `new` (any context).
@@ -337,7 +341,11 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
         (*h).n_transitions = n.wrapping_add(1);
     }
     let Some(head) = sock_head(sk) else { return 0 };
-    merge_addrs(h, sk, &head);
+    let addrs = merge_addrs(h, sk, &head);
+    if new == TCP_SYN_SENT || new == TCP_ESTABLISHED || new == TCP_SYN_RECV {
+        // A traced connection starts: packets dropped on its way are worth keeping.
+        crate::drops::watch_peer(&addrs);
+    }
     if new == TCP_CLOSE && RUNTIME.get(runtime::ERROR_AT_CLOSE).copied() == Some(1) {
         // No error-report hook on this kernel: every abort sets sk_err before the close, so
         // the close is where the report is taken, in the state the socket leaves (`head` was
@@ -361,6 +369,32 @@ fn on_receive_reset<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
     // SAFETY: `h` points at a live history.
     unsafe { stamp(&raw mut (*h).rst_received, &head, 0) };
     merge_addrs(h, sk, &head);
+    0
+}
+
+/// `tcp_reset(sk, skb)` (5.14+) is handling the RST segment `skb`: its flags, sequence and
+/// acknowledgement numbers, and the socket's sequence space, tell who sent it and why. Runs at
+/// the function's entry, before `tcp_receive_reset`, so the history may start here (with the
+/// same policy as there).
+#[inline(always)]
+fn on_rst_segment<C: EbpfContext>(ctx: &C, sk: u64, skb: u64) -> u32 {
+    let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
+    let data: u64 = read(skb, global!(OFFSETS.skb_head)).unwrap_or(0);
+    let transport: u16 = read(skb, global!(OFFSETS.skb_transport_header)).unwrap_or(0xffff);
+    if data == 0 || transport == 0xffff {
+        return 0;
+    }
+    let th: [u8; 14] = crate::read_or_zero(data + transport as u64, 0);
+    let mut seg: RstSegment = zeroed::<RstSegment, 3>();
+    seg.seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
+    seg.ack_seq = u32::from_be_bytes([th[8], th[9], th[10], th[11]]);
+    seg.flags = th[13];
+    seg.rcv_nxt = read(sk, global!(OFFSETS.tp_rcv_nxt)).unwrap_or(0);
+    seg.snd_nxt = read(sk, global!(OFFSETS.tp_snd_nxt)).unwrap_or(0);
+    seg.snd_una = read(sk, global!(OFFSETS.tp_snd_una)).unwrap_or(0);
+    seg.seen = 1;
+    // SAFETY: `h` points at a live history.
+    unsafe { (*h).rst_segment = seg };
     0
 }
 
@@ -618,6 +652,18 @@ pub fn kp_tcp_set_state(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
     on_receive_reset(&ctx, ctx.arg(0).unwrap_or(0))
+}
+
+/// The RST segment: not part of the probe modes (no tracepoint carries it), attached beside
+/// them where the kernel allows (`load.rs`): fentry, else a kprobe.
+#[fentry(function = "tcp_reset")]
+pub fn rst_segment(ctx: FEntryContext) -> u32 {
+    on_rst_segment(&ctx, ctx.arg(0), ctx.arg(1))
+}
+
+#[kprobe]
+pub fn kp_rst_segment(ctx: ProbeContext) -> u32 {
+    on_rst_segment(&ctx, ctx.arg(0).unwrap_or(0), ctx.arg(1).unwrap_or(0))
 }
 
 #[kprobe]

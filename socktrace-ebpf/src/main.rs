@@ -9,6 +9,7 @@
 //!   probe type; userspace loads one per event (see `kernel/probes.rs`).
 //! * `follow`: children of traced processes join the selection (`-f`).
 //! * `icmp`: who sent the ICMP errors this host receives, for the failures they cause.
+//! * `drops`: TCP packets of traced connections that this host dropped, and why.
 //!
 //! Every struct layout comes from userspace (`OFFSETS`), computed from the running kernel.
 //! Kernel-side logs (aya-log) mark the rare conditions only; userspace sets their level
@@ -17,6 +18,7 @@
 #![no_main]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod drops;
 mod follow;
 mod history;
 mod icmp;

@@ -126,6 +126,14 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                     Ok(probe) => r.line(true, false, "ICMP error senders", probe),
                     Err(why) => r.line(false, false, "ICMP error senders", &format!("not recorded: {why}")),
                 }
+                match &p.rst_segment {
+                    Ok(probe) => r.line(true, false, "RST segments received", probe),
+                    Err(why) => r.line(false, false, "RST segments received", &format!("not recorded: {why}")),
+                }
+                match &p.drops {
+                    Ok(probe) => r.line(true, false, "packets dropped", probe),
+                    Err(why) => r.line(false, false, "packets dropped", &format!("not recorded: {why}")),
+                }
                 r.line(true, true, "programs load (verifier)", &format!("{} programs accepted", p.programs_loaded()));
             }
             Err(e) => r.line(false, true, "programs load (verifier)", &format!("{e:#}")),

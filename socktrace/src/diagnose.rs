@@ -735,21 +735,105 @@ fn from_rst_received(f: &Failure, e: i32, rst: Stamp, remote: &str) -> Diagnosis
             "{remote} reset the connection in {} before it was accepted",
             state_name(state)
         ),
-        _ => match &sender {
-            Some(s) => format!("{remote} reset the connection (RST in {}): {s}", state_name(state)),
-            None => format!(
+        _ => match (&sender, rst_origin(f)) {
+            (Some(s), _) => format!("{remote} reset the connection (RST in {}): {s}", state_name(state)),
+            (None, Some(origin)) => format!("{remote} reset the connection (RST in {}): {origin}", state_name(state)),
+            (None, None) => format!(
                 "{remote} reset the connection (RST in {}): it aborted, closed with unread data, or no longer knows \
-                 the connection",
-                state_name(state)
+                 the connection{}",
+                state_name(state),
+                match &f.rst_segment_unseen {
+                    Some(why) => format!(" (the RST segment would tell which, and it was not seen: {why})"),
+                    None => String::new(),
+                }
             ),
         },
     };
     // The sender's account goes with the explanations that do not already carry it.
+    let refusal = matches!((e, state), (ECONNREFUSED, Some(SynSent)));
     let explain = match (&sender, explain.contains("reset it:")) {
-        (Some(s), false) if !matches!((e, state), (ECONNREFUSED, Some(SynSent))) => format!("{explain}; {s}"),
+        (Some(s), false) if !refusal => format!("{explain}; {s}"),
+        (None, _) if !refusal && state != Some(CloseWait) && !explain.contains("its RST") => match rst_origin(f) {
+            Some(origin) => format!("{explain}; {origin}"),
+            None => explain,
+        },
         _ => explain,
     };
     Diagnosis::new(Cause::RstReceived, state, Some(rst.ts_ns), explain)
+}
+
+/// What an RST segment says of its sender, by the rules TCP senders follow (RFC 793 3.4, RFC
+/// 5961): a host with no connection for a segment answers it with an RST that has no ACK and
+/// takes its sequence number from the segment's acknowledgement; a socket that aborts its own
+/// connection sends RST+ACK at its send sequence. Linux accepts an RST only at `rcv_nxt`
+/// exactly (or one below, after a FIN), so an accepted one is in the window.
+pub fn rst_origin(f: &Failure) -> Option<String> {
+    const ACK: u8 = 0x10;
+    let seg = f.history.rst_segment?;
+    if seg.flags & ACK == 0 {
+        return Some(format!(
+            "its RST has no ACK flag and sequence {} (the acknowledgement we had sent), the answer of a host that has \
+             no connection for our segment: the peer no longer knows this connection (it closed the socket and our \
+             data came after, or it restarted), or a NAT or firewall on the way forgot it",
+            seg.seq
+        ));
+    }
+    let unacked = seg.snd_nxt.wrapping_sub(seg.ack_seq);
+    let acked = match unacked {
+        0 => "everything we had sent had arrived".to_string(),
+        n if n < 1 << 30 => format!("{n} bytes we had sent were not acknowledged"),
+        _ => format!("acknowledging {} while we had sent up to {}", seg.ack_seq, seg.snd_nxt),
+    };
+    Some(format!(
+        "its RST carries an ACK ({acked}), the form of an abort by a socket that still had the connection: the peer \
+         closed it with unread data, with SO_LINGER 0, was killed (ss -K), or gave up on it"
+    ))
+}
+
+/// The packets of this connection that this host dropped, for a timeout's explanation:
+/// `; 2 SYNs it sent were dropped on this host: a netfilter rule dropped them (...)`.
+fn drops_on_this_host(f: &Failure) -> String {
+    let mut out = String::new();
+    for d in &f.drops {
+        let kind = match d.last_flags & 0x17 {
+            x if x & 0x04 != 0 => "RST",
+            x if x & 0x12 == 0x02 => "SYN",
+            x if x & 0x12 == 0x12 => "SYN-ACK",
+            _ => "segment",
+        };
+        let n = d.count;
+        let plural = if n == 1 { "" } else { "s" };
+        let whose = if d.sent { "it sent".to_string() } else { format!("sent to it by {}", peer(f.remote)) };
+        let reason = d.reason_name.as_deref().map(|r| r.trim_start_matches("SKB_DROP_REASON_"));
+        let function = d.function.as_deref().unwrap_or("?");
+        let netfilter = reason == Some("NETFILTER_DROP")
+            || (reason.is_none()
+                && ["nf_hook_slow", "nft_", "ipt_do_table", "ip6t_do_table"].iter().any(|p| function.starts_with(p)));
+        let who = if netfilter { "a netfilter rule (nftables or iptables) dropped" } else { "the kernel dropped" };
+        let why = match (reason, d.reason) {
+            (Some(r), _) => format!("kernel reason {r}, in {function}"),
+            (None, Some(r)) => format!("kernel reason {r}, in {function}"),
+            (None, None) => format!("in {function}; this kernel gives no drop reason before 5.17"),
+        };
+        let place = match (d.netns, d.dev.is_empty()) {
+            (Some(ns), false) => format!(" in netns {ns} on {}", crate::render::escape_bytes(&d.dev)),
+            (Some(ns), true) => format!(" in netns {ns}"),
+            (None, false) => format!(" on {}", crate::render::escape_bytes(&d.dev)),
+            (None, true) => String::new(),
+        };
+        let ago = |t: u64| format!("{:.1} s", f.ts_ns.saturating_sub(t) as f64 / 1e9);
+        let when = if n == 1 {
+            format!("{} before the failure", ago(d.last_ns))
+        } else {
+            format!("the first {} and the last {} before the failure", ago(d.first_ns), ago(d.last_ns))
+        };
+        out.push_str(&format!(
+            "; {n} {kind}{plural} {whose} {} dropped on this host: {who} {} ({why}){place}, {when}",
+            if n == 1 { "was" } else { "were" },
+            if n == 1 { "it" } else { "them" },
+        ));
+    }
+    out
 }
 
 fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str) -> Option<Diagnosis> {
@@ -804,6 +888,7 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
                 state_name(state)
             )
         };
+        let explain = format!("{explain}{}", drops_on_this_host(f));
         return Some(Diagnosis::new(Cause::Timeout, state, Some(at.ts_ns), explain).with_retransmits(n));
     }
     if icmp_errno {

@@ -47,6 +47,32 @@ pub struct History {
     pub at_attach: Option<(Stamp, i32)>,
     /// For an adopted socket: jiffies before the attach it last sent and last received data.
     pub at_attach_idle_jiffies: (Option<u32>, Option<u32>),
+    /// The RST segment behind `rst_received`, where the kernel showed it.
+    pub rst_segment: Option<socktrace_common::RstSegment>,
+}
+
+/// Packets of the connection that this host dropped, in one direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketDrops {
+    /// The socket sent them (else its peer sent them to it).
+    pub sent: bool,
+    pub count: u32,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// The kernel's drop reason (5.17+) and its name (`enum skb_drop_reason`, from BTF).
+    pub reason: Option<u32>,
+    pub reason_name: Option<String>,
+    /// Where the last one was dropped: a kernel code address, and the function it is in.
+    pub location: u64,
+    pub function: Option<String>,
+    /// The network namespace (inode number) and device, where known.
+    pub netns: Option<u32>,
+    pub ifindex: Option<u32>,
+    /// Raw bytes of the device name (escape before printing).
+    pub dev: Vec<u8>,
+    /// TCP flags of the last one dropped, and of all of them together.
+    pub last_flags: u8,
+    pub all_flags: u8,
 }
 
 /// An RST a socket of this host sent on this connection (the peer is local): who was on the
@@ -126,6 +152,10 @@ pub struct Failure {
     pub peer_reset: Option<PeerReset>,
     /// The ICMP error received about this connection's packets, if one came.
     pub icmp: Option<IcmpMessage>,
+    /// Packets of this connection dropped on this host (looked up for timeouts).
+    pub drops: Vec<PacketDrops>,
+    /// Why the RST segment this socket received was not seen (the kernel's probes lack it).
+    pub rst_segment_unseen: Option<String>,
     /// The name of the kernel's reason for an RST this socket sent (`history.rst_sent`).
     pub rst_sent_reason_name: Option<String>,
     /// The calling task's cgroup v2 id, as the kernel recorded it at the failure.
@@ -251,12 +281,40 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
                     .then_some((p.ack_backlog, p.max_ack_backlog)),
             }
         }),
+        drops: [(event_flags::HAS_DROPS_SENT, 0usize), (event_flags::HAS_DROPS_RECEIVED, 1)]
+            .into_iter()
+            .filter(|&(bit, _)| ev.flags & bit != 0)
+            .filter_map(|(_, i)| decode_drops(&ev.drops[i], i == 0))
+            .collect(),
+        rst_segment_unseen: None,
         rst_sent_reason_name: None,
         cgroup_id: ev.cgroup_id,
         cgroup: None,
         host: crate::host::HostFacts::default(),
         kernel_hz: None,
     }
+}
+
+fn decode_drops(d: &socktrace_common::DropRecord, sent: bool) -> Option<PacketDrops> {
+    if d.count == 0 {
+        return None;
+    }
+    let dev_len = d.dev.iter().position(|&b| b == 0).unwrap_or(d.dev.len());
+    Some(PacketDrops {
+        sent,
+        count: d.count,
+        first_ns: d.first_ns,
+        last_ns: d.last_ns,
+        reason: (d.reason != u32::MAX).then_some(d.reason),
+        reason_name: None,
+        location: d.location,
+        function: None,
+        netns: (d.netns != 0).then_some(d.netns),
+        ifindex: (d.ifindex != 0).then_some(d.ifindex),
+        dev: d.dev[..dev_len].to_vec(),
+        last_flags: d.last_flags,
+        all_flags: d.all_flags,
+    })
 }
 
 /// Whether an error read through SO_ERROR is a connect's result: the socket is still
@@ -315,6 +373,7 @@ fn decode_history(h: &SocketHistory) -> History {
         } else {
             (None, None)
         },
+        rst_segment: (h.rst_segment.seen != 0).then_some(h.rst_segment),
     }
 }
 
@@ -371,6 +430,8 @@ impl Failure {
             timers: None,
             peer_reset: None,
             icmp: None,
+            drops: Vec::new(),
+            rst_segment_unseen: None,
             rst_sent_reason_name: None,
             cgroup_id: 0,
             cgroup: None,
@@ -393,6 +454,15 @@ impl Failure {
             p.reason_name = name(p.reason);
         }
         self.rst_sent_reason_name = name(self.history.rst_sent.and_then(|(_, r)| r));
+    }
+
+    /// Names the drop reasons (`enum skb_drop_reason` of this kernel, from its BTF: the
+    /// numbering changes between versions) and the functions the drops happened in.
+    pub fn name_drops(&mut self, reasons: &[(u32, String)], symbols: &mut crate::kernel::kallsyms::Symbols) {
+        for d in &mut self.drops {
+            d.reason_name = d.reason.and_then(|r| reasons.iter().find(|(v, _)| *v == r)).map(|(_, n)| n.clone());
+            d.function = symbols.function_at(d.location);
+        }
     }
 
     /// A connect, or its asynchronous result read through `getsockopt(SO_ERROR)`.

@@ -11,7 +11,7 @@ use socktrace_common::net;
 use std::fmt::Write as _;
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Converts kernel monotonic timestamps to wall-clock and to time since attach.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +155,52 @@ pub struct JsonFacts {
     pub peer_reset: Option<JsonPeerReset>,
     /// The ICMP error received about this connection: who sent it, which (schema 4).
     pub icmp: Option<JsonIcmp>,
+    /// The RST segment received, as `tcp_reset` saw it, and what it says of its sender
+    /// (schema 6).
+    pub rst_segment: Option<JsonRstSegment>,
+    /// Packets of this connection dropped on this host, for a timeout (schema 6).
+    pub drops: Vec<JsonDrops>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonRstSegment {
+    pub seq: u32,
+    pub ack_seq: u32,
+    /// The TCP flags, named (`RST`, `ACK`, ...).
+    pub flags: Vec<&'static str>,
+    /// The socket's sequence space when it arrived.
+    pub rcv_nxt: u32,
+    pub snd_nxt: u32,
+    pub snd_una: u32,
+    /// `aborted`: an RST+ACK, an existing socket's abort; `no_connection`: an RST without
+    /// ACK, the answer of a host with no connection for our segment.
+    pub origin: &'static str,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonDrops {
+    /// `sent`: packets the socket sent; `received`: packets sent to it.
+    pub direction: &'static str,
+    pub count: u32,
+    pub first_mono_ns: u64,
+    pub last_mono_ns: u64,
+    /// The kernel's drop reason (5.17+): number and name.
+    pub reason: Option<u32>,
+    pub reason_name: Option<String>,
+    /// Where the last one was dropped: the kernel function (from /proc/kallsyms).
+    pub function: Option<String>,
+    pub netns: Option<u32>,
+    pub ifindex: Option<u32>,
+    pub dev: Option<String>,
+    /// TCP flags of the last one dropped.
+    pub flags: Vec<&'static str>,
+}
+
+/// TCP flag bits, named.
+pub fn tcp_flags(bits: u8) -> Vec<&'static str> {
+    const NAMES: [(u8, &str); 6] =
+        [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG")];
+    NAMES.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect()
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -417,6 +463,32 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                 no_socket: p.no_socket,
                 accept_queue: p.accept_queue.map(|(q, b)| [q, b]),
             }),
+            rst_segment: f.history.rst_segment.map(|seg| JsonRstSegment {
+                seq: seg.seq,
+                ack_seq: seg.ack_seq,
+                flags: tcp_flags(seg.flags),
+                rcv_nxt: seg.rcv_nxt,
+                snd_nxt: seg.snd_nxt,
+                snd_una: seg.snd_una,
+                origin: if seg.flags & 0x10 != 0 { "aborted" } else { "no_connection" },
+            }),
+            drops: f
+                .drops
+                .iter()
+                .map(|d| JsonDrops {
+                    direction: if d.sent { "sent" } else { "received" },
+                    count: d.count,
+                    first_mono_ns: d.first_ns,
+                    last_mono_ns: d.last_ns,
+                    reason: d.reason,
+                    reason_name: d.reason_name.clone(),
+                    function: d.function.clone(),
+                    netns: d.netns,
+                    ifindex: d.ifindex,
+                    dev: (!d.dev.is_empty()).then(|| escape_bytes(&d.dev)),
+                    flags: tcp_flags(d.last_flags),
+                })
+                .collect(),
         },
         from_snapshot: d.from_snapshot,
         timers: f.timers.filter(|_| d.cause == Cause::Timeout).map(|t| JsonTimers {

@@ -114,6 +114,9 @@ impl Session {
         let adopted = crate::kernel::adopt::existing_sockets(selection);
         let overflows = crate::host::ListenOverflows::start(&selection.tgids);
         let namespaces = crate::host::Namespaces::open(&selection.tgids);
+        // Opened before the capabilities go: the kernel shows code addresses to an opener with
+        // CAP_SYSLOG only.
+        let symbols = crate::kernel::kallsyms::Symbols::open();
         if let Some(kept) = crate::kernel::privileges::drop_all(probes.a_map_fd()?)? {
             eprintln!("socktrace: notice: every capability dropped but {kept}");
         }
@@ -121,9 +124,10 @@ impl Session {
         // that memory back to the system rather than keep it for the whole session.
         // SAFETY: malloc_trim only releases free heap pages.
         unsafe { libc::malloc_trim(0) };
-        // The kernel's RST reason names (6.10+; none before): read once, from its BTF.
-        let rst_reasons =
-            crate::kernel::btf::KernelBtf::load().map(|btf| btf.enum_names("sk_rst_reason")).unwrap_or_default();
+        // The kernel's RST reason (6.10+) and drop reason (5.17+) names: read once, from its BTF.
+        let (rst_reasons, drop_reasons) = crate::kernel::btf::KernelBtf::load()
+            .map(|btf| (btf.enum_names("sk_rst_reason"), btf.enum_names("skb_drop_reason")))
+            .unwrap_or_default();
         let mut metrics = match exporters.metrics {
             Some(request) => Some(request.start(&ProbeReport::of(&probes))?),
             None => None,
@@ -150,6 +154,13 @@ impl Session {
             sink,
             summary: Summary::default(),
             rst_reasons,
+            drop_reasons,
+            rst_segment_unseen: probes
+                .rst_segment
+                .as_ref()
+                .err()
+                .map(|why| crate::kernel::probes::first_line(why).to_string()),
+            symbols,
             namespaces,
             kernel_hz: Default::default(),
         };
@@ -195,6 +206,14 @@ fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
     }
     if let Err(why) = &probes.icmp {
         eprintln!("socktrace: notice: ICMP errors are named without their sender on this kernel: {why}");
+    }
+    if let Err(why) = &probes.rst_segment {
+        eprintln!(
+            "socktrace: notice: RST segments are not seen on this kernel, so a reset from a remote peer is not told              apart (aborted, or no longer knows the connection): {why}"
+        );
+    }
+    if let Err(why) = &probes.drops {
+        eprintln!("socktrace: notice: packets dropped on this host are not recorded: {why}");
     }
     for (pid, why) in &adopted.refused {
         eprintln!(
@@ -410,6 +429,12 @@ struct Printer {
     summary: Summary,
     /// `enum sk_rst_reason` of this kernel: value -> name.
     rst_reasons: Vec<(u32, String)>,
+    /// `enum skb_drop_reason` of this kernel: value -> name.
+    drop_reasons: Vec<(u32, String)>,
+    /// Why RST segments are not seen on this kernel, if they are not.
+    rst_segment_unseen: Option<String>,
+    /// Kernel code addresses -> functions (where packets were dropped).
+    symbols: crate::kernel::kallsyms::Symbols,
     /// Where a failure's host numbers are read (see `crate::host::enrich`).
     namespaces: crate::host::Namespaces,
     /// The kernel's HZ, measured the first time a socket older than the trace fails.
@@ -441,6 +466,12 @@ impl Printer {
                 failure.kernel_hz = *self.kernel_hz.get_or_init(crate::kernel::jiffies::hz);
             }
             failure.name_rst_reasons(&self.rst_reasons);
+            if failure.history.rst_received.is_some() && failure.history.rst_segment.is_none() {
+                failure.rst_segment_unseen = self.rst_segment_unseen.clone();
+            }
+            if !failure.drops.is_empty() {
+                failure.name_drops(&self.drop_reasons, &mut self.symbols);
+            }
             failure.cgroup = self.cgroups.lookup(failure.cgroup_id).cloned();
             let diagnosis = diagnose(&failure);
             self.summary.add(&failure, &diagnosis);

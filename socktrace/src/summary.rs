@@ -104,14 +104,17 @@ impl ProbeReport {
                 passed_over: vec![why.clone()],
             },
         });
-        used.push(match &probes.icmp {
-            Ok(probe) => ProbeUsed { event: "ICMP error received", probe: (*probe).into(), passed_over: Vec::new() },
-            Err(why) => ProbeUsed {
-                event: "ICMP error received",
-                probe: "none (senders not recorded)".into(),
-                passed_over: vec![why.clone()],
-            },
-        });
+        // The facts beside the probe modes: each probe, or none and why.
+        for (event, result, without) in [
+            ("ICMP error received", &probes.icmp, "none (senders not recorded)"),
+            ("RST segment received", &probes.rst_segment, "none (segments not seen)"),
+            ("packet dropped", &probes.drops, "none (drops not recorded)"),
+        ] {
+            used.push(match result {
+                Ok(probe) => ProbeUsed { event, probe: (*probe).into(), passed_over: Vec::new() },
+                Err(why) => ProbeUsed { event, probe: without.into(), passed_over: vec![why.clone()] },
+            });
+        }
         ProbeReport { mode: probes.mode.name(), used }
     }
 }

@@ -540,16 +540,54 @@ pub mod soak {
     }
 }
 
+/// The probe this run used for one of the facts beside the probe modes (`ICMP error received`,
+/// `RST segment received`, `packet dropped`), or None when it had none: from the summary.
+pub fn fact_probe(run: &Run, event: &str) -> Option<String> {
+    let probes = run.summary.as_ref().and_then(|s| s["probes"].as_array().cloned()).unwrap_or_default();
+    let found = probes
+        .iter()
+        .find(|p| p["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} probe in the summary: {probes:#?}"));
+    let probe = found["probe"].as_str().unwrap_or("none");
+    (!probe.starts_with("none")).then(|| probe.to_string())
+}
+
 /// Whether this run recorded who sent ICMP errors (fentry or kprobe on `icmp_rcv`; kernels
 /// with neither, like a host without BPF trampolines or kprobes, name the error only): from
 /// the summary's probe report.
 pub fn icmp_senders_recorded(run: &Run) -> bool {
-    let probes = run.summary.as_ref().and_then(|s| s["probes"].as_array().cloned()).unwrap_or_default();
-    let icmp = probes
-        .iter()
-        .find(|p| p["event"] == "ICMP error received")
-        .unwrap_or_else(|| panic!("no ICMP probe in the summary: {probes:#?}"));
-    !icmp["probe"].as_str().unwrap_or("none").starts_with("none")
+    fact_probe(run, "ICMP error received").is_some()
+}
+
+/// The running kernel's (major, minor).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The timeout behind `ev` names the packets of its connection that this host dropped
+/// (`direction` sent or received, `kind` e.g. "SYN"), with the kernel's reason where it has one
+/// (5.17+) and the function otherwise, and says a netfilter rule dropped them.
+pub fn assert_dropped_by_netfilter(run: &Run, ev: &Value, direction: &str, kind: &str) {
+    assert!(fact_probe(run, "packet dropped").is_some(), "the drop probe attaches everywhere: {}", run.stderr);
+    let drops = ev["facts"]["drops"].as_array().unwrap_or_else(|| panic!("no drops: {ev:#}"));
+    let d =
+        drops.iter().find(|d| d["direction"] == direction).unwrap_or_else(|| panic!("no {direction} drops: {ev:#}"));
+    assert!(d["count"].as_u64().unwrap() >= 1, "{ev:#}");
+    if kernel_version() >= (5, 17) {
+        assert_eq!(d["reason_name"], "SKB_DROP_REASON_NETFILTER_DROP", "{ev:#}");
+    } else {
+        // No reason before 5.17: the place names netfilter (the hook drops in nf_hook_slow).
+        assert!(d["reason"].is_null(), "{ev:#}");
+        assert!(d["function"].as_str().unwrap_or("").starts_with("nf_hook_slow"), "{ev:#}");
+    }
+    assert!(d["netns"].as_u64().is_some(), "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(
+        explain.contains(&format!(" {kind}")) && explain.contains("dropped on this host: a netfilter rule"),
+        "{explain}"
+    );
 }
 
 /// The ICMP error behind `ev` is named with its sender where this kernel lets socktrace see

@@ -3,7 +3,9 @@
 //! for errno, the state the error was born in, and the cause.
 
 use serde_json::{json, Value};
-use socktrace_tests::{assert_icmp_sender, assert_label, single_event, trace_scenario, Netns, Run};
+use socktrace_tests::{
+    assert_dropped_by_netfilter, assert_icmp_sender, assert_label, single_event, trace_scenario, Netns, Run,
+};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -120,8 +122,46 @@ fn reset_by_peer_ipv6() {
     let r = run(&["reset", "read", "v6"], &[]);
     let ev = event_for(&r, "read");
     assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    // The segment of an abort: RST+ACK, acknowledging all we sent (where the kernel shows it).
+    assert_rst_segment(&r, ev, "aborted");
     assert_eq!((ev["family"].as_str(), ev["daddr"].as_str()), (Some("inet6"), Some("::1")));
     assert_label(event_for(&r, "after"), "EPIPE", Some("ESTABLISHED"), "rst_received");
+}
+
+/// The RST segment `ev`'s socket received, where this kernel shows it (fentry or kprobe on
+/// tcp_reset, 5.14+): its origin and flags; elsewhere nothing is invented and the notice says
+/// why.
+fn assert_rst_segment(r: &Run, ev: &Value, origin: &str) {
+    let seg = &ev["facts"]["rst_segment"];
+    if socktrace_tests::fact_probe(r, "RST segment received").is_none() {
+        assert!(seg.is_null(), "{ev:#}");
+        assert!(r.stderr.contains("RST segments are not seen on this kernel"), "{}", r.stderr);
+        return;
+    }
+    assert_eq!(seg["origin"], origin, "{ev:#}");
+    let flags = if origin == "aborted" { json!(["ACK", "RST"]) } else { json!(["RST"]) };
+    assert_eq!(seg["flags"], flags, "{ev:#}");
+    // Linux accepts an RST only at rcv_nxt.
+    assert_eq!(seg["seq"], seg["rcv_nxt"], "{ev:#}");
+    if origin == "aborted" {
+        assert_eq!(seg["ack_seq"], seg["snd_nxt"], "the peer had received everything: {ev:#}");
+    }
+}
+
+/// The peer host forgot the connection (its RST never left; it exited): our write reaches no
+/// socket, whose kernel answers with an RST that has no ACK. Told apart from an abort by this
+/// host's own record of the RST, and by the segment itself where the kernel shows it.
+#[test]
+fn a_peer_that_forgot_the_connection() {
+    let r = run(&["forgotten"], &[]);
+    assert_eq!(r.client_step("write")["errno"], 0);
+    assert_eq!(r.client_step("read")["errno"], 104);
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    assert_eq!(ev["facts"]["peer_reset"]["no_socket"], true, "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("no socket of this host owns the connection any more"), "{explain}");
+    assert_rst_segment(&r, ev, "no_connection");
 }
 
 /// The seed's "server terminated prematurely".
@@ -179,6 +219,13 @@ fn connect_timeout_ipv4_and_ipv6() {
             ev["explain"].as_str().unwrap().contains("SYN retries exhausted: net.ipv4.tcp_syn_retries 1"),
             "{ev:#}"
         );
+        // Why no SYN-ACK came: the namespace's nft rule dropped every SYN on this host.
+        assert_dropped_by_netfilter(&r, ev, "sent", "SYNs it sent were");
+        let sent = ev["facts"]["drops"].as_array().unwrap().iter().find(|d| d["direction"] == "sent").unwrap();
+        // Every SYN: the first and each retransmission.
+        let syns = ev["retransmits"].as_u64().unwrap() + 1;
+        assert_eq!((sent["count"].as_u64(), &sent["flags"]), (Some(syns), &json!(["SYN"])), "{ev:#}");
+        assert_eq!(sent["dev"], "lo", "{ev:#}");
     }
 }
 
@@ -194,6 +241,7 @@ fn established_connection_timeout() {
     assert_eq!(ev["timers"]["user_timeout_ms"], 1000, "{ev:#}");
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("data retransmissions exhausted: TCP_USER_TIMEOUT 1000 ms"), "{explain}");
+    assert_dropped_by_netfilter(&r, ev, "sent", "segments it sent were");
 }
 
 /// An idle connection with keepalive on whose packets start being dropped: the keepalive
@@ -210,6 +258,7 @@ fn keepalive_timeout_is_named() {
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("keepalive probes went unanswered (TCP_KEEPCNT 2)"), "{explain}");
     assert!(!explain.contains("after 0 retransmissions"), "{explain}");
+    assert_dropped_by_netfilter(&r, ev, "sent", "it sent were");
 }
 
 #[test]

@@ -66,6 +66,16 @@ impl KernelBtf {
             .unwrap_or(false)
     }
 
+    /// Number of parameters of the kernel function `name`, if BTF lists it.
+    pub fn function_arity(&self, name: &str) -> Option<usize> {
+        let types = self.btf.resolve_types_by_name(name).ok()?;
+        let func = types.into_iter().find(|t| matches!(t, Type::Func(_)))?;
+        match self.btf.resolve_chained_type(func.as_btf_type()?).ok()? {
+            Type::FuncProto(f) => Some(f.parameters.len()),
+            _ => None,
+        }
+    }
+
     /// The names of the values of the enum `name` (e.g. `sk_rst_reason`, 6.10+), by value.
     pub fn enum_names(&self, name: &str) -> Vec<(u32, String)> {
         let Ok(types) = self.btf.resolve_types_by_name(name) else { return Vec::new() };
@@ -147,6 +157,14 @@ mod tests {
         assert_eq!(btf.tracepoint_arity("tcp_receive_reset"), Some(1));
         assert!(btf.has_function("tcp_set_state"));
         assert!(!btf.has_function("no_such_function_here"));
+    }
+
+    #[test]
+    fn function_arity_reads_the_prototype() {
+        let btf = KernelBtf::load().unwrap();
+        // tcp_reset(sk, skb) since 5.14; this machine runs a newer kernel.
+        assert_eq!(btf.function_arity("tcp_reset"), Some(2));
+        assert_eq!(btf.function_arity("no_such_function_here"), None);
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub const CGROUP_WALK_ENV: &str = "SOCKTRACE_CGROUP_WALK";
 pub struct KernelFacts {
     /// The `tcp_send_reset` BTF tracepoint carries the RST reason (6.10+).
     pub send_reset_has_reason: bool,
+    /// The `kfree_skb` tracepoint passes the drop reason (5.17+).
+    pub drop_has_reason: bool,
     /// `struct sock_common` starts as `SockHead` says.
     pub sock_head: bool,
     /// Tracing programs may not call bpf_get_current_ancestor_cgroup_id (before 5.14): the
@@ -119,6 +121,7 @@ impl KernelFacts {
         let head = socktrace_common::SockHead::OFFSETS;
         KernelFacts {
             send_reset_has_reason: btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3,
+            drop_has_reason: btf.tracepoint_arity("kfree_skb").unwrap_or(0) >= 3,
             sock_head: (o.sk_daddr, o.sk_rcv_saddr, o.sk_dport, o.sk_num, o.sk_family, o.sk_state) == head,
             type_protocol_pair: o.sk_protocol == o.sk_type + 2 || o.sk_type == o.sk_protocol + 2,
             protocol_first: o.sk_type == o.sk_protocol + 2,
@@ -142,6 +145,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::ALL_SOCKETS, opts.all_sockets);
     set(config_flags::SEND_ROUTINE, opts.send_routine);
     set(config_flags::SEND_RESET_HAS_REASON, kernel.send_reset_has_reason);
+    set(config_flags::DROP_HAS_REASON, kernel.drop_has_reason);
     set(config_flags::SOCK_HEAD, kernel.sock_head);
     set(config_flags::TYPE_PROTOCOL_PAIR, kernel.type_protocol_pair);
     set(config_flags::PROTOCOL_FIRST, kernel.type_protocol_pair && kernel.protocol_first);
@@ -185,6 +189,10 @@ pub struct Probes {
     pub io_uring_unwatched: Option<String>,
     /// The probes that see ICMP errors arrive (who sent them), or why none could be attached.
     pub icmp: std::result::Result<&'static str, String>,
+    /// The probe that sees the RST segments sockets receive, or why none could be attached.
+    pub rst_segment: std::result::Result<&'static str, String>,
+    /// The probe that sees packets this host drops, or why it could not be attached.
+    pub drops: std::result::Result<&'static str, String>,
     events: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     routine: PerCpuArray<MapData, u64>,
@@ -263,6 +271,8 @@ impl Probes {
         let choices = choose_and_attach(&mut ebpf, &kernel, mode, sel, &aya_btf, attach)?;
         let io_uring_unwatched = attach_io_uring(&mut ebpf, &resolved, attach).err().map(|e| format!("{e:#}"));
         let icmp = attach_icmp(&mut ebpf, &aya_btf, kprobes, attach);
+        let rst_segment = attach_rst_segment(&mut ebpf, &btf, &aya_btf, kprobes, attach);
+        let drops = attach_drops(&mut ebpf, &btf, attach);
         attach_syscalls(&mut ebpf, attach)?;
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
@@ -275,6 +285,8 @@ impl Probes {
             choices,
             io_uring_unwatched,
             icmp,
+            rst_segment,
+            drops,
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
             routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
@@ -293,8 +305,8 @@ impl Probes {
         if self.io_uring_unwatched.is_none() {
             parts.push(super::probes::IO_URING_PROBES.into());
         }
-        if let Ok(icmp) = self.icmp {
-            parts.push(icmp.into());
+        for extra in [&self.icmp, &self.rst_segment, &self.drops].into_iter().flatten() {
+            parts.push(extra.to_string());
         }
         parts.join(", ")
     }
@@ -317,6 +329,8 @@ impl Probes {
             + 1
             + if self.io_uring_unwatched.is_none() { 2 } else { 0 }
             + if self.icmp.is_ok() { 2 } else { 0 }
+            + usize::from(self.rst_segment.is_ok())
+            + usize::from(self.drops.is_ok())
     }
 
     /// Failures the kernel could not send because the ring buffer was full.
@@ -521,6 +535,80 @@ fn attach_icmp(
     }
 }
 
+/// The RST segments sockets receive: `tcp_reset(sk, skb)` (5.14+; before, it takes no
+/// segment) by fentry, or else a kprobe. Beside the probe modes, like `attach_icmp`: without
+/// it an RST's origin is told only where its sender is on this host.
+fn attach_rst_segment(
+    ebpf: &mut Ebpf,
+    kernel_btf: &KernelBtf,
+    btf: &aya::Btf,
+    kprobes: bool,
+    attach: bool,
+) -> std::result::Result<&'static str, String> {
+    const FUNCTION: &str = "tcp_reset";
+    match kernel_btf.function_arity(FUNCTION) {
+        Some(2) => {}
+        Some(_) => return Err("tcp_reset takes no segment on this kernel (it does from 5.14)".into()),
+        None => return Err("no function tcp_reset in this kernel's BTF".into()),
+    }
+    let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
+    let mut fentry = || -> Result<()> {
+        if disabled.split(',').any(|p| p.trim() == "fentry/tcp_reset") {
+            bail!("disabled by {DISABLE_PROBES_ENV}");
+        }
+        let p: &mut FEntry = ebpf_program(ebpf, names::RST_SEGMENT)?.try_into()?;
+        p.load(FUNCTION, btf).with_context(|| format!("fentry/{FUNCTION}: the kernel refused it"))?;
+        if attach {
+            p.attach().with_context(|| format!("attaching fentry/{FUNCTION} (needs BPF trampolines)"))?;
+        }
+        Ok(())
+    };
+    let fentry_error = match fentry() {
+        Ok(()) => return Ok("fentry/tcp_reset"),
+        Err(e) => format!("{e:#}"),
+    };
+    if !kprobes {
+        return Err(format!("{fentry_error}; and {}", super::probes::NO_KPROBES));
+    }
+    let mut kprobe = || -> Result<()> {
+        let p: &mut KProbe = ebpf_program(ebpf, names::KP_RST_SEGMENT)?.try_into()?;
+        p.load().with_context(|| format!("kprobe/{FUNCTION}: the kernel refused it"))?;
+        if attach {
+            p.attach(FUNCTION, 0).with_context(|| format!("attaching kprobe/{FUNCTION}"))?;
+        }
+        Ok(())
+    };
+    match kprobe() {
+        Ok(()) => Ok("kprobe/tcp_reset"),
+        Err(e) => Err(format!("{fentry_error}; {e:#}")),
+    }
+}
+
+/// Packets this host drops: the raw tracepoint `kfree_skb` (every kernel socktrace runs on;
+/// the drop reason from 5.17). Beside the probe modes: without it a timeout is explained
+/// without the drops behind it.
+fn attach_drops(ebpf: &mut Ebpf, kernel_btf: &KernelBtf, attach: bool) -> std::result::Result<&'static str, String> {
+    let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
+    let mut go = || -> Result<()> {
+        if disabled.split(',').any(|p| p.trim() == "raw_tracepoint/kfree_skb") {
+            bail!("disabled by {DISABLE_PROBES_ENV}");
+        }
+        if kernel_btf.tracepoint_arity("kfree_skb").is_none() {
+            bail!("no tracepoint skb:kfree_skb in this kernel's BTF");
+        }
+        let p: &mut RawTracePoint = ebpf_program(ebpf, names::KFREE_SKB)?.try_into()?;
+        p.load().context("raw_tracepoint/kfree_skb: the kernel refused it")?;
+        if attach {
+            p.attach("kfree_skb").context("attaching raw_tracepoint/kfree_skb")?;
+        }
+        Ok(())
+    };
+    match go() {
+        Ok(()) => Ok("raw_tracepoint/kfree_skb"),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
 fn ebpf_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))
 }
@@ -696,7 +784,11 @@ mod tests {
                 obj.maps.keys().collect::<Vec<_>>()
             );
         }
-        let mut programs: Vec<String> = vec![names::SYS_EXIT.to_string(), "stats_floor".to_string()];
+        let mut programs: Vec<String> = [names::SYS_EXIT, "stats_floor", names::KFREE_SKB, names::RST_SEGMENT]
+            .into_iter()
+            .chain([names::KP_RST_SEGMENT])
+            .map(String::from)
+            .collect();
         for ev in &KERNEL_EVENTS {
             programs.extend(ev.all().filter_map(|p| p.program()));
         }

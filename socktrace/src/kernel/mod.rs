@@ -4,6 +4,7 @@ pub mod adopt;
 pub mod btf;
 pub mod cgroup;
 pub mod jiffies;
+pub mod kallsyms;
 pub mod load;
 pub mod offsets;
 pub mod privileges;

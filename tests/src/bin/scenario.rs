@@ -45,6 +45,7 @@ fn main() {
         ["connect", addr] => connect_once(addr),
         ["nonblocking-connect", addr] => nonblocking_connect(addr),
         ["reset", call, ip] => reset_then(call, ip),
+        ["forgotten"] => forgotten(),
         ["premature-exit"] => premature_exit(),
         ["copy-reset", call] => copy_reset(call),
         ["uring-refused"] => uring::refused(),
@@ -496,6 +497,39 @@ fn reset_then(call: &str, ip: &str) -> Result<()> {
     Ok(())
 }
 
+/// The peer host forgets the connection: its RST is dropped on the way out (nft, in this
+/// namespace) as it aborts the connection, and it exits (no listener left). Our socket still
+/// believes in the connection; our next write reaches no socket at all, whose kernel answers
+/// with an RST without ACK, and the read after it fails.
+fn forgotten() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    let port = peer.addr.port();
+    ready_then_wait();
+    nft(&format!(
+        "table inet socktrace_forget {{\n chain output {{\n  type filter hook output priority 0;\n  tcp sport {port} tcp flags & rst == rst drop\n }}\n}}\n"
+    ))?;
+    peer.cmd("abort")?;
+    drop(peer);
+    nft("delete table inet socktrace_forget\n")?;
+    report("write", fd, do_call("write", fd), json!({ "dport": port }));
+    sleep_ms(50);
+    report("read", fd, do_call("read", fd), json!({}));
+    Ok(())
+}
+
+/// Loads an nftables ruleset in this namespace.
+fn nft(rules: &str) -> Result<()> {
+    let status = Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+        c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+        c.wait()
+    })?;
+    if !status.success() {
+        bail!("nft failed: {status}");
+    }
+    Ok(())
+}
+
 /// The copy paths on a connection the peer aborted: `sendfile` (a file into the socket),
 /// `splice` into the socket (from a pipe) or out of it (into a pipe), or `shutdown`; then a
 /// write.
@@ -701,13 +735,7 @@ fn drop_then_read(fd: i32, port: u16, write: bool) -> Result<()> {
         "table inet socktrace_drop {{\n chain input {{\n  type filter hook input priority 0;\n  tcp dport {port} drop\n  tcp sport {port} drop\n }}\n}}\n"
     );
     ready_then_wait();
-    let status = Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
-        c.stdin.take().unwrap().write_all(rules.as_bytes())?;
-        c.wait()
-    })?;
-    if !status.success() {
-        bail!("nft failed: {status}");
-    }
+    nft(&rules)?;
     if write {
         report("write", fd, do_call("write", fd), json!({}));
     }

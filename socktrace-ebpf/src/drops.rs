@@ -1,0 +1,177 @@
+//! Packets this host dropped: `skb:kfree_skb` (a raw tracepoint: no record is built) sees every
+//! packet the kernel frees as dropped, in any network namespace. A TCP packet to or from a
+//! traced socket's peer is counted by its 4-tuple, with the kernel's reason (5.17+), where it
+//! was dropped and the namespace and device; a timed-out call looks its connection up
+//! (`syscalls::find_drops`). Any other packet leaves after reading its protocol, or its
+//! addresses and one map lookup per end.
+
+use crate::{global, now_ns, read, read_or_zero, zeroed};
+use aya_ebpf::{
+    macros::{map, raw_tracepoint},
+    maps::LruHashMap,
+    programs::RawTracePointContext,
+};
+use socktrace_common::{config_flags, net, DropRecord, PeerKey, SockAddrs, NO_FIELD};
+
+/// Dropped TCP packets, by their 4-tuple as the packet has it (source = `saddr`/`sport`).
+#[map]
+pub(crate) static DROPS: LruHashMap<SockAddrs, DropRecord> = LruHashMap::with_max_entries(4096, 0);
+
+/// The peers of traced sockets, filled as their connections start (`history::on_state_change`).
+#[map]
+pub(crate) static TRACED_PEERS: LruHashMap<PeerKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// `ETH_P_IP` and `ETH_P_IPV6` as `sk_buff.protocol` holds them (network order, read as a
+/// little-endian u16).
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
+const IPPROTO_TCP: u8 = 6;
+
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn raw_kfree_skb(ctx: RawTracePointContext) -> u32 {
+    // Arguments: skb, location, and from 5.17 the reason (read only where the kernel passes
+    // it: userspace checked the tracepoint's arity).
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason =
+        if global!(CONFIG.flags) & config_flags::DROP_HAS_REASON != 0 { ctx.arg::<u64>(2) as u32 } else { u32::MAX };
+    on_drop(skb, location, reason);
+    0
+}
+
+#[inline(always)]
+fn on_drop(skb: u64, location: u64, reason: u32) {
+    let protocol: u16 = read(skb, global!(OFFSETS.skb_protocol)).unwrap_or(0);
+    let v6 = match protocol {
+        ETH_P_IP_BE => false,
+        ETH_P_IPV6_BE => true,
+        _ => return,
+    };
+    let head: u64 = read(skb, global!(OFFSETS.skb_head)).unwrap_or(0);
+    let network: u16 = read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0xffff);
+    if head == 0 || network == 0xffff {
+        return;
+    }
+    let ip = head + network as u64;
+    let mut key: SockAddrs = zeroed::<SockAddrs, 5>();
+    let tcp = if v6 {
+        // Only a TCP header right after the fixed header: extension headers are not walked.
+        let hdr: [u8; 40] = read_or_zero(ip, 0);
+        if hdr[6] != IPPROTO_TCP {
+            return;
+        }
+        key.family = net::AF_INET6;
+        key.saddr.copy_from_slice(&hdr[8..24]);
+        key.daddr.copy_from_slice(&hdr[24..40]);
+        ip + 40
+    } else {
+        let hdr: [u8; 20] = read_or_zero(ip, 0);
+        if hdr[9] != IPPROTO_TCP || hdr[0] >> 4 != 4 {
+            return;
+        }
+        key.family = net::AF_INET;
+        key.saddr[..4].copy_from_slice(&hdr[12..16]);
+        key.daddr[..4].copy_from_slice(&hdr[16..20]);
+        ip + ((hdr[0] & 0xf) as u64) * 4
+    };
+    let th: [u8; 14] = read_or_zero(tcp, 0);
+    key.sport = u16::from_be_bytes([th[0], th[1]]);
+    key.dport = u16::from_be_bytes([th[2], th[3]]);
+    if key.sport == 0 || key.dport == 0 {
+        return;
+    }
+    if global!(CONFIG.flags) & config_flags::TRACE_ALL == 0 && !to_or_from_traced_peer(&key) {
+        return;
+    }
+    let flags = th[13];
+    let now = now_ns();
+    if let Some(d) = DROPS.get_ptr_mut(key) {
+        // SAFETY: `d` points at a live map value; a lost update between CPUs only miscounts.
+        unsafe {
+            (*d).count = (*d).count.wrapping_add(1);
+            (*d).last_ns = now;
+            (*d).location = location;
+            (*d).reason = reason;
+            (*d).last_flags = flags;
+            (*d).all_flags |= flags;
+        }
+        return;
+    }
+    let mut d: DropRecord = zeroed::<DropRecord, 8>();
+    d.first_ns = now;
+    d.last_ns = now;
+    d.location = location;
+    d.count = 1;
+    d.reason = reason;
+    d.last_flags = flags;
+    d.all_flags = flags;
+    // Where: the device it was on, and that device's namespace; a packet dropped before it
+    // had a device (on its way out) is in its socket's namespace.
+    let dev: u64 = read(skb, global!(OFFSETS.skb_dev)).unwrap_or(0);
+    let net: u64 = if dev != 0 {
+        d.ifindex = read(dev, global!(OFFSETS.dev_ifindex)).unwrap_or(0);
+        d.dev = read_or_zero(dev, global!(OFFSETS.dev_name));
+        read(dev, global!(OFFSETS.dev_nd_net)).unwrap_or(0)
+    } else {
+        let sk: u64 = read(skb, global!(OFFSETS.skb_sk)).unwrap_or(0);
+        read(sk, global!(OFFSETS.sk_net)).unwrap_or(0)
+    };
+    if global!(OFFSETS.net_ns_inum) != NO_FIELD {
+        d.netns = read(net, global!(OFFSETS.net_ns_inum)).unwrap_or(0);
+    }
+    let _ = DROPS.insert(key, d, 0);
+}
+
+/// Whether the packet goes to, or comes from, a traced socket's peer.
+#[inline(always)]
+fn to_or_from_traced_peer(key: &SockAddrs) -> bool {
+    let mut peer: PeerKey = zeroed::<PeerKey, 3>();
+    peer.family = key.family;
+    peer.port = key.dport;
+    peer.addr = key.daddr;
+    // SAFETY: the value is only tested for presence.
+    if unsafe { TRACED_PEERS.get(peer).is_some() } {
+        return true;
+    }
+    peer.port = key.sport;
+    peer.addr = key.saddr;
+    // SAFETY: as above.
+    unsafe { TRACED_PEERS.get(peer).is_some() }
+}
+
+/// A traced socket's connection starts toward `addrs`' remote end: its packets are watched.
+#[inline(always)]
+pub(crate) fn watch_peer(addrs: &SockAddrs) {
+    if addrs.dport == 0 || global!(CONFIG.flags) & config_flags::TRACE_ALL != 0 {
+        return;
+    }
+    let a = as_on_the_wire(addrs);
+    let mut peer: PeerKey = zeroed::<PeerKey, 3>();
+    peer.family = a.family;
+    peer.port = a.dport;
+    peer.addr = a.daddr;
+    // SAFETY: the value is only tested for presence. A peer seen before costs no insert.
+    if unsafe { TRACED_PEERS.get(peer).is_none() } {
+        let _ = TRACED_PEERS.insert(peer, 1, 0);
+    }
+}
+
+/// A socket's addresses as its packets carry them: a dual-stack socket talking to an IPv4
+/// peer (`::ffff:a.b.c.d`) sends IPv4 packets.
+#[inline(always)]
+pub(crate) fn as_on_the_wire(a: &SockAddrs) -> SockAddrs {
+    let mut out: SockAddrs = zeroed::<SockAddrs, 5>();
+    out.family = a.family;
+    out.sport = a.sport;
+    out.dport = a.dport;
+    let mapped = |x: &[u8; 16]| x[..10] == [0u8; 10] && x[10] == 0xff && x[11] == 0xff;
+    if a.family == net::AF_INET6 && mapped(&a.daddr) {
+        out.family = net::AF_INET;
+        out.saddr[..4].copy_from_slice(&a.saddr[12..16]);
+        out.daddr[..4].copy_from_slice(&a.daddr[12..16]);
+    } else {
+        out.saddr = a.saddr;
+        out.daddr = a.daddr;
+    }
+    out
+}
