@@ -85,6 +85,22 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     }
     let flags = th[13];
     let now = now_ns();
+    // Where: the device it was on, and that device's namespace; a packet dropped before it
+    // had a device (on its way out) is in its socket's namespace. Taken for every drop: the
+    // record describes the last one.
+    let mut dev_name = [0u8; 16];
+    let mut ifindex = 0u32;
+    let dev: u64 = read(skb, global!(OFFSETS.skb_dev)).unwrap_or(0);
+    let net: u64 = if dev != 0 {
+        ifindex = read(dev, global!(OFFSETS.dev_ifindex)).unwrap_or(0);
+        dev_name = read_or_zero(dev, global!(OFFSETS.dev_name));
+        read(dev, global!(OFFSETS.dev_nd_net)).unwrap_or(0)
+    } else {
+        let sk: u64 = read(skb, global!(OFFSETS.skb_sk)).unwrap_or(0);
+        read(sk, global!(OFFSETS.sk_net)).unwrap_or(0)
+    };
+    let netns: u32 =
+        if global!(OFFSETS.net_ns_inum) != NO_FIELD { read(net, global!(OFFSETS.net_ns_inum)).unwrap_or(0) } else { 0 };
     if let Some(d) = DROPS.get_ptr_mut(key) {
         // SAFETY: `d` points at a live map value; a lost update between CPUs only miscounts.
         unsafe {
@@ -94,6 +110,9 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
             (*d).reason = reason;
             (*d).last_flags = flags;
             (*d).all_flags |= flags;
+            (*d).netns = netns;
+            (*d).ifindex = ifindex;
+            (*d).dev = dev_name;
         }
         return;
     }
@@ -105,20 +124,9 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     d.reason = reason;
     d.last_flags = flags;
     d.all_flags = flags;
-    // Where: the device it was on, and that device's namespace; a packet dropped before it
-    // had a device (on its way out) is in its socket's namespace.
-    let dev: u64 = read(skb, global!(OFFSETS.skb_dev)).unwrap_or(0);
-    let net: u64 = if dev != 0 {
-        d.ifindex = read(dev, global!(OFFSETS.dev_ifindex)).unwrap_or(0);
-        d.dev = read_or_zero(dev, global!(OFFSETS.dev_name));
-        read(dev, global!(OFFSETS.dev_nd_net)).unwrap_or(0)
-    } else {
-        let sk: u64 = read(skb, global!(OFFSETS.skb_sk)).unwrap_or(0);
-        read(sk, global!(OFFSETS.sk_net)).unwrap_or(0)
-    };
-    if global!(OFFSETS.net_ns_inum) != NO_FIELD {
-        d.netns = read(net, global!(OFFSETS.net_ns_inum)).unwrap_or(0);
-    }
+    d.netns = netns;
+    d.ifindex = ifindex;
+    d.dev = dev_name;
     let _ = DROPS.insert(key, d, 0);
 }
 

@@ -512,6 +512,8 @@ fn forgotten() -> Result<()> {
     peer.cmd("abort")?;
     drop(peer);
     nft("delete table inet socktrace_forget\n")?;
+    // Long enough that the dropped RST is not taken for the one our write draws.
+    sleep_ms(200);
     report("write", fd, do_call("write", fd), json!({ "dport": port }));
     sleep_ms(50);
     report("read", fd, do_call("read", fd), json!({}));
