@@ -199,7 +199,9 @@ pub mod names {
     pub const DROPS: &str = "DROPS";
     /// The peers of traced sockets (`PeerKey`): the drop probe keeps only their packets.
     pub const TRACED_PEERS: &str = "TRACED_PEERS";
-    pub const MAPS: [&str; 15] = [
+    /// Kernel stacks at the events behind failures (`--kstack`; one entry otherwise).
+    pub const STACKS: &str = "STACKS";
+    pub const MAPS: [&str; 16] = [
         EVENTS,
         SOCKETS,
         TRACED_TGIDS,
@@ -215,6 +217,7 @@ pub mod names {
         ICMP_SOURCES,
         DROPS,
         TRACED_PEERS,
+        STACKS,
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
@@ -271,6 +274,8 @@ pub mod config_flags {
     pub const PORT_RANGE_INTS: u32 = 1 << 15;
     /// The `kfree_skb` tracepoint carries the kernel's drop reason (5.17+).
     pub const DROP_HAS_REASON: u32 = 1 << 16;
+    /// `--kstack`: record the kernel stack at each event that causes a failure.
+    pub const KSTACK: u32 = 1 << 17;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -305,10 +310,6 @@ pub mod event_flags {
     pub const HAS_PEER_RESET: u32 = 1 << 9;
     /// `icmp` holds the ICMP error received about this connection.
     pub const HAS_ICMP_SOURCE: u32 = 1 << 10;
-    /// `drops[0]` holds packets this connection's socket sent that were dropped on this host.
-    pub const HAS_DROPS_SENT: u32 = 1 << 11;
-    /// `drops[1]` holds packets its peer sent to it that were dropped on this host.
-    pub const HAS_DROPS_RECEIVED: u32 = 1 << 12;
 }
 
 /// `FailureEvent::syscall_nr` at or above this is an io_uring request, not a syscall: its
@@ -458,6 +459,11 @@ pub struct KernelOffsets {
     pub tp_rcv_nxt: u32,
     pub tp_snd_nxt: u32,
     pub tp_snd_una: u32,
+    /// `tcp_sock.keepalive_time`/`keepalive_intvl` and the namespace's sysctls (jiffies).
+    pub tp_keepalive_time: u32,
+    pub tp_keepalive_intvl: u32,
+    pub net_keepalive_time: u32,
+    pub net_keepalive_intvl: u32,
 }
 
 impl KernelOffsets {
@@ -603,7 +609,8 @@ pub struct StampedState {
     pub value: i32,
     /// The task on the CPU when the event ran (often not the socket's owner: softirq).
     pub current_tgid: u32,
-    pub _pad2: u32,
+    /// With `--kstack`: the kernel stack at the event, as its id in `STACKS` plus one (0: none).
+    pub stack: u32,
 }
 
 /// `SocketHistory::origin`: how socktrace came to keep a socket's history.
@@ -651,6 +658,8 @@ pub struct SocketHistory {
     pub addrs: SockAddrs,
     /// The RST segment behind `rst_received`, where the kernel shows it (`tcp_reset`'s skb).
     pub rst_segment: RstSegment,
+    /// When the first retransmission was sent (0: none): how long a timeout retransmitted.
+    pub first_retransmit_ns: u64,
 }
 
 /// An RST segment as `tcp_reset` received it, with the receiving socket's sequence space at
@@ -684,7 +693,8 @@ pub struct PeerKey {
     pub addr: [u8; 16],
 }
 
-/// TCP packets of one 4-tuple (as the packet has it) that this host dropped (`kfree_skb`).
+/// TCP packets of one 4-tuple (as the packet has it) that this host dropped (`kfree_skb`),
+/// kept in `DROPS`, where userspace looks up a failing connection's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropRecord {
@@ -701,7 +711,9 @@ pub struct DropRecord {
     /// The TCP flags of the last one dropped, and of every one (OR).
     pub last_flags: u8,
     pub all_flags: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// With `--kstack`: the kernel stack at the last drop (`STACKS` id plus one; 0: none).
+    pub stack: u32,
     pub dev: [u8; 16],
 }
 
@@ -750,9 +762,6 @@ pub struct FailureEvent {
     pub peer_reset: SentReset,
     /// The ICMP error received about this connection's packets, if one was (`HAS_ICMP_SOURCE`).
     pub icmp: IcmpSource,
-    /// Packets of this connection dropped on this host: [0] those its socket sent
-    /// (`HAS_DROPS_SENT`), [1] those sent to it (`HAS_DROPS_RECEIVED`).
-    pub drops: [DropRecord; 2],
 }
 
 /// An RST a socket of this host sent (any socket, any process: `tcp_send_reset`), kept by the
@@ -815,6 +824,12 @@ pub struct TimerFacts {
     pub net_retries2: u8,
     pub net_keepalive_probes: u8,
     pub _pad: u8,
+    /// `TCP_KEEPIDLE` and `TCP_KEEPINTVL` (`keepalive_time`, `keepalive_intvl`), jiffies; 0:
+    /// the namespace's `tcp_keepalive_time` / `tcp_keepalive_intvl` (jiffies) below.
+    pub keepalive_time: u32,
+    pub keepalive_intvl: u32,
+    pub net_keepalive_time: u32,
+    pub net_keepalive_intvl: u32,
 }
 
 /// What the kernel knows about a host resource at the moment a call failed for want of it,
@@ -860,7 +875,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 95 * 4);
+assert_size!(KernelOffsets, 99 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
@@ -869,14 +884,14 @@ assert_size!(ListenerInfo, 32);
 assert_size!(SockSnapshot, 48);
 assert_size!(Transition, 16);
 assert_size!(StampedState, 24);
-assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24);
+assert_size!(SocketHistory, 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8);
 assert_size!(ResourceFacts, 64 + 48);
 assert_size!(UdpError, 64);
 assert_size!(
     FailureEvent,
-    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 112 + 16 + 48 + 32 + 2 * 64
+    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 48 + 32
 );
-assert_size!(TimerFacts, 16);
+assert_size!(TimerFacts, 32);
 assert_size!(SentReset, 48);
 assert_size!(IcmpSource, 32);
 assert_size!(RstSegment, 24);
@@ -895,4 +910,6 @@ mod pod {
     unsafe impl aya::Pod for ListenerKey {}
     unsafe impl aya::Pod for ListenerInfo {}
     unsafe impl aya::Pod for FailureEvent {}
+    unsafe impl aya::Pod for SockAddrs {}
+    unsafe impl aya::Pod for DropRecord {}
 }

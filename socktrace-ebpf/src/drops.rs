@@ -1,9 +1,9 @@
 //! Packets this host dropped: `skb:kfree_skb` (a raw tracepoint: no record is built) sees every
 //! packet the kernel frees as dropped, in any network namespace. A TCP packet to or from a
 //! traced socket's peer is counted by its 4-tuple, with the kernel's reason (5.17+), where it
-//! was dropped and the namespace and device; a timed-out call looks its connection up
-//! (`syscalls::find_drops`). Any other packet leaves after reading its protocol, or its
-//! addresses and one map lookup per end.
+//! was dropped and the namespace and device; userspace looks a failing connection up there
+//! (which keeps the one program that sees every failing call small). Any other packet leaves
+//! after reading its protocol, or its addresses and one map lookup per end.
 
 use crate::{global, now_ns, read, read_or_zero, zeroed};
 use aya_ebpf::{
@@ -35,12 +35,12 @@ pub fn raw_kfree_skb(ctx: RawTracePointContext) -> u32 {
     let location: u64 = ctx.arg(1);
     let reason =
         if global!(CONFIG.flags) & config_flags::DROP_HAS_REASON != 0 { ctx.arg::<u64>(2) as u32 } else { u32::MAX };
-    on_drop(skb, location, reason);
+    on_drop(&ctx, skb, location, reason);
     0
 }
 
 #[inline(always)]
-fn on_drop(skb: u64, location: u64, reason: u32) {
+fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     let protocol: u16 = read(skb, global!(OFFSETS.skb_protocol)).unwrap_or(0);
     let v6 = match protocol {
         ETH_P_IP_BE => false,
@@ -113,6 +113,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
             (*d).netns = netns;
             (*d).ifindex = ifindex;
             (*d).dev = dev_name;
+            (*d).stack = crate::kstack(ctx);
         }
         return;
     }
@@ -127,6 +128,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     d.netns = netns;
     d.ifindex = ifindex;
     d.dev = dev_name;
+    d.stack = crate::kstack(ctx);
     let _ = DROPS.insert(key, d, 0);
 }
 
@@ -167,7 +169,7 @@ pub(crate) fn watch_peer(addrs: &SockAddrs) {
 /// A socket's addresses as its packets carry them: a dual-stack socket talking to an IPv4
 /// peer (`::ffff:a.b.c.d`) sends IPv4 packets.
 #[inline(always)]
-pub(crate) fn as_on_the_wire(a: &SockAddrs) -> SockAddrs {
+fn as_on_the_wire(a: &SockAddrs) -> SockAddrs {
     let mut out: SockAddrs = zeroed::<SockAddrs, 5>();
     out.family = a.family;
     out.sport = a.sport;

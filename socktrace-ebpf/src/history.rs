@@ -8,6 +8,7 @@ use crate::{
     count_history_created, current_tgid, global, is_traced, now_ns, read, sock_head, sock_type_protocol, zeroed,
     EMPTY_HISTORY, SOCKETS,
 };
+use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_current_comm, bpf_jiffies64},
@@ -361,13 +362,16 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
 
 /// An RST arrived for `sk`, which is still in the state the RST hit.
 #[inline(always)]
-fn on_receive_reset<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
+fn on_receive_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
     // Only sockets of traced processes have a history (connections in a traced listener's
     // accept queue and sockets open at attach included); the rest cost one lookup.
     let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
     let Some(head) = sock_head(sk) else { return 0 };
     // SAFETY: `h` points at a live history.
-    unsafe { stamp(&raw mut (*h).rst_received, &head, 0) };
+    unsafe {
+        stamp(&raw mut (*h).rst_received, &head, 0);
+        (*h).rst_received.stack = crate::kstack(ctx);
+    }
     merge_addrs(h, sk, &head);
     0
 }
@@ -400,7 +404,7 @@ fn on_rst_segment<C: EbpfContext>(ctx: &C, sk: u64, skb: u64) -> u32 {
 
 /// `sk` sent an RST; `reason` is the kernel's sk_rst_reason, or -1 where it has none.
 #[inline(always)]
-fn on_send_reset<C: EbpfContext>(ctx: &C, sk: u64, skb: u64, reason: i32) -> u32 {
+fn on_send_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, skb: u64, reason: i32) -> u32 {
     // sk may be NULL (no socket), a time-wait or a request sock: only sock_common is read
     // from it, which all of them start with; only full sockets we already know get the RST in
     // their history.
@@ -418,7 +422,11 @@ fn on_send_reset<C: EbpfContext>(ctx: &C, sk: u64, skb: u64, reason: i32) -> u32
     remember_sent_reset(sk, &head, reason);
     let Some(h) = history_of(ctx, sk, Create::No) else { return 0 };
     // SAFETY: `h` points at a live history.
-    unsafe { stamp(&raw mut (*h).rst_sent, &head, reason) };
+    unsafe {
+        stamp(&raw mut (*h).rst_sent, &head, reason);
+        // Why this host reset it: the path that sent the RST.
+        (*h).rst_sent.stack = crate::kstack(ctx);
+    }
     0
 }
 
@@ -507,7 +515,7 @@ fn keep_sent_reset(key: &SockAddrs, state: u8, reason: i32, queued: u32, backlog
 
 /// The kernel reported `sk->sk_err` to the socket's owner.
 #[inline(always)]
-fn on_error_report<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
+fn on_error_report<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
     // tcp_disconnect() reports too, after the error was consumed (sk_err 0): that report
     // carries no error and must not hide the one before it.
     let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
@@ -527,7 +535,11 @@ fn on_error_report<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
     let create = if tracing_everything() && protocol == net::IPPROTO_TCP { Create::Seeded } else { Create::No };
     let Some(h) = history_of(ctx, sk, create) else { return 0 };
     // SAFETY: `h` points at a live history.
-    unsafe { stamp(&raw mut (*h).error_report, &head, err) };
+    unsafe {
+        stamp(&raw mut (*h).error_report, &head, err);
+        // Where the error was born: the timer that gave up, the RST, the ICMP handler.
+        (*h).error_report.stack = crate::kstack(ctx);
+    }
     merge_addrs(h, sk, &head);
     0
 }
@@ -538,8 +550,12 @@ fn on_retransmit<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
     let Some(h) = history_of(ctx, sk, create_if_everything()) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe {
+        let now = now_ns();
+        if (*h).retransmits == 0 {
+            (*h).first_retransmit_ns = now;
+        }
         (*h).retransmits = (*h).retransmits.wrapping_add(1);
-        (*h).last_retransmit_ns = now_ns();
+        (*h).last_retransmit_ns = now;
     }
     if let Some(head) = sock_head(sk) {
         merge_addrs(h, sk, &head);

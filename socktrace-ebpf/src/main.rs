@@ -32,7 +32,8 @@ use aya_ebpf::{
         generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns},
     },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::tracing::StackIdContext,
 };
 use socktrace_common::{
     config_flags, history_stats, routine, KernelOffsets, SockHead, SocketHistory, TracedConfig, TASK_COMM_LEN,
@@ -78,6 +79,24 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// needs to tell how many were evicted, and what the "map full" log is decided on.
 #[map]
 static HISTORY_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(history_stats::SLOTS, 0);
+
+/// Kernel stacks at the events behind failures, with `--kstack` (userspace sizes it then; one
+/// entry otherwise, never written).
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(1, 0);
+
+/// The kernel stack at this event, as its `STACKS` id plus one; 0 without `--kstack` (a
+/// constant the verifier prunes: no cost then) or when the map could not take it.
+#[inline(always)]
+fn kstack<C: StackIdContext>(ctx: &C) -> u32 {
+    if global!(CONFIG.flags) & config_flags::KSTACK == 0 {
+        return 0;
+    }
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => (id as u32).wrapping_add(1),
+        Err(_) => 0,
+    }
+}
 
 /// Reads a field of a global that userspace rewrites before load; volatile so the compiler
 /// cannot fold the placeholder zero (the verifier still sees the frozen value).

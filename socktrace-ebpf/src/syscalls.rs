@@ -5,9 +5,7 @@
 //! its socket; a routine failure is counted; anything else becomes one event.
 
 use crate::{
-    count,
-    drops::DROPS,
-    global,
+    count, global,
     history::{adopt, history_of, Create, LISTENERS, SENT_RESETS, UDP_ERRORS},
     icmp::ICMP_SOURCES,
     is_traced, now_ns, read, read_or_zero, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS,
@@ -27,9 +25,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
-    adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, DropRecord, FailureEvent,
-    IcmpSource, ListenerKey, ResourceFacts, SentReset, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts,
-    UdpError, IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
+    adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, IcmpSource,
+    ListenerKey, ResourceFacts, SentReset, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts, UdpError,
+    IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
 /// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
@@ -417,16 +415,6 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         }
         if sock.is_tcp && sock.sk != 0 && read_timers(e, sock.sk, &raw mut (*ev).timers) {
             set(event_flags::HAS_TIMERS);
-            // A timeout: were the connection's packets dropped on this host, either way?
-            if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0 {
-                let ours = crate::drops::as_on_the_wire(&(*ev).history.addrs);
-                if find_drops(&ours, false, &raw mut (*ev).drops[0]) {
-                    set(event_flags::HAS_DROPS_SENT);
-                }
-                if find_drops(&ours, true, &raw mut (*ev).drops[1]) {
-                    set(event_flags::HAS_DROPS_RECEIVED);
-                }
-            }
         }
         if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
             && (*ev).history.rst_received.ts_ns != 0
@@ -434,6 +422,7 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         {
             set(event_flags::HAS_PEER_RESET);
         }
+
         // An error the kernel reported, or the unreachables a soft ICMP error leaves without a
         // report: the ICMP message behind it, if one came.
         if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
@@ -561,6 +550,17 @@ unsafe fn read_timers(e: i32, sk: u64, out: *mut TimerFacts) -> bool {
         (*out).net_syn_retries = field(net, global!(OFFSETS.net_syn_retries));
         (*out).net_retries2 = field(net, global!(OFFSETS.net_retries2));
         (*out).net_keepalive_probes = field(net, global!(OFFSETS.net_keepalive_probes));
+        let word = |base: u64, at: u32| -> u32 {
+            if at == NO_FIELD {
+                0
+            } else {
+                read(base, at).unwrap_or(0)
+            }
+        };
+        (*out).keepalive_time = word(sk, global!(OFFSETS.tp_keepalive_time));
+        (*out).keepalive_intvl = word(sk, global!(OFFSETS.tp_keepalive_intvl));
+        (*out).net_keepalive_time = word(net, global!(OFFSETS.net_keepalive_time));
+        (*out).net_keepalive_intvl = word(net, global!(OFFSETS.net_keepalive_intvl));
     }
     true
 }
@@ -603,31 +603,6 @@ unsafe fn find_icmp_source(ours: &SockAddrs, out: *mut IcmpSource) -> bool {
     let Some(found) = ICMP_SOURCES.get_ptr(key) else { return false };
     // SAFETY: `found` points at a map value of that size; `out` is valid for writes of it.
     unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<IcmpSource>() as u32, found.cast()) == 0 }
-}
-
-/// The packets of the connection `ours` (as its packets carry it) dropped on this host: those
-/// it sent, or (`received`) those sent to it; copied into `out` with one helper call.
-///
-/// # Safety
-/// `out` must be valid for writes of a `DropRecord`.
-#[inline(always)]
-unsafe fn find_drops(ours: &SockAddrs, received: bool, out: *mut DropRecord) -> bool {
-    let mut key: SockAddrs = crate::zeroed::<SockAddrs, 5>();
-    key.family = ours.family;
-    if received {
-        key.sport = ours.dport;
-        key.dport = ours.sport;
-        key.saddr = ours.daddr;
-        key.daddr = ours.saddr;
-    } else {
-        key.sport = ours.sport;
-        key.dport = ours.dport;
-        key.saddr = ours.saddr;
-        key.daddr = ours.daddr;
-    }
-    let Some(found) = DROPS.get_ptr(key) else { return false };
-    // SAFETY: `found` points at a map value of that size; `out` is valid for writes of it.
-    unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<DropRecord>() as u32, found.cast()) == 0 }
 }
 
 /// Copies a history with one helper call. A plain struct copy this size compiles to a byte

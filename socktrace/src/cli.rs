@@ -133,6 +133,17 @@ pub struct OutputArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub probe_mode: ProbeMode,
 
+    /// Text: a second line under each failure with the evidence (RST segment, sender, drops,
+    /// ICMP, timers) and, with --kstack, the kernel stacks.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Record the kernel stack at each event behind a failure (the RST's receive path, the
+    /// timer that gave up, the drop site, the RST sent), symbolized from /proc/kallsyms: in
+    /// JSON (`kstack`) and on the -v line. Off by default; costs nothing when off.
+    #[arg(long)]
+    pub kstack: bool,
+
     /// Show socktrace's kernel-side log (rare conditions: ring buffer full, history map full,
     /// unreadable records, unexpected transitions) on stderr. RUST_LOG refines it.
     #[arg(long)]
@@ -153,6 +164,8 @@ impl Default for OutputArgs {
             output: None,
             summary: false,
             probe_mode: ProbeMode::Auto,
+            verbose: false,
+            kstack: false,
             debug: false,
         }
     }
@@ -171,6 +184,8 @@ impl OutputArgs {
             causes: self.causes.clone(),
             wall_clock: self.wall_clock,
             summary_only: self.summary,
+            verbose: self.verbose,
+            kstack: self.kstack,
             kernel_log: self.debug.then_some(aya_log::Level::Debug),
             agent: false,
             container_column: false,

@@ -291,8 +291,12 @@ fn not_tcp(f: &Failure, e: i32) -> Diagnosis {
             None,
             format!(
                 "{} on a UDP socket: no ICMP error was reported on it, and socktrace explains UDP failures only by \
-                 the ICMP errors that set them",
-                name(e)
+                 the ICMP errors that set them{}",
+                name(e),
+                match &f.trace_gaps.udp_errors_unseen {
+                    Some(why) => format!(" (and cannot see them here: {why})"),
+                    None => String::new(),
+                }
             ),
         );
     }
@@ -388,9 +392,29 @@ fn before_the_trace(f: &Failure, e: i32) -> Option<Diagnosis> {
 fn unexplained(f: &Failure, e: i32) -> String {
     let state = state_name(f.state_now);
     if f.history_started_here {
+        let g = &f.trace_gaps;
+        let why = match (g.histories_evicted, g.not_adopted) {
+            (_, true) => {
+                "it was open before the trace, and socktrace could not adopt this process's sockets at attach \
+                          (see the notice at attach)"
+                    .to_string()
+            }
+            (Some(0), false) => "no history was evicted (the map never filled), so the socket came into the process \
+                                 from outside the trace: open before it and not adopted, or passed in from another \
+                                 process (SCM_RIGHTS, inheritance)"
+                .to_string(),
+            (Some(n), false) => format!(
+                "{n} socket histor{} evicted from the full map ({} sockets) since the attach: this one may be among \
+                 them, or it was open before the trace and not adopted",
+                if n == 1 { "y was" } else { "ies were" },
+                socktrace_common::MAX_SOCKETS
+            ),
+            (None, false) => "it was open before the trace and could not be adopted, or its history was evicted from \
+                              a full map"
+                .to_string(),
+        };
         format!(
-            "{} in {state}: nothing was recorded on this socket before this call (it was open before the trace and \
-             could not be adopted, or its history was evicted from a full map), so its cause was not seen",
+            "{} in {state}: nothing was recorded on this socket before this call ({why}), so its cause was not seen",
             name(e)
         )
     } else if f.history.transitions.is_empty() && f.history.rst_received.is_none() && f.history.error_report.is_none() {
@@ -768,6 +792,7 @@ fn from_rst_received(f: &Failure, e: i32, rst: Stamp, remote: &str) -> Diagnosis
     };
     // The sender's account goes with the explanations that do not already carry it.
     let refusal = matches!((e, state), (ECONNREFUSED, Some(SynSent)));
+    let explain = format!("{explain}{}", rsts_dropped_before(f, rst));
     let explain = match (&sender, explain.contains("reset it:")) {
         (Some(s), false) if !refusal => format!("{explain}; {s}"),
         (None, _) if !refusal && state != Some(CloseWait) && !explain.contains("its RST") => match rst_origin(f) {
@@ -805,6 +830,33 @@ pub fn rst_origin(f: &Failure) -> Option<String> {
         "its RST carries an ACK ({acked}), the form of an abort by a socket that still had the connection: the peer \
          closed it with unread data, with SO_LINGER 0, was killed (ss -K), or gave up on it"
     ))
+}
+
+/// RSTs sent to this socket that the kernel dropped before the one it accepted: an RST
+/// outside the receive window (a blind or injected reset, or a stale one) is dropped as an
+/// invalid sequence; one inside it but not at `rcv_nxt` is answered with a challenge ACK
+/// (RFC 5961) and dropped too.
+fn rsts_dropped_before(f: &Failure, rst: Stamp) -> String {
+    const RST: u8 = 0x04;
+    let Some(d) = f.drops.iter().find(|d| !d.sent && d.all_flags & RST != 0 && d.first_ns <= rst.ts_ns) else {
+        return String::new();
+    };
+    let reason = d.reason_name.as_deref().map(|r| r.trim_start_matches("SKB_DROP_REASON_"));
+    let what = match reason {
+        Some("TCP_INVALID_SEQUENCE" | "TCP_OLD_SEQUENCE" | "TCP_INVALID_END_SEQUENCE") => {
+            "outside the receive window, as a blind or injected reset (or a stale one) would be"
+        }
+        Some("TCP_RESET") => "inside the window but not at rcv_nxt: the kernel challenged it with an ACK (RFC 5961)",
+        _ => "that the kernel did not accept",
+    };
+    let n = d.count;
+    format!(
+        "; before it, {n} segment{} with RST sent to it {} dropped on this host, {what} (kernel reason {}, in {})",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "was" } else { "were" },
+        reason.unwrap_or("not given before 5.17"),
+        d.function.as_deref().unwrap_or("?")
+    )
 }
 
 /// The packets of this connection that this host dropped, for a timeout's explanation:
@@ -878,12 +930,15 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
         } else {
             format!(" (the last ICMP error seen, {}, is what the kernel reports)", name(reported))
         };
-        let timer = f.timers.map(|t| which_timer(&t, connecting, n));
-        let explain = if n == 0 && !connecting {
+        let timer = f.timers.map(|t| which_timer(f, &t, connecting, n, at.ts_ns));
+        // A closed window is probed, not retransmitted into: the persist timer gave up.
+        let zero_window = !connecting && f.timers.is_some_and(|t| t.snd_wnd == 0);
+        let explain = if (n == 0 || zero_window) && !connecting {
             match &timer {
                 Some(which) => format!(
-                    "the connection to {remote} timed out in {} with nothing retransmitted: {which}{soft}{via}",
-                    state_name(state)
+                    "the connection to {remote} timed out in {}{}: {which}{soft}{via}",
+                    state_name(state),
+                    if n == 0 { " with nothing retransmitted" } else { "" }
                 ),
                 // Nothing was retransmitted, so no data was waiting for an acknowledgement:
                 // what gave up was a probe timer (keepalive, or zero-window probes) or
@@ -917,35 +972,64 @@ fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str
     None
 }
 
-/// Which TCP timer gave up, with the limit it applied: the SYN retries, the data
-/// retransmissions, keepalive probes, zero-window probes, or TCP_USER_TIMEOUT (which bounds
-/// each of the others).
-fn which_timer(t: &socktrace_common::TimerFacts, connecting: bool, retransmits: u32) -> String {
+/// Which TCP timer gave up, with the limit it applied and the numbers it went by: the SYN
+/// retries (how many SYNs, over how long), the data retransmissions (for how long), keepalive
+/// probes (the idle time and interval), zero-window probes, or TCP_USER_TIMEOUT (which bounds
+/// each of the others). `gave_up_ns`: when the error was reported.
+fn which_timer(
+    f: &Failure,
+    t: &socktrace_common::TimerFacts,
+    connecting: bool,
+    retransmits: u32,
+    gave_up_ns: u64,
+) -> String {
     let user = (t.user_timeout_ms > 0).then(|| format!("TCP_USER_TIMEOUT {} ms", t.user_timeout_ms));
     let or_user = |limit: String| match &user {
         Some(u) => format!("{u} (else {limit})"),
         None => limit,
     };
+    let secs = |ns: u64| format!("{:.1} s", ns as f64 / 1e9);
     if connecting {
         let limit = if t.syn_retries > 0 {
             format!("TCP_SYNCNT {}", t.syn_retries)
         } else {
             format!("net.ipv4.tcp_syn_retries {}", t.net_syn_retries)
         };
-        return format!("SYN retries exhausted: {}", or_user(limit));
-    }
-    if retransmits > 0 {
-        return format!(
-            "data retransmissions exhausted: {}",
-            or_user(format!("net.ipv4.tcp_retries2 {}", t.net_retries2))
-        );
+        // The SYNs: the first, sent as the socket entered SYN_SENT, and each retransmission.
+        let started = f.history.transitions.iter().rev().find(|c| c.new == Some(TcpState::SynSent));
+        let span = match started {
+            Some(c) if c.ts_ns <= gave_up_ns => {
+                let syns = retransmits + 1;
+                format!("; {syns} SYN{} over {}", if syns == 1 { "" } else { "s" }, secs(gave_up_ns - c.ts_ns))
+            }
+            _ => String::new(),
+        };
+        return format!("SYN retries exhausted: {}{span}", or_user(limit));
     }
     let probes = |n: u8| format!("{n} probe{}", if n == 1 { "" } else { "s" });
     if t.snd_wnd == 0 {
+        if t.probes_out == 0 {
+            if let Some(u) = &user {
+                return format!(
+                    "the peer's receive window stayed closed (zero window): it answered our window probes with a \
+                     closed window until {u} expired (the peer is alive but does not read)"
+                );
+            }
+        }
         return format!(
             "the peer's receive window stayed closed (zero window) and {} went unanswered: zero-window probing gave up \
              ({})",
             probes(t.probes_out),
+            or_user(format!("net.ipv4.tcp_retries2 {}", t.net_retries2))
+        );
+    }
+    if retransmits > 0 {
+        let span = match f.history.first_retransmit_ns {
+            Some(first) if first <= gave_up_ns => format!("; retransmitting for {}", secs(gave_up_ns - first)),
+            _ => String::new(),
+        };
+        return format!(
+            "data retransmissions exhausted: {}{span}",
             or_user(format!("net.ipv4.tcp_retries2 {}", t.net_retries2))
         );
     }
@@ -955,11 +1039,28 @@ fn which_timer(t: &socktrace_common::TimerFacts, connecting: bool, retransmits: 
         } else {
             format!("net.ipv4.tcp_keepalive_probes {}", t.net_keepalive_probes)
         };
+        // The idle time before the first probe, and the interval between probes (jiffies;
+        // the socket's own, else the namespace's).
+        let settings = f.kernel_hz.filter(|&hz| hz > 0).map(|hz| {
+            let s = |j: u32| format!("{:.1} s", j as f64 / hz as f64);
+            let idle = if t.keepalive_time > 0 {
+                format!("{} idle (TCP_KEEPIDLE)", s(t.keepalive_time))
+            } else {
+                format!("{} idle (net.ipv4.tcp_keepalive_time)", s(t.net_keepalive_time))
+            };
+            let every = if t.keepalive_intvl > 0 {
+                format!("a probe every {} (TCP_KEEPINTVL)", s(t.keepalive_intvl))
+            } else {
+                format!("a probe every {} (net.ipv4.tcp_keepalive_intvl)", s(t.net_keepalive_intvl))
+            };
+            format!(", after {idle} and {every}")
+        });
         return format!(
-            "the connection was idle and {} keepalive {} went unanswered ({})",
+            "the connection was idle and {} keepalive {} went unanswered ({}){}",
             t.probes_out,
             if t.probes_out == 1 { "probe" } else { "probes" },
-            or_user(limit)
+            or_user(limit),
+            settings.unwrap_or_default()
         );
     }
     match user {
@@ -1771,6 +1872,21 @@ mod resource_tests {
         let dg = diagnose(&f);
         assert_eq!(dg.cause, Cause::Unknown);
         assert!(dg.explain.contains("nothing was recorded on this socket before this call"), "{}", dg.explain);
+        // Why, as exactly as the session can tell: the map never filled...
+        f.trace_gaps.histories_evicted = Some(0);
+        let dg = diagnose(&f);
+        assert!(dg.explain.contains("no history was evicted (the map never filled)"), "{}", dg.explain);
+        // ...or it did...
+        f.trace_gaps.histories_evicted = Some(12);
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains("12 socket histories were evicted from the full map (65536 sockets)"),
+            "{}",
+            dg.explain
+        );
+        // ...or this process's sockets could not be adopted.
+        f.trace_gaps.not_adopted = true;
+        assert!(diagnose(&f).explain.contains("could not adopt this process's sockets"));
         f.history_started_here = false;
         assert!(!diagnose(&f).explain.contains("before this call"));
     }
@@ -2011,5 +2127,175 @@ mod rst_origin_tests {
         assert!(dg
             .explain
             .contains("(the RST segment would tell which, and it was not seen: tcp_reset takes no segment"));
+    }
+}
+
+/// The numbers behind a timeout and the drops behind it (#14, items 4 and 5).
+#[cfg(test)]
+mod timeout_numbers_tests {
+    use super::*;
+    use crate::event::{History, PacketDrops, StateChange};
+    use crate::model::Syscall;
+    use socktrace_common::TimerFacts;
+    use TcpState::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn tr(ts_ns: u64, old: TcpState, new: TcpState) -> StateChange {
+        StateChange { ts_ns, old: Some(old), new: Some(new), in_traced_task: true }
+    }
+
+    fn timed_out(transitions: Vec<StateChange>, gave_up: u64, retransmits: u32, first: Option<u64>) -> History {
+        History {
+            transitions,
+            error_report: Some((Stamp { ts_ns: gave_up, state: Some(Close), current_tgid: 0 }, ETIMEDOUT)),
+            retransmits,
+            first_retransmit_ns: first,
+            ..Default::default()
+        }
+    }
+
+    fn base() -> TimerFacts {
+        TimerFacts {
+            snd_wnd: 65535,
+            net_syn_retries: 6,
+            net_retries2: 15,
+            net_keepalive_probes: 9,
+            ..Default::default()
+        }
+    }
+
+    fn with(timers: TimerFacts, syscall: Syscall, h: History) -> Failure {
+        let mut f = Failure::for_test(syscall, Some(ETIMEDOUT), Close, h);
+        f.timers = Some(timers);
+        f.ts_ns = 10 * S;
+        f
+    }
+
+    #[test]
+    fn syn_retries_say_how_many_syns_over_how_long() {
+        let h = timed_out(vec![tr(S, Close, SynSent), tr(4 * S, SynSent, Close)], 4 * S, 2, Some(2 * S));
+        let dg = diagnose(&with(TimerFacts { net_syn_retries: 2, ..base() }, Syscall::Connect, h));
+        assert!(
+            dg.explain.contains("SYN retries exhausted: net.ipv4.tcp_syn_retries 2; 3 SYNs over 3.0 s"),
+            "{}",
+            dg.explain
+        );
+    }
+
+    #[test]
+    fn data_retransmissions_say_for_how_long() {
+        let h = timed_out(vec![tr(S, SynSent, Established), tr(9 * S, Established, Close)], 9 * S, 5, Some(2 * S));
+        let dg = diagnose(&with(base(), Syscall::Read, h));
+        assert!(dg.explain.contains("after 5 retransmissions in ESTABLISHED"), "{}", dg.explain);
+        assert!(dg.explain.contains("net.ipv4.tcp_retries2 15; retransmitting for 7.0 s"), "{}", dg.explain);
+    }
+
+    #[test]
+    fn keepalive_says_its_idle_time_and_interval_where_hz_is_known() {
+        let h = timed_out(vec![tr(S, SynSent, Established), tr(9 * S, Established, Close)], 9 * S, 0, None);
+        let t = TimerFacts { keepalive: 1, probes_out: 3, keepalive_time: 250, net_keepalive_intvl: 18750, ..base() };
+        let mut f = with(t, Syscall::Read, h);
+        f.kernel_hz = Some(250);
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains(
+                "3 keepalive probes went unanswered (net.ipv4.tcp_keepalive_probes 9), after 1.0 s idle (TCP_KEEPIDLE) \
+                 and a probe every 75.0 s (net.ipv4.tcp_keepalive_intvl)"
+            ),
+            "{}",
+            dg.explain
+        );
+        // Without HZ the settings are left out, never guessed.
+        f.kernel_hz = None;
+        assert!(!diagnose(&f).explain.contains(" idle ("), "{}", diagnose(&f).explain);
+    }
+
+    #[test]
+    fn a_closed_window_that_the_peer_keeps_answering_is_a_zero_window_stall() {
+        let h = timed_out(vec![tr(S, SynSent, Established), tr(9 * S, Established, Close)], 9 * S, 2, Some(3 * S));
+        let t = TimerFacts { snd_wnd: 0, probes_out: 0, user_timeout_ms: 1000, ..base() };
+        let dg = diagnose(&with(t, Syscall::Write, h));
+        assert_eq!((dg.cause, dg.state), (Cause::Timeout, Some(Established)));
+        assert!(
+            dg.explain.contains("timed out in ESTABLISHED: the peer's receive window stayed closed"),
+            "{}",
+            dg.explain
+        );
+        assert!(dg.explain.contains("until TCP_USER_TIMEOUT 1000 ms expired"), "{}", dg.explain);
+        assert!(!dg.explain.contains("never acknowledged"), "{}", dg.explain);
+    }
+
+    fn drop(sent: bool, count: u32, flags: u8, reason: Option<&str>, function: &str) -> PacketDrops {
+        PacketDrops {
+            sent,
+            count,
+            first_ns: 2 * S,
+            last_ns: 7 * S,
+            reason: reason.map(|_| 12),
+            reason_name: reason.map(|r| format!("SKB_DROP_REASON_{r}")),
+            location: 0xffff_ffff_8100_0000,
+            function: Some(function.into()),
+            netns: Some(4026531840),
+            ifindex: Some(1),
+            dev: b"lo".to_vec(),
+            last_flags: flags,
+            all_flags: flags,
+            stack: 0,
+        }
+    }
+
+    #[test]
+    fn drops_behind_a_timeout_are_named_with_reason_place_and_time() {
+        let h = timed_out(vec![tr(S, Close, SynSent), tr(8 * S, SynSent, Close)], 8 * S, 2, Some(2 * S));
+        let mut f = with(base(), Syscall::Connect, h);
+        f.drops = vec![drop(true, 3, 0x02, Some("NETFILTER_DROP"), "nft_do_chain+0x47f")];
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains(
+                "; 3 SYNs it sent were dropped on this host: a netfilter rule (nftables or iptables) dropped them \
+                 (kernel reason NETFILTER_DROP, in nft_do_chain+0x47f) in netns 4026531840 on lo, the first 8.0 s and \
+                 the last 3.0 s before the failure"
+            ),
+            "{}",
+            dg.explain
+        );
+        // Before 5.17: no reason; nf_hook_slow is still netfilter's, anything else is named by
+        // its function only.
+        f.drops = vec![drop(false, 1, 0x12, None, "nf_hook_slow+0x9a")];
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains("1 SYN-ACK sent to it by 127.0.0.1:9 was dropped on this host: a netfilter rule"),
+            "{}",
+            dg.explain
+        );
+        assert!(dg.explain.contains("this kernel gives no drop reason before 5.17"), "{}", dg.explain);
+        f.drops = vec![drop(true, 2, 0x18, None, "tcp_v4_rcv+0x10")];
+        assert!(diagnose(&f).explain.contains("2 segments it sent were dropped on this host: the kernel dropped them"));
+    }
+
+    #[test]
+    fn an_rst_dropped_before_the_one_accepted_is_flagged() {
+        let h = History {
+            transitions: vec![tr(S, SynSent, Established), tr(8 * S, Established, Close)],
+            rst_received: Some(Stamp { ts_ns: 8 * S, state: Some(Established), current_tgid: 0 }),
+            ..Default::default()
+        };
+        let mut f = Failure::for_test(Syscall::Read, Some(ECONNRESET), Close, h);
+        f.drops = vec![drop(false, 1, 0x04, Some("TCP_INVALID_SEQUENCE"), "tcp_validate_incoming+0x1c")];
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains(
+                "; before it, 1 segment with RST sent to it was dropped on this host, outside the receive window, as a \
+                 blind or injected reset (or a stale one) would be (kernel reason TCP_INVALID_SEQUENCE"
+            ),
+            "{}",
+            dg.explain
+        );
+        f.drops[0].reason_name = Some("SKB_DROP_REASON_TCP_RESET".into());
+        assert!(diagnose(&f).explain.contains("inside the window but not at rcv_nxt"));
+        // A dropped segment without RST is not an RST.
+        f.drops[0].all_flags = 0x10;
+        assert!(!diagnose(&f).explain.contains("before it,"));
     }
 }

@@ -37,6 +37,8 @@ pub struct History {
     pub transitions: Vec<StateChange>,
     pub retransmits: u32,
     pub last_retransmit_ns: Option<u64>,
+    /// When the first retransmission was sent.
+    pub first_retransmit_ns: Option<u64>,
     pub rst_received: Option<Stamp>,
     /// An RST this socket sent, with the kernel's reason code when the kernel has one.
     pub rst_sent: Option<(Stamp, Option<i32>)>,
@@ -49,6 +51,35 @@ pub struct History {
     pub at_attach_idle_jiffies: (Option<u32>, Option<u32>),
     /// The RST segment behind `rst_received`, where the kernel showed it.
     pub rst_segment: Option<socktrace_common::RstSegment>,
+}
+
+/// The kernel stack at one event behind a failure, innermost frame first (`func+0xoff`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelStack {
+    /// `rst_received`, `rst_sent`, `error_report`, `drop_sent`, `drop_received`.
+    pub event: &'static str,
+    pub frames: Vec<String>,
+}
+
+/// Which kernel stacks the kernel recorded for a failure's events (`STACKS` id plus one; 0:
+/// none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackRefs {
+    pub rst_received: u32,
+    pub rst_sent: u32,
+    pub error_report: u32,
+}
+
+/// Why the trace may lack what would explain a failure: filled by the session, only for the
+/// failures that need it (a socket with no history before the call, a UDP error).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceGaps {
+    /// Socket histories the full map has evicted since the attach (None: not counted).
+    pub histories_evicted: Option<u64>,
+    /// The failing process's sockets open at attach could not be adopted.
+    pub not_adopted: bool,
+    /// Why errors reported on UDP sockets are not recorded on this kernel, if they are not.
+    pub udp_errors_unseen: Option<String>,
 }
 
 /// Packets of the connection that this host dropped, in one direction.
@@ -73,6 +104,8 @@ pub struct PacketDrops {
     /// TCP flags of the last one dropped, and of all of them together.
     pub last_flags: u8,
     pub all_flags: u8,
+    /// With `--kstack`: the stack at the last drop (`STACKS` id plus one).
+    pub stack: u32,
 }
 
 /// An RST a socket of this host sent on this connection (the peer is local): who was on the
@@ -152,10 +185,16 @@ pub struct Failure {
     pub peer_reset: Option<PeerReset>,
     /// The ICMP error received about this connection's packets, if one came.
     pub icmp: Option<IcmpMessage>,
-    /// Packets of this connection dropped on this host (looked up for timeouts).
+    /// Packets of this connection dropped on this host (looked up for timeouts and resets).
     pub drops: Vec<PacketDrops>,
     /// Why the RST segment this socket received was not seen (the kernel's probes lack it).
     pub rst_segment_unseen: Option<String>,
+    /// What the session knew when a failure had no history to explain it (`unknown` says why).
+    pub trace_gaps: TraceGaps,
+    /// With `--kstack`: the kernel stacks at the events behind the failure (symbolized).
+    pub kstacks: Vec<KernelStack>,
+    /// The `STACKS` ids (plus one) the kernel recorded for those events.
+    pub stack_refs: StackRefs,
     /// The name of the kernel's reason for an RST this socket sent (`history.rst_sent`).
     pub rst_sent_reason_name: Option<String>,
     /// The calling task's cgroup v2 id, as the kernel recorded it at the failure.
@@ -281,12 +320,15 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
                     .then_some((p.ack_backlog, p.max_ack_backlog)),
             }
         }),
-        drops: [(event_flags::HAS_DROPS_SENT, 0usize), (event_flags::HAS_DROPS_RECEIVED, 1)]
-            .into_iter()
-            .filter(|&(bit, _)| ev.flags & bit != 0)
-            .filter_map(|(_, i)| decode_drops(&ev.drops[i], i == 0))
-            .collect(),
+        drops: Vec::new(),
         rst_segment_unseen: None,
+        trace_gaps: TraceGaps::default(),
+        kstacks: Vec::new(),
+        stack_refs: StackRefs {
+            rst_received: ev.history.rst_received.stack,
+            rst_sent: ev.history.rst_sent.stack,
+            error_report: ev.history.error_report.stack,
+        },
         rst_sent_reason_name: None,
         cgroup_id: ev.cgroup_id,
         cgroup: None,
@@ -295,7 +337,9 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
     }
 }
 
-fn decode_drops(d: &socktrace_common::DropRecord, sent: bool) -> Option<PacketDrops> {
+/// A record of the kernel's `DROPS` map, read for a failing connection (`sent`: the packets
+/// its socket sent; else those sent to it).
+pub fn decode_drops(d: &socktrace_common::DropRecord, sent: bool) -> Option<PacketDrops> {
     if d.count == 0 {
         return None;
     }
@@ -314,6 +358,7 @@ fn decode_drops(d: &socktrace_common::DropRecord, sent: bool) -> Option<PacketDr
         dev: d.dev[..dev_len].to_vec(),
         last_flags: d.last_flags,
         all_flags: d.all_flags,
+        stack: d.stack,
     })
 }
 
@@ -363,6 +408,7 @@ fn decode_history(h: &SocketHistory) -> History {
         transitions,
         retransmits: h.retransmits,
         last_retransmit_ns: (h.last_retransmit_ns != 0).then_some(h.last_retransmit_ns),
+        first_retransmit_ns: (h.first_retransmit_ns != 0).then_some(h.first_retransmit_ns),
         rst_received: stamp(&h.rst_received),
         rst_sent: stamp(&h.rst_sent).map(|s| (s, (h.rst_sent.value >= 0).then_some(h.rst_sent.value))),
         error_report: stamp(&h.error_report).map(|s| (s, h.error_report.value.saturating_abs())),
@@ -432,6 +478,9 @@ impl Failure {
             icmp: None,
             drops: Vec::new(),
             rst_segment_unseen: None,
+            trace_gaps: TraceGaps::default(),
+            kstacks: Vec::new(),
+            stack_refs: StackRefs::default(),
             rst_sent_reason_name: None,
             cgroup_id: 0,
             cgroup: None,
@@ -463,6 +512,31 @@ impl Failure {
             d.reason_name = d.reason.and_then(|r| reasons.iter().find(|(v, _)| *v == r)).map(|(_, n)| n.clone());
             d.function = symbols.function_at(d.location);
         }
+    }
+
+    /// The stacks recorded for this failure's events (only those the history holds).
+    pub fn stack_ids(&self) -> Vec<(&'static str, u32)> {
+        let h = &self.history;
+        let r = &self.stack_refs;
+        [
+            ("rst_received", h.rst_received.map(|_| r.rst_received)),
+            ("rst_sent", h.rst_sent.map(|_| r.rst_sent)),
+            ("error_report", h.error_report.map(|_| r.error_report)),
+            ("drop_sent", self.drops.iter().find(|d| d.sent).map(|d| d.stack)),
+            ("drop_received", self.drops.iter().find(|d| !d.sent).map(|d| d.stack)),
+        ]
+        .into_iter()
+        .filter_map(|(event, id)| id.filter(|&id| id != 0).map(|id| (event, id)))
+        .collect()
+    }
+
+    /// Whether the packets this host dropped can explain the failure: a timeout (why nothing
+    /// came back), or an RST (were others dropped before it?).
+    pub fn needs_drops(&self) -> bool {
+        self.is_tcp
+            && (self.timers.is_some() || self.history.rst_received.is_some())
+            && self.local.is_some()
+            && self.remote.is_some()
     }
 
     /// A connect, or its asynchronous result read through `getsockopt(SO_ERROR)`.

@@ -137,6 +137,10 @@ pub struct JsonFailure {
     /// The host's numbers behind a failure for want of a resource (schema 2).
     pub resource: Option<JsonResource>,
     pub explain: String,
+    /// With `--kstack`: the kernel stack at each event behind the failure, innermost frame
+    /// first (schema 6); absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kstack: Option<std::collections::BTreeMap<&'static str, Vec<String>>>,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -504,6 +508,9 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
         }),
         resource: json_resource(f, d.cause),
         explain: d.explain.clone(),
+        kstack: (!f.kstacks.is_empty()).then(|| {
+            f.kstacks.iter().map(|k| (k.event, k.frames.iter().map(|s| escape_bytes(s.as_bytes())).collect())).collect()
+        }),
     }
 }
 
@@ -525,6 +532,8 @@ pub struct TextStyle {
     /// A column naming the container (`runtime:id`), or `-`: for selections that may span
     /// several.
     pub container_column: bool,
+    /// `-v`: the evidence (and kernel stacks) on indented lines under the failure.
+    pub verbose: bool,
 }
 
 /// ANSI colour of each cause (SGR parameter).
@@ -568,7 +577,7 @@ pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) ->
     let cause = format!("{:<14}", d.cause.code());
     let comm = format!("\"{}\"", escape_bytes(&f.comm));
     let comm = if style.container_column { format!("{comm:<18} {:<20}", container_label(f)) } else { comm };
-    format!(
+    let line = format!(
         "{:<10} {:>13} {:<18} {:<16} = {:>5} {:<13} {:>21} -> {:<21} {:<11} {} {:>8}  {}",
         timestamp(f.ts_ns, clock, style.wall_clock),
         format!("{}/{}", f.pid, f.tid),
@@ -582,7 +591,74 @@ pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) ->
         paint(&cause, cause_color(d.cause), style.color),
         age,
         escape_bytes(d.explain.as_bytes()),
-    )
+    );
+    if !style.verbose {
+        return line;
+    }
+    let mut out = line;
+    let evidence = evidence(f);
+    if !evidence.is_empty() {
+        out.push_str(&format!("\n    evidence: {}", escape_bytes(evidence.join("; ").as_bytes())));
+    }
+    for k in &f.kstacks {
+        out.push_str(&format!("\n    kstack {}: {}", k.event, escape_bytes(k.frames.join(" <- ").as_bytes())));
+    }
+    out
+}
+
+/// The raw facts behind a failure, for the `-v` line: what JSON carries under `facts`, short.
+fn evidence(f: &Failure) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(seg) = f.history.rst_segment {
+        out.push(format!(
+            "RST segment {} seq {} ack {} (our rcv_nxt {}, snd_nxt {}, snd_una {})",
+            tcp_flags(seg.flags).join("|"),
+            seg.seq,
+            seg.ack_seq,
+            seg.rcv_nxt,
+            seg.snd_nxt,
+            seg.snd_una
+        ));
+    }
+    if let Some(p) = &f.peer_reset {
+        let who = if p.no_socket {
+            "no socket".to_string()
+        } else {
+            format!(
+                "{} socket, pid {} \"{}\" on the CPU",
+                p.state.map(|s| s.name()).unwrap_or("?"),
+                p.tgid,
+                escape_bytes(&p.comm)
+            )
+        };
+        let reason = p.reason_name.as_deref().map(|r| format!(", reason {r}")).unwrap_or_default();
+        out.push(format!("RST sent on this host by {who}{reason}"));
+    }
+    for d in &f.drops {
+        out.push(format!(
+            "{} {} dropped ({}) in {}{}{}",
+            d.count,
+            if d.sent { "sent" } else { "received" },
+            tcp_flags(d.last_flags).join("|"),
+            d.function.as_deref().unwrap_or("?"),
+            d.reason_name.as_deref().map(|r| format!(", {r}")).unwrap_or_default(),
+            d.netns.map(|n| format!(", netns {n}")).unwrap_or_default(),
+        ));
+    }
+    if let Some(m) = &f.icmp {
+        out.push(format!("ICMP type {} code {} from {}", m.icmp_type, m.code, m.from));
+    }
+    if let Some(t) = &f.timers {
+        out.push(format!(
+            "timers: retransmits {}, probes out {}, snd_wnd {}, keepalive {}, user timeout {} ms",
+            f.history.retransmits,
+            t.probes_out,
+            t.snd_wnd,
+            if t.keepalive != 0 { "on" } else { "off" },
+            t.user_timeout_ms
+        ));
+    }
+    out
 }
 
 /// `docker:3f4e9c1a2b7d`, `systemd:nginx.service`, or `-`.
@@ -701,7 +777,7 @@ mod tests {
             "+0.004512      1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 ECONNREFUSED        127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    rst_received     12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
         );
         assert_eq!(
-            text_line(&f, &d, &CLOCK, TextStyle { color: true, wall_clock: true, container_column: false }),
+            text_line(&f, &d, &CLOCK, TextStyle { color: true, wall_clock: true, container_column: false, verbose: false }),
             "2023-11-14T22:13:21.004512Z     1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 \u{1b}[1;31mECONNREFUSED \u{1b}[0m       127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    \u{1b}[1;31mrst_received  \u{1b}[0m   12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
         );
     }

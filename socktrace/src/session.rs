@@ -34,6 +34,10 @@ pub struct SessionOptions {
     pub causes: Vec<Cause>,
     pub wall_clock: bool,
     pub summary_only: bool,
+    /// Text: the evidence on a second line (`-v`).
+    pub verbose: bool,
+    /// Record kernel stacks at the events behind failures (`--kstack`).
+    pub kstack: bool,
     /// Kernel-side log records at this level and above go to stderr (`--debug`).
     pub kernel_log: Option<aya_log::Level>,
     /// `socktrace agent`: run until a signal whatever the traced processes do, print events
@@ -55,6 +59,8 @@ impl Default for SessionOptions {
             causes: Vec::new(),
             wall_clock: false,
             summary_only: false,
+            verbose: false,
+            kstack: false,
             kernel_log: None,
             agent: false,
             container_column: false,
@@ -69,6 +75,7 @@ impl SessionOptions {
             all_sockets: self.all_sockets,
             send_routine: self.all_errors,
             log_level: self.kernel_log,
+            kstack: self.kstack,
         }
     }
 }
@@ -116,7 +123,11 @@ impl Session {
         let namespaces = crate::host::Namespaces::open(&selection.tgids);
         // Opened before the capabilities go: the kernel shows code addresses to an opener with
         // CAP_SYSLOG only.
-        let symbols = crate::kernel::kallsyms::Symbols::open();
+        let symbols = if opts.kstack {
+            crate::kernel::kallsyms::Symbols::load_all()
+        } else {
+            crate::kernel::kallsyms::Symbols::open()
+        };
         if let Some(kept) = crate::kernel::privileges::drop_all(probes.a_map_fd()?)? {
             eprintln!("socktrace: notice: every capability dropped but {kept}");
         }
@@ -160,6 +171,8 @@ impl Session {
                 .as_ref()
                 .err()
                 .map(|why| crate::kernel::probes::first_line(why).to_string()),
+            udp_errors_unseen: probes.udp_errors_unseen(),
+            not_adopted: adopted.refused.iter().map(|(pid, _)| *pid).collect(),
             symbols,
             namespaces,
             kernel_hz: Default::default(),
@@ -187,7 +200,7 @@ impl Session {
         // Events the kernel wrote before the end are still in the buffer.
         let end = match end {
             End::OutputClosed | End::OutputFailed(_) => end,
-            other => printer.drain(watch.ring.get_mut()).err().unwrap_or(other),
+            other => printer.drain(watch.ring.get_mut(), &probes).err().unwrap_or(other),
         };
         watch.flush_logs();
         drop(watch);
@@ -375,13 +388,13 @@ impl Watch {
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
-                    if let Err(end) = printer.drain(guard.get_inner_mut()) {
+                    if let Err(end) = printer.drain(guard.get_inner_mut(), probes) {
                         return Ok(end);
                     }
                     guard.clear_ready();
                 }
                 _ = drain_tick.tick() => {
-                    if let Err(end) = printer.drain(self.ring.get_mut()) {
+                    if let Err(end) = printer.drain(self.ring.get_mut(), probes) {
                         return Ok(end);
                     }
                 }
@@ -433,6 +446,10 @@ struct Printer {
     drop_reasons: Vec<(u32, String)>,
     /// Why RST segments are not seen on this kernel, if they are not.
     rst_segment_unseen: Option<String>,
+    /// Why UDP errors are not recorded on this kernel, if they are not.
+    udp_errors_unseen: Option<String>,
+    /// Processes whose sockets open at attach could not be adopted.
+    not_adopted: Vec<u32>,
     /// Kernel code addresses -> functions (where packets were dropped).
     symbols: crate::kernel::kallsyms::Symbols,
     /// Where a failure's host numbers are read (see `crate::host::enrich`).
@@ -443,11 +460,12 @@ struct Printer {
 
 impl Printer {
     /// Reads every record now in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), End> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, probes: &Probes) -> Result<(), End> {
         let style = TextStyle {
             color: self.sink.color,
             wall_clock: self.opts.wall_clock,
             container_column: self.opts.container_column,
+            verbose: self.opts.verbose,
         };
         while let Some(item) = ring.next() {
             let decoded = decode(&item);
@@ -462,15 +480,50 @@ impl Printer {
             // The host's numbers, for the few failures that need them (read now, close to the
             // failure; never for the others).
             crate::host::enrich(&mut failure, &self.namespaces);
-            if failure.history.at_attach.is_some() {
+            if failure.history.at_attach.is_some() || failure.timers.is_some_and(|t| t.keepalive != 0) {
                 failure.kernel_hz = *self.kernel_hz.get_or_init(crate::kernel::jiffies::hz);
             }
             failure.name_rst_reasons(&self.rst_reasons);
+            // What the trace may lack, for the failures nothing recorded explains (counted only
+            // for those: a walk of the socket map's keys).
+            if failure.history_started_here {
+                let tracked = probes.sockets_tracked();
+                failure.trace_gaps.histories_evicted = probes.histories_evicted(tracked).ok();
+                failure.trace_gaps.not_adopted = self.not_adopted.contains(&failure.pid);
+            }
+            if !failure.is_tcp && failure.protocol == socktrace_common::net::IPPROTO_UDP {
+                failure.trace_gaps.udp_errors_unseen = self.udp_errors_unseen.clone();
+            }
+            // The packets of the connection this host dropped, read from the kernel's map (for
+            // timeouts and resets only): what happened before the failure.
+            if failure.needs_drops() {
+                if let (Some(local), Some(remote)) = (failure.local, failure.remote) {
+                    failure.drops = probes
+                        .packet_drops(local, remote)
+                        .iter()
+                        .filter(|(_, d)| d.first_ns <= failure.ts_ns)
+                        .filter_map(|(sent, d)| crate::event::decode_drops(d, *sent))
+                        .collect();
+                }
+            }
             if failure.history.rst_received.is_some() && failure.history.rst_segment.is_none() {
                 failure.rst_segment_unseen = self.rst_segment_unseen.clone();
             }
             if !failure.drops.is_empty() {
                 failure.name_drops(&self.drop_reasons, &mut self.symbols);
+            }
+            if self.opts.kstack {
+                failure.kstacks = failure
+                    .stack_ids()
+                    .into_iter()
+                    .filter_map(|(event, id)| {
+                        let ips = probes.kernel_stack(id)?;
+                        Some(crate::event::KernelStack {
+                            event,
+                            frames: ips.iter().map(|&ip| self.symbols.name(ip)).collect(),
+                        })
+                    })
+                    .collect();
             }
             failure.cgroup = self.cgroups.lookup(failure.cgroup_id).cloned();
             let diagnosis = diagnose(&failure);

@@ -176,6 +176,140 @@ fn a_peer_that_forgot_the_connection() {
     assert_rst_segment(&r, ev, "no_connection");
 }
 
+/// The frames of one `--kstack` stack of `ev`.
+fn kstack(ev: &Value, event: &str) -> Vec<String> {
+    ev["kstack"][event]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {event} stack: {ev:#}"))
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `--kstack`: the kernel stack where each cause was born, symbolized; nothing without it.
+#[test]
+fn kstack_names_where_the_cause_was_born() {
+    let r = run(&["reset", "read", "v4"], &["--kstack"]);
+    let ev = event_for(&r, "read");
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    // The RST was handled in tcp_reset, on the receive path.
+    let rst = kstack(ev, "rst_received");
+    assert!(rst.iter().any(|f| f.starts_with("tcp_reset")), "{rst:?}");
+    assert!(
+        rst.iter().any(|f| f.starts_with("tcp_rcv") || f.starts_with("tcp_v4_") || f.starts_with("tcp_validate")),
+        "{rst:?}"
+    );
+    let plain = run(&["reset", "read", "v4"], &[]);
+    assert!(event_for(&plain, "read").get("kstack").is_none(), "no stacks without --kstack");
+
+    // A SYN timeout: the timer that gave up, and where the SYNs were dropped.
+    let ns = timeout_netns("kstack", 9996);
+    let r = in_netns(&ns, &["connect", "127.0.0.1:9996"], &["--kstack"]);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
+    let gave_up = kstack(ev, "error_report");
+    assert!(
+        gave_up.iter().any(|f| f.starts_with("tcp_write_err")
+            || f.starts_with("tcp_retransmit_timer")
+            || f.starts_with("tcp_write_timer")),
+        "{gave_up:?}"
+    );
+    let dropped = kstack(ev, "drop_sent");
+    assert!(dropped.iter().any(|f| f.starts_with("nft_do_chain") || f.starts_with("nf_hook_slow")), "{dropped:?}");
+}
+
+/// `-v`: a second line with the evidence, and the stacks with --kstack, under a text line.
+#[test]
+fn verbose_text_shows_the_evidence() {
+    let mut scenario = socktrace_tests::Scenario::start(SCENARIO, &["reset", "read", "v4"]).unwrap();
+    let pid = scenario.pid.to_string();
+    let tracer = socktrace_tests::Tracer::start(&["-p", &pid, "-v", "--kstack", "--color", "never"]).unwrap();
+    scenario.go().unwrap();
+    scenario.finish().unwrap();
+    let out = tracer.wait(std::time::Duration::from_secs(15)).unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(" read(fd=") && l.contains("ECONNRESET"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(lines[at + 1].starts_with("    evidence: "), "{}", out.stdout);
+    assert!(lines[at + 1].contains("RST sent on this host by"), "{}", out.stdout);
+    assert!(
+        lines[at + 2..]
+            .iter()
+            .take_while(|l| l.starts_with("    "))
+            .any(|l| l.starts_with("    kstack rst_received: ")),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The peer closes its socket with our data unread: its kernel resets the connection. Named
+/// with the peer's process and why (the kernel's reason on 6.10+; before, the sender's state).
+#[test]
+fn a_peer_closing_with_unread_data_is_named() {
+    let r = run(&["unread-close"], &[]);
+    assert_eq!(r.client_step("write")["errno"], 0);
+    let ev = event_for(&r, "read");
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    let explain = ev["explain"].as_str().unwrap();
+    let peer_pid = r.client_step("read")["peer_pid"].as_u64().unwrap();
+    assert!(explain.contains(&format!("pid {peer_pid} \"scenario\" on this host reset it")), "{explain}");
+    if ev["facts"]["peer_reset"]["reason_name"].is_string() {
+        assert!(
+            explain.contains("it closed the socket with unread data (kernel reason TCP_ABORT_ON_CLOSE)"),
+            "{explain}"
+        );
+    } else {
+        assert!(explain.contains("it closed the socket abortively (SO_LINGER 0, or with unread data)"), "{explain}");
+    }
+    assert_rst_segment(&r, ev, "aborted");
+}
+
+/// A blind reset: an RST injected at a sequence number outside the window is dropped and the
+/// connection lives on; when the peer then really aborts it, the explanation names the abort
+/// and the earlier dropped RST (kernels that give drop reasons: 5.17+).
+#[test]
+fn an_injected_out_of_window_rst_is_flagged() {
+    let r = run(&["blind-reset"], &[]);
+    assert_eq!(r.client_step("read")["errno"], 104, "the injected RST did not kill the connection");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    let explain = ev["explain"].as_str().unwrap();
+    if socktrace_tests::kernel_version() >= (5, 17) {
+        let d = ev["facts"]["drops"].as_array().unwrap().iter().find(|d| d["direction"] == "received");
+        let d = d.unwrap_or_else(|| panic!("the dropped RST is not in the facts: {ev:#}"));
+        assert_eq!((d["count"].as_u64(), &d["flags"]), (Some(1), &json!(["RST"])), "{ev:#}");
+        assert!(
+            explain.contains(
+                "before it, 1 segment with RST sent to it was dropped on this host, outside the receive window"
+            ),
+            "{explain}"
+        );
+    } else {
+        // Older kernels drop such a segment without the drop tracepoint: nothing is claimed.
+        assert!(!explain.contains("before it,"), "{explain}");
+    }
+}
+
+/// A zero-window stall: the peer is alive but does not read; TCP_USER_TIMEOUT ends the
+/// zero-window probing and the blocked write times out. Named as the persist timer, never as
+/// unacknowledged data.
+#[test]
+fn zero_window_stall_is_named() {
+    let ns = Netns::new("zerowin");
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 4096 4096"]);
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_wmem=4096 4096 4096"]);
+    let r = in_netns(&ns, &["zero-window"], &[]);
+    assert_eq!(r.client_step("write")["errno"], 110);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("ESTABLISHED"), "timeout");
+    assert_eq!(ev["timers"]["snd_wnd"], 0, "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("the peer's receive window stayed closed (zero window)"), "{explain}");
+    assert!(!explain.contains("never acknowledged data"), "{explain}");
+}
+
 /// The seed's "server terminated prematurely".
 #[test]
 fn premature_exit_write_then_epipe() {
@@ -231,11 +365,13 @@ fn connect_timeout_ipv4_and_ipv6() {
             ev["explain"].as_str().unwrap().contains("SYN retries exhausted: net.ipv4.tcp_syn_retries 1"),
             "{ev:#}"
         );
+        // How many SYNs, over how long.
+        let syns = ev["retransmits"].as_u64().unwrap() + 1;
+        assert!(ev["explain"].as_str().unwrap().contains(&format!("; {syns} SYNs over ")), "{ev:#}");
         // Why no SYN-ACK came: the namespace's nft rule dropped every SYN on this host.
         assert_dropped_by_netfilter(&r, ev, "sent", "SYNs it sent were");
         let sent = ev["facts"]["drops"].as_array().unwrap().iter().find(|d| d["direction"] == "sent").unwrap();
         // Every SYN: the first and each retransmission.
-        let syns = ev["retransmits"].as_u64().unwrap() + 1;
         assert_eq!((sent["count"].as_u64(), &sent["flags"]), (Some(syns), &json!(["SYN"])), "{ev:#}");
         assert_eq!(sent["dev"], "lo", "{ev:#}");
     }
@@ -253,6 +389,7 @@ fn established_connection_timeout() {
     assert_eq!(ev["timers"]["user_timeout_ms"], 1000, "{ev:#}");
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("data retransmissions exhausted: TCP_USER_TIMEOUT 1000 ms"), "{explain}");
+    assert!(explain.contains("; retransmitting for "), "{explain}");
     assert_dropped_by_netfilter(&r, ev, "sent", "segments it sent were");
 }
 
@@ -269,6 +406,8 @@ fn keepalive_timeout_is_named() {
     assert_eq!((ev["timers"]["keepalive"].as_bool(), ev["timers"]["keepalive_probes"].as_u64()), (Some(true), Some(2)));
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("keepalive probes went unanswered (TCP_KEEPCNT 2)"), "{explain}");
+    // The settings the probes ran by (the scenario's 1 s idle, 1 s interval).
+    assert!(explain.contains("after 1.0 s idle (TCP_KEEPIDLE) and a probe every 1.0 s (TCP_KEEPINTVL)"), "{explain}");
     assert!(!explain.contains("after 0 retransmissions"), "{explain}");
     assert_dropped_by_netfilter(&r, ev, "sent", "it sent were");
 }

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 pub struct Symbols {
     file: Option<std::fs::File>,
     known: HashMap<u64, Option<String>>,
+    /// The whole table, for `--kstack` (many addresses per failure): read once at start.
+    table: Option<std::collections::BTreeMap<u64, String>>,
 }
 
 /// At most this many addresses are remembered (a bound for a long-running agent).
@@ -26,7 +28,18 @@ impl Symbols {
     }
 
     fn from_file(path: PathBuf) -> Self {
-        Symbols { file: std::fs::File::open(path).ok(), known: HashMap::new() }
+        Symbols { file: std::fs::File::open(path).ok(), known: HashMap::new(), table: None }
+    }
+
+    /// Reads the whole table now (`--kstack`: every frame of every stack is looked up).
+    pub fn load_all() -> Self {
+        let table = aya::util::kernel_symbols().ok().filter(|t| t.keys().any(|&a| a != 0));
+        Symbols { file: None, known: HashMap::new(), table }
+    }
+
+    /// `function_at`, or the bare address when it cannot be named.
+    pub fn name(&mut self, addr: u64) -> String {
+        self.function_at(addr).unwrap_or_else(|| format!("{addr:#x}"))
     }
 
     /// The function `addr` is in (`name+0x1f`), or None when it cannot be told (no access to
@@ -34,6 +47,11 @@ impl Symbols {
     pub fn function_at(&mut self, addr: u64) -> Option<String> {
         if addr == 0 {
             return None;
+        }
+        if let Some(table) = &self.table {
+            let (at, name) = table.range(..=addr).next_back()?;
+            let off = addr - at;
+            return (off < 1 << 20).then(|| if off == 0 { name.clone() } else { format!("{name}+{off:#x}") });
         }
         if let Some(known) = self.known.get(&addr) {
             return known.clone();

@@ -67,6 +67,8 @@ pub struct ProbeOptions {
     /// Kernel-side log records (aya-log) at this level and above; None: none (the verifier
     /// then removes every log statement).
     pub log_level: Option<aya_log::Level>,
+    /// Record kernel stacks at the events behind failures (`--kstack`).
+    pub kstack: bool,
 }
 
 /// Which processes are traced; every selector given must match, all filtering in the kernel.
@@ -133,6 +135,9 @@ impl KernelFacts {
     }
 }
 
+/// Distinct kernel stacks kept with `--kstack` (about 1 KiB of kernel memory each).
+const KSTACK_ENTRIES: u32 = 8192;
+
 /// The kernel-side configuration for a selection and options: the one place its bits are set.
 pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts) -> TracedConfig {
     let mut c = TracedConfig::ZERO;
@@ -146,6 +151,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::SEND_ROUTINE, opts.send_routine);
     set(config_flags::SEND_RESET_HAS_REASON, kernel.send_reset_has_reason);
     set(config_flags::DROP_HAS_REASON, kernel.drop_has_reason);
+    set(config_flags::KSTACK, opts.kstack);
     set(config_flags::SOCK_HEAD, kernel.sock_head);
     set(config_flags::TYPE_PROTOCOL_PAIR, kernel.type_protocol_pair);
     set(config_flags::PROTOCOL_FIRST, kernel.type_protocol_pair && kernel.protocol_first);
@@ -198,6 +204,10 @@ pub struct Probes {
     routine: PerCpuArray<MapData, u64>,
     history_stats: PerCpuArray<MapData, u64>,
     sockets: HashMap<MapData, u64, SocketHistory>,
+    /// Packets dropped on this host, by 4-tuple (`drops.rs`), when the drop probe runs.
+    drop_records: Option<HashMap<MapData, socktrace_common::SockAddrs, socktrace_common::DropRecord>>,
+    /// The kernel stacks (`--kstack` only).
+    stacks: Option<aya::maps::StackTraceMap<MapData>>,
     traced: HashMap<MapData, u32, u8>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -261,6 +271,7 @@ impl Probes {
             .override_global(names::OFFSETS, &resolved.offsets, true)
             .override_global(names::CONFIG, &config, true)
             .override_global(names::LOG_LEVEL, &log_level, true)
+            .map_max_entries(names::STACKS, if opts.kstack { KSTACK_ENTRIES } else { 1 })
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow!("loading socktrace's eBPF programs: {e}{}", hint_for_load_error()))?;
         let mut traced: HashMap<MapData, u32, u8> = take_map(&mut ebpf, names::TRACED_TGIDS)?;
@@ -286,12 +297,15 @@ impl Probes {
             io_uring_unwatched,
             icmp,
             rst_segment,
+            drop_records: if drops.is_ok() { Some(take_map(&mut ebpf, names::DROPS)?) } else { None },
             drops,
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
             routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
             history_stats: take_map(&mut ebpf, names::HISTORY_STATS)?,
             sockets: take_map(&mut ebpf, names::SOCKETS)?,
+            stacks: if opts.kstack { Some(take_map(&mut ebpf, names::STACKS)?) } else { None },
+
             traced,
             logger,
             _ebpf: ebpf,
@@ -331,6 +345,51 @@ impl Probes {
             + if self.icmp.is_ok() { 2 } else { 0 }
             + usize::from(self.rst_segment.is_ok())
             + usize::from(self.drops.is_ok())
+    }
+
+    /// Why errors reported on UDP sockets are not recorded here: the error report is derived
+    /// from TCP's close on this kernel (no error-report probe in this mode), and UDP sockets
+    /// do not close that way.
+    pub fn udp_errors_unseen(&self) -> Option<String> {
+        self.choices.iter().find(|c| c.probe == super::probes::ERROR_AT_CLOSE).map(|c| {
+            let why = c.passed_over.first().map(|w| super::probes::first_line(w)).unwrap_or("no error-report probe");
+            format!("this kernel's error reports are taken from TCP's close in probe mode {} ({why})", self.mode.name())
+        })
+    }
+
+    /// The packets of the connection `local` <-> `remote` this host dropped: those `local`
+    /// sent, then those sent to it (each when there were any). A dual-stack socket's IPv4 peer
+    /// is looked up as the IPv4 packets carry it.
+    pub fn packet_drops(
+        &self,
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+    ) -> Vec<(bool, socktrace_common::DropRecord)> {
+        let Some(map) = &self.drop_records else { return Vec::new() };
+        let key = |from: std::net::SocketAddr, to: std::net::SocketAddr| {
+            let mut k = socktrace_common::SockAddrs { sport: from.port(), dport: to.port(), ..Default::default() };
+            for (addr, out) in [(from.ip(), &mut k.saddr), (to.ip(), &mut k.daddr)] {
+                match addr {
+                    std::net::IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+                    std::net::IpAddr::V6(a) => *out = a.octets(),
+                }
+            }
+            k.family = if local.is_ipv4() { socktrace_common::net::AF_INET } else { socktrace_common::net::AF_INET6 };
+            k
+        };
+        [(true, key(local, remote)), (false, key(remote, local))]
+            .into_iter()
+            .filter_map(|(sent, k)| map.get(&k, 0).ok().map(|d| (sent, d)))
+            .collect()
+    }
+
+    /// The kernel stack `id` (`STACKS` id plus one, as events carry it): its code addresses,
+    /// innermost first. The kernel keeps each distinct stack once, so ids repeat; a full map
+    /// drops new ones (the event then has none).
+    pub fn kernel_stack(&self, id: u32) -> Option<Vec<u64>> {
+        let map = self.stacks.as_ref()?;
+        let trace = map.get(&id.checked_sub(1)?, 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
     }
 
     /// Failures the kernel could not send because the ring buffer was full.

@@ -444,6 +444,11 @@ fn main() -> Result<()> {
             socktrace_only: false,
         },
         Workload {
+            name: "dropped SYNs: non-blocking connects whose SYN a netfilter rule drops",
+            args: vec!["bench-dropped".into(), "60000".into()],
+            socktrace_only: false,
+        },
+        Workload {
             name: "io_uring error storm: recv MSG_DONTWAIT on an empty socket (EAGAIN), 32 per submit",
             args: vec!["bench-uring-storm".into(), "1000000".into()],
             socktrace_only: true,

@@ -46,6 +46,9 @@ fn main() {
         ["nonblocking-connect", addr] => nonblocking_connect(addr),
         ["reset", call, ip] => reset_then(call, ip),
         ["forgotten"] => forgotten(),
+        ["zero-window"] => zero_window(),
+        ["unread-close"] => unread_close(),
+        ["blind-reset"] => blind_reset(),
         ["premature-exit"] => premature_exit(),
         ["copy-reset", call] => copy_reset(call),
         ["uring-refused"] => uring::refused(),
@@ -76,6 +79,7 @@ fn main() {
         ["bench-uring-storm", n] => uring::bench_storm(n.parse().unwrap_or(1000)),
         ["bench-refused", n] => bench_refused(n.parse().unwrap_or(1000)),
         ["bench-reset", addr, n] => bench_reset(addr, n.parse().unwrap_or(1000)),
+        ["bench-dropped", n] => bench_dropped(n.parse().unwrap_or(1000)),
         ["echo-server"] => serve(false),
         ["abort-server"] => serve(true),
         ["overflow", n] => overflow(n.parse().unwrap_or(1000)),
@@ -518,6 +522,131 @@ fn forgotten() -> Result<()> {
     sleep_ms(50);
     report("read", fd, do_call("read", fd), json!({}));
     Ok(())
+}
+
+/// The peer closes its socket with our data unread: its kernel resets the connection (RFC
+/// 2525), and our read fails with ECONNRESET.
+fn unread_close() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    report("write", fd, do_call("write", fd), json!({}));
+    sleep_ms(50);
+    peer.cmd("close")?;
+    sleep_ms(50);
+    report("read", fd, do_call("read", fd), json!({ "peer_pid": peer.pid }));
+    Ok(())
+}
+
+/// The peer stops reading: its receive window closes, our writes fill the send buffer and
+/// block, and TCP_USER_TIMEOUT (1 s) ends the zero-window probing (the peer answers every
+/// probe with a closed window): the write fails with ETIMEDOUT. Small buffers (the test sets
+/// the namespace's tcp_rmem/tcp_wmem) make the window close at once.
+fn zero_window() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000);
+    // Bounded wait, on a kernel whose user timeout would not end zero-window probing.
+    let limit = libc::timeval { tv_sec: 20, tv_usec: 0 };
+    // SAFETY: valid fd and option value.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&limit as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    ready_then_wait();
+    let buf = vec![0u8; 65536];
+    let started = std::time::Instant::now();
+    let mut e = 0;
+    for _ in 0..10_000 {
+        // SAFETY: valid fd and buffer.
+        if unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) } < 0 {
+            e = errno();
+            break;
+        }
+    }
+    report("write", fd, e, json!({ "ms": started.elapsed().as_millis() as u64 }));
+    Ok(())
+}
+
+/// A blind reset: an RST for our connection, injected with a raw socket, at a sequence number
+/// that is (all but surely) outside our receive window. Linux drops it and the connection
+/// lives on; then the peer really aborts it, and the read fails with ECONNRESET.
+fn blind_reset() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    let (ours, theirs) = (local_port(fd), peer.addr.port());
+    ready_then_wait();
+    // A sequence number half the sequence space away from anything: outside any window.
+    let seq = (std::process::id().wrapping_mul(2654435761)) ^ 0x8000_0000;
+    inject_rst_v4(theirs, ours, seq)?;
+    sleep_ms(50);
+    report("alive", fd, 0, json!({ "seq": seq }));
+    peer.cmd("abort")?;
+    sleep_ms(50);
+    report("read", fd, do_call("read", fd), json!({}));
+    Ok(())
+}
+
+/// Sends one TCP RST 127.0.0.1:`sport` -> 127.0.0.1:`dport` with sequence `seq` (raw socket,
+/// our own IPv4 and TCP headers, checksums computed).
+fn inject_rst_v4(sport: u16, dport: u16, seq: u32) -> Result<()> {
+    let mut pkt = [0u8; 40];
+    // IPv4: version 4, 20-byte header, total 40, TTL 64, TCP, 127.0.0.1 -> 127.0.0.1.
+    pkt[0] = 0x45;
+    pkt[2..4].copy_from_slice(&40u16.to_be_bytes());
+    pkt[8] = 64;
+    pkt[9] = libc::IPPROTO_TCP as u8;
+    pkt[12..16].copy_from_slice(&[127, 0, 0, 1]);
+    pkt[16..20].copy_from_slice(&[127, 0, 0, 1]);
+    let ip_sum = checksum(&pkt[..20], 0);
+    pkt[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    // TCP: ports, sequence, 20-byte header, RST, window 0.
+    pkt[20..22].copy_from_slice(&sport.to_be_bytes());
+    pkt[22..24].copy_from_slice(&dport.to_be_bytes());
+    pkt[24..28].copy_from_slice(&seq.to_be_bytes());
+    pkt[32] = 5 << 4;
+    pkt[33] = 0x04;
+    // The pseudo-header: addresses, protocol, TCP length.
+    let pseudo: u32 = 0x7f00 + 0x0001 + 0x7f00 + 0x0001 + libc::IPPROTO_TCP as u32 + 20;
+    let tcp_sum = checksum(&pkt[20..], pseudo);
+    pkt[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
+    // SAFETY: plain syscalls on a socket we own; the buffer and address are valid.
+    unsafe {
+        let raw = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        if raw < 0 {
+            bail!("raw socket: errno {}", errno());
+        }
+        let sa = sockaddr("127.0.0.1:0".parse()?);
+        let sent = libc::sendto(
+            raw,
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&sa.storage as *const libc::sockaddr_storage).cast(),
+            sa.len,
+        );
+        libc::close(raw);
+        if sent != pkt.len() as isize {
+            bail!("raw sendto: errno {}", errno());
+        }
+    }
+    Ok(())
+}
+
+/// The Internet checksum of `data`, starting from `sum` (a pseudo-header's words).
+fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for pair in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// Loads an nftables ruleset in this namespace.
@@ -1364,6 +1493,35 @@ fn bench_reset(addr: &str, n: u64) -> Result<()> {
         close(fd);
     }
     bench_report(started, n * 2, failures);
+    Ok(())
+}
+
+/// N connects whose SYNs a netfilter rule drops, in a network namespace of the workload's
+/// own (so no rule touches the host's): every SYN is a packet the kernel drops. Each connect
+/// is non-blocking (EINPROGRESS, a routine failure) and its socket closed at once. What the
+/// drop probe costs per dropped packet, on flows socktrace traces or not.
+fn bench_dropped(n: u64) -> Result<()> {
+    // SAFETY: a plain syscall; the process moves into a namespace of its own.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        bail!("unshare(CLONE_NEWNET): errno {}", errno());
+    }
+    let up = Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
+    if !up.success() {
+        bail!("ip link set lo up: {up}");
+    }
+    nft("table inet socktrace_bench {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 9 drop\n }\n}\n")?;
+    let addr: SocketAddr = "127.0.0.1:9".parse()?;
+    ready_then_wait();
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    for _ in 0..n {
+        let fd = tcp_socket(libc::AF_INET, libc::SOCK_NONBLOCK);
+        if connect_fd(fd, addr) != 0 {
+            failures += 1;
+        }
+        close(fd);
+    }
+    bench_report(started, n, failures);
     Ok(())
 }
 
