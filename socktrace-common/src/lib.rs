@@ -489,7 +489,9 @@ pub struct TracedConfig {
     /// socktrace's own process: never selected (its calls and sockets are not traced), and
     /// its marked `getsockopt` calls adopt sockets (see `adopt`).
     pub self_tgid: u32,
-    pub _pad: u32,
+    /// This kernel's `SKB_DROP_REASON_NO_SOCKET` (0: none): a bare SYN freed for want of a
+    /// socket is a refused connect, which explains itself; the drop probe skips it.
+    pub drop_reason_no_socket: u32,
     /// What each syscall number is to socktrace (`syscall_kind`): the one table the single
     /// `sys_exit` program consults, filled by userspace with this architecture's numbers.
     pub syscall_kinds: [u8; SYSCALL_TABLE_SIZE],

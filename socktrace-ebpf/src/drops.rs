@@ -80,6 +80,12 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     if key.sport == 0 || key.dport == 0 {
         return;
     }
+    // A bare SYN freed for want of a socket was answered with an RST: a refused connect,
+    // which explains itself (and is the commonest drop of all).
+    let no_socket = global!(CONFIG.drop_reason_no_socket);
+    if no_socket != 0 && reason == no_socket && th[13] & 0x12 == 0x02 {
+        return;
+    }
     if global!(CONFIG.flags) & config_flags::TRACE_ALL == 0 && !to_or_from_traced_peer(&key) {
         return;
     }

@@ -285,7 +285,7 @@ fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) -> SockAddrs {
 
 /// `sk` goes from `old` to `new` (any context).
 #[inline(always)]
-fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 {
+fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 {
     if !is_tcp_sock(sk) {
         return 0;
     }
@@ -354,7 +354,12 @@ fn on_state_change<C: EbpfContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 
         let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
         if err != 0 {
             // SAFETY: `h` points at a live history.
-            unsafe { stamp(&raw mut (*h).error_report, &head, err) };
+            unsafe {
+                stamp(&raw mut (*h).error_report, &head, err);
+                // The close that carries the error: the path it was born on (the timer that
+                // gave up, the RST, the ICMP handler).
+                (*h).error_report.stack = crate::kstack(ctx);
+            }
         }
     }
     0

@@ -159,24 +159,36 @@ fn diagnose_cause(f: &Failure) -> Diagnosis {
         }
         ECONNRESET => {
             if let Some((at, reason)) = h.rst_sent {
-                let why = own_reset_reason(f, reason);
-                return d(Cause::RstSent, at.state, Some(at.ts_ns), format!(
-                    "this host reset the connection to {remote} in {}{why}: e.g. closed with unread data or SO_LINGER 0",
-                    state_name(at.state)
-                ));
+                let kernel = own_reset_reason(f, reason);
+                // A disconnect closes the socket before it sends the RST: the state the
+                // connection was reset in is the one that close left.
+                let state = born_state(f, at);
+                return d(
+                    Cause::RstSent,
+                    state,
+                    Some(at.ts_ns),
+                    format!(
+                        "this host reset the connection to {remote} in {}: {}{kernel}",
+                        state_name(state),
+                        own_reset_why(f, at)
+                    ),
+                );
             }
         }
         EPIPE => {
             if let Some((at, reason)) = h.rst_sent {
-                let why = own_reset_reason(f, reason);
+                let kernel = own_reset_reason(f, reason);
+                let state = born_state(f, at);
                 return d(
                     Cause::RstSent,
-                    at.state,
+                    state,
                     Some(at.ts_ns),
                     format!(
-                    "this host had reset the connection to {remote} in {}{why}; writing after that is a broken pipe",
-                    state_name(at.state)
-                ),
+                        "this host had reset the connection to {remote} in {} ({}{kernel}); writing after that is a \
+                         broken pipe",
+                        state_name(state),
+                        own_reset_why(f, at)
+                    ),
                 );
             }
             if let Some(fin) = h.transitions.iter().rev().find(|t| is_local_fin(t.old, t.new)) {
@@ -665,6 +677,34 @@ fn own_reset_reason(f: &Failure, reason: Option<i32>) -> String {
         (Some(name), _) => format!(" (kernel reason {})", name.trim_start_matches("SK_RST_REASON_")),
         (None, Some(r)) => format!(" (kernel reason {r})"),
         (None, None) => String::new(),
+    }
+}
+
+/// Why this socket sent its RST: the kernel's reason where it gives one (6.10+), else what the
+/// context tells: the traced process's own call (a disconnect, an abortive close), or the
+/// kernel on its own (a timer, a segment it received).
+fn own_reset_why(f: &Failure, at: Stamp) -> String {
+    let own_call = at.current_tgid == f.pid;
+    let reason = f.rst_sent_reason_name.as_deref().map(|n| n.trim_start_matches("SK_RST_REASON_"));
+    match reason {
+        Some("TCP_ABORT_ON_CLOSE") => "the process closed it with unread data".into(),
+        Some("TCP_ABORT_ON_LINGER") => "the linger time (SO_LINGER) of a closed socket ran out".into(),
+        Some("TCP_ABORT_ON_MEMORY") => "the host was short of memory or had too many orphaned sockets".into(),
+        Some("TCP_ABORT_ON_DATA") => "data arrived after the process had closed its end".into(),
+        Some("TCP_KEEPALIVE_TIMEOUT") => "its keepalive probes went unanswered".into(),
+        Some("TCP_DISCONNECT_WITH_DATA") => "the process disconnected it with data pending".into(),
+        // An open connection reset from the process's own call, the socket still in its hands
+        // (this failure is on it): a disconnect.
+        Some("TCP_STATE") | None if own_call && f.fd >= 0 => {
+            "the process's own call reset it: it disconnected the socket (connect() with AF_UNSPEC), which resets \
+             an open connection"
+                .into()
+        }
+        Some("TCP_STATE") => "it was aborted (tcp_abort, e.g. `ss -K`) or disconnected".into(),
+        Some(other) => format!("the kernel's reason is {other}"),
+        None => "the kernel reset it itself (a timer, or a segment it could not accept); this kernel gives no RST \
+                 reason before 6.10"
+            .into(),
     }
 }
 

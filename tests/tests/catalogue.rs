@@ -266,6 +266,37 @@ fn a_peer_closing_with_unread_data_is_named() {
     assert_rst_segment(&r, ev, "aborted");
 }
 
+/// Our own RST: the process disconnects its connected socket (connect with AF_UNSPEC); the
+/// write after it fails, explained by the RST this host sent and why.
+#[test]
+fn our_own_reset_by_a_disconnect_is_named() {
+    let r = run(&["disconnect"], &[]);
+    assert_eq!(r.client_step("disconnect")["errno"], 0);
+    let ev = event_for(&r, "write");
+    assert_eq!(ev["cause"], "rst_sent", "{ev:#}");
+    assert_eq!(ev["state"], "ESTABLISHED", "{ev:#}");
+    assert!(ev["facts"]["rst_sent"].is_object(), "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("this host"), "{explain}");
+    assert!(explain.contains("the process's own call reset it: it disconnected the socket"), "{explain}");
+}
+
+/// A socket that came into the process from outside the trace (taken from an untraced child
+/// with pidfd_getfd): nothing was recorded on it, and the unknown says why, exactly.
+#[test]
+fn unknown_says_the_socket_came_from_outside_the_trace() {
+    let r = run(&["borrowed-socket"], &[]);
+    assert_eq!(r.client_step("read")["errno"], 104);
+    let ev = single_event(&r);
+    assert_eq!(ev["cause"], "unknown", "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("nothing was recorded on this socket before this call"), "{explain}");
+    assert!(
+        explain.contains("no history was evicted (the map never filled), so the socket came into the process"),
+        "{explain}"
+    );
+}
+
 /// A blind reset: an RST injected at a sequence number outside the window is dropped and the
 /// connection lives on; when the peer then really aborts it, the explanation names the abort
 /// and the earlier dropped RST (kernels that give drop reasons: 5.17+).

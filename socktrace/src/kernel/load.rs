@@ -102,6 +102,8 @@ pub struct KernelFacts {
     pub send_reset_has_reason: bool,
     /// The `kfree_skb` tracepoint passes the drop reason (5.17+).
     pub drop_has_reason: bool,
+    /// This kernel's `SKB_DROP_REASON_NO_SOCKET`, if it has drop reasons.
+    pub drop_reason_no_socket: u32,
     /// `struct sock_common` starts as `SockHead` says.
     pub sock_head: bool,
     /// Tracing programs may not call bpf_get_current_ancestor_cgroup_id (before 5.14): the
@@ -124,6 +126,12 @@ impl KernelFacts {
         KernelFacts {
             send_reset_has_reason: btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3,
             drop_has_reason: btf.tracepoint_arity("kfree_skb").unwrap_or(0) >= 3,
+            drop_reason_no_socket: btf
+                .enum_names("skb_drop_reason")
+                .iter()
+                .find(|(_, n)| n == "SKB_DROP_REASON_NO_SOCKET")
+                .map(|(v, _)| *v)
+                .unwrap_or(0),
             sock_head: (o.sk_daddr, o.sk_rcv_saddr, o.sk_dport, o.sk_num, o.sk_family, o.sk_state) == head,
             type_protocol_pair: o.sk_protocol == o.sk_type + 2 || o.sk_type == o.sk_protocol + 2,
             protocol_first: o.sk_type == o.sk_protocol + 2,
@@ -179,6 +187,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     }
     c.history_cpu_share = MAX_SOCKETS / kernel.possible_cpus.max(1);
     c.self_tgid = std::process::id();
+    c.drop_reason_no_socket = if kernel.drop_has_reason { kernel.drop_reason_no_socket } else { 0 };
     c.syscall_kinds = syscall_kinds();
     c.io_uring_kinds = io_uring_kinds();
     c

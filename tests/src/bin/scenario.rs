@@ -48,6 +48,8 @@ fn main() {
         ["forgotten"] => forgotten(),
         ["zero-window"] => zero_window(),
         ["unread-close"] => unread_close(),
+        ["disconnect"] => disconnect(),
+        ["borrowed-socket"] => borrowed_socket(),
         ["blind-reset"] => blind_reset(),
         ["premature-exit"] => premature_exit(),
         ["copy-reset", call] => copy_reset(call),
@@ -535,6 +537,70 @@ fn unread_close() -> Result<()> {
     peer.cmd("close")?;
     sleep_ms(50);
     report("read", fd, do_call("read", fd), json!({ "peer_pid": peer.pid }));
+    Ok(())
+}
+
+/// Our own RST: the process disconnects its connected socket (connect() with AF_UNSPEC), which
+/// resets the connection; the write after it fails.
+fn disconnect() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let fd = peer.connected()?;
+    ready_then_wait();
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as u16, sa_data: [0; 14] };
+    // SAFETY: valid fd and address.
+    let rc = unsafe { libc::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as u32) };
+    report("disconnect", fd, check(rc as isize), json!({ "dport": peer.addr.port() }));
+    sleep_ms(20);
+    report("write", fd, do_call("write", fd), json!({}));
+    Ok(())
+}
+
+/// A socket that came into the process from outside the trace: a child (forked after the
+/// attach, so not traced without -f) connects, and the process takes the socket with
+/// pidfd_getfd. Nothing was recorded on it; when the peer aborts, the read's cause is unknown,
+/// and the explanation says why.
+fn borrowed_socket() -> Result<()> {
+    let mut peer = Peer::start(loopback("v4"))?;
+    let addr = peer.addr;
+    ready_then_wait();
+    let mut pipe = [0i32; 2];
+    // SAFETY: a valid two-int array.
+    check(unsafe { libc::pipe(pipe.as_mut_ptr()) } as isize);
+    // SAFETY: the child only makes plain syscalls and exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let (fd, e) = connect_blocking(addr);
+        let msg = if e == 0 { fd } else { -1 };
+        // SAFETY: valid fds and buffers; the child waits to be killed.
+        unsafe {
+            libc::write(pipe[1], (&msg as *const i32).cast(), 4);
+            libc::pause();
+            libc::_exit(0);
+        }
+    }
+    let mut child_fd = -1i32;
+    // SAFETY: a valid fd and a 4-byte buffer.
+    unsafe { libc::read(pipe[0], (&mut child_fd as *mut i32).cast(), 4) };
+    if child_fd < 0 {
+        bail!("the child could not connect");
+    }
+    // SAFETY: plain syscalls (pidfd_open, pidfd_getfd) with valid arguments.
+    let fd = unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, child, 0) as i32;
+        libc::syscall(libc::SYS_pidfd_getfd, pidfd, child_fd, 0) as i32
+    };
+    if fd < 0 {
+        bail!("pidfd_getfd: errno {}", errno());
+    }
+    peer.cmd("accept")?;
+    peer.cmd("abort")?;
+    sleep_ms(50);
+    report("read", fd, do_call("read", fd), json!({}));
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
     Ok(())
 }
 
