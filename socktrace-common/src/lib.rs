@@ -276,6 +276,9 @@ pub mod config_flags {
     pub const DROP_HAS_REASON: u32 = 1 << 16;
     /// `--kstack`: record the kernel stack at each event that causes a failure.
     pub const KSTACK: u32 = 1 << 17;
+    /// `sk_buff.protocol`, `.transport_header`, `.network_header` are adjacent (be16, u16,
+    /// u16): the drop probe reads them at once.
+    pub const SKB_HEADERS_PACKED: u32 = 1 << 18;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and

@@ -8,7 +8,7 @@
 use crate::{global, now_ns, read, read_or_zero, zeroed};
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::RawTracePointContext,
 };
 use socktrace_common::{config_flags, net, DropRecord, PeerKey, SockAddrs, NO_FIELD};
@@ -16,6 +16,11 @@ use socktrace_common::{config_flags, net, DropRecord, PeerKey, SockAddrs, NO_FIE
 /// Dropped TCP packets, by their 4-tuple as the packet has it (source = `saddr`/`sport`).
 #[map]
 pub(crate) static DROPS: LruHashMap<SockAddrs, DropRecord> = LruHashMap::with_max_entries(4096, 0);
+
+/// The ports of traced sockets' peers, one byte each (set, never cleared): the first, cheap
+/// filter (an array lookup the verifier inlines) before the peers' hash map.
+#[map]
+static TRACED_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
 
 /// The peers of traced sockets, filled as their connections start (`history::on_state_change`).
 #[map]
@@ -41,49 +46,65 @@ pub fn raw_kfree_skb(ctx: RawTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
-    let protocol: u16 = read(skb, global!(OFFSETS.skb_protocol)).unwrap_or(0);
+    // A segment freed for want of a socket was answered with an RST (a refused connect, a
+    // forgotten connection), which the RST itself explains: the commonest drop of all, left
+    // before anything is read.
+    let no_socket = global!(CONFIG.drop_reason_no_socket);
+    if no_socket != 0 && reason == no_socket {
+        return;
+    }
+    // `protocol`, `transport_header`, `network_header` in one read where they are adjacent
+    // (userspace checked the layout), else one by one.
+    let (protocol, network) = if global!(CONFIG.flags) & config_flags::SKB_HEADERS_PACKED != 0 {
+        let h: [u16; 3] = read_or_zero(skb, global!(OFFSETS.skb_protocol));
+        (h[0], h[2])
+    } else {
+        (
+            read(skb, global!(OFFSETS.skb_protocol)).unwrap_or(0),
+            read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0xffff),
+        )
+    };
     let v6 = match protocol {
         ETH_P_IP_BE => false,
         ETH_P_IPV6_BE => true,
         _ => return,
     };
     let head: u64 = read(skb, global!(OFFSETS.skb_head)).unwrap_or(0);
-    let network: u16 = read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0xffff);
     if head == 0 || network == 0xffff {
         return;
     }
     let ip = head + network as u64;
+    // The IP header and the TCP header's first 14 bytes (ports to flags) in one read: IPv6's
+    // fixed header, or IPv4's without options; IPv4 with options reads the TCP header again.
+    let pkt: [u8; 54] = read_or_zero(ip, 0);
     let mut key: SockAddrs = zeroed::<SockAddrs, 5>();
-    let tcp = if v6 {
+    let mut th = [0u8; 14];
+    if v6 {
         // Only a TCP header right after the fixed header: extension headers are not walked.
-        let hdr: [u8; 40] = read_or_zero(ip, 0);
-        if hdr[6] != IPPROTO_TCP {
+        if pkt[6] != IPPROTO_TCP {
             return;
         }
         key.family = net::AF_INET6;
-        key.saddr.copy_from_slice(&hdr[8..24]);
-        key.daddr.copy_from_slice(&hdr[24..40]);
-        ip + 40
+        key.saddr.copy_from_slice(&pkt[8..24]);
+        key.daddr.copy_from_slice(&pkt[24..40]);
+        th.copy_from_slice(&pkt[40..54]);
     } else {
-        let hdr: [u8; 20] = read_or_zero(ip, 0);
-        if hdr[9] != IPPROTO_TCP || hdr[0] >> 4 != 4 {
+        if pkt[9] != IPPROTO_TCP || pkt[0] >> 4 != 4 {
             return;
         }
         key.family = net::AF_INET;
-        key.saddr[..4].copy_from_slice(&hdr[12..16]);
-        key.daddr[..4].copy_from_slice(&hdr[16..20]);
-        ip + ((hdr[0] & 0xf) as u64) * 4
-    };
-    let th: [u8; 14] = read_or_zero(tcp, 0);
+        key.saddr[..4].copy_from_slice(&pkt[12..16]);
+        key.daddr[..4].copy_from_slice(&pkt[16..20]);
+        let ihl = pkt[0] & 0xf;
+        if ihl == 5 {
+            th.copy_from_slice(&pkt[20..34]);
+        } else {
+            th = read_or_zero(ip + (ihl as u64) * 4, 0);
+        }
+    }
     key.sport = u16::from_be_bytes([th[0], th[1]]);
     key.dport = u16::from_be_bytes([th[2], th[3]]);
     if key.sport == 0 || key.dport == 0 {
-        return;
-    }
-    // A bare SYN freed for want of a socket was answered with an RST: a refused connect,
-    // which explains itself (and is the commonest drop of all).
-    let no_socket = global!(CONFIG.drop_reason_no_socket);
-    if no_socket != 0 && reason == no_socket && th[13] & 0x12 == 0x02 {
         return;
     }
     if global!(CONFIG.flags) & config_flags::TRACE_ALL == 0 && !to_or_from_traced_peer(&key) {
@@ -141,6 +162,10 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
 /// Whether the packet goes to, or comes from, a traced socket's peer.
 #[inline(always)]
 fn to_or_from_traced_peer(key: &SockAddrs) -> bool {
+    let port_seen = |p: u16| TRACED_PORTS.get(p as u32).is_some_and(|&b| b != 0);
+    if !port_seen(key.dport) && !port_seen(key.sport) {
+        return false;
+    }
     let mut peer: PeerKey = zeroed::<PeerKey, 3>();
     peer.family = key.family;
     peer.port = key.dport;
@@ -169,6 +194,10 @@ pub(crate) fn watch_peer(addrs: &SockAddrs) {
     // SAFETY: the value is only tested for presence. A peer seen before costs no insert.
     if unsafe { TRACED_PEERS.get(peer).is_none() } {
         let _ = TRACED_PEERS.insert(peer, 1, 0);
+        if let Some(b) = TRACED_PORTS.get_ptr_mut(peer.port as u32) {
+            // SAFETY: a byte of a live array; any writer writes 1.
+            unsafe { *b = 1 };
+        }
     }
 }
 

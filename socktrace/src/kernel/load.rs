@@ -104,6 +104,8 @@ pub struct KernelFacts {
     pub drop_has_reason: bool,
     /// This kernel's `SKB_DROP_REASON_NO_SOCKET`, if it has drop reasons.
     pub drop_reason_no_socket: u32,
+    /// `sk_buff.protocol`, `.transport_header`, `.network_header` are adjacent.
+    pub skb_headers_packed: bool,
     /// `struct sock_common` starts as `SockHead` says.
     pub sock_head: bool,
     /// Tracing programs may not call bpf_get_current_ancestor_cgroup_id (before 5.14): the
@@ -126,6 +128,9 @@ impl KernelFacts {
         KernelFacts {
             send_reset_has_reason: btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3,
             drop_has_reason: btf.tracepoint_arity("kfree_skb").unwrap_or(0) >= 3,
+            skb_headers_packed: o.skb_protocol != socktrace_common::NO_FIELD
+                && o.skb_transport_header == o.skb_protocol + 2
+                && o.skb_network_header == o.skb_protocol + 4,
             drop_reason_no_socket: btf
                 .enum_names("skb_drop_reason")
                 .iter()
@@ -160,6 +165,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::SEND_RESET_HAS_REASON, kernel.send_reset_has_reason);
     set(config_flags::DROP_HAS_REASON, kernel.drop_has_reason);
     set(config_flags::KSTACK, opts.kstack);
+    set(config_flags::SKB_HEADERS_PACKED, kernel.skb_headers_packed);
     set(config_flags::SOCK_HEAD, kernel.sock_head);
     set(config_flags::TYPE_PROTOCOL_PAIR, kernel.type_protocol_pair);
     set(config_flags::PROTOCOL_FIRST, kernel.type_protocol_pair && kernel.protocol_first);
@@ -794,7 +800,7 @@ mod tests {
     fn this_kernel_takes_the_one_read_paths() {
         let btf = KernelBtf::load().unwrap();
         let facts = KernelFacts::of(&btf, &offsets::struct_offsets(&btf).unwrap());
-        assert!(facts.sock_head && facts.type_protocol_pair, "{facts:?}");
+        assert!(facts.sock_head && facts.type_protocol_pair && facts.skb_headers_packed, "{facts:?}");
     }
 
     #[test]

@@ -224,6 +224,8 @@ fn is_socktrace_program(name: &str) -> bool {
             "tp_",
             "kp_",
             "raw_inet_sk_err",
+            "raw_kfree_skb",
+            "rst_segment",
         ]
         .iter()
         .any(|p| name.starts_with(p))
