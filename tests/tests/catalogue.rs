@@ -479,6 +479,27 @@ fn killed_with_ss_k_is_aborted() {
     assert_label(single_event(&r), "ECONNABORTED", Some("ESTABLISHED"), "aborted");
 }
 
+/// `ss -K` kills the peer's socket (on this host): its kernel resets the connection from
+/// tcp_abort, in ESTABLISHED. Named as that abort (the kernel's reason on 6.10+), never with
+/// the pid of whatever ran on the CPU (`ss` itself).
+#[test]
+fn a_peer_killed_with_ss_k_reset_us() {
+    let r = run(&["ss-kill-peer"], &[]);
+    assert_eq!(r.client_step("read")["ss_status"], 0, "ss -K worked");
+    assert_eq!(r.client_step("read")["errno"], 104);
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains("a socket of this host reset it"), "{explain}");
+    assert!(!explain.contains(" pid "), "{explain}");
+    if ev["facts"]["peer_reset"]["reason_name"].is_string() {
+        assert!(explain.contains("it aborted the connection (tcp_abort: e.g. `ss -K`)"), "{explain}");
+    } else {
+        assert!(explain.contains("its socket sent it in ESTABLISHED"), "{explain}");
+    }
+    assert_rst_segment(&r, ev, "aborted");
+}
+
 /// The seed expects ECONNABORTED from accept() when the client reset the queued connection.
 /// Linux hands the dead connection to accept() anyway (inet_getname with peer=2 accepts a
 /// closed socket); the read after it fails with the reset, which happened before the accept.

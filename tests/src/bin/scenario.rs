@@ -66,7 +66,8 @@ fn main() {
         ["peer-fin"] => peer_fin(),
         ["established-timeout", ip] => established_timeout(ip),
         ["keepalive-timeout"] => keepalive_timeout(),
-        ["ss-kill"] => ss_kill(),
+        ["ss-kill"] => ss_kill(false),
+        ["ss-kill-peer"] => ss_kill(true),
         ["accept-after-reset"] => accept_after_reset(),
         ["would-block"] => would_block(),
         ["interrupted"] => interrupted(),
@@ -942,10 +943,13 @@ fn drop_then_read(fd: i32, port: u16, write: bool) -> Result<()> {
 }
 
 /// `ss -K` kills our established socket while we are blocked reading it: ECONNABORTED.
-fn ss_kill() -> Result<()> {
+/// With `peer`, `ss -K` kills the peer's socket instead: its kernel resets the connection
+/// (tcp_abort) and our read fails with ECONNRESET.
+fn ss_kill(peer_side: bool) -> Result<()> {
     let mut peer = Peer::start(loopback("v4"))?;
     let fd = peer.connected()?;
-    let (sport, dport) = (local_port(fd), peer.addr.port());
+    let (ours, theirs) = (local_port(fd), peer.addr.port());
+    let (sport, dport) = if peer_side { (theirs, ours) } else { (ours, theirs) };
     ready_then_wait();
     let killer = std::thread::spawn(move || {
         sleep_ms(200);
