@@ -176,8 +176,9 @@ pub struct JsonRstSegment {
     pub rcv_nxt: u32,
     pub snd_nxt: u32,
     pub snd_una: u32,
-    /// `aborted`: an RST+ACK, an existing socket's abort; `no_connection`: an RST without
-    /// ACK, the answer of a host with no connection for our segment.
+    /// `refused`: the answer to our SYN; `aborted`: an RST+ACK, an existing socket's abort;
+    /// `no_connection`: an RST without ACK, the answer of a host with no connection for our
+    /// segment.
     pub origin: &'static str,
 }
 
@@ -474,7 +475,14 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                 rcv_nxt: seg.rcv_nxt,
                 snd_nxt: seg.snd_nxt,
                 snd_una: seg.snd_una,
-                origin: if seg.flags & 0x10 != 0 { "aborted" } else { "no_connection" },
+                // An RST in SYN_SENT answers our SYN (it carries an ACK of it): a refusal.
+                origin: if f.history.rst_received.is_some_and(|r| r.state == Some(crate::model::TcpState::SynSent)) {
+                    "refused"
+                } else if seg.flags & 0x10 != 0 {
+                    "aborted"
+                } else {
+                    "no_connection"
+                },
             }),
             drops: f
                 .drops

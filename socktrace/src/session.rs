@@ -222,7 +222,8 @@ fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
     }
     if let Err(why) = &probes.rst_segment {
         eprintln!(
-            "socktrace: notice: RST segments are not seen on this kernel, so a reset from a remote peer is not told              apart (aborted, or no longer knows the connection): {why}"
+            "socktrace: notice: RST segments are not seen on this kernel, so a reset from a remote peer is not told \
+             apart (aborted, or no longer knows the connection): {why}"
         );
     }
     if let Err(why) = &probes.drops {

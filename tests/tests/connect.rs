@@ -43,6 +43,12 @@ fn refused_connect_is_labelled_and_successful_connect_is_silent() {
     // The refusing RST came from no socket, answering a bare SYN: the kernel keeps no record
     // of such RSTs (the refusal explains itself, and they are the commonest of all).
     assert!(ev["facts"]["peer_reset"].is_null(), "{ev:#}");
+    // Where the RST segment is seen (fentry or kprobe on tcp_reset, 5.14+): the answer to our
+    // SYN, a refusal (it acknowledges the SYN).
+    let seg = &ev["facts"]["rst_segment"];
+    if !seg.is_null() {
+        assert_eq!((&seg["origin"], &seg["flags"]), (&json!("refused"), &json!(["ACK", "RST"])), "{ev:#}");
+    }
 
     // Nothing about the successful connect (or its listener) may appear.
     assert!(run.events_where("dport", &ok["dport"]).is_empty());
