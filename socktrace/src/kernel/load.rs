@@ -572,12 +572,35 @@ fn attach_icmp(
 ) -> std::result::Result<&'static str, String> {
     const FUNCTIONS: [(&str, &str, &str); 2] =
         [("icmp_rcv", "icmp_rcv", "kp_icmp_rcv"), ("icmpv6_rcv", "icmpv6_rcv", "kp_icmpv6_rcv")];
+    attach_fentry_or_kprobe(
+        ebpf,
+        btf,
+        kprobes,
+        attach,
+        &FUNCTIONS,
+        ("fentry/icmp_rcv+fentry/icmpv6_rcv", "kprobe/icmp_rcv+kprobe/icmpv6_rcv"),
+    )
+}
+
+/// The facts beside the probe modes: each `(function, fentry program, kprobe program)` by
+/// fentry (BPF trampolines), all of them, or else by kprobes; `names` is what each way is
+/// reported as. `SOCKTRACE_DISABLE_PROBES=fentry/<first function>` makes fentry count as
+/// missing. Why neither could be had, when neither could.
+fn attach_fentry_or_kprobe(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    kprobes: bool,
+    attach: bool,
+    functions: &[(&str, &str, &str)],
+    names: (&'static str, &'static str),
+) -> std::result::Result<&'static str, String> {
     let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
+    let first = functions.first().map(|f| f.0).unwrap_or("");
     let mut fentry = || -> Result<()> {
-        if disabled.split(',').any(|p| p.trim() == "fentry/icmp_rcv") {
+        if disabled.split(',').any(|p| p.trim() == format!("fentry/{first}")) {
             bail!("disabled by {DISABLE_PROBES_ENV}");
         }
-        for (function, program, _) in FUNCTIONS {
+        for &(function, program, _) in functions {
             let p: &mut FEntry = ebpf_program(ebpf, program)?.try_into()?;
             p.load(function, btf).with_context(|| format!("fentry/{function}: the kernel refused it"))?;
             if attach {
@@ -587,14 +610,14 @@ fn attach_icmp(
         Ok(())
     };
     let fentry_error = match fentry() {
-        Ok(()) => return Ok("fentry/icmp_rcv+fentry/icmpv6_rcv"),
+        Ok(()) => return Ok(names.0),
         Err(e) => format!("{e:#}"),
     };
     if !kprobes {
         return Err(format!("{fentry_error}; and {}", super::probes::NO_KPROBES));
     }
     let mut kprobe = || -> Result<()> {
-        for (function, _, program) in FUNCTIONS {
+        for &(function, _, program) in functions {
             let p: &mut KProbe = ebpf_program(ebpf, program)?.try_into()?;
             p.load().with_context(|| format!("kprobe/{function}: the kernel refused it"))?;
             if attach {
@@ -604,7 +627,7 @@ fn attach_icmp(
         Ok(())
     };
     match kprobe() {
-        Ok(()) => Ok("kprobe/icmp_rcv+kprobe/icmpv6_rcv"),
+        Ok(()) => Ok(names.1),
         Err(e) => Err(format!("{fentry_error}; {e:#}")),
     }
 }
@@ -625,37 +648,14 @@ fn attach_rst_segment(
         Some(_) => return Err("tcp_reset takes no segment on this kernel (it does from 5.14)".into()),
         None => return Err("no function tcp_reset in this kernel's BTF".into()),
     }
-    let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
-    let mut fentry = || -> Result<()> {
-        if disabled.split(',').any(|p| p.trim() == "fentry/tcp_reset") {
-            bail!("disabled by {DISABLE_PROBES_ENV}");
-        }
-        let p: &mut FEntry = ebpf_program(ebpf, names::RST_SEGMENT)?.try_into()?;
-        p.load(FUNCTION, btf).with_context(|| format!("fentry/{FUNCTION}: the kernel refused it"))?;
-        if attach {
-            p.attach().with_context(|| format!("attaching fentry/{FUNCTION} (needs BPF trampolines)"))?;
-        }
-        Ok(())
-    };
-    let fentry_error = match fentry() {
-        Ok(()) => return Ok("fentry/tcp_reset"),
-        Err(e) => format!("{e:#}"),
-    };
-    if !kprobes {
-        return Err(format!("{fentry_error}; and {}", super::probes::NO_KPROBES));
-    }
-    let mut kprobe = || -> Result<()> {
-        let p: &mut KProbe = ebpf_program(ebpf, names::KP_RST_SEGMENT)?.try_into()?;
-        p.load().with_context(|| format!("kprobe/{FUNCTION}: the kernel refused it"))?;
-        if attach {
-            p.attach(FUNCTION, 0).with_context(|| format!("attaching kprobe/{FUNCTION}"))?;
-        }
-        Ok(())
-    };
-    match kprobe() {
-        Ok(()) => Ok("kprobe/tcp_reset"),
-        Err(e) => Err(format!("{fentry_error}; {e:#}")),
-    }
+    attach_fentry_or_kprobe(
+        ebpf,
+        btf,
+        kprobes,
+        attach,
+        &[(FUNCTION, names::RST_SEGMENT, names::KP_RST_SEGMENT)],
+        ("fentry/tcp_reset", "kprobe/tcp_reset"),
+    )
 }
 
 /// Packets this host drops: the raw tracepoint `kfree_skb` (every kernel socktrace runs on;
