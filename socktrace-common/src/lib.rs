@@ -716,7 +716,9 @@ pub struct DropRecord {
     /// The TCP flags of the last one dropped, and of every one (OR).
     pub last_flags: u8,
     pub all_flags: u8,
-    pub _pad: [u8; 2],
+    /// How many of them carried RST: a timeout's keepalive probes and its final RST are
+    /// dropped on one flow, and are not all RSTs.
+    pub rsts: u16,
     /// With `--kstack`: the kernel stack at the last drop (`STACKS` id plus one; 0: none).
     pub stack: u32,
     pub dev: [u8; 16],

@@ -137,6 +137,7 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
             (*d).reason = reason;
             (*d).last_flags = flags;
             (*d).all_flags |= flags;
+            (*d).rsts = (*d).rsts.wrapping_add(((flags >> 2) & 1) as u16);
             (*d).netns = netns;
             (*d).ifindex = ifindex;
             (*d).dev = dev_name;
@@ -152,6 +153,7 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     d.reason = reason;
     d.last_flags = flags;
     d.all_flags = flags;
+    d.rsts = ((flags >> 2) & 1) as u16;
     d.netns = netns;
     d.ifindex = ifindex;
     d.dev = dev_name;

@@ -400,8 +400,25 @@ fn before_the_trace(f: &Failure, e: i32) -> Option<Diagnosis> {
 }
 
 /// Why nothing explains a failure: the socket's history began with this very call (nothing
-/// was known of it), or what was recorded holds no cause for this errno.
+/// was known of it), or what was recorded holds no cause for this errno; and, whichever, the
+/// events the kernel did not let socktrace see.
 fn unexplained(f: &Failure, e: i32) -> String {
+    let missed = &f.trace_gaps.missed_runs;
+    if missed.is_empty() {
+        return unexplained_by_history(f, e);
+    }
+    let n: u64 = missed.iter().map(|(_, n)| n).sum();
+    format!(
+        "{}; the kernel skipped {n} run{} of socktrace's probes since the attach ({}: another BPF program, or a \
+         BPF map syscall, held that CPU's guard when the event fired), so this socket's cause may be among the \
+         events not seen",
+        unexplained_by_history(f, e),
+        if n == 1 { "" } else { "s" },
+        crate::kernel::prog_stats::describe(missed)
+    )
+}
+
+fn unexplained_by_history(f: &Failure, e: i32) -> String {
     let state = state_name(f.state_now);
     if f.history_started_here {
         let g = &f.trace_gaps;
@@ -889,7 +906,7 @@ fn rsts_dropped_before(f: &Failure, rst: Stamp) -> String {
         Some("TCP_RESET") => "inside the window but not at rcv_nxt: the kernel challenged it with an ACK (RFC 5961)",
         _ => "that the kernel did not accept",
     };
-    let n = d.count;
+    let n = d.rsts.clamp(1, d.count.max(1));
     format!(
         "; before it, {n} segment{} with RST sent to it {} dropped on this host, {what} (kernel reason {}, in {})",
         if n == 1 { "" } else { "s" },
@@ -904,14 +921,8 @@ fn rsts_dropped_before(f: &Failure, rst: Stamp) -> String {
 fn drops_on_this_host(f: &Failure) -> String {
     let mut out = String::new();
     for d in &f.drops {
-        let kind = match d.last_flags & 0x17 {
-            x if x & 0x04 != 0 => "RST",
-            x if x & 0x12 == 0x02 => "SYN",
-            x if x & 0x12 == 0x12 => "SYN-ACK",
-            _ => "segment",
-        };
         let n = d.count;
-        let plural = if n == 1 { "" } else { "s" };
+        let what = dropped_segments(d);
         let whose = if d.sent { "it sent".to_string() } else { format!("sent to it by {}", peer(f.remote)) };
         let reason = d.reason_name.as_deref().map(|r| r.trim_start_matches("SKB_DROP_REASON_"));
         let function = d.function.as_deref().unwrap_or("?");
@@ -937,12 +948,39 @@ fn drops_on_this_host(f: &Failure) -> String {
             format!("the first {} and the last {} before the failure", ago(d.first_ns), ago(d.last_ns))
         };
         out.push_str(&format!(
-            "; {n} {kind}{plural} {whose} {} dropped on this host: {who} {} ({why}){place}, {when}",
+            "; {what} {whose} {} dropped on this host: {who} {} ({why}){place}, {when}",
             if n == 1 { "was" } else { "were" },
             if n == 1 { "it" } else { "them" },
         ));
     }
     out
+}
+
+/// What a flow's dropped packets were: `3 SYNs`, `1 RST`, `2 segments and 1 RST` (a
+/// keepalive timeout's unanswered probes, then the RST it sends). The record keeps how many
+/// carried RST and the flags of all together, so the others are named only when that tells.
+fn dropped_segments(d: &crate::event::PacketDrops) -> String {
+    const RST: u8 = 0x04;
+    let n = d.count;
+    let rsts = d.rsts.min(n);
+    let others = n - rsts;
+    let count = |k: u32, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
+    if others == 0 {
+        return count(n, "RST");
+    }
+    // SYN alone among the others' flags: every one was a SYN (any later segment has ACK).
+    let kind = if rsts == 0 && d.all_flags & 0x3b == 0x02 {
+        "SYN"
+    } else if rsts == 0 && d.all_flags & 0x39 == 0x10 && d.last_flags & 0x12 == 0x12 {
+        "SYN-ACK"
+    } else {
+        "segment"
+    };
+    if rsts == 0 || d.all_flags & RST == 0 {
+        count(n, kind)
+    } else {
+        format!("{} and {}", count(others, kind), count(rsts, "RST"))
+    }
 }
 
 fn from_error_report(f: &Failure, e: i32, at: Stamp, reported: i32, remote: &str) -> Option<Diagnosis> {
@@ -1929,6 +1967,17 @@ mod resource_tests {
         assert!(diagnose(&f).explain.contains("could not adopt this process's sockets"));
         f.history_started_here = false;
         assert!(!diagnose(&f).explain.contains("before this call"));
+        // Runs the kernel skipped are events not seen: said, with how many and of which probe.
+        f.trace_gaps.missed_runs = vec![("state change", 2), ("error report", 1)];
+        let dg = diagnose(&f);
+        assert_eq!(dg.cause, Cause::Unknown);
+        assert!(
+            dg.explain.contains(
+                "the kernel skipped 3 runs of socktrace's probes since the attach (state change 2, error report 1:"
+            ),
+            "{}",
+            dg.explain
+        );
     }
 }
 
@@ -2281,6 +2330,7 @@ mod timeout_numbers_tests {
             dev: b"lo".to_vec(),
             last_flags: flags,
             all_flags: flags,
+            rsts: if flags & 0x04 != 0 { count } else { 0 },
             stack: 0,
         }
     }
@@ -2312,6 +2362,21 @@ mod timeout_numbers_tests {
         assert!(dg.explain.contains("this kernel gives no drop reason before 5.17"), "{}", dg.explain);
         f.drops = vec![drop(true, 2, 0x18, None, "tcp_v4_rcv+0x10")];
         assert!(diagnose(&f).explain.contains("2 segments it sent were dropped on this host: the kernel dropped them"));
+        // A keepalive timeout's flow: two unanswered probes (ACK), then the RST it sent. Not
+        // "3 RSTs": the record counts the RSTs apart.
+        f.drops = vec![PacketDrops {
+            last_flags: 0x14,
+            all_flags: 0x14,
+            rsts: 1,
+            ..drop(true, 3, 0x10, None, "nft_do_chain")
+        }];
+        assert!(
+            diagnose(&f).explain.contains("; 2 segments and 1 RST it sent were dropped on this host"),
+            "{}",
+            diagnose(&f).explain
+        );
+        f.drops = vec![drop(true, 1, 0x14, None, "nft_do_chain")];
+        assert!(diagnose(&f).explain.contains("; 1 RST it sent was dropped on this host"));
     }
 
     #[test]

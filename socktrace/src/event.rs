@@ -80,6 +80,9 @@ pub struct TraceGaps {
     pub not_adopted: bool,
     /// Why errors reported on UDP sockets are not recorded on this kernel, if they are not.
     pub udp_errors_unseen: Option<String>,
+    /// Runs of socktrace's event programs the kernel skipped since the attach, by event
+    /// (filled for failures nothing explains; see `kernel::prog_stats`).
+    pub missed_runs: Vec<(&'static str, u64)>,
 }
 
 /// Packets of the connection that this host dropped, in one direction.
@@ -104,6 +107,8 @@ pub struct PacketDrops {
     /// TCP flags of the last one dropped, and of all of them together.
     pub last_flags: u8,
     pub all_flags: u8,
+    /// How many of `count` carried RST.
+    pub rsts: u32,
     /// With `--kstack`: the stack at the last drop (`STACKS` id plus one).
     pub stack: u32,
 }
@@ -358,6 +363,7 @@ pub fn decode_drops(d: &socktrace_common::DropRecord, sent: bool) -> Option<Pack
         dev: d.dev[..dev_len].to_vec(),
         last_flags: d.last_flags,
         all_flags: d.all_flags,
+        rsts: d.rsts as u32,
         stack: d.stack,
     })
 }

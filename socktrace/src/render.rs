@@ -199,6 +199,8 @@ pub struct JsonDrops {
     pub dev: Option<String>,
     /// TCP flags of the last one dropped.
     pub flags: Vec<&'static str>,
+    /// How many of them carried RST.
+    pub rsts: u32,
 }
 
 /// TCP flag bits, named.
@@ -499,6 +501,7 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                     ifindex: d.ifindex,
                     dev: (!d.dev.is_empty()).then(|| escape_bytes(&d.dev)),
                     flags: tcp_flags(d.last_flags),
+                    rsts: d.rsts,
                 })
                 .collect(),
         },

@@ -277,6 +277,7 @@ fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> 
     summary.add_kernel_counts(&routine);
     summary.sockets_tracked = probes.sockets_tracked();
     summary.histories_evicted = probes.histories_evicted(summary.sockets_tracked)?;
+    summary.missed_runs = probes.missed_runs();
     let probe_report = ProbeReport::of(&probes);
     drop(probes);
 
@@ -527,7 +528,15 @@ impl Printer {
                     .collect();
             }
             failure.cgroup = self.cgroups.lookup(failure.cgroup_id).cloned();
-            let diagnosis = diagnose(&failure);
+            let mut diagnosis = diagnose(&failure);
+            if diagnosis.cause == crate::model::Cause::Unknown {
+                // Nothing explains it: were events of it skipped by the kernel? (Asked only
+                // here: a syscall per program.)
+                failure.trace_gaps.missed_runs = probes.missed_runs();
+                if !failure.trace_gaps.missed_runs.is_empty() {
+                    diagnosis = diagnose(&failure);
+                }
+            }
             self.summary.add(&failure, &diagnosis);
             if let Some(m) = &self.metrics {
                 m.record(&failure, &diagnosis);

@@ -48,6 +48,14 @@ pub struct Summary {
     pub histories_evicted: u64,
     /// SYNs dropped for full accept queues in the watched namespaces during the session.
     pub listen_overflows: Option<u64>,
+    /// Runs of socktrace's event programs the kernel skipped (events not seen), by event.
+    pub missed_runs: Vec<(&'static str, u64)>,
+}
+
+#[derive(Serialize)]
+struct JsonMissed<'a> {
+    event: &'a str,
+    runs: u64,
 }
 
 #[derive(Serialize)]
@@ -131,6 +139,8 @@ struct JsonSummary<'a> {
     sockets_tracked: u64,
     histories_evicted: u64,
     listen_overflows: Option<u64>,
+    /// Schema 6: runs of the event programs the kernel skipped, by event (none: empty).
+    missed_runs: Vec<JsonMissed<'a>>,
     probe_mode: &'a str,
     probes: &'a [ProbeUsed],
     rows: Vec<JsonRow<'a>>,
@@ -189,6 +199,13 @@ impl Summary {
             self.lost,
             if self.undecodable > 0 { format!(", {} undecodable", self.undecodable) } else { String::new() }
         ));
+        if !self.missed_runs.is_empty() {
+            let n: u64 = self.missed_runs.iter().map(|(_, n)| n).sum();
+            out.push_str(&format!(
+                "{n:>8}  probe runs the kernel skipped (events not seen: {})\n",
+                crate::kernel::prog_stats::describe(&self.missed_runs)
+            ));
+        }
         if let Some(n) = self.listen_overflows.filter(|&n| n > 0) {
             out.push_str(&format!(
                 "{n:>8}  SYNs dropped for full accept queues (listen overflows) in the traced processes' network namespaces\n"
@@ -217,6 +234,7 @@ impl Summary {
             sockets_tracked: self.sockets_tracked,
             histories_evicted: self.histories_evicted,
             listen_overflows: self.listen_overflows,
+            missed_runs: self.missed_runs.iter().map(|(event, runs)| JsonMissed { event, runs: *runs }).collect(),
             probe_mode: probes.mode,
             probes: &probes.used,
             rows: rows.iter().map(|((errno, cause, state), n)| JsonRow { errno, cause, state, count: *n }).collect(),
@@ -233,7 +251,7 @@ impl Summary {
         }
         let causes: Vec<String> = by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
         format!(
-            "{} failing call{} seen, {} printed{}{}{}{}",
+            "{} failing call{} seen, {} printed{}{}{}{}{}",
             self.failures,
             if self.failures == 1 { "" } else { "s" },
             self.printed,
@@ -244,6 +262,10 @@ impl Summary {
                 format!(", {} socket histories evicted (history map full)", self.histories_evicted)
             } else {
                 String::new()
+            },
+            match self.missed_runs.iter().map(|(_, n)| n).sum::<u64>() {
+                0 => String::new(),
+                n => format!(", {n} probe runs skipped by the kernel (events not seen)"),
             },
         )
     }

@@ -225,6 +225,27 @@ pub struct Probes {
     stacks: Option<aya::maps::StackTraceMap<MapData>>,
     traced: HashMap<MapData, u32, u8>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The attached programs that record kernel events, by event: whose skipped runs
+    /// (`prog_stats`) are events socktrace did not see.
+    recorders: Vec<(&'static str, aya::programs::ProgramFd)>,
+}
+
+/// The programs that record kernel events, each with the event it serves: the probe modes'
+/// choices, the failing-call program and the drop program.
+fn recorders(ebpf: &Ebpf, choices: &[Choice], drops: bool) -> Vec<(&'static str, aya::programs::ProgramFd)> {
+    let mut programs: Vec<(&'static str, String)> = choices
+        .iter()
+        .flat_map(|c| [Some(c.probe), c.companion].into_iter().flatten().map(move |p| (c.event, p)))
+        .filter_map(|(event, p)| Some((event, p.program()?)))
+        .collect();
+    programs.push(("failing call", names::SYS_EXIT.to_string()));
+    if drops {
+        programs.push(("packet dropped", names::KFREE_SKB.to_string()));
+    }
+    programs
+        .into_iter()
+        .filter_map(|(event, name)| Some((event, ebpf.program(&name)?.fd().ok()?.try_clone().ok()?)))
+        .collect()
 }
 
 /// Takes a map out of the object, typed; a missing or mistyped map is a build error, said so.
@@ -302,6 +323,7 @@ impl Probes {
         attach_syscalls(&mut ebpf, attach)?;
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
+        let recorders = if attach { recorders(&ebpf, &choices, drops.is_ok()) } else { Vec::new() };
         let logger = match opts.log_level {
             Some(_) => Some(aya_log::EbpfLogger::init(&mut ebpf).context("reading kernel-side logs")?),
             None => None,
@@ -323,8 +345,26 @@ impl Probes {
 
             traced,
             logger,
+            recorders,
             _ebpf: ebpf,
         })
+    }
+
+    /// Runs of the event-recording programs the kernel skipped since the attach, by event
+    /// (only events with some): each one an event socktrace did not see (see `prog_stats`).
+    pub fn missed_runs(&self) -> Vec<(&'static str, u64)> {
+        let mut by_event: Vec<(&'static str, u64)> = Vec::new();
+        for (event, fd) in &self.recorders {
+            let Ok(counts) = super::prog_stats::of(std::os::fd::AsFd::as_fd(fd)) else { continue };
+            if counts.missed == 0 {
+                continue;
+            }
+            match by_event.iter_mut().find(|(e, _)| e == event) {
+                Some((_, n)) => *n += counts.missed,
+                None => by_event.push((event, counts.missed)),
+            }
+        }
+        by_event
     }
 
     /// The probes in use, for the attach line: `tp_btf/inet_sock_set_state, …`.

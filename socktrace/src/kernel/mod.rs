@@ -9,4 +9,5 @@ pub mod load;
 pub mod offsets;
 pub mod privileges;
 pub mod probes;
+pub mod prog_stats;
 pub mod tracefs;
