@@ -135,10 +135,8 @@ impl Session {
         // that memory back to the system rather than keep it for the whole session.
         // SAFETY: malloc_trim only releases free heap pages.
         unsafe { libc::malloc_trim(0) };
-        // The kernel's RST reason (6.10+) and drop reason (5.17+) names: read once, from its BTF.
-        let (rst_reasons, drop_reasons) = crate::kernel::btf::KernelBtf::load()
-            .map(|btf| (btf.enum_names("sk_rst_reason"), btf.enum_names("skb_drop_reason")))
-            .unwrap_or_default();
+        // The kernel's RST reason (6.10+) and drop reason (5.17+) names, read with its BTF.
+        let (rst_reasons, drop_reasons) = (probes.rst_reasons.clone(), probes.drop_reasons.clone());
         let mut metrics = match exporters.metrics {
             Some(request) => Some(request.start(&ProbeReport::of(&probes))?),
             None => None,

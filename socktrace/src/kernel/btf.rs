@@ -10,8 +10,27 @@ use std::path::Path;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// The kernel's BTF as aya needs it (BTF-typed programs are loaded against it), parsed from
+/// a read-only mapping of the sysfs file rather than a copy of it: the copy (5 MiB on a 6.x
+/// kernel) would sit beside the parsed types (19 MiB) at socktrace's memory peak.
+pub fn aya_kernel_btf() -> Result<aya::Btf> {
+    let mapped = std::fs::File::open(VMLINUX_BTF).and_then(|file| {
+        // SAFETY: a read-only private mapping of a file the kernel never changes while it runs.
+        unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }
+    });
+    match mapped {
+        Ok(map) => aya::Btf::parse(&map, aya::Endianness::default()).context("parsing kernel BTF"),
+        // A kernel whose sysfs BTF cannot be mapped: read it whole.
+        Err(_) => aya::Btf::from_sys_fs().context("reading kernel BTF"),
+    }
+}
+
 pub struct KernelBtf {
     btf: Btf,
+    /// Structs already found, by name: each lookup by name scans the whole type section
+    /// (the mmap backend keeps no index), and start-up asks for the same dozen structs ~90
+    /// times (half of socktrace's attach time before this cache).
+    structs: std::cell::RefCell<std::collections::HashMap<String, Type>>,
 }
 
 impl KernelBtf {
@@ -33,7 +52,7 @@ impl KernelBtf {
         let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
             .or_else(|_| Btf::from_file(path))
             .with_context(|| format!("parsing BTF {}", path.display()))?;
-        Ok(Self { btf })
+        Ok(Self { btf, structs: Default::default() })
     }
 
     /// The byte offset of `path` (dot-separated, e.g. `__sk_common.skc_state`) inside the
@@ -98,6 +117,15 @@ impl KernelBtf {
     }
 
     fn struct_named(&self, name: &str) -> Result<Type> {
+        if let Some(t) = self.structs.borrow().get(name) {
+            return Ok(t.clone());
+        }
+        let found = self.find_struct(name)?;
+        self.structs.borrow_mut().insert(name.to_string(), found.clone());
+        Ok(found)
+    }
+
+    fn find_struct(&self, name: &str) -> Result<Type> {
         self.btf
             .resolve_types_by_name(name)
             .with_context(|| format!("struct {name} is not in this kernel's BTF"))?
@@ -130,11 +158,13 @@ impl KernelBtf {
         };
         for m in members {
             let mname = self.btf.resolve_name(m).unwrap_or_default();
-            let mty = self.btf.resolve_chained_type(m)?;
+            // A member's type is resolved only when it matters (the one named, or an anonymous
+            // member to search): task_struct has hundreds, and this runs at every start.
             if mname == name {
-                return Ok(Some((m.bit_offset(), mty)));
+                return Ok(Some((m.bit_offset(), self.btf.resolve_chained_type(m)?)));
             }
             if mname.is_empty() {
+                let mty = self.btf.resolve_chained_type(m)?;
                 if let Ok(inner) = self.strip(mty) {
                     if let Some((bits, t)) = self.find_member(&inner, name)? {
                         return Ok(Some((m.bit_offset() + bits, t)));
@@ -143,6 +173,26 @@ impl KernelBtf {
             }
         }
         Ok(None)
+    }
+}
+
+impl super::probes::KernelTypes for KernelBtf {
+    fn has_function(&self, name: &str) -> bool {
+        KernelBtf::has_function(self, name)
+    }
+
+    fn has_btf_tracepoint(&self, name: &str) -> bool {
+        self.tracepoint_arity(name).is_some()
+    }
+}
+
+impl super::probes::KernelTypes for aya::Btf {
+    fn has_function(&self, name: &str) -> bool {
+        self.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Func).is_ok()
+    }
+
+    fn has_btf_tracepoint(&self, name: &str) -> bool {
+        self.id_by_type_name_kind(&format!("btf_trace_{name}"), aya_obj::btf::BtfKind::Typedef).is_ok()
     }
 }
 

@@ -96,7 +96,7 @@ impl Selection {
 pub const CGROUP_WALK_ENV: &str = "SOCKTRACE_CGROUP_WALK";
 
 /// What the configuration takes from the running kernel.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KernelFacts {
     /// The `tcp_send_reset` BTF tracepoint carries the RST reason (6.10+).
     pub send_reset_has_reason: bool,
@@ -120,19 +120,26 @@ pub struct KernelFacts {
     /// ...with `sk_protocol` first.
     pub protocol_first: bool,
     pub possible_cpus: u32,
+    /// Parameters of `tcp_reset` (2 from 5.14: it takes the segment).
+    pub tcp_reset_arity: Option<usize>,
+    /// The tracepoint `skb:kfree_skb` is in the BTF.
+    pub kfree_skb_tracepoint: bool,
+    /// `enum sk_rst_reason` (6.10+) and `enum skb_drop_reason` (5.17+): value -> name.
+    pub rst_reasons: Vec<(u32, String)>,
+    pub drop_reasons: Vec<(u32, String)>,
 }
 
 impl KernelFacts {
     fn of(btf: &KernelBtf, o: &socktrace_common::KernelOffsets) -> Self {
         let head = socktrace_common::SockHead::OFFSETS;
+        let drop_reasons = btf.enum_names("skb_drop_reason");
         KernelFacts {
             send_reset_has_reason: btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3,
             drop_has_reason: btf.tracepoint_arity("kfree_skb").unwrap_or(0) >= 3,
             skb_headers_packed: o.skb_protocol != socktrace_common::NO_FIELD
                 && o.skb_transport_header == o.skb_protocol + 2
                 && o.skb_network_header == o.skb_protocol + 4,
-            drop_reason_no_socket: btf
-                .enum_names("skb_drop_reason")
+            drop_reason_no_socket: drop_reasons
                 .iter()
                 .find(|(_, n)| n == "SKB_DROP_REASON_NO_SOCKET")
                 .map(|(v, _)| *v)
@@ -144,6 +151,10 @@ impl KernelFacts {
             cgroup_walk: kernel_version() < (5, 14) || std::env::var_os(CGROUP_WALK_ENV).is_some_and(|v| v == "1"),
             cgroup_ancestor_ids: btf.offset_of("cgroup", "ancestor_ids").is_ok(),
             port_range_ints: btf.offset_of("local_ports", "lock").is_ok(),
+            tcp_reset_arity: btf.function_arity("tcp_reset"),
+            kfree_skb_tracepoint: btf.tracepoint_arity("kfree_skb").is_some(),
+            rst_reasons: btf.enum_names("sk_rst_reason"),
+            drop_reasons,
         }
     }
 }
@@ -214,6 +225,9 @@ pub struct Probes {
     pub rst_segment: std::result::Result<&'static str, String>,
     /// The probe that sees packets this host drops, or why it could not be attached.
     pub drops: std::result::Result<&'static str, String>,
+    /// The kernel's RST reason (6.10+) and drop reason (5.17+) names, value -> name.
+    pub rst_reasons: Vec<(u32, String)>,
+    pub drop_reasons: Vec<(u32, String)>,
     events: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     routine: PerCpuArray<MapData, u64>,
@@ -301,25 +315,35 @@ impl Probes {
         let config = traced_config(sel, opts, &facts);
         let log_level: u8 = opts.log_level.map(|l| l as u8).unwrap_or(0);
         raise_memlock_limit();
-        let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
+        // Memory: btf-rs's view has answered what it is asked for (offsets, facts) and goes
+        // now; the loader parses the kernel's BTF itself (for its relocations; ~19 MiB on a
+        // 6.x kernel) and frees it when done; the copy the BTF-typed programs are loaded with
+        // (and the probe choice asks) is parsed only after that, from a mapping of the file,
+        // and freed before the ring buffer is mapped (its pages count as resident at once):
+        // socktrace's high-water mark is one parse, not three.
+        drop(btf);
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe { libc::malloc_trim(0) };
         let mut ebpf = EbpfLoader::new()
-            .btf(Some(&aya_btf))
             .override_global(names::OFFSETS, &resolved.offsets, true)
             .override_global(names::CONFIG, &config, true)
             .override_global(names::LOG_LEVEL, &log_level, true)
             .map_max_entries(names::STACKS, if opts.kstack { KSTACK_ENTRIES } else { 1 })
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow!("loading socktrace's eBPF programs: {e}{}", hint_for_load_error()))?;
+        // SAFETY: malloc_trim only releases free heap pages (the loader's parse, just freed).
+        unsafe { libc::malloc_trim(0) };
+        let aya_btf = super::btf::aya_kernel_btf()?;
         let mut traced: HashMap<MapData, u32, u8> = take_map(&mut ebpf, names::TRACED_TGIDS)?;
         for &tgid in &sel.tgids {
             traced.insert(tgid, 1, 0).context("adding the PID to the filter")?;
         }
-        let kernel = KernelView { btf: &btf, tracefs: &tracefs, resolved: &resolved, kprobes };
+        let kernel = KernelView { btf: &aya_btf, tracefs: &tracefs, resolved: &resolved, kprobes };
         let choices = choose_and_attach(&mut ebpf, &kernel, mode, sel, &aya_btf, attach)?;
         let io_uring_unwatched = attach_io_uring(&mut ebpf, &resolved, attach).err().map(|e| format!("{e:#}"));
         let icmp = attach_icmp(&mut ebpf, &aya_btf, kprobes, attach);
-        let rst_segment = attach_rst_segment(&mut ebpf, &btf, &aya_btf, kprobes, attach);
-        let drops = attach_drops(&mut ebpf, &btf, attach);
+        let rst_segment = attach_rst_segment(&mut ebpf, facts.tcp_reset_arity, &aya_btf, kprobes, attach);
+        let drops = attach_drops(&mut ebpf, facts.kfree_skb_tracepoint, attach);
         attach_syscalls(&mut ebpf, attach)?;
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
@@ -328,14 +352,20 @@ impl Probes {
             Some(_) => Some(aya_log::EbpfLogger::init(&mut ebpf).context("reading kernel-side logs")?),
             None => None,
         };
+        drop(aya_btf);
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe { libc::malloc_trim(0) };
         Ok(Probes {
             mode,
             choices,
             io_uring_unwatched,
             icmp,
             rst_segment,
+            rst_reasons: facts.rst_reasons,
+            drop_reasons: facts.drop_reasons,
             drop_records: if drops.is_ok() { Some(take_map(&mut ebpf, names::DROPS)?) } else { None },
             drops,
+            // Mapped last (see the BTF note above).
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
             routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
@@ -677,13 +707,13 @@ fn attach_fentry_or_kprobe(
 /// it an RST's origin is told only where its sender is on this host.
 fn attach_rst_segment(
     ebpf: &mut Ebpf,
-    kernel_btf: &KernelBtf,
+    tcp_reset_arity: Option<usize>,
     btf: &aya::Btf,
     kprobes: bool,
     attach: bool,
 ) -> std::result::Result<&'static str, String> {
     const FUNCTION: &str = "tcp_reset";
-    match kernel_btf.function_arity(FUNCTION) {
+    match tcp_reset_arity {
         Some(2) => {}
         Some(_) => return Err("tcp_reset takes no segment on this kernel (it does from 5.14)".into()),
         None => return Err("no function tcp_reset in this kernel's BTF".into()),
@@ -701,13 +731,13 @@ fn attach_rst_segment(
 /// Packets this host drops: the raw tracepoint `kfree_skb` (every kernel socktrace runs on;
 /// the drop reason from 5.17). Beside the probe modes: without it a timeout is explained
 /// without the drops behind it.
-fn attach_drops(ebpf: &mut Ebpf, kernel_btf: &KernelBtf, attach: bool) -> std::result::Result<&'static str, String> {
+fn attach_drops(ebpf: &mut Ebpf, tracepoint_in_btf: bool, attach: bool) -> std::result::Result<&'static str, String> {
     let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
     let mut go = || -> Result<()> {
         if disabled.split(',').any(|p| p.trim() == "raw_tracepoint/kfree_skb") {
             bail!("disabled by {DISABLE_PROBES_ENV}");
         }
-        if kernel_btf.tracepoint_arity("kfree_skb").is_none() {
+        if !tracepoint_in_btf {
             bail!("no tracepoint skb:kfree_skb in this kernel's BTF");
         }
         let p: &mut RawTracePoint = ebpf_program(ebpf, names::KFREE_SKB)?.try_into()?;

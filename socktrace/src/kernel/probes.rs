@@ -7,7 +7,7 @@
 //! retransmissions, socket destruction), plus fork/exit with `-f`. The probe mode says which
 //! probe serves each; `auto` decides per event and falls back when one is missing.
 
-use super::{btf::KernelBtf, offsets::Resolved};
+use super::offsets::Resolved;
 use crate::model::Syscall;
 use std::fmt;
 use std::path::Path;
@@ -240,10 +240,19 @@ pub fn kprobes_available(tracefs: Option<&Path>) -> bool {
 pub const NO_KPROBES: &str =
     "this kernel has no kprobes (CONFIG_KPROBES is off: /sys/bus/event_source/devices/kprobe is missing)";
 
+/// The kernel's BTF, as far as choosing probes asks: which functions and BTF tracepoints it
+/// has. Answered by either parser: `socktrace check` keeps btf-rs's view; a session asks aya's
+/// parse (which the BTF-typed programs need anyway), so that only one is in memory at a time.
+pub trait KernelTypes {
+    fn has_function(&self, name: &str) -> bool;
+    /// Whether the BTF tracepoint `name` exists (its `btf_trace_<name>` typedef).
+    fn has_btf_tracepoint(&self, name: &str) -> bool;
+}
+
 /// What socktrace knows about the running kernel before loading anything: its BTF, where
 /// tracefs is, the offsets resolved from both, and whether it takes kprobes.
 pub struct KernelView<'a> {
-    pub btf: &'a KernelBtf,
+    pub btf: &'a dyn KernelTypes,
     pub tracefs: &'a Path,
     pub resolved: &'a Resolved,
     pub kprobes: bool,
@@ -268,10 +277,7 @@ pub fn survey(kernel: &KernelView) -> Vec<EventSurvey> {
 /// looks usable (loading may still fail, and then the next candidate is tried).
 pub fn unavailable(probe: Probe, kernel: &KernelView) -> Option<String> {
     match probe {
-        Probe::TpBtf(name) => kernel
-            .btf
-            .tracepoint_arity(name)
-            .is_none()
+        Probe::TpBtf(name) => (!kernel.btf.has_btf_tracepoint(name))
             .then(|| "not in this kernel's BTF (tp_btf needs 5.5+ with BTF)".to_string()),
         Probe::Tracepoint { name, .. } => kernel.resolved.record_problem(name).map(str::to_string),
         Probe::RawTracepoint { category, name } => (!kernel.tracefs.join("events").join(category).join(name).is_dir())
