@@ -265,7 +265,16 @@ pub(crate) fn read_addrs(sk: u64, head: &SockHead) -> SockAddrs {
 /// Keeps the most complete addresses: the kernel zeroes ports while a socket closes.
 #[inline(always)]
 fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) -> SockAddrs {
-    let now = read_addrs(sk, head);
+    let mut now = read_addrs(sk, head);
+    // `skc_num` is 0 once the local port is released, which tcp_set_state(CLOSE) does before
+    // its tracepoint: a connect that fails in SYN_SENT shows no port at any event (the port
+    // is assigned after the SYN_SENT transition). The full socket keeps it in inet_sport;
+    // taken only while the history has none (an ICMP error is found by the 4-tuple).
+    let sport_at = global!(OFFSETS.inet_sport);
+    // SAFETY: `h` points at a live map value.
+    if now.sport == 0 && sport_at != NO_FIELD && unsafe { (*h).addrs.sport } == 0 {
+        now.sport = u16::from_be(read::<u16>(sk, sport_at).unwrap_or(0));
+    }
     // SAFETY: `h` points at a live map value.
     unsafe {
         if now.family != 0 {
