@@ -1196,25 +1196,35 @@ fn end_of_file(f: &Failure) -> Diagnosis {
     }
 }
 
+/// What the diagnosis test modules build their cases from.
+#[cfg(test)]
+mod test_support {
+    use crate::event::{Failure, History, Stamp, StateChange};
+    use crate::model::{Syscall, TcpState};
+
+    pub fn failure(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
+        Failure::for_test(syscall, errno, state_now, history)
+    }
+
+    /// A state change a traced task made.
+    pub fn tr(ts_ns: u64, old: TcpState, new: TcpState) -> StateChange {
+        StateChange { ts_ns, old: Some(old), new: Some(new), in_traced_task: true }
+    }
+
+    /// An event stamped in `state`.
+    pub fn at(ts_ns: u64, state: TcpState) -> Stamp {
+        Stamp { ts_ns, state: Some(state), current_tgid: 99 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::{at, failure, tr};
     use super::*;
     use crate::event::{History, StateChange};
     use crate::model::{IoUringOp, Syscall};
     use socktrace_common::RstSegment;
     use TcpState::*;
-
-    fn failure(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
-        Failure::for_test(syscall, errno, state_now, history)
-    }
-
-    fn tr(ts_ns: u64, old: TcpState, new: TcpState) -> StateChange {
-        StateChange { ts_ns, old: Some(old), new: Some(new), in_traced_task: true }
-    }
-
-    fn at(ts_ns: u64, state: TcpState) -> Stamp {
-        Stamp { ts_ns, state: Some(state), current_tgid: 99 }
-    }
 
     fn reset_established_2() -> History {
         History {
@@ -2149,23 +2159,12 @@ mod soft_error_and_probe_timeout_tests {
 /// Which RST a remote peer sent, from its segment (#14).
 #[cfg(test)]
 mod rst_origin_tests {
+    use super::test_support::{at, failure, tr};
     use super::*;
-    use crate::event::{History, StateChange};
+    use crate::event::History;
     use crate::model::Syscall;
     use socktrace_common::RstSegment;
     use TcpState::*;
-
-    fn failure(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
-        Failure::for_test(syscall, errno, state_now, history)
-    }
-
-    fn tr(ts_ns: u64, old: TcpState, new: TcpState) -> StateChange {
-        StateChange { ts_ns, old: Some(old), new: Some(new), in_traced_task: true }
-    }
-
-    fn at(ts_ns: u64, state: TcpState) -> Stamp {
-        Stamp { ts_ns, state: Some(state), current_tgid: 99 }
-    }
 
     /// A remote peer's RST, told by its segment alone (RFC 793): RST+ACK is an abort by a
     /// socket that had the connection (with how much of ours it had), an RST without ACK the
@@ -2222,6 +2221,7 @@ mod rst_origin_tests {
 /// The numbers behind a timeout and the drops behind it (#14, items 4 and 5).
 #[cfg(test)]
 mod timeout_numbers_tests {
+    use super::test_support::tr;
     use super::*;
     use crate::event::{History, PacketDrops, StateChange};
     use crate::model::Syscall;
@@ -2229,10 +2229,6 @@ mod timeout_numbers_tests {
     use TcpState::*;
 
     const S: u64 = 1_000_000_000;
-
-    fn tr(ts_ns: u64, old: TcpState, new: TcpState) -> StateChange {
-        StateChange { ts_ns, old: Some(old), new: Some(new), in_traced_task: true }
-    }
 
     fn timed_out(transitions: Vec<StateChange>, gave_up: u64, retransmits: u32, first: Option<u64>) -> History {
         History {

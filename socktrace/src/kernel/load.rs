@@ -345,9 +345,9 @@ impl Probes {
         let rst_segment = attach_rst_segment(&mut ebpf, facts.tcp_reset_arity, &aya_btf, kprobes, attach);
         let drops = attach_drops(&mut ebpf, facts.kfree_skb_tracepoint, attach);
         attach_syscalls(&mut ebpf, attach)?;
+        let recorders = if attach { recorders(&ebpf, &choices, drops.is_ok()) } else { Vec::new() };
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
-        let recorders = if attach { recorders(&ebpf, &choices, drops.is_ok()) } else { Vec::new() };
         let logger = match opts.log_level {
             Some(_) => Some(aya_log::EbpfLogger::init(&mut ebpf).context("reading kernel-side logs")?),
             None => None,
