@@ -407,7 +407,7 @@ fn unexplained(f: &Failure, e: i32) -> String {
     if missed.is_empty() {
         return unexplained_by_history(f, e);
     }
-    let n: u64 = missed.iter().map(|(_, n)| n).sum();
+    let n = crate::kernel::prog_stats::total(missed);
     format!(
         "{}; the kernel skipped {n} run{} of socktrace's probes since the attach ({}: another BPF program, or a \
          BPF map syscall, held that CPU's guard when the event fired), so this socket's cause may be among the \
@@ -960,7 +960,6 @@ fn drops_on_this_host(f: &Failure) -> String {
 /// keepalive timeout's unanswered probes, then the RST it sends). The record keeps how many
 /// carried RST and the flags of all together, so the others are named only when that tells.
 fn dropped_segments(d: &crate::event::PacketDrops) -> String {
-    const RST: u8 = 0x04;
     let n = d.count;
     let rsts = d.rsts.min(n);
     let others = n - rsts;
@@ -976,7 +975,7 @@ fn dropped_segments(d: &crate::event::PacketDrops) -> String {
     } else {
         "segment"
     };
-    if rsts == 0 || d.all_flags & RST == 0 {
+    if rsts == 0 {
         count(n, kind)
     } else {
         format!("{} and {}", count(others, kind), count(rsts, "RST"))

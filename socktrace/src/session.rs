@@ -116,7 +116,7 @@ impl Session {
         // Open the pidfds first: a PID that vanished is reported before any probe exists,
         // and one that exits later wakes the loop.
         let pidfds = selection.tgids.iter().map(|&p| pidfd_open(p)).collect::<Result<Vec<_>>>()?;
-        let probes = Probes::load_and_attach(opts.probe_mode, &opts.probe_options(), selection)?;
+        let mut probes = Probes::load_and_attach(opts.probe_mode, &opts.probe_options(), selection)?;
         // Sockets opened before the trace: adopted now that the probes record their events.
         let adopted = crate::kernel::adopt::existing_sockets(selection);
         let overflows = crate::host::ListenOverflows::start(&selection.tgids);
@@ -131,12 +131,11 @@ impl Session {
         if let Some(kept) = crate::kernel::privileges::drop_all(probes.a_map_fd()?)? {
             eprintln!("socktrace: notice: every capability dropped but {kept}");
         }
-        // Loading parsed the kernel's BTF and the eBPF object (tens of MiB, now freed): give
-        // that memory back to the system rather than keep it for the whole session.
-        // SAFETY: malloc_trim only releases free heap pages.
-        unsafe { libc::malloc_trim(0) };
+        // What adoption, the namespaces and the symbols left freed: given back, as loading does.
+        crate::kernel::load::release_free_heap();
         // The kernel's RST reason (6.10+) and drop reason (5.17+) names, read with its BTF.
-        let (rst_reasons, drop_reasons) = (probes.rst_reasons.clone(), probes.drop_reasons.clone());
+        let (rst_reasons, drop_reasons) =
+            (std::mem::take(&mut probes.rst_reasons), std::mem::take(&mut probes.drop_reasons));
         let mut metrics = match exporters.metrics {
             Some(request) => Some(request.start(&ProbeReport::of(&probes))?),
             None => None,

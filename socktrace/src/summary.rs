@@ -200,7 +200,7 @@ impl Summary {
             if self.undecodable > 0 { format!(", {} undecodable", self.undecodable) } else { String::new() }
         ));
         if !self.missed_runs.is_empty() {
-            let n: u64 = self.missed_runs.iter().map(|(_, n)| n).sum();
+            let n = crate::kernel::prog_stats::total(&self.missed_runs);
             out.push_str(&format!(
                 "{n:>8}  probe runs the kernel skipped (events not seen: {})\n",
                 crate::kernel::prog_stats::describe(&self.missed_runs)
@@ -263,7 +263,7 @@ impl Summary {
             } else {
                 String::new()
             },
-            match self.missed_runs.iter().map(|(_, n)| n).sum::<u64>() {
+            match crate::kernel::prog_stats::total(&self.missed_runs) {
                 0 => String::new(),
                 n => format!(", {n} probe runs skipped by the kernel (events not seen)"),
             },

@@ -133,9 +133,11 @@ impl KernelFacts {
     fn of(btf: &KernelBtf, o: &socktrace_common::KernelOffsets) -> Self {
         let head = socktrace_common::SockHead::OFFSETS;
         let drop_reasons = btf.enum_names("skb_drop_reason");
+        // Each lookup by name scans the whole BTF: kfree_skb's is made once.
+        let kfree_skb_arity = btf.tracepoint_arity("kfree_skb");
         KernelFacts {
             send_reset_has_reason: btf.tracepoint_arity("tcp_send_reset").unwrap_or(0) >= 3,
-            drop_has_reason: btf.tracepoint_arity("kfree_skb").unwrap_or(0) >= 3,
+            drop_has_reason: kfree_skb_arity.unwrap_or(0) >= 3,
             skb_headers_packed: o.skb_protocol != socktrace_common::NO_FIELD
                 && o.skb_transport_header == o.skb_protocol + 2
                 && o.skb_network_header == o.skb_protocol + 4,
@@ -152,7 +154,7 @@ impl KernelFacts {
             cgroup_ancestor_ids: btf.offset_of("cgroup", "ancestor_ids").is_ok(),
             port_range_ints: btf.offset_of("local_ports", "lock").is_ok(),
             tcp_reset_arity: btf.function_arity("tcp_reset"),
-            kfree_skb_tracepoint: btf.tracepoint_arity("kfree_skb").is_some(),
+            kfree_skb_tracepoint: kfree_skb_arity.is_some(),
             rst_reasons: btf.enum_names("sk_rst_reason"),
             drop_reasons,
         }
@@ -225,7 +227,8 @@ pub struct Probes {
     pub rst_segment: std::result::Result<&'static str, String>,
     /// The probe that sees packets this host drops, or why it could not be attached.
     pub drops: std::result::Result<&'static str, String>,
-    /// The kernel's RST reason (6.10+) and drop reason (5.17+) names, value -> name.
+    /// The kernel's RST reason (6.10+) and drop reason (5.17+) names, value -> name (the session
+    /// takes them).
     pub rst_reasons: Vec<(u32, String)>,
     pub drop_reasons: Vec<(u32, String)>,
     events: Option<RingBuf<MapData>>,
@@ -242,6 +245,13 @@ pub struct Probes {
     /// The attached programs that record kernel events, by event: whose skipped runs
     /// (`prog_stats`) are events socktrace did not see.
     recorders: Vec<(&'static str, aya::programs::ProgramFd)>,
+}
+
+/// Gives the heap's free pages back to the system: the BTF parses are tens of MiB, freed in
+/// small pieces that malloc would otherwise keep.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// The programs that record kernel events, each with the event it serves: the probe modes'
@@ -322,8 +332,7 @@ impl Probes {
         // and freed before the ring buffer is mapped (its pages count as resident at once):
         // socktrace's high-water mark is one parse, not three.
         drop(btf);
-        // SAFETY: malloc_trim only releases free heap pages.
-        unsafe { libc::malloc_trim(0) };
+        release_free_heap();
         let mut ebpf = EbpfLoader::new()
             .override_global(names::OFFSETS, &resolved.offsets, true)
             .override_global(names::CONFIG, &config, true)
@@ -331,8 +340,8 @@ impl Probes {
             .map_max_entries(names::STACKS, if opts.kstack { KSTACK_ENTRIES } else { 1 })
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow!("loading socktrace's eBPF programs: {e}{}", hint_for_load_error()))?;
-        // SAFETY: malloc_trim only releases free heap pages (the loader's parse, just freed).
-        unsafe { libc::malloc_trim(0) };
+        // The loader's parse, just freed.
+        release_free_heap();
         let aya_btf = super::btf::aya_kernel_btf()?;
         let mut traced: HashMap<MapData, u32, u8> = take_map(&mut ebpf, names::TRACED_TGIDS)?;
         for &tgid in &sel.tgids {
@@ -353,8 +362,7 @@ impl Probes {
             None => None,
         };
         drop(aya_btf);
-        // SAFETY: malloc_trim only releases free heap pages.
-        unsafe { libc::malloc_trim(0) };
+        release_free_heap();
         Ok(Probes {
             mode,
             choices,
