@@ -221,6 +221,8 @@ pub mod names {
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
+    /// The same as a BTF tracepoint (5.11+), where the probe mode allows it.
+    pub const SYS_EXIT_BTF: &str = "sys_exit_btf";
     /// The io_uring door: failing completions, and the fd each request's file came from.
     pub const IO_URING_COMPLETE: &str = "tp_io_uring_complete";
     pub const IO_URING_FILE_GET: &str = "tp_io_uring_file_get";
@@ -279,6 +281,18 @@ pub mod config_flags {
     /// `sk_buff.protocol`, `.transport_header`, `.network_header` are adjacent (be16, u16,
     /// u16): the drop probe reads them at once.
     pub const SKB_HEADERS_PACKED: u32 = 1 << 18;
+    /// The syscall number sits in `struct pt_regs` right after the first argument (x86_64:
+    /// di, orig_ax; arm64: orig_x0, syscallno): the exit reads both at once.
+    pub const NR_AFTER_ARG0: u32 = 1 << 19;
+    /// `fdtable.fd` follows `fdtable.max_fds` (a u32 and its padding): one read for both.
+    pub const FDTABLE_PAIR: u32 = 1 << 20;
+    /// `file.f_inode` and `file.private_data` are adjacent (6.12+'s layout): one read for
+    /// both, at the lower of the two (`FILE_DATA_FIRST`: `private_data` is that one).
+    pub const FILE_INODE_DATA_PAIR: u32 = 1 << 21;
+    pub const FILE_DATA_FIRST: u32 = 1 << 22;
+    /// `files_struct.fdtab` follows `files_struct.fdt`, and starts with `max_fds`, then `fd`:
+    /// while `fdt` points at it (up to 64 fds), one read gives the pointer and the table.
+    pub const FDTAB_AFTER_FDT: u32 = 1 << 23;
 }
 
 /// Ring buffer wakeups are batched: userspace is woken when this much is waiting, and
@@ -331,6 +345,8 @@ pub struct KernelOffsets {
     // task -> files -> fdtable -> file -> socket -> sock
     pub task_files: u32,
     pub files_fdt: u32,
+    /// `files_struct.fdtab`: the table `fdt` points at until the process outgrows it.
+    pub files_fdtab: u32,
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,
     pub file_f_inode: u32,
@@ -882,7 +898,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 99 * 4);
+assert_size!(KernelOffsets, 100 * 4);
 assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);

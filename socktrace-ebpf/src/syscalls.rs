@@ -1,8 +1,13 @@
-//! Failing socket calls: one raw tracepoint program on `sys_exit`, for every syscall of every
-//! process. A raw tracepoint builds no trace record: the program gets the saved registers and
-//! the return value, so a call that succeeds costs one compare, and an untraced process's
-//! failing call one more. A traced process's failing call on a watched syscall is walked to
-//! its socket; a routine failure is counted; anything else becomes one event.
+//! Failing socket calls: one program on `sys_exit`, for every syscall of every process. It
+//! builds no trace record: the program gets the saved registers and the return value, so a
+//! call that succeeds costs one compare, and an untraced process's failing call one more. A
+//! traced process's failing call on a watched syscall is walked to its socket; a routine
+//! failure is counted; anything else becomes one event.
+//!
+//! Two entry points, one body: `sys_exit_btf` (a BTF tracepoint, 5.11+) reads the registers,
+//! the task and its fd table with plain loads through BTF-typed pointers; `sys_exit` (a raw
+//! tracepoint, any kernel) reads them with `bpf_probe_read_kernel`, a helper call each, which
+//! is most of what a traced process's failing call costs (`ExitView`).
 
 use crate::{
     count, global,
@@ -16,12 +21,13 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task, bpf_get_current_task_btf,
             bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_user as probe_read_user_raw,
         },
     },
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+    EbpfContext,
 };
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
@@ -33,10 +39,20 @@ use socktrace_common::{
 /// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
 const TS_COMPAT: u32 = 0x0002;
 
-/// `sys_exit(struct pt_regs *regs, long ret)`, on every kernel since 4.17.
+/// `sys_exit(struct pt_regs *regs, long ret)` as a raw tracepoint, on every kernel since 4.17.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
-    let ret: i64 = ctx.arg(1);
+    on_sys_exit::<_, ProbeReads>(&ctx, ctx.arg(0), ctx.arg(1))
+}
+
+/// The same as a BTF tracepoint (5.11+: `bpf_get_current_task_btf`): `regs` is a typed pointer.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_btf(ctx: BtfTracePointContext) -> u32 {
+    on_sys_exit::<_, TypedLoads>(&ctx, ctx.arg(0), ctx.arg(1))
+}
+
+#[inline(always)]
+fn on_sys_exit<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, ret: i64) -> u32 {
     // Positive returns (bytes moved, new fds) are never failures: the cheapest exit first.
     if ret > 0 {
         return 0;
@@ -45,33 +61,123 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     let tgid = (id >> 32) as u32;
     if !is_traced(tgid) {
         if tgid == global!(CONFIG.self_tgid) && tgid != 0 {
-            adopt_marked(&ctx);
+            adopt_marked::<C, V>(ctx, regs);
         }
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
-    let Some((nr, kind)) = watched_call(regs) else { return 0 };
-    on_watched_exit(&ctx, regs, nr, kind, ret);
+    let Some(call) = watched_call::<V>(regs) else { return 0 };
+    on_watched_exit::<C, V>(ctx, regs, &call, ret);
     0
 }
 
-/// The syscall number and its kind, if socktrace watches it (and it is a native call).
+/// How the exit reads the saved registers, the current task and its fd table.
+trait ExitView {
+    /// The syscall number and the first argument.
+    fn nr_and_arg0(regs: u64) -> Option<(u64, u64)>;
+    fn current_task() -> u64;
+    /// `task->thread_info.status` (at `at`).
+    fn thread_status(task: u64, at: u32) -> u32;
+    /// The current task's fd table: its size (`max_fds`) and its array of files.
+    fn fd_table(task: u64) -> Option<(u32, u64)>;
+}
+
+/// `bpf_probe_read_kernel`, on plain addresses: any kernel, any hook.
+struct ProbeReads;
+
+impl ExitView for ProbeReads {
+    #[inline(always)]
+    fn nr_and_arg0(regs: u64) -> Option<(u64, u64)> {
+        if global!(CONFIG.flags) & config_flags::NR_AFTER_ARG0 != 0 {
+            let both: [u64; 2] = read(regs, global!(OFFSETS.regs_args)[0])?;
+            return Some((both[1], both[0]));
+        }
+        Some((read(regs, global!(OFFSETS.regs_syscall_nr))?, syscall_arg(regs, 0)))
+    }
+
+    #[inline(always)]
+    fn current_task() -> u64 {
+        // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
+        unsafe { bpf_get_current_task() }
+    }
+
+    #[inline(always)]
+    fn thread_status(task: u64, at: u32) -> u32 {
+        read(task, at).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn fd_table(task: u64) -> Option<(u32, u64)> {
+        fd_table(read(task, global!(OFFSETS.task_files)).unwrap_or(0))
+    }
+}
+
+/// Plain loads through the BTF-typed pointers a BTF tracepoint gets (`regs`) and
+/// `bpf_get_current_task_btf` returns: the verifier checks each offset (constants from the
+/// frozen `OFFSETS`) against the kernel's types and the JIT makes it one load, which reads 0
+/// where the pointer is bad. Pointers loaded this way are typed too (`task->files->fdt`); the
+/// fd array (`struct file **`) is not, so the file and what follows are probe reads again.
+struct TypedLoads;
+
+/// Loads a `T` at `base + offset`, `base` being a BTF-typed pointer (see `TypedLoads`).
 #[inline(always)]
-fn watched_call(regs: u64) -> Option<(u32, u8)> {
-    let nr: u64 = read(regs, global!(OFFSETS.regs_syscall_nr))?;
+fn load<T: Copy>(base: u64, offset: u32) -> T {
+    // SAFETY: for the verifier `base` is a typed kernel pointer and `offset` a constant it
+    // checks against the type; the JIT turns a fault into a zero.
+    unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize).cast::<T>()) }
+}
+
+impl ExitView for TypedLoads {
+    #[inline(always)]
+    fn nr_and_arg0(regs: u64) -> Option<(u64, u64)> {
+        Some((load(regs, global!(OFFSETS.regs_syscall_nr)), load(regs, global!(OFFSETS.regs_args)[0])))
+    }
+
+    #[inline(always)]
+    fn current_task() -> u64 {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_get_current_task_btf() as u64 }
+    }
+
+    #[inline(always)]
+    fn thread_status(task: u64, at: u32) -> u32 {
+        load(task, at)
+    }
+
+    #[inline(always)]
+    fn fd_table(task: u64) -> Option<(u32, u64)> {
+        let files: u64 = load(task, global!(OFFSETS.task_files));
+        let fdt: u64 = load(files, global!(OFFSETS.files_fdt));
+        Some((load(fdt, global!(OFFSETS.fdtable_max_fds)), load(fdt, global!(OFFSETS.fdtable_fd))))
+    }
+}
+
+/// A syscall socktrace watches, as its exit found it.
+struct Watched {
+    nr: u32,
+    kind: u8,
+    /// The first argument (the fd, for every watched call but `socket` and `splice`).
+    arg0: u64,
+    /// The current task, fetched once (each helper call costs about as much as a read).
+    task: u64,
+}
+
+/// The syscall, if socktrace watches it (and it is a native call). Every read here is paid
+/// by every failing call of a traced process, an EAGAIN storm's included: with probe reads,
+/// the number and the first argument come in one read where they are adjacent
+/// (`NR_AFTER_ARG0`).
+#[inline(always)]
+fn watched_call<V: ExitView>(regs: u64) -> Option<Watched> {
+    let (nr, arg0) = V::nr_and_arg0(regs)?;
     let kind = crate::table_byte((&raw const crate::CONFIG.syscall_kinds).cast(), nr, SYSCALL_TABLE_SIZE as u64)?;
     if kind == syscall_kind::NONE {
         return None;
     }
+    let task = V::current_task();
     let status_at = global!(OFFSETS.task_thread_status);
-    if status_at != NO_FIELD {
-        // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
-        let task = unsafe { bpf_get_current_task() };
-        if read::<u32>(task, status_at).unwrap_or(0) & TS_COMPAT != 0 {
-            return None;
-        }
+    if status_at != NO_FIELD && V::thread_status(task, status_at) & TS_COMPAT != 0 {
+        return None;
     }
-    Some((nr as u32, kind))
+    Some(Watched { nr: nr as u32, kind, arg0, task })
 }
 
 #[inline(always)]
@@ -93,7 +199,8 @@ struct Sock {
 }
 
 #[inline(always)]
-fn on_watched_exit(ctx: &RawTracePointContext, regs: u64, nr: u32, kind: u8, ret: i64) {
+fn on_watched_exit<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, watched: &Watched, ret: i64) {
+    let (nr, kind) = (watched.nr, watched.kind);
     let flags_cfg = global!(CONFIG.flags);
     let mut so_error = 0i32;
     if ret == 0 {
@@ -112,7 +219,7 @@ fn on_watched_exit(ctx: &RawTracePointContext, regs: u64, nr: u32, kind: u8, ret
         on_socket_create_failure(ctx, regs, nr, ret);
         return;
     }
-    let (fd, sk, source) = call_socket(ctx, regs, kind);
+    let (fd, sk, source) = call_socket::<C, V>(ctx, regs, watched);
     let mut call = Call { nr, kind, fd, so_error, flags: 0, user_addr: (0, 0) };
     if source {
         call.flags |= event_flags::SOCKET_IS_SOURCE;
@@ -126,7 +233,7 @@ fn on_watched_exit(ctx: &RawTracePointContext, regs: u64, nr: u32, kind: u8, ret
 /// `socket()` failing for want of descriptors (EMFILE, ENFILE): there is no socket yet, so the
 /// event carries the family, type and protocol the program asked for.
 #[inline(always)]
-fn on_socket_create_failure(ctx: &RawTracePointContext, regs: u64, nr: u32, ret: i64) {
+fn on_socket_create_failure<C: EbpfContext>(ctx: &C, regs: u64, nr: u32, ret: i64) {
     if ret != -(errno::EMFILE as i64) && ret != -(errno::ENFILE as i64) {
         return;
     }
@@ -200,31 +307,34 @@ pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, 
 /// The socket fd a watched call was made on and its `struct sock` (0: not a socket), and
 /// whether the socket was the call's source of data (splice from a socket).
 #[inline(always)]
-fn call_socket(ctx: &RawTracePointContext, regs: u64, kind: u8) -> (i32, u64, bool) {
-    if kind == syscall_kind::SPLICE {
+fn call_socket<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, watched: &Watched) -> (i32, u64, bool) {
+    let task = watched.task;
+    if watched.kind == syscall_kind::SPLICE {
         // splice(fd_in, off_in, fd_out, ...): the socket is whichever end is one.
         let out = syscall_arg(regs, 2) as i32;
-        let sk = sock_of_fd(ctx, out);
+        let sk = sock_of_task_fd::<C, V>(ctx, task, out);
         if sk != 0 {
             return (out, sk, false);
         }
-        let input = syscall_arg(regs, 0) as i32;
-        return (input, sock_of_fd(ctx, input), true);
+        let input = watched.arg0 as i32;
+        return (input, sock_of_task_fd::<C, V>(ctx, task, input), true);
     }
-    let fd = syscall_arg(regs, 0) as i32;
-    (fd, sock_of_fd(ctx, fd), false)
+    let fd = watched.arg0 as i32;
+    (fd, sock_of_task_fd::<C, V>(ctx, task, fd), false)
 }
 
 /// socktrace's own `getsockopt(fd, ADOPT_LEVEL, ADOPT_OPTNAME)` on a copy of a traced
 /// process's socket: start that socket's history (see `socktrace_common::adopt`).
 #[inline(always)]
-fn adopt_marked(ctx: &RawTracePointContext) {
-    let regs: u64 = ctx.arg(0);
-    let Some((_, syscall_kind::GETSOCKOPT)) = watched_call(regs) else { return };
+fn adopt_marked<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64) {
+    let Some(call) = watched_call::<V>(regs) else { return };
+    if call.kind != syscall_kind::GETSOCKOPT {
+        return;
+    }
     if syscall_arg(regs, 1) != adopt::ADOPT_LEVEL || syscall_arg(regs, 2) != adopt::ADOPT_OPTNAME {
         return;
     }
-    let sk = sock_of_fd(ctx, syscall_arg(regs, 0) as i32);
+    let sk = sock_of_task_fd::<C, V>(ctx, call.task, call.arg0 as i32);
     if sk != 0 {
         adopt(ctx, sk);
     }
@@ -618,37 +728,72 @@ unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
     let _ = unsafe { probe_read_kernel_raw(dst.cast(), core::mem::size_of::<SocketHistory>() as u32, src.cast()) };
 }
 
-/// task -> files -> fdtable -> file -> socket -> sock. Returns 0 when the fd is not a socket.
+/// task -> files -> fdtable -> file -> socket -> sock, for the current task `task`. Returns 0
+/// when the fd is not a socket. Probe reads of adjacent fields go together (`FDTABLE_PAIR`,
+/// `FDTAB_AFTER_FDT`, and `FILE_INODE_DATA_PAIR` in `sock_of_file`): each is a helper call,
+/// the bulk of what a traced process's failing call costs.
 #[inline(always)]
-pub(crate) fn sock_of_fd<C: aya_ebpf::EbpfContext>(ctx: &C, fd: i32) -> u64 {
+fn sock_of_task_fd<C: EbpfContext, V: ExitView>(ctx: &C, task: u64, fd: i32) -> u64 {
     if fd < 0 {
         return 0;
     }
-    // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, global!(OFFSETS.task_files)).unwrap_or(0);
-    let fdt: u64 = read(files, global!(OFFSETS.files_fdt)).unwrap_or(0);
-    let Some(max_fds) = read::<u32>(fdt, global!(OFFSETS.fdtable_max_fds)) else {
+    let Some((max_fds, fd_array)) = V::fd_table(task) else {
         debug!(ctx, "could not read the fd table of pid {} (fd {})", crate::current_tgid(), fd);
         return 0;
     };
     if fd as u32 >= max_fds {
         return 0;
     }
-    let fd_array: u64 = read(fdt, global!(OFFSETS.fdtable_fd)).unwrap_or(0);
     let file: u64 = read(fd_array, fd as u32 * 8).unwrap_or(0);
     sock_of_file(file)
+}
+
+/// The fd table of `files`, with probe reads: its size (`max_fds`) and its array of files.
+#[inline(always)]
+fn fd_table(files: u64) -> Option<(u32, u64)> {
+    let flags = global!(CONFIG.flags);
+    let fdt: u64 = if flags & config_flags::FDTAB_AFTER_FDT != 0 {
+        // [fdt, fdtab.max_fds (and its padding), fdtab.fd]: a process with few fds uses the
+        // table embedded in its files_struct, and the pointer says so.
+        let v: [u64; 3] = read(files, global!(OFFSETS.files_fdt))?;
+        if v[0] == files + global!(OFFSETS.files_fdtab) as u64 {
+            return Some((v[1] as u32, v[2]));
+        }
+        v[0]
+    } else {
+        read(files, global!(OFFSETS.files_fdt))?
+    };
+    if flags & config_flags::FDTABLE_PAIR != 0 {
+        // max_fds (a u32 and its padding), then fd.
+        read::<[u64; 2]>(fdt, global!(OFFSETS.fdtable_max_fds)).map(|t| (t[0] as u32, t[1]))
+    } else {
+        let max_fds = read::<u32>(fdt, global!(OFFSETS.fdtable_max_fds))?;
+        Some((max_fds, read(fdt, global!(OFFSETS.fdtable_fd)).unwrap_or(0)))
+    }
 }
 
 /// file -> socket -> sock, if the file is a socket's; else 0.
 #[inline(always)]
 pub(crate) fn sock_of_file(file: u64) -> u64 {
-    let inode: u64 = read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0);
+    let flags = global!(CONFIG.flags);
+    let (inode, data): (u64, u64) = if flags & config_flags::FILE_INODE_DATA_PAIR == 0 {
+        (read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0), 0)
+    } else if flags & config_flags::FILE_DATA_FIRST != 0 {
+        let both: [u64; 2] = read(file, global!(OFFSETS.file_private_data)).unwrap_or([0; 2]);
+        (both[1], both[0])
+    } else {
+        let both: [u64; 2] = read(file, global!(OFFSETS.file_f_inode)).unwrap_or([0; 2]);
+        (both[0], both[1])
+    };
     let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
     if mode & net::S_IFMT != net::S_IFSOCK {
         return 0;
     }
-    let socket: u64 = read(file, global!(OFFSETS.file_private_data)).unwrap_or(0);
+    let socket: u64 = if flags & config_flags::FILE_INODE_DATA_PAIR != 0 {
+        data
+    } else {
+        read(file, global!(OFFSETS.file_private_data)).unwrap_or(0)
+    };
     read(socket, global!(OFFSETS.socket_sk)).unwrap_or(0)
 }
 

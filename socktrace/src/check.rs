@@ -62,7 +62,7 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
         println!("failing calls (every mode):");
         let present = tracefs.join("events/raw_syscalls/sys_exit").is_dir();
         let detail = if present {
-            format!("{} (one program, no trace record)", probes::syscall_probes())
+            "the syscall exit hook (one program, no trace record)".to_string()
         } else {
             "missing: the kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)".into()
         };
@@ -117,7 +117,10 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                         println!("  {:<8} {:<34} passed over {why}", "", "");
                     }
                 }
-                r.line(true, true, "failing calls", &probes::syscall_probes());
+                r.line(true, true, "failing calls", &p.syscall_hook.probe);
+                for why in &p.syscall_hook.passed_over {
+                    println!("  {:<8} {:<34} passed over {why}", "", "");
+                }
                 match &p.io_uring_unwatched {
                     None => r.line(true, false, "failing io_uring requests", probes::IO_URING_PROBES),
                     Some(why) => r.line(false, false, "failing io_uring requests", &format!("not watched: {why}")),

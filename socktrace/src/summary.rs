@@ -97,8 +97,8 @@ impl ProbeReport {
             .collect();
         used.push(ProbeUsed {
             event: "failing call",
-            probe: crate::kernel::probes::syscall_probes(),
-            passed_over: Vec::new(),
+            probe: probes.syscall_hook.probe.clone(),
+            passed_over: probes.syscall_hook.passed_over.clone(),
         });
         used.push(match &probes.io_uring_unwatched {
             None => ProbeUsed {

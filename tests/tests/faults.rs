@@ -11,7 +11,8 @@ const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 const END: Duration = Duration::from_secs(20);
 
 /// Names of socktrace's programs and maps as the kernel lists them (truncated to 15 bytes).
-const OUR_PROGRAMS: [&str; 4] = ["sys_exit", "inet_sock_set_s", "tcp_receive_res", "tcp_destroy_soc"];
+/// One of the two syscall programs (the BTF tracepoint here, 6.18) and three TCP ones.
+const OUR_PROGRAMS: [&str; 4] = ["sys_exit_btf", "inet_sock_set_s", "tcp_receive_res", "tcp_destroy_soc"];
 const OUR_MAPS: [&str; 4] = ["TRACED_TGIDS", "SOCKETS", "EVENTS", "LAST_TRANSITION"];
 
 /// socktrace's programs and maps still loaded in the kernel (the kernel's own listing).

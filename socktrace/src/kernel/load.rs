@@ -119,6 +119,16 @@ pub struct KernelFacts {
     pub type_protocol_pair: bool,
     /// ...with `sk_protocol` first.
     pub protocol_first: bool,
+    /// The syscall number follows the first argument in `struct pt_regs`.
+    pub nr_after_arg0: bool,
+    /// `fdtable.fd` follows `fdtable.max_fds`.
+    pub fdtable_pair: bool,
+    /// `files_struct.fdtab` follows `files_struct.fdt` (and starts with max_fds, fd).
+    pub fdtab_after_fdt: bool,
+    /// `file.f_inode` and `file.private_data` are adjacent (6.12+)...
+    pub file_inode_data_pair: bool,
+    /// ...with `private_data` first.
+    pub file_data_first: bool,
     pub possible_cpus: u32,
     /// Parameters of `tcp_reset` (2 from 5.14: it takes the segment).
     pub tcp_reset_arity: Option<usize>,
@@ -149,6 +159,12 @@ impl KernelFacts {
             sock_head: (o.sk_daddr, o.sk_rcv_saddr, o.sk_dport, o.sk_num, o.sk_family, o.sk_state) == head,
             type_protocol_pair: o.sk_protocol == o.sk_type + 2 || o.sk_type == o.sk_protocol + 2,
             protocol_first: o.sk_type == o.sk_protocol + 2,
+            nr_after_arg0: o.regs_syscall_nr == o.regs_args[0] + 8,
+            fdtable_pair: o.fdtable_fd == o.fdtable_max_fds + 8,
+            fdtab_after_fdt: o.files_fdtab == o.files_fdt + 8 && (o.fdtable_max_fds, o.fdtable_fd) == (0, 8),
+            file_inode_data_pair: o.file_private_data == o.file_f_inode + 8
+                || o.file_f_inode == o.file_private_data + 8,
+            file_data_first: o.file_f_inode == o.file_private_data + 8,
             possible_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1),
             cgroup_walk: kernel_version() < (5, 14) || std::env::var_os(CGROUP_WALK_ENV).is_some_and(|v| v == "1"),
             cgroup_ancestor_ids: btf.offset_of("cgroup", "ancestor_ids").is_ok(),
@@ -182,6 +198,11 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::SOCK_HEAD, kernel.sock_head);
     set(config_flags::TYPE_PROTOCOL_PAIR, kernel.type_protocol_pair);
     set(config_flags::PROTOCOL_FIRST, kernel.type_protocol_pair && kernel.protocol_first);
+    set(config_flags::NR_AFTER_ARG0, kernel.nr_after_arg0);
+    set(config_flags::FDTABLE_PAIR, kernel.fdtable_pair);
+    set(config_flags::FDTAB_AFTER_FDT, kernel.fdtab_after_fdt);
+    set(config_flags::FILE_INODE_DATA_PAIR, kernel.file_inode_data_pair);
+    set(config_flags::FILE_DATA_FIRST, kernel.file_inode_data_pair && kernel.file_data_first);
     set(config_flags::CGROUP_WALK, sel.cgroup.is_some() && kernel.cgroup_walk);
     set(config_flags::PORT_RANGE_INTS, kernel.port_range_ints);
     set(config_flags::CGROUP_ANCESTOR_IDS, sel.cgroup.is_some() && kernel.cgroup_ancestor_ids);
@@ -227,6 +248,8 @@ pub struct Probes {
     pub rst_segment: std::result::Result<&'static str, String>,
     /// The probe that sees packets this host drops, or why it could not be attached.
     pub drops: std::result::Result<&'static str, String>,
+    /// The hook the failing calls come from.
+    pub syscall_hook: SyscallHook,
     /// The kernel's RST reason (6.10+) and drop reason (5.17+) names, value -> name (the session
     /// takes them).
     pub rst_reasons: Vec<(u32, String)>,
@@ -256,13 +279,18 @@ pub fn release_free_heap() {
 
 /// The programs that record kernel events, each with the event it serves: the probe modes'
 /// choices, the failing-call program and the drop program.
-fn recorders(ebpf: &Ebpf, choices: &[Choice], drops: bool) -> Vec<(&'static str, aya::programs::ProgramFd)> {
+fn recorders(
+    ebpf: &Ebpf,
+    choices: &[Choice],
+    syscall_hook: &SyscallHook,
+    drops: bool,
+) -> Vec<(&'static str, aya::programs::ProgramFd)> {
     let mut programs: Vec<(&'static str, String)> = choices
         .iter()
         .flat_map(|c| [Some(c.probe), c.companion].into_iter().flatten().map(move |p| (c.event, p)))
         .filter_map(|(event, p)| Some((event, p.program()?)))
         .collect();
-    programs.push(("failing call", names::SYS_EXIT.to_string()));
+    programs.push(("failing call", syscall_hook.program.to_string()));
     if drops {
         programs.push(("packet dropped", names::KFREE_SKB.to_string()));
     }
@@ -353,8 +381,8 @@ impl Probes {
         let icmp = attach_icmp(&mut ebpf, &aya_btf, kprobes, attach);
         let rst_segment = attach_rst_segment(&mut ebpf, facts.tcp_reset_arity, &aya_btf, kprobes, attach);
         let drops = attach_drops(&mut ebpf, facts.kfree_skb_tracepoint, attach);
-        attach_syscalls(&mut ebpf, attach)?;
-        let recorders = if attach { recorders(&ebpf, &choices, drops.is_ok()) } else { Vec::new() };
+        let syscall_hook = attach_syscalls(&mut ebpf, &kernel, mode, &aya_btf, attach)?;
+        let recorders = if attach { recorders(&ebpf, &choices, &syscall_hook, drops.is_ok()) } else { Vec::new() };
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
         let logger = match opts.log_level {
@@ -373,6 +401,7 @@ impl Probes {
             drop_reasons: facts.drop_reasons,
             drop_records: if drops.is_ok() { Some(take_map(&mut ebpf, names::DROPS)?) } else { None },
             drops,
+            syscall_hook,
             // Mapped last (see the BTF note above).
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
@@ -408,7 +437,7 @@ impl Probes {
     /// The probes in use, for the attach line: `tp_btf/inet_sock_set_state, …`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.choices.iter().map(Choice::probes).collect();
-        parts.push(super::probes::syscall_probes());
+        parts.push(self.syscall_hook.probe.clone());
         if self.io_uring_unwatched.is_none() {
             parts.push(super::probes::IO_URING_PROBES.into());
         }
@@ -420,12 +449,15 @@ impl Probes {
 
     /// One line per event where a better probe was passed over: what, and why.
     pub fn fallbacks(&self) -> Vec<String> {
+        let hook = &self.syscall_hook;
         self.choices
             .iter()
-            .filter(|c| !c.passed_over.is_empty())
-            .map(|c| {
-                let why: Vec<&str> = c.passed_over.iter().map(|p| super::probes::first_line(p)).collect();
-                format!("{}: using {} ({})", c.event, c.probe, why.join("; "))
+            .map(|c| (c.event, c.probe.to_string(), &c.passed_over))
+            .chain(std::iter::once(("failing call", hook.probe.clone(), &hook.passed_over)))
+            .filter(|(_, _, passed_over)| !passed_over.is_empty())
+            .map(|(event, probe, passed_over)| {
+                let why: Vec<&str> = passed_over.iter().map(|p| super::probes::first_line(p)).collect();
+                format!("{event}: using {probe} ({})", why.join("; "))
             })
             .collect()
     }
@@ -765,17 +797,57 @@ fn ebpf_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::progr
     ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))
 }
 
-/// Loads the one program that sees every failing call and attaches it to the raw `sys_exit`
-/// tracepoint (4.17+): no trace record is built, and it needs no per-syscall tracepoints.
-fn attach_syscalls(ebpf: &mut Ebpf, attach: bool) -> Result<()> {
+/// The hook the failing calls come from: the program, the probe as the attach line names it,
+/// and why the faster one was passed over.
+#[derive(Clone, Debug)]
+pub struct SyscallHook {
+    pub program: &'static str,
+    pub probe: String,
+    pub passed_over: Vec<String>,
+}
+
+/// Loads the one program that sees every failing call and attaches it to `sys_exit`: no trace
+/// record is built, and it needs no per-syscall tracepoints. The BTF tracepoint (5.11+) where
+/// the probe mode allows it (auto, tp_btf): its plain loads of the registers, the task and the
+/// fd table cost a fraction of the raw tracepoint's probe reads (4.17+), the fallback.
+fn attach_syscalls(
+    ebpf: &mut Ebpf,
+    kernel: &KernelView,
+    mode: ProbeMode,
+    btf: &aya::Btf,
+    attach: bool,
+) -> Result<SyscallHook> {
+    let mut passed_over = Vec::new();
+    if matches!(mode, ProbeMode::Auto | ProbeMode::TpBtf) {
+        let typed = super::probes::typed_sys_exit_problem(kernel.btf).map_or_else(
+            || {
+                let p: &mut BtfTracePoint = ebpf_program(ebpf, names::SYS_EXIT_BTF)?.try_into()?;
+                p.load("sys_exit", btf).context("the kernel refused the program")?;
+                if attach {
+                    p.attach().context("attaching")?;
+                }
+                Ok(())
+            },
+            |why| Err(anyhow!(why)),
+        );
+        match typed {
+            Ok(()) => {
+                return Ok(SyscallHook {
+                    program: names::SYS_EXIT_BTF,
+                    probe: super::probes::syscall_probes(true),
+                    passed_over,
+                })
+            }
+            Err(e) => passed_over.push(format!("tp_btf/sys_exit: {e:#}")),
+        }
+    }
     let name = names::SYS_EXIT;
-    let prog: &mut RawTracePoint =
-        ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?.try_into()?;
+    let prog: &mut RawTracePoint = ebpf_program(ebpf, name)?.try_into()?;
     prog.load().with_context(|| format!("loading {name}"))?;
     if attach {
         prog.attach("sys_exit").context("attaching the raw tracepoint sys_exit (needs CONFIG_FTRACE_SYSCALLS)")?;
     }
-    Ok(())
+    Ok(SyscallHook { program: name, probe: super::probes::syscall_probes(false), passed_over })
 }
 
 /// Loads the program serving `probe` and, if asked, attaches it.
@@ -873,12 +945,15 @@ mod tests {
         assert_eq!(kinds[libc::SYS_close as usize], syscall_kind::NONE);
     }
 
-    /// This kernel lays out `sock_common` and `sk_type`/`sk_protocol` as the fast paths expect.
+    /// This kernel (6.18, the CI host's) lays out `sock_common`, `sk_type`/`sk_protocol`, the
+    /// syscall registers, `fdtable` and `file` as the fast paths expect.
     #[test]
     fn this_kernel_takes_the_one_read_paths() {
         let btf = KernelBtf::load().unwrap();
         let facts = KernelFacts::of(&btf, &offsets::struct_offsets(&btf).unwrap());
         assert!(facts.sock_head && facts.type_protocol_pair && facts.skb_headers_packed, "{facts:?}");
+        assert!(facts.nr_after_arg0 && facts.fdtable_pair && facts.fdtab_after_fdt, "{facts:?}");
+        assert!(facts.file_inode_data_pair && facts.file_data_first, "{facts:?}");
     }
 
     #[test]
@@ -936,11 +1011,12 @@ mod tests {
                 obj.maps.keys().collect::<Vec<_>>()
             );
         }
-        let mut programs: Vec<String> = [names::SYS_EXIT, "stats_floor", names::KFREE_SKB, names::RST_SEGMENT]
-            .into_iter()
-            .chain([names::KP_RST_SEGMENT])
-            .map(String::from)
-            .collect();
+        let mut programs: Vec<String> =
+            [names::SYS_EXIT, names::SYS_EXIT_BTF, "stats_floor", names::KFREE_SKB, names::RST_SEGMENT]
+                .into_iter()
+                .chain([names::KP_RST_SEGMENT])
+                .map(String::from)
+                .collect();
         for ev in &KERNEL_EVENTS {
             programs.extend(ev.all().filter_map(|p| p.program()));
         }

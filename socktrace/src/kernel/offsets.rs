@@ -49,6 +49,7 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         task_group_leader: btf.offset_of("task_struct", "group_leader")?,
         task_comm: btf.offset_of("task_struct", "comm")?,
         files_fdt: btf.offset_of("files_struct", "fdt")?,
+        files_fdtab: btf.offset_of("files_struct", "fdtab")?,
         fdtable_max_fds: btf.offset_of("fdtable", "max_fds")?,
         fdtable_fd: btf.offset_of("fdtable", "fd")?,
         file_f_inode: btf.offset_of("file", "f_inode")?,

@@ -2,7 +2,8 @@
 //! socktrace can reach it (BTF tracepoint, classic tracepoint, kprobe), and which of them this
 //! kernel offers. The loader (`load.rs`) picks from here per probe mode; `check` reports it.
 //!
-//! The failing calls always come from one raw tracepoint on `sys_exit`. The socket history comes
+//! The failing calls always come from one program on `sys_exit`: a BTF tracepoint where the
+//! kernel has one and the mode allows it (5.11+), else a raw tracepoint. The socket history comes
 //! from six kernel events (state changes, RSTs received and sent, error reports,
 //! retransmissions, socket destruction), plus fork/exit with `-f`. The probe mode says which
 //! probe serves each; `auto` decides per event and falls back when one is missing.
@@ -298,9 +299,21 @@ pub fn unavailable(probe: Probe, kernel: &KernelView) -> Option<String> {
 /// The io_uring door, as the attach line names it.
 pub const IO_URING_PROBES: &str = "tracepoint/io_uring:io_uring_complete (+io_uring_file_get)";
 
-/// What the syscall side attaches to, in every mode.
-pub fn syscall_probes() -> String {
-    format!("raw_tracepoint/sys_exit ({} calls)", Syscall::ALL.len())
+/// What the syscall side attaches to: the BTF tracepoint (`typed`) or the raw one.
+pub fn syscall_probes(typed: bool) -> String {
+    let hook = if typed { "tp_btf/sys_exit" } else { "raw_tracepoint/sys_exit" };
+    format!("{hook} ({} calls)", Syscall::ALL.len())
+}
+
+/// Why this kernel cannot run the BTF tracepoint on `sys_exit`, if it cannot.
+pub fn typed_sys_exit_problem(btf: &dyn KernelTypes) -> Option<String> {
+    if !btf.has_btf_tracepoint("sys_exit") {
+        Some("not in this kernel's BTF (tp_btf needs 5.5+ with BTF)".into())
+    } else if !btf.has_function("bpf_get_current_task_btf") {
+        Some("no bpf_get_current_task_btf (5.11+)".into())
+    } else {
+        None
+    }
 }
 
 pub fn first_line(s: &str) -> &str {

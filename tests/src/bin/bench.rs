@@ -204,6 +204,9 @@ struct RunResult {
     hwm_kib: u64,
     /// Per socktrace program: (runs, ns in the kernel), when BPF statistics were on.
     bpf: BTreeMap<String, (u64, u64)>,
+    /// What the statistics reported per run for an empty program on the same hook in the
+    /// same run (their own cost), when they were on.
+    floor_ns: f64,
 }
 
 /// An idle process for the collateral runs: traced, it makes no calls at all.
@@ -214,6 +217,7 @@ fn idle_process() -> Result<Child> {
 /// The names the kernel lists socktrace's programs under.
 fn is_socktrace_program(name: &str) -> bool {
     name == "sys_exit"
+        || name == "sys_exit_btf"
         || [
             "inet_sock_set_s",
             "tcp_receive_res",
@@ -245,30 +249,46 @@ fn bpf_stats() -> BTreeMap<String, (u64, u64)> {
     out
 }
 
-/// What the kernel's BPF statistics report for an empty program on the same hook (their own
-/// cost: two clock reads a run), measured under an EAGAIN storm: subtracted from every
+/// An empty program on the `sys_exit` hook (`socktrace stats-floor`), beside socktrace's
+/// during a statistics run: what the statistics report for it per run is their own cost (two
+/// clock reads) plus the cache misses of running a program at all under that workload (an
+/// echo's context switches cost more than a storm's tight loop), subtracted from every
 /// program's figure so the table shows the time socktrace's programs really take.
-fn stats_floor_ns(scenario: &str, storm: &Workload) -> Result<f64> {
-    let mut floor = Command::new(socktrace_bin())
-        .arg("stats-floor")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting socktrace stats-floor")?;
-    let mut line = String::new();
-    BufReader::new(floor.stderr.take().context("stderr")?).read_line(&mut line)?;
-    anyhow::ensure!(line.contains("attached"), "socktrace stats-floor said {line:?}");
-    let run = run_workload(scenario, storm, None, Path::new("/dev/null"), true);
-    let stats = aya::programs::loaded_programs()
-        .flatten()
-        .find(|p| p.name_as_str() == Some("stats_floor"))
-        .map(|p| (p.run_count(), p.run_time().as_nanos() as u64));
-    // SAFETY: our own child.
-    unsafe { libc::kill(floor.id() as i32, libc::SIGINT) };
-    let _ = floor.wait();
-    run?;
-    let (runs, ns) = stats.context("stats_floor was not loaded")?;
-    Ok(ns as f64 / runs.max(1) as f64)
+struct StatsFloor(Child);
+
+impl StatsFloor {
+    fn start() -> Result<Self> {
+        let mut child = Command::new(socktrace_bin())
+            .arg("stats-floor")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting socktrace stats-floor")?;
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().context("stderr")?).read_line(&mut line)?;
+        let floor = StatsFloor(child);
+        anyhow::ensure!(line.contains("attached"), "socktrace stats-floor said {line:?}");
+        Ok(floor)
+    }
+
+    /// ns per run reported for the empty program so far.
+    fn ns_per_run(&self) -> Result<f64> {
+        let (runs, ns) = aya::programs::loaded_programs()
+            .flatten()
+            .find(|p| p.name_as_str() == Some("stats_floor"))
+            .map(|p| (p.run_count(), p.run_time().as_nanos() as u64))
+            .context("stats_floor was not loaded")?;
+        anyhow::ensure!(runs > 0, "stats_floor never ran");
+        Ok(ns as f64 / runs as f64)
+    }
+}
+
+impl Drop for StatsFloor {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
 }
 
 fn set_bpf_stats(on: bool) -> Result<()> {
@@ -284,6 +304,9 @@ fn run_workload(
     stats: bool,
 ) -> Result<RunResult> {
     let args: Vec<&str> = w.args.iter().map(String::as_str).collect();
+    // The empty program first: attached before socktrace's, it runs first on the hook, so the
+    // misses of the first program after a context switch are the floor's, not socktrace's.
+    let floor = if stats { Some(StatsFloor::start()?) } else { None };
     let mut s = Scenario::start(scenario, &args)?;
     let mut idle = None;
     let running = match tracer {
@@ -322,9 +345,14 @@ fn run_workload(
     // strace slows the storm a hundredfold and more: minutes, not the tests' one.
     let report = s.finish_within(Duration::from_secs(900))?;
     let bpf = if stats { bpf_stats() } else { BTreeMap::new() };
+    let floor_ns = match &floor {
+        Some(f) => f.ns_per_run()?,
+        None => 0.0,
+    };
     if stats {
         set_bpf_stats(false)?;
     }
+    drop(floor);
     let _ = stop_tx.send(());
     let peak_kib = sampler.join().unwrap_or(0);
     let r = report.iter().find(|v| v["step"] == "bench").ok_or_else(|| anyhow!("no bench report"))?;
@@ -341,7 +369,7 @@ fn run_workload(
         let _ = p.kill();
         let _ = p.wait();
     }
-    Ok(RunResult { ns, failures, seen, attach, peak_kib, hwm_kib, bpf })
+    Ok(RunResult { ns, failures, seen, attach, peak_kib, hwm_kib, bpf, floor_ns })
 }
 
 /// One (traced or collateral or system-wide) run beside its untraced twin.
@@ -486,9 +514,6 @@ fn main() -> Result<()> {
     };
     let tmp = out_dir.join("tracer.out");
 
-    let storm =
-        Workload { name: "stats floor", args: vec!["bench-storm".into(), "1000000".into()], socktrace_only: false };
-    let floor = if tools.contains(&Tool::Socktrace) { stats_floor_ns(&scenario, &storm)? } else { 0.0 };
     let mut cells: Vec<Cell> = Vec::new();
     let mut bpf_runs: Vec<(usize, Mode, RunResult)> = Vec::new();
     for (wi, w) in workloads.iter().enumerate() {
@@ -516,7 +541,7 @@ fn main() -> Result<()> {
     }
     drop(servers);
 
-    let report = render_report(&workloads, &tools, &cells, &bpf_runs, floor, pairs);
+    let report = render_report(&workloads, &tools, &cells, &bpf_runs, pairs);
     println!("{report}");
     std::fs::write(out_dir.join("report.md"), &report)?;
     std::fs::write(out_dir.join("slowdown.svg"), render_svg(&cells))?;
@@ -530,7 +555,6 @@ fn render_report(
     tools: &[Tool],
     cells: &[Cell],
     bpf_runs: &[(usize, Mode, RunResult)],
-    floor: f64,
     pairs: usize,
 ) -> String {
     let mut out = format!(
@@ -561,14 +585,15 @@ fn render_report(
         }
     }
     if !bpf_runs.is_empty() {
-        out.push_str(&format!(
+        out.push_str(
             "\nTime socktrace's programs spent in the kernel (`kernel.bpf_stats_enabled`, one extra run per cell), \
-             less the statistics' own cost per run ({floor:.0} ns here: what they report for an empty program on \
-             the same hook): runs and ns per run of each program, and the total per failing call of the workload \
-             (per call made, for echo, where nothing fails).\n\n| workload | mode | program: runs, ns/run | total per \
-             failing call |\n|---|---|---|---|\n"
-        ));
+             less the statistics' own cost per run (the floor: what they report, in the same run, for an empty \
+             program on the sys_exit hook): runs and ns per run of each program, and the total per failing call of \
+             the workload (per call made, for echo, where every call succeeds).\n\n\
+             | workload | mode | floor | program: runs, ns/run | total per failing call |\n|---|---|---|---|---|\n",
+        );
         for (wi, mode, r) in bpf_runs {
+            let floor = r.floor_ns;
             let net = |runs: u64, ns: u64| (ns as f64 - floor * runs as f64).max(0.0);
             let progs: Vec<String> = r
                 .bpf
@@ -578,11 +603,11 @@ fn render_report(
                 .collect();
             let total: f64 = r.bpf.values().map(|(runs, ns)| net(*runs, *ns)).sum();
             let calls = match r.failures {
-                0 => r.bpf.get("sys_exit").map(|v| v.0).unwrap_or(1),
+                0 => r.bpf.iter().filter(|(p, _)| p.starts_with("sys_exit")).map(|(_, v)| v.0).sum(),
                 n => n,
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {:.0} ns |\n",
+                "| {} | {} | {floor:.0} ns | {} | {:.0} ns |\n",
                 workloads[*wi].name,
                 mode.name(),
                 progs.join("; "),
