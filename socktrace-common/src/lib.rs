@@ -279,7 +279,7 @@ pub mod config_flags {
     /// `--kstack`: record the kernel stack at each event that causes a failure.
     pub const KSTACK: u32 = 1 << 17;
     /// `sk_buff.protocol`, `.transport_header`, `.network_header` are adjacent (be16, u16,
-    /// u16): the drop probe reads them at once.
+    /// u16): the drop, RST and ICMP probes read them at once.
     pub const SKB_HEADERS_PACKED: u32 = 1 << 18;
     /// The syscall number sits in `struct pt_regs` right after the first argument (x86_64:
     /// di, orig_ax; arm64: orig_x0, syscallno): the exit reads both at once.

@@ -295,17 +295,17 @@ fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) -> SockAddrs {
 /// `sk` goes from `old` to `new` (any context).
 #[inline(always)]
 fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 {
-    if !is_tcp_sock(sk) {
-        return 0;
-    }
-    if old == new || !(1..=TCP_STATE_MAX).contains(&old) || !(1..=TCP_STATE_MAX).contains(&new) {
+    // Other protocols (MPTCP, SCTP, DCCP) fire this tracepoint too: their sockets are told
+    // apart by reading the protocol, only where it matters.
+    let odd = old == new || !(1..=TCP_STATE_MAX).contains(&old) || !(1..=TCP_STATE_MAX).contains(&new);
+    if odd && is_tcp_sock(sk) {
         warn!(ctx, "unexpected TCP state transition {} -> {} on socket {:x}", old, new, sk);
     }
     // A socket's history starts in the traced process's own context (connect, listen, close,
     // shutdown), or as a connection of a traced listener; later transitions from softirq find
     // it by address.
     let in_traced = is_traced(current_tgid());
-    if new == TCP_LISTEN {
+    if new == TCP_LISTEN && is_tcp_sock(sk) {
         // listen() runs in its caller's context: the owner is the current process.
         remember_listener(sk, current_tgid(), in_traced);
     }
@@ -319,7 +319,7 @@ fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, 
     } else {
         Create::No
     };
-    if old == TCP_LISTEN && new == TCP_CLOSE {
+    if old == TCP_LISTEN && new == TCP_CLOSE && is_tcp_sock(sk) {
         let _ = LISTENERS.remove(listener_key(sk));
     }
     // Built on zeroed words: a literal's padding array would be a memset call (see `zero`).
@@ -334,7 +334,10 @@ fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, 
             unsafe { *last = LastTransition { sk, transition } };
         }
     }
-    // Most sockets on a busy machine are not traced: one lookup, and they leave here.
+    // Only a TCP socket gets a history (the protocol is read only then: every socket that
+    // has one got it as a TCP socket). Most sockets on a busy machine are not traced: one
+    // lookup, and they leave here.
+    let create = if create != Create::No && !is_tcp_sock(sk) { Create::No } else { create };
     let Some(h) = history_of(ctx, sk, create) else {
         return 0;
     };
@@ -398,7 +401,7 @@ fn on_receive_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
 fn on_rst_segment<C: EbpfContext>(ctx: &C, sk: u64, skb: u64) -> u32 {
     let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
     let data: u64 = read(skb, global!(OFFSETS.skb_head)).unwrap_or(0);
-    let transport: u16 = read(skb, global!(OFFSETS.skb_transport_header)).unwrap_or(0xffff);
+    let (_, transport) = crate::skb_header_offsets(skb);
     if data == 0 || transport == 0xffff {
         return 0;
     }
@@ -467,8 +470,7 @@ fn remember_reset_of_segment(listener: u64, state: u8, skb: u64, reason: i32) {
         return;
     }
     let data: u64 = read(skb, head_at).unwrap_or(0);
-    let network: u16 = read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0);
-    let transport: u16 = read(skb, global!(OFFSETS.skb_transport_header)).unwrap_or(0);
+    let (network, transport) = crate::skb_header_offsets(skb);
     if data == 0 || network == 0xffff || transport == 0xffff {
         return;
     }
@@ -536,9 +538,9 @@ fn on_error_report<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
     if err == 0 {
         return 0;
     }
-    let Some(head) = sock_head(sk) else { return 0 };
     let (sock_type, protocol) = sock_type_protocol(sk);
     if protocol == net::IPPROTO_UDP && sock_type == net::SOCK_DGRAM {
+        let Some(head) = sock_head(sk) else { return 0 };
         let mut e: UdpError = zeroed::<UdpError, 8>();
         // SAFETY: a local, plain-data value.
         unsafe { stamp(&raw mut e.report, &head, err) };
@@ -547,7 +549,9 @@ fn on_error_report<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
         return 0;
     }
     let create = if tracing_everything() && protocol == net::IPPROTO_TCP { Create::Seeded } else { Create::No };
+    // The socket is read only when it has a history: most that report an error have none.
     let Some(h) = history_of(ctx, sk, create) else { return 0 };
+    let Some(head) = sock_head(sk) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe {
         stamp(&raw mut (*h).error_report, &head, err);

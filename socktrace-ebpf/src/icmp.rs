@@ -49,8 +49,7 @@ fn on_icmp(skb: u64, v6: bool) -> u32 {
         return 0;
     }
     let head: u64 = read(skb, head_at).unwrap_or(0);
-    let network: u16 = read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0xffff);
-    let transport: u16 = read(skb, global!(OFFSETS.skb_transport_header)).unwrap_or(0xffff);
+    let (network, transport) = crate::skb_header_offsets(skb);
     if head == 0 || network == 0xffff || transport == 0xffff {
         return 0;
     }

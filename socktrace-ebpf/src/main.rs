@@ -326,6 +326,21 @@ fn sock_head(sk: u64) -> Option<SockHead> {
     Some(h)
 }
 
+/// `sk_buff.network_header` and `.transport_header` (offsets from `head`; 0xffff: unset), in one
+/// read where they sit packed after `protocol` (`SKB_HEADERS_PACKED`).
+#[inline(always)]
+fn skb_header_offsets(skb: u64) -> (u16, u16) {
+    if global!(CONFIG.flags) & config_flags::SKB_HEADERS_PACKED != 0 {
+        // protocol, transport_header, network_header; zeros if unreadable (then so is `head`).
+        let h: [u16; 3] = read_or_zero(skb, global!(OFFSETS.skb_protocol));
+        return (h[2], h[1]);
+    }
+    (
+        read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0xffff),
+        read(skb, global!(OFFSETS.skb_transport_header)).unwrap_or(0xffff),
+    )
+}
+
 /// `sk_type` and `sk_protocol`, in one read where they are adjacent.
 #[inline(always)]
 fn sock_type_protocol(sk: u64) -> (u16, u16) {

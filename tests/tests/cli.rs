@@ -387,6 +387,19 @@ fn check_reports_this_kernel() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("raw_tracepoint/sys_exit (18 calls)") && !text.contains("tp_btf/sys_exit"), "{text}");
+    // auto falls back to it when the BTF one is missing, and says why.
+    let out = Command::new(socktrace_bin())
+        .arg("check")
+        .env("SOCKTRACE_DISABLE_PROBES", "tp_btf/sys_exit")
+        .output()
+        .expect("socktrace runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("raw_tracepoint/sys_exit (18 calls)")
+            && text.contains("passed over tp_btf/sys_exit: disabled by SOCKTRACE_DISABLE_PROBES"),
+        "{text}"
+    );
     // Without privileges it cannot run, and says so with exit status 1.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])

@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 /// see `AptSource`) and Debian 12's cloud kernels (the oldest and newest there).
 pub const VM_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
 
-/// Probe modes the suite runs in by default (`--probe-mode` of socktrace).
-pub const VM_MODES: &[&str] = &["tracepoint", "kprobe"];
+/// Probe modes the suite runs in by default (`--probe-mode` of socktrace): the classic and the
+/// kprobe probes everywhere, and `auto`, what a user gets without the option (BTF tracepoints
+/// where the kernel has them, the failing-call program's included).
+pub const VM_MODES: &[&str] = &["tracepoint", "kprobe", "auto"];
 
 /// The test binaries of `socktrace-tests` that make up the scenario suite.
 const SUITE_TESTS: &[&str] = &["catalogue", "connect", "doors"];
@@ -36,9 +38,13 @@ const SUITE_TESTS: &[&str] = &["catalogue", "connect", "doors"];
 /// The suite's binaries run in `mode`. `doors` (io_uring, copy paths, UDP, sockets older than
 /// the trace) runs in tracepoint mode only: what it tests does not depend on how the TCP
 /// events are probed (the kprobe stand-ins are the catalogue's business), and the matrix must
-/// fit CI's time.
+/// fit CI's time. `auto` runs the catalogue: every label through the BTF tracepoints.
 fn suite_tests(mode: &str) -> Vec<&'static str> {
-    SUITE_TESTS.iter().copied().filter(|t| *t != "doors" || mode != "kprobe").collect()
+    match mode {
+        "auto" => vec!["catalogue"],
+        "kprobe" => SUITE_TESTS.iter().copied().filter(|t| *t != "doors").collect(),
+        _ => SUITE_TESTS.to_vec(),
+    }
 }
 
 /// Kernel modules the scenarios need, loaded in the guest before the tests (with whatever

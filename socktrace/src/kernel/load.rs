@@ -6,8 +6,8 @@ use super::{
     btf::KernelBtf,
     offsets,
     probes::{
-        kprobes_available, unavailable, Choice, KernelView, Probe, ProbeMode, DISABLE_PROBES_ENV, KERNEL_EVENTS,
-        NO_KPROBES,
+        disabled_by_env, kprobes_available, unavailable, Choice, KernelView, Probe, ProbeMode, DISABLE_PROBES_ENV,
+        KERNEL_EVENTS, NO_KPROBES,
     },
     tracefs,
 };
@@ -598,15 +598,12 @@ fn choose_and_attach(
     aya_btf: &aya::Btf,
     attach: bool,
 ) -> Result<Vec<Choice>> {
-    let disabled: Vec<String> = std::env::var(DISABLE_PROBES_ENV)
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default();
     let mut choices = Vec::new();
     for ev in KERNEL_EVENTS.iter().filter(|e| sel.follow || !e.follow_only) {
         let mut passed_over = Vec::new();
         let mut chosen = None;
         for probe in ev.candidates(mode) {
-            let why_not = if disabled.contains(&probe.to_string()) {
+            let why_not = if disabled_by_env(&probe.to_string()) {
                 Some(format!("disabled by {DISABLE_PROBES_ENV}"))
             } else {
                 unavailable(probe, kernel)
@@ -704,10 +701,9 @@ fn attach_fentry_or_kprobe(
     functions: &[(&str, &str, &str)],
     names: (&'static str, &'static str),
 ) -> std::result::Result<&'static str, String> {
-    let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
     let first = functions.first().map(|f| f.0).unwrap_or("");
     let mut fentry = || -> Result<()> {
-        if disabled.split(',').any(|p| p.trim() == format!("fentry/{first}")) {
+        if disabled_by_env(&format!("fentry/{first}")) {
             bail!("disabled by {DISABLE_PROBES_ENV}");
         }
         for &(function, program, _) in functions {
@@ -772,9 +768,8 @@ fn attach_rst_segment(
 /// the drop reason from 5.17). Beside the probe modes: without it a timeout is explained
 /// without the drops behind it.
 fn attach_drops(ebpf: &mut Ebpf, tracepoint_in_btf: bool, attach: bool) -> std::result::Result<&'static str, String> {
-    let disabled = std::env::var(DISABLE_PROBES_ENV).unwrap_or_default();
     let mut go = || -> Result<()> {
-        if disabled.split(',').any(|p| p.trim() == "raw_tracepoint/kfree_skb") {
+        if disabled_by_env("raw_tracepoint/kfree_skb") {
             bail!("disabled by {DISABLE_PROBES_ENV}");
         }
         if !tracepoint_in_btf {
@@ -819,7 +814,12 @@ fn attach_syscalls(
 ) -> Result<SyscallHook> {
     let mut passed_over = Vec::new();
     if matches!(mode, ProbeMode::Auto | ProbeMode::TpBtf) {
-        let typed = super::probes::typed_sys_exit_problem(kernel.btf).map_or_else(
+        let problem = if disabled_by_env("tp_btf/sys_exit") {
+            Some(format!("disabled by {DISABLE_PROBES_ENV}"))
+        } else {
+            super::probes::typed_sys_exit_problem(kernel.btf)
+        };
+        let typed = problem.map_or_else(
             || {
                 let p: &mut BtfTracePoint = ebpf_program(ebpf, names::SYS_EXIT_BTF)?.try_into()?;
                 p.load("sys_exit", btf).context("the kernel refused the program")?;

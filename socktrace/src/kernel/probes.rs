@@ -232,6 +232,11 @@ impl Choice {
 /// treat them as missing: how the fallbacks are exercised on a kernel that has everything.
 pub const DISABLE_PROBES_ENV: &str = "SOCKTRACE_DISABLE_PROBES";
 
+/// Whether `probe` (as printed) is listed in `SOCKTRACE_DISABLE_PROBES`.
+pub fn disabled_by_env(probe: &str) -> bool {
+    std::env::var(DISABLE_PROBES_ENV).is_ok_and(|v| v.split(',').any(|p| p.trim() == probe))
+}
+
 /// Whether this kernel can take kprobes at all.
 pub fn kprobes_available(tracefs: Option<&Path>) -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe").exists()
