@@ -42,28 +42,23 @@ const TS_COMPAT: u32 = 0x0002;
 /// `sys_exit(struct pt_regs *regs, long ret)` as a raw tracepoint, on every kernel since 4.17.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
-    let ret: i64 = ctx.arg(1);
-    // Positive returns (bytes moved, new fds) are never failures: the cheapest exit first, in
-    // the entry itself (the rest is a subprogram: a call, even for the calls that succeed).
-    if ret > 0 {
-        return 0;
-    }
-    on_sys_exit::<_, ProbeReads>(&ctx, ctx.arg(0), ret)
+    on_sys_exit::<_, ProbeReads>(&ctx, ctx.arg(0), ctx.arg(1))
 }
 
 /// The same as a BTF tracepoint (5.11+: `bpf_get_current_task_btf`): `regs` is a typed pointer.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> u32 {
-    let ret: i64 = ctx.arg(1);
+    on_sys_exit::<_, TypedLoads>(&ctx, ctx.arg(0), ctx.arg(1))
+}
+
+/// Inlined into each entry. As a subprogram it was refused by 6.1's verifier, which matches a
+/// static subprogram's arguments against its BTF (LLVM had dropped an unused one, not the BTF).
+#[inline(always)]
+fn on_sys_exit<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, ret: i64) -> u32 {
+    // Positive returns (bytes moved, new fds) are never failures: the cheapest exit first.
     if ret > 0 {
         return 0;
     }
-    on_sys_exit::<_, TypedLoads>(&ctx, ctx.arg(0), ret)
-}
-
-/// A call that returned `ret` (0 or an error).
-#[inline(never)]
-fn on_sys_exit<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, ret: i64) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if !is_traced(tgid) {
