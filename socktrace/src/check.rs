@@ -117,7 +117,7 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                         println!("  {:<8} {:<34} passed over {why}", "", "");
                     }
                 }
-                r.line(true, true, "failing calls", &p.syscall_hook.probe);
+                r.line(true, true, "failing calls", &p.syscall_hook.probe());
                 for why in &p.syscall_hook.passed_over {
                     println!("  {:<8} {:<34} passed over {why}", "", "");
                 }

@@ -97,7 +97,7 @@ impl ProbeReport {
             .collect();
         used.push(ProbeUsed {
             event: "failing call",
-            probe: probes.syscall_hook.probe.clone(),
+            probe: probes.syscall_hook.probe(),
             passed_over: probes.syscall_hook.passed_over.clone(),
         });
         used.push(match &probes.io_uring_unwatched {

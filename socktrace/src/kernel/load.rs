@@ -437,7 +437,7 @@ impl Probes {
     /// The probes in use, for the attach line: `tp_btf/inet_sock_set_state, …`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.choices.iter().map(Choice::probes).collect();
-        parts.push(self.syscall_hook.probe.clone());
+        parts.push(self.syscall_hook.probe());
         if self.io_uring_unwatched.is_none() {
             parts.push(super::probes::IO_URING_PROBES.into());
         }
@@ -453,7 +453,7 @@ impl Probes {
         self.choices
             .iter()
             .map(|c| (c.event, c.probe.to_string(), &c.passed_over))
-            .chain(std::iter::once(("failing call", hook.probe.clone(), &hook.passed_over)))
+            .chain(std::iter::once(("failing call", hook.probe(), &hook.passed_over)))
             .filter(|(_, _, passed_over)| !passed_over.is_empty())
             .map(|(event, probe, passed_over)| {
                 let why: Vec<&str> = passed_over.iter().map(|p| super::probes::first_line(p)).collect();
@@ -792,13 +792,18 @@ fn ebpf_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::progr
     ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))
 }
 
-/// The hook the failing calls come from: the program, the probe as the attach line names it,
-/// and why the faster one was passed over.
+/// The hook the failing calls come from: the program, and why the faster one was passed over.
 #[derive(Clone, Debug)]
 pub struct SyscallHook {
     pub program: &'static str,
-    pub probe: String,
     pub passed_over: Vec<String>,
+}
+
+impl SyscallHook {
+    /// The probe, as the attach line names it.
+    pub fn probe(&self) -> String {
+        super::probes::syscall_probes(self.program == names::SYS_EXIT_BTF)
+    }
 }
 
 /// Loads the one program that sees every failing call and attaches it to `sys_exit`: no trace
@@ -819,25 +824,19 @@ fn attach_syscalls(
         } else {
             super::probes::typed_sys_exit_problem(kernel.btf)
         };
-        let typed = problem.map_or_else(
-            || {
-                let p: &mut BtfTracePoint = ebpf_program(ebpf, names::SYS_EXIT_BTF)?.try_into()?;
-                p.load("sys_exit", btf).context("the kernel refused the program")?;
-                if attach {
-                    p.attach().context("attaching")?;
-                }
-                Ok(())
-            },
-            |why| Err(anyhow!(why)),
-        );
-        match typed {
-            Ok(()) => {
-                return Ok(SyscallHook {
-                    program: names::SYS_EXIT_BTF,
-                    probe: super::probes::syscall_probes(true),
-                    passed_over,
-                })
+        let typed = || -> Result<()> {
+            if let Some(why) = problem {
+                bail!(why);
             }
+            let p: &mut BtfTracePoint = ebpf_program(ebpf, names::SYS_EXIT_BTF)?.try_into()?;
+            p.load("sys_exit", btf).context("the kernel refused the program")?;
+            if attach {
+                p.attach().context("attaching")?;
+            }
+            Ok(())
+        };
+        match typed() {
+            Ok(()) => return Ok(SyscallHook { program: names::SYS_EXIT_BTF, passed_over }),
             Err(e) => passed_over.push(format!("tp_btf/sys_exit: {e:#}")),
         }
     }
@@ -847,7 +846,7 @@ fn attach_syscalls(
     if attach {
         prog.attach("sys_exit").context("attaching the raw tracepoint sys_exit (needs CONFIG_FTRACE_SYSCALLS)")?;
     }
-    Ok(SyscallHook { program: name, probe: super::probes::syscall_probes(false), passed_over })
+    Ok(SyscallHook { program: name, passed_over })
 }
 
 /// Loads the program serving `probe` and, if asked, attaches it.
