@@ -3,7 +3,7 @@
 //! Every struct here is `#[repr(C)]` with explicit padding and a size checked at compile time,
 //! so the kernel side (bpfel) and userspace (x86_64 or any 64-bit host) agree byte for byte.
 //! The kernel only records facts into these structs; the meaning is decided in userspace.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// The kernel's task-name buffer (`TASK_COMM_LEN`), NUL included.
 pub const TASK_COMM_LEN: usize = 16;
@@ -191,7 +191,7 @@ pub mod names {
     pub const IO_URING_FDS: &str = "IO_URING_FDS";
     /// UDP sockets -> the last error the kernel reported on them (`UdpError`).
     pub const UDP_ERRORS: &str = "UDP_ERRORS";
-    /// RSTs sent on this host, by the sender's 4-tuple (`SentReset`).
+    /// RSTs sent on this host, by a hash of the sender's 4-tuple (`SentResetSlot`).
     pub const SENT_RESETS: &str = "SENT_RESETS";
     /// ICMP errors received, by the 4-tuple of the packet they are about (`IcmpSource`).
     pub const ICMP_SOURCES: &str = "ICMP_SOURCES";
@@ -809,6 +809,85 @@ pub struct SentReset {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// The table of RSTs sent on this host (`SENT_RESETS`): a plain array indexed by a hash of the
+/// sender's 4-tuple, not an LRU hash map, whose insert cost about 0.9 us per RST (its free list
+/// and eviction), paid by every RST any socket of the host sends. A newer RST whose 4-tuple
+/// lands on the same slot replaces the older: the receiver then finds no sender ("cannot
+/// tell"), never another one's, because of `SentResetSlot::check`.
+pub const SENT_RESET_SLOTS: u32 = 8192;
+
+/// One slot of `SENT_RESETS`. Writers on two CPUs, or a reader while a writer writes, can
+/// leave or see a mix of two records: the writer stores `check` (`sent_reset_check` of the
+/// 4-tuple and the record) last, and the reader takes the record only if its copy and the
+/// 4-tuple it looked for give the same check. No locks, no atomics (5.10 has no fetching
+/// ones), and a slot holding another connection's RST is told apart the same way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentResetSlot {
+    pub reset: SentReset,
+    /// 0: never written.
+    pub check: u64,
+}
+
+/// One round of a 64-bit mixer (splitmix64's finalizer) over `h` and the next word `v`: every
+/// bit of the result depends on every bit of both, and it is not linear, so crafted 4-tuples
+/// cannot make two records agree. Shifts, xors and multiplies only: cheap and
+/// verifier-friendly.
+#[inline(always)]
+const fn mix(h: u64, v: u64) -> u64 {
+    let mut x = (h ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Eight bytes of `b` from `at`, little-endian (byte by byte: the arrays have no alignment a
+/// wider load could rely on).
+#[inline(always)]
+const fn word_at(b: &[u8; 16], at: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        w |= (b[at + i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+/// The hash of a 4-tuple: where its RST is kept (`sent_reset_slot`), and the start of its check.
+#[inline(always)]
+pub const fn sock_addrs_hash(a: &SockAddrs) -> u64 {
+    let mut h = mix(0, a.family as u64 | (a.sport as u64) << 16 | (a.dport as u64) << 32);
+    h = mix(h, word_at(&a.saddr, 0));
+    h = mix(h, word_at(&a.saddr, 8));
+    h = mix(h, word_at(&a.daddr, 0));
+    mix(h, word_at(&a.daddr, 8))
+}
+
+/// The slot of `SENT_RESETS` where the RST of the connection `sender` (as its sender sees it)
+/// is kept.
+#[inline(always)]
+pub const fn sent_reset_slot(sender: &SockAddrs) -> u32 {
+    (sock_addrs_hash(sender) >> 32) as u32 & (SENT_RESET_SLOTS - 1)
+}
+
+/// The check of a `SentResetSlot`: the 4-tuple and every field of the record. Never 0 for a
+/// written slot (0 is mapped to 1), so an empty slot matches nothing.
+#[inline(always)]
+pub const fn sent_reset_check(sender: &SockAddrs, r: &SentReset) -> u64 {
+    let mut h = mix(sock_addrs_hash(sender), r.ts_ns);
+    h = mix(h, r.tgid as u64 | (r.reason as u32 as u64) << 32);
+    h = mix(h, r.ack_backlog as u64 | (r.max_ack_backlog as u64) << 32);
+    h = mix(h, r.state as u64);
+    h = mix(h, word_at(&r.comm, 0));
+    h = mix(h, word_at(&r.comm, 8));
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
 /// An ICMP error this host received about a packet it sent (`icmp_rcv`/`icmpv6_rcv`), kept by
 /// that packet's 4-tuple: who sent the message, and which message it was.
 #[repr(C)]
@@ -916,6 +995,8 @@ assert_size!(
 );
 assert_size!(TimerFacts, 32);
 assert_size!(SentReset, 48);
+assert_size!(SentResetSlot, 56);
+const _: () = assert!(SENT_RESET_SLOTS.is_power_of_two());
 assert_size!(IcmpSource, 32);
 assert_size!(RstSegment, 24);
 assert_size!(PeerKey, 20);
@@ -935,4 +1016,99 @@ mod pod {
     unsafe impl aya::Pod for FailureEvent {}
     unsafe impl aya::Pod for SockAddrs {}
     unsafe impl aya::Pod for DropRecord {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(sport: u16, dport: u16) -> SockAddrs {
+        let mut a = SockAddrs { family: 2, sport, dport, ..Default::default() };
+        a.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        a.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        a
+    }
+
+    fn reset() -> SentReset {
+        let mut r = SentReset { ts_ns: 123_456_789, tgid: 42, reason: 3, state: 1, ..Default::default() };
+        r.comm[..5].copy_from_slice(b"nginx");
+        r
+    }
+
+    /// Every field of the 4-tuple and of the record is in the check: a reader looking for
+    /// another connection, or holding a copy mixed from two records, never matches.
+    #[test]
+    fn the_check_covers_every_field() {
+        let (a, r) = (tuple(40000, 8080), reset());
+        let base = sent_reset_check(&a, &r);
+        let mut keys = vec![];
+        for i in 0..16 {
+            let mut k = a;
+            k.saddr[i] ^= 1;
+            keys.push(k);
+            let mut k = a;
+            k.daddr[i] ^= 0x80;
+            keys.push(k);
+        }
+        keys.push(SockAddrs { family: 10, ..a });
+        keys.push(SockAddrs { sport: 40001, ..a });
+        keys.push(SockAddrs { dport: 8081, ..a });
+        // The reversed tuple is another connection's view.
+        keys.push(SockAddrs { sport: a.dport, dport: a.sport, saddr: a.daddr, daddr: a.saddr, ..a });
+        for k in &keys[..keys.len() - 1] {
+            assert_ne!(sent_reset_check(k, &r), base, "{k:?}");
+        }
+        let mut records = vec![
+            SentReset { ts_ns: r.ts_ns + 1, ..r },
+            SentReset { tgid: 43, ..r },
+            SentReset { reason: -1, ..r },
+            SentReset { ack_backlog: 1, ..r },
+            SentReset { max_ack_backlog: 128, ..r },
+            SentReset { state: 0, ..r },
+        ];
+        for i in 0..TASK_COMM_LEN {
+            let mut c = r;
+            c.comm[i] ^= 0x20;
+            records.push(c);
+        }
+        for c in &records {
+            assert_ne!(sent_reset_check(&a, c), base, "{c:?}");
+        }
+        // A record mixed from two writes: the first half of one, the second of another.
+        let other = SentReset { ts_ns: 987, tgid: 7, reason: 1, state: 4, ..Default::default() };
+        let torn = SentReset { ts_ns: r.ts_ns, tgid: r.tgid, reason: r.reason, ..other };
+        assert_ne!(sent_reset_check(&a, &torn), base);
+        assert_ne!(sent_reset_check(&a, &torn), sent_reset_check(&a, &other));
+    }
+
+    /// An empty slot (check 0) matches no lookup; the check is a function of its inputs.
+    #[test]
+    fn an_empty_slot_matches_nothing() {
+        let empty = SentResetSlot::default();
+        for p in 0..2000 {
+            let a = tuple(p, 80);
+            assert_ne!(sent_reset_check(&a, &empty.reset), empty.check);
+            assert_eq!(sent_reset_check(&a, &reset()), sent_reset_check(&a, &reset()));
+        }
+    }
+
+    /// Connections of one client differ only in the source port: they spread over the table
+    /// (a burst of RSTs keeps nearly all of them) and every slot is in range.
+    #[test]
+    fn consecutive_ports_spread_over_the_slots() {
+        let mut seen = std::collections::HashSet::new();
+        for p in 0..256u16 {
+            let slot = sent_reset_slot(&tuple(40000 + p, 8080));
+            assert!(slot < SENT_RESET_SLOTS);
+            seen.insert(slot);
+        }
+        // 256 balls in 8192 bins: about 4 collide on average.
+        assert!(seen.len() >= 245, "{} distinct slots of 256", seen.len());
+        let mut load = vec![0u32; SENT_RESET_SLOTS as usize];
+        for p in 0..u16::MAX {
+            load[sent_reset_slot(&tuple(p, 443)) as usize] += 1;
+        }
+        // 65535 over 8192 slots: 8 on average; a poor hash would pile them up.
+        assert!(*load.iter().max().unwrap() <= 24, "max load {}", load.iter().max().unwrap());
+    }
 }

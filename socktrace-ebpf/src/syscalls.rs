@@ -690,12 +690,21 @@ unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentReset) -> bool {
     key.dport = ours.sport;
     key.saddr = ours.daddr;
     key.daddr = ours.saddr;
-    let Some(sent) = SENT_RESETS.get_ptr(key) else { return false };
+    let Some(slot) = SENT_RESETS.get_ptr(socktrace_common::sent_reset_slot(&key)) else { return false };
     // One helper call, not a struct copy: LLVM makes that a call to `memmove`, which kernels
     // before about 6.4 refuse with the ring buffer record as its argument.
-    // SAFETY: `sent` points at a map value of that size; `out` is valid for writes of it (the
+    // SAFETY: `slot` points at a map value; `out` is valid for writes of a SentReset (the
     // caller's promise); the helper reads safely.
-    unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<SentReset>() as u32, sent.cast()) == 0 }
+    let copied = unsafe {
+        probe_read_kernel_raw(out.cast(), core::mem::size_of::<SentReset>() as u32, (&raw const (*slot).reset).cast())
+    } == 0;
+    // The check after the copy: a slot another connection's RST took, or a copy torn by a
+    // writer on another CPU, does not match it (see `SentResetSlot`).
+    // SAFETY: as above; `out` now holds a copy.
+    copied
+        && unsafe {
+            core::ptr::read_volatile(&raw const (*slot).check) == socktrace_common::sent_reset_check(&key, &*out)
+        }
 }
 
 /// The ICMP error received about the packets of the connection `ours` (as its socket sees
