@@ -53,17 +53,7 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     if no_socket != 0 && reason == no_socket {
         return;
     }
-    // `protocol`, `transport_header`, `network_header` in one read where they are adjacent
-    // (userspace checked the layout), else one by one.
-    let (protocol, network) = if global!(CONFIG.flags) & config_flags::SKB_HEADERS_PACKED != 0 {
-        let h: [u16; 3] = read_or_zero(skb, global!(OFFSETS.skb_protocol));
-        (h[0], h[2])
-    } else {
-        (
-            read(skb, global!(OFFSETS.skb_protocol)).unwrap_or(0),
-            read(skb, global!(OFFSETS.skb_network_header)).unwrap_or(0xffff),
-        )
-    };
+    let crate::SkbHeaders { protocol, network, .. } = crate::skb_headers(skb);
     let v6 = match protocol {
         ETH_P_IP_BE => false,
         ETH_P_IPV6_BE => true,

@@ -403,7 +403,7 @@ fn on_receive_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
 fn on_rst_segment<C: EbpfContext>(ctx: &C, sk: u64, skb: u64) -> u32 {
     let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
     let data: u64 = read(skb, global!(OFFSETS.skb_head)).unwrap_or(0);
-    let (_, transport) = crate::skb_header_offsets(skb);
+    let transport = crate::skb_headers(skb).transport;
     if data == 0 || transport == 0xffff {
         return 0;
     }
@@ -472,7 +472,7 @@ fn remember_reset_of_segment(listener: u64, state: u8, skb: u64, reason: i32) {
         return;
     }
     let data: u64 = read(skb, head_at).unwrap_or(0);
-    let (network, transport) = crate::skb_header_offsets(skb);
+    let crate::SkbHeaders { network, transport, .. } = crate::skb_headers(skb);
     if data == 0 || network == 0xffff || transport == 0xffff {
         return;
     }

@@ -49,7 +49,7 @@ fn on_icmp(skb: u64, v6: bool) -> u32 {
         return 0;
     }
     let head: u64 = read(skb, head_at).unwrap_or(0);
-    let (network, transport) = crate::skb_header_offsets(skb);
+    let crate::SkbHeaders { network, transport, .. } = crate::skb_headers(skb);
     if head == 0 || network == 0xffff || transport == 0xffff {
         return 0;
     }
