@@ -781,8 +781,11 @@ pub struct FailureEvent {
     pub resource: ResourceFacts,
     /// The socket's timers and their limits, for a timeout, when `HAS_TIMERS`.
     pub timers: TimerFacts,
-    /// The RST this socket received, as its sender on this host sent it, when `HAS_PEER_RESET`.
-    pub peer_reset: SentReset,
+    /// The RST this socket received, as its sender on this host sent it, when `HAS_PEER_RESET`:
+    /// the slot of `SENT_RESETS` its reversed 4-tuple hashes to, copied whole. Userspace takes
+    /// the record only if the check matches (`SentResetSlot`): the slot may hold another
+    /// connection's RST, or a copy torn by a writer.
+    pub peer_reset: SentResetSlot,
     /// The ICMP error received about this connection's packets, if one was (`HAS_ICMP_SOURCE`).
     pub icmp: IcmpSource,
 }
@@ -818,9 +821,11 @@ pub const SENT_RESET_SLOTS: u32 = 8192;
 
 /// One slot of `SENT_RESETS`. Writers on two CPUs, or a reader while a writer writes, can
 /// leave or see a mix of two records: the writer stores `check` (`sent_reset_check` of the
-/// 4-tuple and the record) last, and the reader takes the record only if its copy and the
-/// 4-tuple it looked for give the same check. No locks, no atomics (5.10 has no fetching
-/// ones), and a slot holding another connection's RST is told apart the same way.
+/// 4-tuple and the record) after the record, and the failure event carries the slot as it was
+/// copied; userspace takes the record only if it and the 4-tuple looked for give the same
+/// check. No locks, no atomics (5.10 has no fetching ones), nothing to verify per path in the
+/// failing call's program, and a slot holding another connection's RST is told apart the
+/// same way.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SentResetSlot {
@@ -862,6 +867,20 @@ pub const fn sock_addrs_hash(a: &SockAddrs) -> u64 {
     h = mix(h, word_at(&a.saddr, 8));
     h = mix(h, word_at(&a.daddr, 0));
     mix(h, word_at(&a.daddr, 8))
+}
+
+/// The 4-tuple of the connection whose other end is `ours`, as that end sees it: the key a
+/// socket that received an RST looks its sender up by.
+#[inline(always)]
+pub const fn reversed(ours: &SockAddrs) -> SockAddrs {
+    SockAddrs {
+        family: ours.family,
+        sport: ours.dport,
+        dport: ours.sport,
+        _pad: 0,
+        saddr: ours.daddr,
+        daddr: ours.saddr,
+    }
 }
 
 /// The slot of `SENT_RESETS` where the RST of the connection `sender` (as its sender sees it)
@@ -991,7 +1010,7 @@ assert_size!(ResourceFacts, 64 + 48);
 assert_size!(UdpError, 64);
 assert_size!(
     FailureEvent,
-    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 48 + 32
+    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 56 + 32
 );
 assert_size!(TimerFacts, 32);
 assert_size!(SentReset, 48);

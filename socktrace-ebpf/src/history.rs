@@ -427,18 +427,23 @@ fn on_send_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, skb: u64, re
     // sk may be NULL (no socket), a time-wait or a request sock: only sock_common is read
     // from it, which all of them start with; only full sockets we already know get the RST in
     // their history.
-    let Some(head) = sock_head(sk) else {
-        // No socket at all: the segment it answers names the connection.
-        remember_reset_of_segment(0, 0, skb, reason);
-        return 0;
-    };
-    if head.state == TCP_LISTEN as u8 {
+    let head = sock_head(sk);
+    let full = head.filter(|h| h.state != TCP_LISTEN as u8);
+    let sent = match (full, head) {
+        (Some(h), _) => Some(sent_by_socket(sk, &h)),
         // A listener resets a connection it never accepted (its queue overflowed with
         // tcp_abort_on_overflow, or an invalid handshake): it has no peer address of its own.
-        remember_reset_of_segment(sk, head.state, skb, reason);
-        return 0;
+        // With no socket at all, the segment it answers names the connection too.
+        (None, listener) => {
+            sent_for_segment(if listener.is_some() { sk } else { 0 }, listener.map_or(0, |l| l.state), skb)
+        }
+    };
+    // One call site of each: everything here is inlined, and the check's hash three times
+    // over doubled the program's verification at load.
+    if let Some(sent) = sent {
+        keep_sent_reset(&sent, reason);
     }
-    remember_sent_reset(sk, &head, reason);
+    let Some(head) = full else { return 0 };
     let Some(h) = history_of(ctx, sk, Create::No) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe {
@@ -449,32 +454,42 @@ fn on_send_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, skb: u64, re
     0
 }
 
-/// Keeps who sent an RST on which connection, for the receiving socket to name its sender.
+/// Who sent an RST on which connection, before it is kept (`keep_sent_reset`).
+struct Sent {
+    /// The connection's 4-tuple as the sender sees it.
+    addrs: SockAddrs,
+    state: u8,
+    /// A listener's accept queue: connections waiting, and its backlog.
+    queued: u32,
+    backlog: u32,
+}
+
+/// An RST sent by a full socket (or a time-wait or request sock): its own addresses.
 #[inline(always)]
-fn remember_sent_reset(sk: u64, head: &SockHead, reason: i32) {
-    let mut key = read_addrs(sk, head);
+fn sent_by_socket(sk: u64, head: &SockHead) -> Sent {
+    let mut addrs = read_addrs(sk, head);
     // close() and disconnect() release the local port (skc_num = 0) before they send the RST;
     // the full socket keeps it in inet_sport.
     let sport_at = global!(OFFSETS.inet_sport);
-    if key.sport == 0 && head.state == TCP_CLOSE as u8 && sport_at != NO_FIELD {
-        key.sport = u16::from_be(read::<u16>(sk, sport_at).unwrap_or(0));
+    if addrs.sport == 0 && head.state == TCP_CLOSE as u8 && sport_at != NO_FIELD {
+        addrs.sport = u16::from_be(read::<u16>(sk, sport_at).unwrap_or(0));
     }
-    keep_sent_reset(&key, head.state, reason, 0, 0);
+    Sent { addrs, state: head.state, queued: 0, backlog: 0 }
 }
 
 /// An RST sent for a segment that no full connection of this host owns (a listener's, or none
 /// at all): the connection's 4-tuple, as the sender sees it, is the segment's reversed. With a
 /// listener, its accept queue then.
 #[inline(always)]
-fn remember_reset_of_segment(listener: u64, state: u8, skb: u64, reason: i32) {
+fn sent_for_segment(listener: u64, state: u8, skb: u64) -> Option<Sent> {
     let head_at = global!(OFFSETS.skb_head);
     if skb == 0 || head_at == NO_FIELD {
-        return;
+        return None;
     }
     let data: u64 = read(skb, head_at).unwrap_or(0);
     let crate::SkbHeaders { network, transport, .. } = crate::skb_headers(skb);
     if data == 0 || network == 0xffff || transport == 0xffff {
-        return;
+        return None;
     }
     let ip = data + network as u64;
     // The TCP header up to its flags: ports (bytes 0-3), then the flags (byte 13).
@@ -485,7 +500,7 @@ fn remember_reset_of_segment(listener: u64, state: u8, skb: u64, reason: i32) {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     if listener == 0 && tcp[13] & (SYN | ACK) == SYN {
-        return;
+        return None;
     }
     let version: u8 = read::<u8>(ip, 0).unwrap_or(0) >> 4;
     let mut key: SockAddrs = zeroed::<SockAddrs, 5>();
@@ -502,7 +517,7 @@ fn remember_reset_of_segment(listener: u64, state: u8, skb: u64, reason: i32) {
         key.daddr = read(ip, 8).unwrap_or([0; 16]);
         key.saddr = read(ip, 24).unwrap_or([0; 16]);
     } else {
-        return;
+        return None;
     }
     let (queued, backlog) = if listener != 0 {
         (
@@ -512,11 +527,13 @@ fn remember_reset_of_segment(listener: u64, state: u8, skb: u64, reason: i32) {
     } else {
         (0, 0)
     };
-    keep_sent_reset(&key, state, reason, queued, backlog);
+    Some(Sent { addrs: key, state, queued, backlog })
 }
 
+/// Keeps who sent an RST on which connection, for the receiving socket to name its sender.
 #[inline(always)]
-fn keep_sent_reset(key: &SockAddrs, state: u8, reason: i32, queued: u32, backlog: u32) {
+fn keep_sent_reset(s: &Sent, reason: i32) {
+    let key = &s.addrs;
     if key.sport == 0 || key.dport == 0 {
         return;
     }
@@ -524,9 +541,9 @@ fn keep_sent_reset(key: &SockAddrs, state: u8, reason: i32, queued: u32, backlog
     sent.ts_ns = now_ns();
     sent.tgid = current_tgid();
     sent.reason = reason;
-    sent.state = state;
-    sent.ack_backlog = queued;
-    sent.max_ack_backlog = backlog;
+    sent.state = s.state;
+    sent.ack_backlog = s.queued;
+    sent.max_ack_backlog = s.backlog;
     // SAFETY: the helper writes at most 16 bytes into the 16-byte name.
     unsafe { bpf_get_current_comm((&raw mut sent.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
     let Some(slot) = SENT_RESETS.get_ptr_mut(sent_reset_slot(key)) else { return };

@@ -32,7 +32,7 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, warn};
 use socktrace_common::{
     adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, IcmpSource,
-    ListenerKey, ResourceFacts, SentReset, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts, UdpError,
+    ListenerKey, ResourceFacts, SentResetSlot, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts, UdpError,
     IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
@@ -677,34 +677,24 @@ unsafe fn read_timers(e: i32, sk: u64, out: *mut TimerFacts) -> bool {
     true
 }
 
-/// The RST a socket of this host sent on the connection whose other end `ours` is (the
-/// 4-tuple reversed), copied into `out`; whether there was one.
+/// The slot of `SENT_RESETS` where the RST a socket of this host sent on the connection whose
+/// other end `ours` is (the 4-tuple reversed) would be, copied into `out`; whether the slot was
+/// ever written. Userspace checks the copy belongs to `ours` (see `SentResetSlot`).
 ///
 /// # Safety
-/// `out` must be valid for writes of a `SentReset`.
+/// `out` must be valid for writes of a `SentResetSlot`.
 #[inline(always)]
-unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentReset) -> bool {
-    let mut key: SockAddrs = crate::zeroed::<SockAddrs, 5>();
-    key.family = ours.family;
-    key.sport = ours.dport;
-    key.dport = ours.sport;
-    key.saddr = ours.daddr;
-    key.daddr = ours.saddr;
+unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentResetSlot) -> bool {
+    let key = socktrace_common::reversed(ours);
     let Some(slot) = SENT_RESETS.get_ptr(socktrace_common::sent_reset_slot(&key)) else { return false };
     // One helper call, not a struct copy: LLVM makes that a call to `memmove`, which kernels
     // before about 6.4 refuse with the ring buffer record as its argument.
-    // SAFETY: `slot` points at a map value; `out` is valid for writes of a SentReset (the
+    // SAFETY: `slot` points at a map value of that size; `out` is valid for writes of it (the
     // caller's promise); the helper reads safely.
-    let copied = unsafe {
-        probe_read_kernel_raw(out.cast(), core::mem::size_of::<SentReset>() as u32, (&raw const (*slot).reset).cast())
-    } == 0;
-    // The check after the copy: a slot another connection's RST took, or a copy torn by a
-    // writer on another CPU, does not match it (see `SentResetSlot`).
-    // SAFETY: as above; `out` now holds a copy.
-    copied
-        && unsafe {
-            core::ptr::read_volatile(&raw const (*slot).check) == socktrace_common::sent_reset_check(&key, &*out)
-        }
+    let copied =
+        unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<SentResetSlot>() as u32, slot.cast()) == 0 };
+    // SAFETY: `out` now holds the copy.
+    copied && unsafe { core::ptr::read_volatile(&raw const (*out).check) } != 0
 }
 
 /// The ICMP error received about the packets of the connection `ours` (as its socket sees

@@ -310,8 +310,7 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
             };
             IcmpMessage { ts_ns: m.ts_ns, from, v6, icmp_type: m.icmp_type, code: m.code }
         }),
-        peer_reset: (ev.flags & event_flags::HAS_PEER_RESET != 0).then(|| {
-            let p = &ev.peer_reset;
+        peer_reset: peer_reset_of(ev).map(|p| {
             let len = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
             PeerReset {
                 ts_ns: p.ts_ns,
@@ -396,6 +395,19 @@ fn stamp(s: &StampedState) -> Option<Stamp> {
         state: TcpState::from_kernel(s.state),
         current_tgid: s.current_tgid,
     })
+}
+
+/// The RST a socket of this host sent to this one, if the event carries its slot of the
+/// kernel's table and the slot's check says the record is that connection's and whole (the
+/// slot may hold another connection's RST, or have been copied while a writer wrote it: see
+/// `socktrace_common::SentResetSlot`). The kernel looked it up by the history's 4-tuple.
+fn peer_reset_of(ev: &FailureEvent) -> Option<&socktrace_common::SentReset> {
+    if ev.flags & event_flags::HAS_PEER_RESET == 0 {
+        return None;
+    }
+    let key = socktrace_common::reversed(&ev.history.addrs);
+    let slot = &ev.peer_reset;
+    (slot.check == socktrace_common::sent_reset_check(&key, &slot.reset)).then_some(&slot.reset)
 }
 
 fn decode_history(h: &SocketHistory) -> History {
@@ -669,6 +681,39 @@ mod tests {
         assert_eq!(f.history.rst_received.unwrap().current_tgid, 77);
         assert_eq!(f.history.error_report, None);
         assert_eq!(f.kernel_ret, None);
+    }
+
+    /// The sender's record is taken only when the slot's check matches the connection the
+    /// kernel looked it up for: another connection's RST in the slot, or a record torn by a
+    /// writer, gives no sender (never the wrong one).
+    #[test]
+    fn a_sent_reset_is_taken_only_with_its_check() {
+        use socktrace_common::{reversed, sent_reset_check, SentReset, SentResetSlot};
+        let mut ev = sample();
+        ev.flags |= event_flags::HAS_PEER_RESET;
+        let mut reset = SentReset { ts_ns: 1_850, tgid: 4242, state: 1, ..Default::default() };
+        reset.comm[..5].copy_from_slice(b"nginx");
+        let key = reversed(&ev.history.addrs);
+        assert_eq!((key.sport, key.dport), (9, 40122));
+        ev.peer_reset = SentResetSlot { reset, check: sent_reset_check(&key, &reset) };
+        let f = decode(&bytes(&ev)).unwrap();
+        let p = f.peer_reset.expect("the slot is this connection's");
+        assert_eq!((p.tgid, p.comm.as_slice(), p.state), (4242, &b"nginx"[..], Some(TcpState::Established)));
+
+        // Another connection's RST in the same slot.
+        let mut other = ev;
+        let mut their_key = key;
+        their_key.sport = 10;
+        other.peer_reset.check = sent_reset_check(&their_key, &reset);
+        assert!(decode(&bytes(&other)).unwrap().peer_reset.is_none());
+        // A copy torn between two writers: one record's fields, another's check.
+        let mut torn = ev;
+        torn.peer_reset.reset.tgid = 1;
+        assert!(decode(&bytes(&torn)).unwrap().peer_reset.is_none());
+        // The flag alone, on a slot never written.
+        let mut empty = ev;
+        empty.peer_reset = SentResetSlot::default();
+        assert!(decode(&bytes(&empty)).unwrap().peer_reset.is_none());
     }
 
     #[test]
