@@ -323,7 +323,9 @@ pub mod event_flags {
     pub const FIXED_FILE: u32 = 1 << 7;
     /// `timers` holds the socket's timer settings (a timeout: which timer gave up).
     pub const HAS_TIMERS: u32 = 1 << 8;
-    /// `peer_reset` holds the RST's sender on this host (the peer socket is local).
+    /// `peer_reset` holds a written slot of `SENT_RESETS`, the one the connection's reversed
+    /// 4-tuple hashes to: the RST's sender on this host if userspace finds its check matches
+    /// (`SentResetSlot`).
     pub const HAS_PEER_RESET: u32 = 1 << 9;
     /// `icmp` holds the ICMP error received about this connection.
     pub const HAS_ICMP_SOURCE: u32 = 1 << 10;
@@ -511,6 +513,10 @@ pub struct TracedConfig {
     /// This kernel's `SKB_DROP_REASON_NO_SOCKET` (0: none): a bare SYN freed for want of a
     /// socket is a refused connect, which explains itself; the drop probe skips it.
     pub drop_reason_no_socket: u32,
+    /// A random number of this load, the key of the hashes that place and check the records of
+    /// `SENT_RESETS` (`sent_reset_slot`, `sent_reset_check`): without it, a 4-tuple cannot be
+    /// crafted to hash like another connection's.
+    pub hash_seed: u64,
     /// What each syscall number is to socktrace (`syscall_kind`): the one table the single
     /// `sys_exit` program consults, filled by userspace with this architecture's numbers.
     pub syscall_kinds: [u8; SYSCALL_TABLE_SIZE],
@@ -835,9 +841,10 @@ pub struct SentResetSlot {
 }
 
 /// One round of a 64-bit mixer (splitmix64's finalizer) over `h` and the next word `v`: every
-/// bit of the result depends on every bit of both, and it is not linear, so crafted 4-tuples
-/// cannot make two records agree. Shifts, xors and multiplies only: cheap and
-/// verifier-friendly.
+/// bit of the result depends on every bit of both. Each round can be undone, so a chain that
+/// starts from a known value could be steered by whoever picks the last words (a peer's IPv6
+/// interface id); the chains here start from the load's secret `TracedConfig::hash_seed`.
+/// Shifts, xors and multiplies only: cheap and verifier-friendly.
 #[inline(always)]
 const fn mix(h: u64, v: u64) -> u64 {
     let mut x = (h ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -859,10 +866,11 @@ const fn word_at(b: &[u8; 16], at: usize) -> u64 {
     w
 }
 
-/// The hash of a 4-tuple: where its RST is kept (`sent_reset_slot`), and the start of its check.
+/// The hash of a 4-tuple under `seed`: where its RST is kept (`sent_reset_slot`), and the
+/// start of its check.
 #[inline(always)]
-pub const fn sock_addrs_hash(a: &SockAddrs) -> u64 {
-    let mut h = mix(0, a.family as u64 | (a.sport as u64) << 16 | (a.dport as u64) << 32);
+pub const fn sock_addrs_hash(seed: u64, a: &SockAddrs) -> u64 {
+    let mut h = mix(seed, a.family as u64 | (a.sport as u64) << 16 | (a.dport as u64) << 32);
     h = mix(h, word_at(&a.saddr, 0));
     h = mix(h, word_at(&a.saddr, 8));
     h = mix(h, word_at(&a.daddr, 0));
@@ -886,15 +894,15 @@ pub const fn reversed(ours: &SockAddrs) -> SockAddrs {
 /// The slot of `SENT_RESETS` where the RST of the connection `sender` (as its sender sees it)
 /// is kept.
 #[inline(always)]
-pub const fn sent_reset_slot(sender: &SockAddrs) -> u32 {
-    (sock_addrs_hash(sender) >> 32) as u32 & (SENT_RESET_SLOTS - 1)
+pub const fn sent_reset_slot(seed: u64, sender: &SockAddrs) -> u32 {
+    (sock_addrs_hash(seed, sender) >> 32) as u32 & (SENT_RESET_SLOTS - 1)
 }
 
 /// The check of a `SentResetSlot`: the 4-tuple and every field of the record. Never 0 for a
 /// written slot (0 is mapped to 1), so an empty slot matches nothing.
 #[inline(always)]
-pub const fn sent_reset_check(sender: &SockAddrs, r: &SentReset) -> u64 {
-    let mut h = mix(sock_addrs_hash(sender), r.ts_ns);
+pub const fn sent_reset_check(seed: u64, sender: &SockAddrs, r: &SentReset) -> u64 {
+    let mut h = mix(sock_addrs_hash(seed, sender), r.ts_ns);
     h = mix(h, r.tgid as u64 | (r.reason as u32 as u64) << 32);
     h = mix(h, r.ack_backlog as u64 | (r.max_ack_backlog as u64) << 32);
     h = mix(h, r.state as u64);
@@ -997,7 +1005,7 @@ macro_rules! assert_size {
     };
 }
 assert_size!(KernelOffsets, 100 * 4);
-assert_size!(TracedConfig, 48 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
+assert_size!(TracedConfig, 56 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);
 assert_size!(ListenerKey, 16);
@@ -1041,6 +1049,8 @@ mod pod {
 mod tests {
     use super::*;
 
+    const SEED: u64 = 0x5eed_1234_abcd_0042;
+
     fn tuple(sport: u16, dport: u16) -> SockAddrs {
         let mut a = SockAddrs { family: 2, sport, dport, ..Default::default() };
         a.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -1059,7 +1069,7 @@ mod tests {
     #[test]
     fn the_check_covers_every_field() {
         let (a, r) = (tuple(40000, 8080), reset());
-        let base = sent_reset_check(&a, &r);
+        let base = sent_reset_check(SEED, &a, &r);
         let mut keys = vec![];
         for i in 0..16 {
             let mut k = a;
@@ -1074,8 +1084,8 @@ mod tests {
         keys.push(SockAddrs { dport: 8081, ..a });
         // The reversed tuple is another connection's view.
         keys.push(SockAddrs { sport: a.dport, dport: a.sport, saddr: a.daddr, daddr: a.saddr, ..a });
-        for k in &keys[..keys.len() - 1] {
-            assert_ne!(sent_reset_check(k, &r), base, "{k:?}");
+        for k in &keys {
+            assert_ne!(sent_reset_check(SEED, k, &r), base, "{k:?}");
         }
         let mut records = vec![
             SentReset { ts_ns: r.ts_ns + 1, ..r },
@@ -1091,13 +1101,25 @@ mod tests {
             records.push(c);
         }
         for c in &records {
-            assert_ne!(sent_reset_check(&a, c), base, "{c:?}");
+            assert_ne!(sent_reset_check(SEED, &a, c), base, "{c:?}");
         }
         // A record mixed from two writes: the first half of one, the second of another.
         let other = SentReset { ts_ns: 987, tgid: 7, reason: 1, state: 4, ..Default::default() };
         let torn = SentReset { ts_ns: r.ts_ns, tgid: r.tgid, reason: r.reason, ..other };
-        assert_ne!(sent_reset_check(&a, &torn), base);
-        assert_ne!(sent_reset_check(&a, &torn), sent_reset_check(&a, &other));
+        assert_ne!(sent_reset_check(SEED, &a, &torn), base);
+        assert_ne!(sent_reset_check(SEED, &a, &torn), sent_reset_check(SEED, &a, &other));
+    }
+
+    /// The seed keys both hashes: another load's records neither land nor check alike.
+    #[test]
+    fn the_seed_keys_the_slot_and_the_check() {
+        let (a, r) = (tuple(40000, 8080), reset());
+        assert_ne!(sent_reset_check(SEED, &a, &r), sent_reset_check(SEED ^ 1, &a, &r));
+        let moved = (0..64u16).filter(|&p| {
+            let k = tuple(40000 + p, 8080);
+            sent_reset_slot(SEED, &k) != sent_reset_slot(SEED ^ 1, &k)
+        });
+        assert!(moved.count() >= 60);
     }
 
     /// An empty slot (check 0) matches no lookup; the check is a function of its inputs.
@@ -1106,8 +1128,8 @@ mod tests {
         let empty = SentResetSlot::default();
         for p in 0..2000 {
             let a = tuple(p, 80);
-            assert_ne!(sent_reset_check(&a, &empty.reset), empty.check);
-            assert_eq!(sent_reset_check(&a, &reset()), sent_reset_check(&a, &reset()));
+            assert_ne!(sent_reset_check(SEED, &a, &empty.reset), empty.check);
+            assert_eq!(sent_reset_check(SEED, &a, &reset()), sent_reset_check(SEED, &a, &reset()));
         }
     }
 
@@ -1117,7 +1139,7 @@ mod tests {
     fn consecutive_ports_spread_over_the_slots() {
         let mut seen = std::collections::HashSet::new();
         for p in 0..256u16 {
-            let slot = sent_reset_slot(&tuple(40000 + p, 8080));
+            let slot = sent_reset_slot(SEED, &tuple(40000 + p, 8080));
             assert!(slot < SENT_RESET_SLOTS);
             seen.insert(slot);
         }
@@ -1125,7 +1147,7 @@ mod tests {
         assert!(seen.len() >= 245, "{} distinct slots of 256", seen.len());
         let mut load = vec![0u32; SENT_RESET_SLOTS as usize];
         for p in 0..u16::MAX {
-            load[sent_reset_slot(&tuple(p, 443)) as usize] += 1;
+            load[sent_reset_slot(SEED, &tuple(p, 443)) as usize] += 1;
         }
         // 65535 over 8192 slots: 8 on average; a poor hash would pile them up.
         assert!(*load.iter().max().unwrap() <= 24, "max load {}", load.iter().max().unwrap());

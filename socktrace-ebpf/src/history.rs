@@ -546,12 +546,13 @@ fn keep_sent_reset(s: &Sent, reason: i32) {
     sent.max_ack_backlog = s.backlog;
     // SAFETY: the helper writes at most 16 bytes into the 16-byte name.
     unsafe { bpf_get_current_comm((&raw mut sent.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
-    let Some(slot) = SENT_RESETS.get_ptr_mut(sent_reset_slot(key)) else { return };
+    let seed = global!(CONFIG.hash_seed);
+    let Some(slot) = SENT_RESETS.get_ptr_mut(sent_reset_slot(seed, key)) else { return };
     // SAFETY: `slot` points at a live array element. Another CPU may write it at the same
     // time: a reader takes only a record that matches its check (see `SentResetSlot`).
     unsafe {
         (*slot).reset = sent;
-        core::ptr::write_volatile(&raw mut (*slot).check, sent_reset_check(key, &sent));
+        core::ptr::write_volatile(&raw mut (*slot).check, sent_reset_check(seed, key, &sent));
     }
 }
 

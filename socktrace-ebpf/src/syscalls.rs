@@ -686,7 +686,8 @@ unsafe fn read_timers(e: i32, sk: u64, out: *mut TimerFacts) -> bool {
 #[inline(always)]
 unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentResetSlot) -> bool {
     let key = socktrace_common::reversed(ours);
-    let Some(slot) = SENT_RESETS.get_ptr(socktrace_common::sent_reset_slot(&key)) else { return false };
+    let slot_of = socktrace_common::sent_reset_slot(global!(CONFIG.hash_seed), &key);
+    let Some(slot) = SENT_RESETS.get_ptr(slot_of) else { return false };
     // One helper call, not a struct copy: LLVM makes that a call to `memmove`, which kernels
     // before about 6.4 refuse with the ring buffer record as its argument.
     // SAFETY: `slot` points at a map value of that size; `out` is valid for writes of it (the

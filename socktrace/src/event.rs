@@ -228,7 +228,9 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Failure, DecodeError> {
+/// `hash_seed` is the load's `TracedConfig::hash_seed`, which checks the sent RST the event
+/// may carry (`peer_reset_of`).
+pub fn decode(bytes: &[u8], hash_seed: u64) -> Result<Failure, DecodeError> {
     let want = std::mem::size_of::<FailureEvent>();
     if bytes.len() < want {
         return Err(DecodeError::Truncated { len: bytes.len(), want });
@@ -236,10 +238,10 @@ pub fn decode(bytes: &[u8]) -> Result<Failure, DecodeError> {
     // SAFETY: the length was checked; FailureEvent is plain data valid for any bit pattern,
     // and read_unaligned makes no alignment assumption about the ring buffer memory.
     let ev: FailureEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    Ok(from_event(&ev))
+    Ok(from_event(&ev, hash_seed))
 }
 
-pub fn from_event(ev: &FailureEvent) -> Failure {
+pub fn from_event(ev: &FailureEvent, hash_seed: u64) -> Failure {
     let from_so_error = ev.flags & event_flags::FROM_SO_ERROR != 0;
     let mut errno = if from_so_error {
         Some(ev.so_error.saturating_abs())
@@ -310,7 +312,7 @@ pub fn from_event(ev: &FailureEvent) -> Failure {
             };
             IcmpMessage { ts_ns: m.ts_ns, from, v6, icmp_type: m.icmp_type, code: m.code }
         }),
-        peer_reset: peer_reset_of(ev).map(|p| {
+        peer_reset: peer_reset_of(ev, hash_seed).map(|p| {
             let len = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
             PeerReset {
                 ts_ns: p.ts_ns,
@@ -401,13 +403,13 @@ fn stamp(s: &StampedState) -> Option<Stamp> {
 /// kernel's table and the slot's check says the record is that connection's and whole (the
 /// slot may hold another connection's RST, or have been copied while a writer wrote it: see
 /// `socktrace_common::SentResetSlot`). The kernel looked it up by the history's 4-tuple.
-fn peer_reset_of(ev: &FailureEvent) -> Option<&socktrace_common::SentReset> {
+fn peer_reset_of(ev: &FailureEvent, hash_seed: u64) -> Option<&socktrace_common::SentReset> {
     if ev.flags & event_flags::HAS_PEER_RESET == 0 {
         return None;
     }
     let key = socktrace_common::reversed(&ev.history.addrs);
     let slot = &ev.peer_reset;
-    (slot.check == socktrace_common::sent_reset_check(&key, &slot.reset)).then_some(&slot.reset)
+    (slot.check == socktrace_common::sent_reset_check(hash_seed, &key, &slot.reset)).then_some(&slot.reset)
 }
 
 fn decode_history(h: &SocketHistory) -> History {
@@ -626,6 +628,9 @@ impl Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The load's hash seed, for the events these tests decode.
+    const SEED: u64 = 0x5eed;
     use socktrace_common::{SockSnapshot, Transition};
 
     fn sample() -> FailureEvent {
@@ -667,7 +672,7 @@ mod tests {
 
     #[test]
     fn decodes_a_refused_connect() {
-        let f = decode(&bytes(&sample())).unwrap();
+        let f = decode(&bytes(&sample()), SEED).unwrap();
         assert_eq!(f.errno, Some(111));
         assert_eq!(f.syscall, Some(Syscall::Connect));
         assert_eq!(f.comm, b"demo");
@@ -695,8 +700,8 @@ mod tests {
         reset.comm[..5].copy_from_slice(b"nginx");
         let key = reversed(&ev.history.addrs);
         assert_eq!((key.sport, key.dport), (9, 40122));
-        ev.peer_reset = SentResetSlot { reset, check: sent_reset_check(&key, &reset) };
-        let f = decode(&bytes(&ev)).unwrap();
+        ev.peer_reset = SentResetSlot { reset, check: sent_reset_check(SEED, &key, &reset) };
+        let f = decode(&bytes(&ev), SEED).unwrap();
         let p = f.peer_reset.expect("the slot is this connection's");
         assert_eq!((p.tgid, p.comm.as_slice(), p.state), (4242, &b"nginx"[..], Some(TcpState::Established)));
 
@@ -704,16 +709,18 @@ mod tests {
         let mut other = ev;
         let mut their_key = key;
         their_key.sport = 10;
-        other.peer_reset.check = sent_reset_check(&their_key, &reset);
-        assert!(decode(&bytes(&other)).unwrap().peer_reset.is_none());
+        other.peer_reset.check = sent_reset_check(SEED, &their_key, &reset);
+        assert!(decode(&bytes(&other), SEED).unwrap().peer_reset.is_none());
         // A copy torn between two writers: one record's fields, another's check.
         let mut torn = ev;
         torn.peer_reset.reset.tgid = 1;
-        assert!(decode(&bytes(&torn)).unwrap().peer_reset.is_none());
+        assert!(decode(&bytes(&torn), SEED).unwrap().peer_reset.is_none());
+        // Another load's record (another seed).
+        assert!(decode(&bytes(&ev), SEED ^ 1).unwrap().peer_reset.is_none());
         // The flag alone, on a slot never written.
         let mut empty = ev;
         empty.peer_reset = SentResetSlot::default();
-        assert!(decode(&bytes(&empty)).unwrap().peer_reset.is_none());
+        assert!(decode(&bytes(&empty), SEED).unwrap().peer_reset.is_none());
     }
 
     #[test]
@@ -721,7 +728,7 @@ mod tests {
         let mut ev = sample();
         ev.syscall_nr = libc::SYS_read as u32;
         ev.ret = -512;
-        let f = decode(&bytes(&ev)).unwrap();
+        let f = decode(&bytes(&ev), SEED).unwrap();
         assert_eq!((f.errno, f.ret, f.kernel_ret), (Some(4), -4, Some(-512)));
     }
 
@@ -732,7 +739,7 @@ mod tests {
         for i in 0..HISTORY_TRANSITIONS + 3 {
             ev.history.transitions[i % HISTORY_TRANSITIONS].ts_ns = i as u64 + 1;
         }
-        let f = decode(&bytes(&ev)).unwrap();
+        let f = decode(&bytes(&ev), SEED).unwrap();
         let ts: Vec<u64> = f.history.transitions.iter().map(|t| t.ts_ns).collect();
         assert_eq!(ts, (4..=(HISTORY_TRANSITIONS as u64 + 3)).collect::<Vec<_>>());
     }
@@ -744,7 +751,7 @@ mod tests {
         ev.ret = 0;
         ev.so_error = 111;
         ev.flags |= event_flags::FROM_SO_ERROR;
-        let f = decode(&bytes(&ev)).unwrap();
+        let f = decode(&bytes(&ev), SEED).unwrap();
         assert_eq!(f.errno, Some(111));
         assert_eq!(f.ret, -111);
         assert_eq!(f.syscall_name(), "connect");
@@ -765,7 +772,7 @@ mod tests {
         ev.history.transitions[0] = Transition { ts_ns: 1_000, old_state: 3, new_state: 1, ..Default::default() };
         ev.history.transitions[1] = Transition { ts_ns: 2_000, old_state: 1, new_state: 7, ..Default::default() };
         ev.history.rst_received = StampedState { ts_ns: 1_900, state: 1, ..Default::default() };
-        let f = decode(&bytes(&ev)).unwrap();
+        let f = decode(&bytes(&ev), SEED).unwrap();
         assert!(f.from_so_error && !f.reported_as_connect && !f.is_connect());
         assert_eq!(f.syscall_name(), "getsockopt");
         assert_eq!(f.call_display(), "getsockopt(fd=3, SO_ERROR)");
@@ -774,15 +781,15 @@ mod tests {
         ev.history.transitions[0] = Transition { ts_ns: 500, old_state: 7, new_state: 2, ..Default::default() };
         ev.history.transitions[1] = Transition { ts_ns: 1_000, old_state: 2, new_state: 1, ..Default::default() };
         ev.history.transitions[2] = Transition { ts_ns: 2_000, old_state: 1, new_state: 7, ..Default::default() };
-        assert!(!decode(&bytes(&ev)).unwrap().reported_as_connect);
+        assert!(!decode(&bytes(&ev), SEED).unwrap().reported_as_connect);
         // Nothing known and the socket closed: no evidence of a connect, so none is claimed.
         ev.history.n_transitions = 0;
         ev.history.rst_received = StampedState::default();
         ev.flags &= !event_flags::HAS_HISTORY;
-        assert!(!decode(&bytes(&ev)).unwrap().reported_as_connect);
+        assert!(!decode(&bytes(&ev), SEED).unwrap().reported_as_connect);
         // Still in SYN_SENT: the connect's own (soft) error.
         ev.sock.state = 2;
-        assert!(decode(&bytes(&ev)).unwrap().reported_as_connect);
+        assert!(decode(&bytes(&ev), SEED).unwrap().reported_as_connect);
     }
 
     #[test]
@@ -792,20 +799,20 @@ mod tests {
         ev.syscall_nr = socktrace_common::IO_URING_CALL_BASE + 27;
         ev.ret = -104;
         ev.fd = 5;
-        let f = decode(&bytes(&ev)).unwrap();
+        let f = decode(&bytes(&ev), SEED).unwrap();
         assert_eq!(f.syscall, Some(Syscall::IoUring(IoUringOp::Recv)));
         assert_eq!(f.call_display(), "io_uring:recv(fd=5)");
         assert!(!f.is_send());
         ev.flags |= event_flags::FIXED_FILE;
         ev.fd = -1;
-        assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fixed file)");
+        assert_eq!(decode(&bytes(&ev), SEED).unwrap().call_display(), "io_uring:recv(fixed file)");
         ev.fd = 2;
-        assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fixed file 2)");
+        assert_eq!(decode(&bytes(&ev), SEED).unwrap().call_display(), "io_uring:recv(fixed file 2)");
         ev.fd = -1;
         ev.flags &= !event_flags::FIXED_FILE;
-        assert_eq!(decode(&bytes(&ev)).unwrap().call_display(), "io_uring:recv(fd=?)");
+        assert_eq!(decode(&bytes(&ev), SEED).unwrap().call_display(), "io_uring:recv(fd=?)");
         ev.syscall_nr = socktrace_common::IO_URING_CALL_BASE + 16;
-        assert!(decode(&bytes(&ev)).unwrap().is_connect());
+        assert!(decode(&bytes(&ev), SEED).unwrap().is_connect());
     }
 
     #[test]
@@ -813,11 +820,11 @@ mod tests {
         let mut ev = sample();
         ev.syscall_nr = libc::SYS_splice as u32;
         ev.ret = -104;
-        let f = decode(&bytes(&ev)).unwrap();
+        let f = decode(&bytes(&ev), SEED).unwrap();
         assert_eq!(f.call_display(), "splice(fd_out=3)");
         assert!(f.is_send());
         ev.flags |= event_flags::SOCKET_IS_SOURCE;
-        let f = decode(&bytes(&ev)).unwrap();
+        let f = decode(&bytes(&ev), SEED).unwrap();
         assert_eq!(f.call_display(), "splice(fd_in=3)");
         assert!(!f.is_send());
     }
@@ -835,7 +842,7 @@ mod tests {
     fn truncated_and_arbitrary_records_never_panic() {
         let full = bytes(&sample());
         for len in 0..full.len() {
-            assert!(matches!(decode(&full[..len]), Err(DecodeError::Truncated { .. })));
+            assert!(matches!(decode(&full[..len], SEED), Err(DecodeError::Truncated { .. })));
         }
         // Arbitrary bytes of the right length decode to something, without panicking.
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -848,7 +855,7 @@ mod tests {
                     state as u8
                 })
                 .collect();
-            let f = decode(&junk).unwrap();
+            let f = decode(&junk, SEED).unwrap();
             let _ = crate::diagnose::diagnose(&f);
         }
     }

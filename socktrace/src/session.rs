@@ -467,7 +467,7 @@ impl Printer {
             verbose: self.opts.verbose,
         };
         while let Some(item) = ring.next() {
-            let decoded = decode(&item);
+            let decoded = decode(&item, probes.hash_seed);
             drop(item);
             let Ok(mut failure) = decoded else {
                 self.summary.undecodable += 1;

@@ -230,7 +230,15 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     c.drop_reason_no_socket = if kernel.drop_has_reason { kernel.drop_reason_no_socket } else { 0 };
     c.syscall_kinds = syscall_kinds();
     c.io_uring_kinds = io_uring_kinds();
+    c.hash_seed = secret_seed();
     c
+}
+
+/// A secret of this load: std's `RandomState` keys SipHash with numbers from the OS's random
+/// source, so hashing a constant with it gives 64 bits nobody outside this process knows.
+fn secret_seed() -> u64 {
+    use std::hash::BuildHasher as _;
+    std::collections::hash_map::RandomState::new().hash_one("socktrace: the SENT_RESETS hash seed")
 }
 
 /// The loaded programs with their links and maps (dropping this detaches everything).
@@ -250,6 +258,9 @@ pub struct Probes {
     pub drops: std::result::Result<&'static str, String>,
     /// The hook the failing calls come from.
     pub syscall_hook: SyscallHook,
+    /// The key of the hashes that place and check sent RSTs (`TracedConfig::hash_seed`): the
+    /// decoder needs it to check a `peer_reset` (`event::decode`).
+    pub hash_seed: u64,
     /// The kernel's RST reason (6.10+) and drop reason (5.17+) names, value -> name (the session
     /// takes them).
     pub rst_reasons: Vec<(u32, String)>,
@@ -402,6 +413,7 @@ impl Probes {
             drop_records: if drops.is_ok() { Some(take_map(&mut ebpf, names::DROPS)?) } else { None },
             drops,
             syscall_hook,
+            hash_seed: config.hash_seed,
             // Mapped last (see the BTF note above).
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
