@@ -1083,7 +1083,7 @@ mod tests {
         keys.push(SockAddrs { sport: 40001, ..a });
         keys.push(SockAddrs { dport: 8081, ..a });
         // The reversed tuple is another connection's view.
-        keys.push(SockAddrs { sport: a.dport, dport: a.sport, saddr: a.daddr, daddr: a.saddr, ..a });
+        keys.push(reversed(&a));
         for k in &keys {
             assert_ne!(sent_reset_check(SEED, k, &r), base, "{k:?}");
         }

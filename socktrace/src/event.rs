@@ -628,10 +628,10 @@ impl Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socktrace_common::{SockSnapshot, Transition};
 
     /// The load's hash seed, for the events these tests decode.
     const SEED: u64 = 0x5eed;
-    use socktrace_common::{SockSnapshot, Transition};
 
     fn sample() -> FailureEvent {
         let mut ev = FailureEvent {
