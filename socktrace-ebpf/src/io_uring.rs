@@ -1,8 +1,14 @@
 //! The io_uring door: requests that connect, accept, send and receive without a syscall of
-//! their own. Two classic tracepoints (their records carry the request from about 5.19):
+//! their own. Two events (their arguments carry the request from about 5.19):
 //! `io_uring_file_get` remembers which fd a traced process's request looked its file up by,
 //! and `io_uring_complete` turns a failing request on a socket into the same `FailureEvent`
 //! as a failing syscall, numbered `IO_URING_CALL_BASE + opcode`.
+//!
+//! Where the probe mode allows it and the kernel's argument layout is known (one program per
+//! layout), `io_uring_complete` is a BTF tracepoint and `io_uring_file_get` a raw one: no
+//! trace record is built, so a process socktrace does not trace pays only the programs' first
+//! checks. Elsewhere, classic tracepoints whose records are read at offsets from their format
+//! files.
 //!
 //! Completions may run in the ring owner's io-wq workers or SQPOLL thread: those share the
 //! owner's thread group (5.12+), so `-p`/`--cgroup` select them as they are, and `-c` is
@@ -10,20 +16,24 @@
 
 use crate::{
     current_tgid, global, is_traced_process, read, read_or_zero,
-    syscalls::{on_socket_failure, sock_of_file, Call},
+    syscalls::{load, on_socket_failure, sock_of_file, Call},
 };
 use aya_ebpf::{
-    macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
-    programs::TracePointContext,
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
+    maps::{Array, PerCpuArray},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    EbpfContext,
 };
-use socktrace_common::{event_flags, syscall_kind, IO_URING_CALL_BASE, IO_URING_OPS, NO_FIELD};
+use socktrace_common::{
+    event_flags, request_fd, request_fd_slot, request_fd_word, syscall_kind, RequestFd, IO_URING_CALL_BASE,
+    IO_URING_FD_SLOTS, IO_URING_OPS, NO_FIELD,
+};
 
-/// A traced process's io_uring request (`struct io_kiocb` address) -> the fd its file was
-/// looked up by. Requests are recycled, so a stale entry is overwritten by the next lookup;
-/// the LRU bounds the rest.
+/// A traced process's io_uring requests (`struct io_kiocb` address) and the fd each one's file
+/// was looked up by, direct-mapped (see `socktrace_common::RequestFd`). Requests are recycled:
+/// a stale entry is overwritten by the next lookup of a request at that address.
 #[map]
-static IO_URING_FDS: LruHashMap<u64, i32> = LruHashMap::with_max_entries(4096, 0);
+static IO_URING_FDS: Array<RequestFd> = Array::with_max_entries(IO_URING_FD_SLOTS, 0);
 
 /// `REQ_F_FIXED_FILE` (bit 0, `IOSQE_FIXED_FILE_BIT`, on every kernel with io_uring): the
 /// request's file is a registered one, looked up by index.
@@ -47,8 +57,40 @@ pub fn tp_io_uring_file_get(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
-    let _ = IO_URING_FDS.insert(req, fd, 0);
+    on_file_get(req, fd);
     0
+}
+
+/// The same as a raw tracepoint, `io_uring_file_get(req, fd)` (5.19+): no record built, and
+/// the request comes as a plain number (a BTF tracepoint would type it, and the verifier
+/// allows no hashing of a typed pointer). One program per layout of the arguments (see
+/// `names::IO_URING_FILE_GET_REQ_FD`).
+#[raw_tracepoint(tracepoint = "io_uring_file_get")]
+pub fn raw_io_uring_file_get_req_fd(ctx: RawTracePointContext) -> u32 {
+    if is_traced_process(current_tgid()) {
+        on_file_get(ctx.arg(0), ctx.arg::<u64>(1) as i32);
+    }
+    0
+}
+
+/// `io_uring_file_get(ctx, req, user_data, fd)`, before.
+#[raw_tracepoint(tracepoint = "io_uring_file_get")]
+pub fn raw_io_uring_file_get_ctx_req(ctx: RawTracePointContext) -> u32 {
+    if is_traced_process(current_tgid()) {
+        on_file_get(ctx.arg(1), ctx.arg::<u64>(3) as i32);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_file_get(req: u64, fd: i32) {
+    let Some(slot) = IO_URING_FDS.get_ptr_mut(request_fd_slot(req)) else { return };
+    // SAFETY: `slot` points at a map value; each word is one 8-byte store, and a reader takes
+    // the fd only if both words are this request's (`request_fd`).
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).req, req);
+        core::ptr::write_volatile(&raw mut (*slot).fd_check, request_fd_word(req, fd));
+    }
 }
 
 /// `io_uring:io_uring_complete(ctx, req, ..., res, ...)`: a request's result is posted.
@@ -62,24 +104,59 @@ pub fn tp_io_uring_complete(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let Some(req) = record::<u64>(&ctx, global!(OFFSETS.tp_io_complete_req)) else { return 0 };
+    on_failed_request(&ctx, req, res);
+    0
+}
+
+/// The same as a BTF tracepoint, `io_uring_complete(ctx, req, cqe)`: the result is read from
+/// the completion entry with a plain load the verifier checks against its type.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn btf_io_uring_complete_cqe(ctx: BtfTracePointContext) -> u32 {
+    let res: i32 = load(ctx.arg::<u64>(2), global!(OFFSETS.io_uring_cqe_res));
+    if res < 0 && is_traced_process(current_tgid()) {
+        on_failed_request(&ctx, ctx.arg(1), res);
+    }
+    0
+}
+
+/// `io_uring_complete(ctx, req, user_data, res, cflags, ...)`, before.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn btf_io_uring_complete_res(ctx: BtfTracePointContext) -> u32 {
+    let res: i32 = ctx.arg(3);
+    if res < 0 && is_traced_process(current_tgid()) {
+        on_failed_request(&ctx, ctx.arg(1), res);
+    }
+    0
+}
+
+/// A traced process's request `req` failed with `res`: an event if it was on a socket.
+#[inline(always)]
+fn on_failed_request<C: EbpfContext>(ctx: &C, req: u64, res: i32) {
     let opcode: u8 = read(req, global!(OFFSETS.io_kiocb_opcode)).unwrap_or(u8::MAX);
-    let Some(kind) = op_kind(opcode) else { return 0 };
+    let Some(kind) = op_kind(opcode) else { return };
     let file: u64 = read(req, global!(OFFSETS.io_kiocb_file)).unwrap_or(0);
     let sk = sock_of_file(file);
     if sk == 0 {
-        return 0;
+        return;
     }
     let mut call =
         Call { nr: IO_URING_CALL_BASE + opcode as u32, kind, fd: -1, so_error: 0, flags: 0, user_addr: (0, 0) };
     if read::<u8>(req, global!(OFFSETS.io_kiocb_flags)).unwrap_or(0) & REQ_F_FIXED_FILE != 0 {
         call.flags |= event_flags::FIXED_FILE;
         call.fd = fixed_file_index(req, file);
-    } else if let Some(fd) = IO_URING_FDS.get_ptr(req) {
-        // SAFETY: a value pointer of this map, read at once.
-        call.fd = unsafe { *fd };
+    } else if let Some(slot) = IO_URING_FDS.get_ptr(request_fd_slot(req)) {
+        // SAFETY: a value pointer of this map; each word read once (see `on_file_get`).
+        let entry = unsafe {
+            RequestFd {
+                req: core::ptr::read_volatile(&raw const (*slot).req),
+                fd_check: core::ptr::read_volatile(&raw const (*slot).fd_check),
+            }
+        };
+        if let Some(fd) = request_fd(&entry, req) {
+            call.fd = fd;
+        }
     }
-    on_socket_failure(&ctx, &call, sk, res as i64);
-    0
+    on_socket_failure(ctx, &call, sk, res as i64);
 }
 
 /// Registered files searched for a fixed-file request's index: a bound for the verifier and

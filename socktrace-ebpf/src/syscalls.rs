@@ -122,7 +122,7 @@ struct TypedLoads;
 
 /// Loads a `T` at `base + offset`, `base` being a BTF-typed pointer (see `TypedLoads`).
 #[inline(always)]
-fn load<T: Copy>(base: u64, offset: u32) -> T {
+pub(crate) fn load<T: Copy>(base: u64, offset: u32) -> T {
     // SAFETY: for the verifier `base` is a typed kernel pointer and `offset` a constant it
     // checks against the type; the JIT turns a fault into a zero.
     unsafe { core::ptr::read_volatile((base as *const u8).add(offset as usize).cast::<T>()) }

@@ -121,9 +121,14 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
                 for why in &p.syscall_hook.passed_over {
                     println!("  {:<8} {:<34} passed over {why}", "", "");
                 }
-                match &p.io_uring_unwatched {
-                    None => r.line(true, false, "failing io_uring requests", probes::IO_URING_PROBES),
-                    Some(why) => r.line(false, false, "failing io_uring requests", &format!("not watched: {why}")),
+                match &p.io_uring {
+                    Ok(door) => {
+                        r.line(true, false, "failing io_uring requests", door.probe());
+                        for why in &door.passed_over {
+                            println!("  {:<8} {:<34} passed over {why}", "", "");
+                        }
+                    }
+                    Err(why) => r.line(false, false, "failing io_uring requests", &format!("not watched: {why}")),
                 }
                 match &p.icmp {
                     Ok(probe) => r.line(true, false, "ICMP error senders", probe),

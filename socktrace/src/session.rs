@@ -211,7 +211,7 @@ fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
     for fallback in probes.fallbacks() {
         eprintln!("socktrace: probe fallback: {fallback}");
     }
-    if let Some(why) = &probes.io_uring_unwatched {
+    if let Err(why) = &probes.io_uring {
         eprintln!("socktrace: notice: failing io_uring requests are not watched on this kernel: {why}");
     }
     if let Err(why) = &probes.icmp {

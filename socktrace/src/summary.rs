@@ -100,13 +100,13 @@ impl ProbeReport {
             probe: probes.syscall_hook.probe(),
             passed_over: probes.syscall_hook.passed_over.clone(),
         });
-        used.push(match &probes.io_uring_unwatched {
-            None => ProbeUsed {
+        used.push(match &probes.io_uring {
+            Ok(door) => ProbeUsed {
                 event: "failing io_uring request",
-                probe: crate::kernel::probes::IO_URING_PROBES.into(),
-                passed_over: Vec::new(),
+                probe: door.probe().into(),
+                passed_over: door.passed_over.clone(),
             },
-            Some(why) => ProbeUsed {
+            Err(why) => ProbeUsed {
                 event: "failing io_uring request",
                 probe: "none (not watched)".into(),
                 passed_over: vec![why.clone()],

@@ -37,7 +37,15 @@ fn kernel_has_io_uring_door() -> bool {
 /// Returns whether the door is watched.
 fn io_uring_door(r: &Run) -> bool {
     if kernel_has_io_uring_door() {
-        assert!(r.stderr.contains("tracepoint/io_uring:io_uring_complete"), "attach line: {}", r.stderr);
+        // No trace record wherever the mode allows: every kernel with the door has the BTF and
+        // raw tracepoints, with a layout socktrace knows; the classic ones in the other modes.
+        let mode = std::env::var("SOCKTRACE_TEST_PROBE_MODE").unwrap_or_else(|_| "auto".into());
+        let probe = match mode.as_str() {
+            "auto" | "tp_btf" => "tp_btf/io_uring_complete (+raw_tracepoint/io_uring_file_get)",
+            _ => "tracepoint/io_uring:io_uring_complete (+io_uring_file_get)",
+        };
+        assert!(r.stderr.contains(probe), "attach line (probe mode {mode}): {}", r.stderr);
+        assert!(!r.stderr.contains("probe fallback: failing io_uring request"), "{}", r.stderr);
         assert!(!r.stderr.contains("io_uring requests are not watched"), "{}", r.stderr);
         true
     } else {

@@ -25,6 +25,27 @@ pub fn aya_kernel_btf() -> Result<aya::Btf> {
     }
 }
 
+/// An argument of a BTF tracepoint, as far as telling layouts apart needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TracepointArg {
+    /// An integer of this many bytes.
+    Int(usize),
+    /// A pointer to the struct of this name; "" for `void *` and other pointees.
+    Ptr(String),
+    Other,
+}
+
+impl std::fmt::Display for TracepointArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TracepointArg::Int(n) => write!(f, "int{}", n * 8),
+            TracepointArg::Ptr(s) if s.is_empty() => write!(f, "void *"),
+            TracepointArg::Ptr(s) => write!(f, "struct {s} *"),
+            TracepointArg::Other => write!(f, "?"),
+        }
+    }
+}
+
 pub struct KernelBtf {
     btf: Btf,
     /// Structs already found, by name: each lookup by name scans the whole type section
@@ -114,6 +135,51 @@ impl KernelBtf {
                 _ => return None,
             }
         }
+    }
+
+    /// The arguments of the BTF tracepoint `name` (its `btf_trace_<name>` typedef, without
+    /// the leading `__data`), as far as socktrace tells layouts apart.
+    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<TracepointArg>> {
+        let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?;
+        let typedef = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))?;
+        let mut ty = self.btf.resolve_chained_type(typedef.as_btf_type()?).ok()?;
+        let proto = loop {
+            match ty {
+                Type::Ptr(ref p) => ty = self.btf.resolve_chained_type(p).ok()?,
+                Type::FuncProto(f) => break f,
+                _ => return None,
+            }
+        };
+        let args = proto.parameters.iter().skip(1).map(|p| {
+            let Ok(ty) = self.btf.resolve_chained_type(p) else { return TracepointArg::Other };
+            match self.unqualified(ty) {
+                Some(Type::Int(i)) => TracepointArg::Int(i.size()),
+                Some(Type::Ptr(p)) => {
+                    let pointee = self.btf.resolve_chained_type(&p).ok().and_then(|t| self.unqualified(t));
+                    match pointee {
+                        Some(Type::Struct(s)) => TracepointArg::Ptr(self.btf.resolve_name(&s).unwrap_or_default()),
+                        _ => TracepointArg::Ptr(String::new()),
+                    }
+                }
+                _ => TracepointArg::Other,
+            }
+        });
+        Some(args.collect())
+    }
+
+    /// `ty` without its typedefs and qualifiers.
+    fn unqualified(&self, mut ty: Type) -> Option<Type> {
+        for _ in 0..16 {
+            ty = match ty {
+                Type::Typedef(ref t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Const(ref t) | Type::Volatile(ref t) | Type::Restrict(ref t) => {
+                    self.btf.resolve_chained_type(t).ok()?
+                }
+                Type::TypeTag(ref t) => self.btf.resolve_chained_type(t).ok()?,
+                other => return Some(other),
+            };
+        }
+        None
     }
 
     fn struct_named(&self, name: &str) -> Result<Type> {
@@ -207,6 +273,17 @@ mod tests {
         assert_eq!(btf.tracepoint_arity("tcp_receive_reset"), Some(1));
         assert!(btf.has_function("tcp_set_state"));
         assert!(!btf.has_function("no_such_function_here"));
+    }
+
+    #[test]
+    fn tracepoint_args_tell_pointers_from_integers() {
+        use TracepointArg::{Int, Ptr};
+        let btf = KernelBtf::load().unwrap();
+        // inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate).
+        assert_eq!(btf.tracepoint_args("inet_sock_set_state"), Some(vec![Ptr("sock".into()), Int(4), Int(4)]));
+        // sys_exit(struct pt_regs *regs, long ret).
+        assert_eq!(btf.tracepoint_args("sys_exit"), Some(vec![Ptr("pt_regs".into()), Int(8)]));
+        assert_eq!(btf.tracepoint_args("no_such_tracepoint_here"), None);
     }
 
     #[test]

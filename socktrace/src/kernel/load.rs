@@ -248,8 +248,8 @@ pub struct Probes {
     pub mode: ProbeMode,
     /// The probe behind each kernel event, in attach order.
     pub choices: Vec<Choice>,
-    /// Why failing io_uring requests are not watched, when they are not.
-    pub io_uring_unwatched: Option<String>,
+    /// The hook failing io_uring requests come from, or why they are not watched.
+    pub io_uring: std::result::Result<IoUringDoor, String>,
     /// The probes that see ICMP errors arrive (who sent them), or why none could be attached.
     pub icmp: std::result::Result<&'static str, String>,
     /// The probe that sees the RST segments sockets receive, or why none could be attached.
@@ -294,6 +294,7 @@ fn recorders(
     ebpf: &Ebpf,
     choices: &[Choice],
     syscall_hook: &SyscallHook,
+    io_uring: Option<&IoUringDoor>,
     drops: bool,
 ) -> Vec<(&'static str, aya::programs::ProgramFd)> {
     let mut programs: Vec<(&'static str, String)> = choices
@@ -302,6 +303,9 @@ fn recorders(
         .filter_map(|(event, p)| Some((event, p.program()?)))
         .collect();
     programs.push(("failing call", syscall_hook.program.to_string()));
+    if let Some(door) = io_uring {
+        programs.push(("failing io_uring request", door.programs[1].to_string()));
+    }
     if drops {
         programs.push(("packet dropped", names::KFREE_SKB.to_string()));
     }
@@ -388,12 +392,16 @@ impl Probes {
         }
         let kernel = KernelView { btf: &aya_btf, tracefs: &tracefs, resolved: &resolved, kprobes };
         let choices = choose_and_attach(&mut ebpf, &kernel, mode, sel, &aya_btf, attach)?;
-        let io_uring_unwatched = attach_io_uring(&mut ebpf, &resolved, attach).err().map(|e| format!("{e:#}"));
+        let io_uring = attach_io_uring(&mut ebpf, &resolved, mode, &aya_btf, attach).map_err(|e| format!("{e:#}"));
         let icmp = attach_icmp(&mut ebpf, &aya_btf, kprobes, attach);
         let rst_segment = attach_rst_segment(&mut ebpf, facts.tcp_reset_arity, &aya_btf, kprobes, attach);
         let drops = attach_drops(&mut ebpf, facts.kfree_skb_tracepoint, attach);
         let syscall_hook = attach_syscalls(&mut ebpf, &kernel, mode, &aya_btf, attach)?;
-        let recorders = if attach { recorders(&ebpf, &choices, &syscall_hook, drops.is_ok()) } else { Vec::new() };
+        let recorders = if attach {
+            recorders(&ebpf, &choices, &syscall_hook, io_uring.as_ref().ok(), drops.is_ok())
+        } else {
+            Vec::new()
+        };
         // Taken only now: a map whose fd closes before the programs using it are loaded
         // would make them fail to load.
         let logger = match opts.log_level {
@@ -405,7 +413,7 @@ impl Probes {
         Ok(Probes {
             mode,
             choices,
-            io_uring_unwatched,
+            io_uring,
             icmp,
             rst_segment,
             rst_reasons: facts.rst_reasons,
@@ -450,8 +458,8 @@ impl Probes {
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.choices.iter().map(Choice::probes).collect();
         parts.push(self.syscall_hook.probe());
-        if self.io_uring_unwatched.is_none() {
-            parts.push(super::probes::IO_URING_PROBES.into());
+        if let Ok(door) = &self.io_uring {
+            parts.push(door.probe().into());
         }
         for extra in [&self.icmp, &self.rst_segment, &self.drops].into_iter().flatten() {
             parts.push(extra.to_string());
@@ -462,10 +470,13 @@ impl Probes {
     /// One line per event where a better probe was passed over: what, and why.
     pub fn fallbacks(&self) -> Vec<String> {
         let hook = &self.syscall_hook;
+        let io_uring =
+            self.io_uring.as_ref().ok().map(|d| ("failing io_uring request", d.probe().into(), &d.passed_over));
         self.choices
             .iter()
             .map(|c| (c.event, c.probe.to_string(), &c.passed_over))
             .chain(std::iter::once(("failing call", hook.probe(), &hook.passed_over)))
+            .chain(io_uring)
             .filter(|(_, _, passed_over)| !passed_over.is_empty())
             .map(|(event, probe, passed_over)| {
                 let why: Vec<&str> = passed_over.iter().map(|p| super::probes::first_line(p)).collect();
@@ -478,7 +489,7 @@ impl Probes {
     pub fn programs_loaded(&self) -> usize {
         self.choices.len()
             + 1
-            + if self.io_uring_unwatched.is_none() { 2 } else { 0 }
+            + if self.io_uring.is_ok() { 2 } else { 0 }
             + if self.icmp.is_ok() { 2 } else { 0 }
             + usize::from(self.rst_segment.is_ok())
             + usize::from(self.drops.is_ok())
@@ -654,29 +665,75 @@ fn choose_and_attach(
     Ok(choices)
 }
 
-/// The io_uring door: the `io_uring_file_get` and `io_uring_complete` tracepoints, where this
-/// kernel's records carry the request. An error says why the door stays unwatched; socktrace
-/// runs without it and says so.
-fn attach_io_uring(ebpf: &mut Ebpf, resolved: &offsets::Resolved, attach: bool) -> Result<()> {
+/// The io_uring door's hook: its programs (`io_uring_file_get`'s, then `io_uring_complete`'s),
+/// BTF tracepoints or classic ones, and why the BTF ones were passed over.
+#[derive(Clone, Debug)]
+pub struct IoUringDoor {
+    pub typed: bool,
+    programs: [&'static str; 2],
+    pub passed_over: Vec<String>,
+}
+
+impl IoUringDoor {
+    /// The probes, as the attach line names them.
+    pub fn probe(&self) -> &'static str {
+        super::probes::io_uring_probes(self.typed)
+    }
+}
+
+/// The io_uring door: `io_uring_file_get` and `io_uring_complete`, where this kernel's events
+/// carry the request. As a raw and a BTF tracepoint where the probe mode allows (auto, tp_btf)
+/// and their argument layout is known: no trace record is built for every request of the
+/// host, which the classic tracepoints (the fallback) cost every process using io_uring. An error says why
+/// the door stays unwatched; socktrace runs without it and says so.
+fn attach_io_uring(
+    ebpf: &mut Ebpf,
+    resolved: &offsets::Resolved,
+    mode: ProbeMode,
+    btf: &aya::Btf,
+    attach: bool,
+) -> Result<IoUringDoor> {
     if let Some(why) = &resolved.io_uring_problem {
         bail!("{why}");
     }
     if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
         bail!("io_uring is disabled on this host (kernel.io_uring_disabled = 2): no process can use it");
     }
-    for (program, tracepoint) in
-        [(names::IO_URING_FILE_GET, "io_uring_file_get"), (names::IO_URING_COMPLETE, "io_uring_complete")]
-    {
-        let p: &mut TracePoint = ebpf
-            .program_mut(program)
-            .with_context(|| format!("program {program} missing from the object"))?
-            .try_into()?;
+    let mut passed_over = Vec::new();
+    if matches!(mode, ProbeMode::Auto | ProbeMode::TpBtf) {
+        let typed = |ebpf: &mut Ebpf| -> Result<IoUringDoor> {
+            if disabled_by_env("tp_btf/io_uring_complete") {
+                bail!("disabled by {DISABLE_PROBES_ENV}");
+            }
+            let programs = resolved.io_uring_btf.clone().map_err(|why| anyhow!(why))?;
+            let [file_get, complete] = programs;
+            let p: &mut RawTracePoint = ebpf_program(ebpf, file_get)?.try_into()?;
+            p.load().with_context(|| format!("the kernel refused {file_get}"))?;
+            if attach {
+                p.attach("io_uring_file_get").context("attaching raw_tracepoint/io_uring_file_get")?;
+            }
+            let p: &mut BtfTracePoint = ebpf_program(ebpf, complete)?.try_into()?;
+            p.load("io_uring_complete", btf).with_context(|| format!("the kernel refused {complete}"))?;
+            if attach {
+                p.attach().context("attaching tp_btf/io_uring_complete")?;
+            }
+            Ok(IoUringDoor { typed: true, programs, passed_over: Vec::new() })
+        };
+        match typed(ebpf) {
+            Ok(door) => return Ok(door),
+            Err(e) => passed_over.push(format!("tp_btf/io_uring_complete: {e:#}")),
+        }
+    }
+    let door =
+        IoUringDoor { typed: false, programs: [names::IO_URING_FILE_GET, names::IO_URING_COMPLETE], passed_over };
+    for (program, tracepoint) in door.programs.into_iter().zip(["io_uring_file_get", "io_uring_complete"]) {
+        let p: &mut TracePoint = ebpf_program(ebpf, program)?.try_into()?;
         p.load().with_context(|| format!("the kernel refused {program}"))?;
         if attach {
             p.attach("io_uring", tracepoint).with_context(|| format!("attaching io_uring:{tracepoint}"))?;
         }
     }
-    Ok(())
+    Ok(door)
 }
 
 /// Who sent the ICMP errors this host receives: `icmp_rcv` and `icmpv6_rcv`, by fentry (BPF
@@ -1025,7 +1082,9 @@ mod tests {
         let mut programs: Vec<String> =
             [names::SYS_EXIT, names::SYS_EXIT_BTF, "stats_floor", names::KFREE_SKB, names::RST_SEGMENT]
                 .into_iter()
-                .chain([names::KP_RST_SEGMENT])
+                .chain([names::KP_RST_SEGMENT, names::IO_URING_COMPLETE, names::IO_URING_FILE_GET])
+                .chain([names::IO_URING_COMPLETE_CQE, names::IO_URING_COMPLETE_RES])
+                .chain([names::IO_URING_FILE_GET_REQ_FD, names::IO_URING_FILE_GET_CTX_REQ])
                 .map(String::from)
                 .collect();
         for ev in &KERNEL_EVENTS {

@@ -2,9 +2,12 @@
 //! programs read — struct fields from the kernel's BTF, record fields from the tracepoints'
 //! format files — or names what is missing. `check` and the loader both call `resolve`.
 
-use super::{btf::KernelBtf, tracefs};
-use anyhow::{bail, Result};
-use socktrace_common::{KernelOffsets, NO_FIELD};
+use super::{
+    btf::{KernelBtf, TracepointArg},
+    tracefs,
+};
+use anyhow::{bail, Context as _, Result};
+use socktrace_common::{names, KernelOffsets, NO_FIELD};
 use std::path::Path;
 
 /// What `resolve` found: the offsets, and the classic tracepoints whose records cannot be read
@@ -15,6 +18,10 @@ pub struct Resolved {
     pub record_problems: Vec<RecordProblem>,
     /// Why failing io_uring requests cannot be watched on this kernel, if they cannot.
     pub io_uring_problem: Option<String>,
+    /// The io_uring door's BTF tracepoint programs for this kernel's argument layouts
+    /// (`io_uring_file_get`'s, then `io_uring_complete`'s), or why it cannot take them (the
+    /// classic tracepoints are used then).
+    pub io_uring_btf: std::result::Result<[&'static str; 2], String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +44,8 @@ pub fn resolve(btf: &KernelBtf, tracefs: &Path) -> Result<Resolved> {
     let mut offsets = struct_offsets(btf)?;
     let record_problems = tcp_record_layouts(tracefs, &mut offsets);
     let io_uring_problem = io_uring_layouts(btf, tracefs, &mut offsets).err().map(|e| format!("{e:#}"));
-    Ok(Resolved { offsets, record_problems, io_uring_problem })
+    let io_uring_btf = io_uring_arguments(btf, &mut offsets).map_err(|e| format!("{e:#}"));
+    Ok(Resolved { offsets, record_problems, io_uring_problem, io_uring_btf })
 }
 
 /// The struct fields: task -> files -> fdtable -> file -> socket -> sock, and `struct sock`'s.
@@ -140,6 +148,7 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         tp_io_complete_res: NO_FIELD,
         tp_io_file_get_req: NO_FIELD,
         tp_io_file_get_fd: NO_FIELD,
+        io_uring_cqe_res: NO_FIELD,
         ..KernelOffsets::ZERO
     })
 }
@@ -280,6 +289,42 @@ fn io_uring_layouts(btf: &KernelBtf, tracefs: &Path, offsets: &mut KernelOffsets
     Ok(())
 }
 
+/// The programs for this kernel's BTF tracepoints `io_uring_file_get` and `io_uring_complete`
+/// (see `names::IO_URING_COMPLETE_CQE`), from their prototypes in BTF: the arguments moved
+/// between kernels (5.19 gave `file_get` the request and dropped the ring; later kernels pass
+/// the completion entry instead of the result). An error names a layout socktrace does not
+/// know; the door then stays on the classic tracepoints.
+fn io_uring_arguments(btf: &KernelBtf, o: &mut KernelOffsets) -> Result<[&'static str; 2]> {
+    let args = |name: &str| {
+        btf.tracepoint_args(name).with_context(|| format!("no BTF tracepoint {name} in this kernel's BTF"))
+    };
+    let programs = io_uring_programs(&args("io_uring_file_get")?, &args("io_uring_complete")?)?;
+    if programs[1] == names::IO_URING_COMPLETE_CQE {
+        o.io_uring_cqe_res = btf.offset_of("io_uring_cqe", "res")?;
+    }
+    Ok(programs)
+}
+
+/// The programs for `io_uring_file_get` and `io_uring_complete` taking these arguments.
+fn io_uring_programs(file_get: &[TracepointArg], complete: &[TracepointArg]) -> Result<[&'static str; 2]> {
+    use TracepointArg::{Int, Ptr};
+    let unknown = |name: &str, args: &[TracepointArg]| {
+        let list: Vec<String> = args.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{name}({}) is a layout socktrace does not know", list.join(", "))
+    };
+    let file_get = match file_get {
+        [Ptr(req), Int(4)] if req == "io_kiocb" => names::IO_URING_FILE_GET_REQ_FD,
+        [Ptr(_), Ptr(_), Int(8), Int(4)] => names::IO_URING_FILE_GET_CTX_REQ,
+        other => return Err(unknown("io_uring_file_get", other)),
+    };
+    let complete = match complete {
+        [Ptr(_), Ptr(_), Ptr(cqe)] if cqe == "io_uring_cqe" => names::IO_URING_COMPLETE_CQE,
+        [Ptr(_), Ptr(_), Int(8), Int(4), ..] => names::IO_URING_COMPLETE_RES,
+        other => return Err(unknown("io_uring_complete", other)),
+    };
+    Ok([file_get, complete])
+}
+
 /// Where a ring keeps its registered files, for a fixed-file request's index; left
 /// `NO_FIELD` (the index is then not known) where neither known layout is found.
 fn fixed_file_table(btf: &KernelBtf, o: &mut KernelOffsets) {
@@ -391,6 +436,46 @@ mod tests {
             ("cgroup.ancestors", o.cgroup_ancestors),
         ] {
             assert_ne!(at, NO_FIELD, "{name}");
+        }
+    }
+
+    #[test]
+    fn io_uring_programs_of_each_kernel() {
+        use TracepointArg::{Int, Ptr};
+        let void = || Ptr(String::new());
+        let req = || Ptr("io_kiocb".into());
+        // 6.1: io_uring_file_get(struct io_kiocb *req, int fd); io_uring_complete(void *ctx,
+        // void *req, u64 user_data, int res, unsigned cflags, u64 extra1, u64 extra2).
+        let complete_6_1 = [void(), void(), Int(8), Int(4), Int(4), Int(8), Int(8)];
+        assert_eq!(
+            io_uring_programs(&[req(), Int(4)], &complete_6_1).unwrap(),
+            [names::IO_URING_FILE_GET_REQ_FD, names::IO_URING_COMPLETE_RES]
+        );
+        // Later: io_uring_complete(struct io_ring_ctx *ctx, void *req, struct io_uring_cqe *cqe).
+        let complete_cqe = [Ptr("io_ring_ctx".into()), void(), Ptr("io_uring_cqe".into())];
+        assert_eq!(
+            io_uring_programs(&[req(), Int(4)], &complete_cqe).unwrap(),
+            [names::IO_URING_FILE_GET_REQ_FD, names::IO_URING_COMPLETE_CQE]
+        );
+        // About 5.16-5.18: io_uring_file_get(void *ctx, void *req, u64 user_data, int fd).
+        let complete_5_16 = [void(), void(), Int(8), Int(4), Int(4)];
+        assert_eq!(
+            io_uring_programs(&[void(), void(), Int(8), Int(4)], &complete_5_16).unwrap(),
+            [names::IO_URING_FILE_GET_CTX_REQ, names::IO_URING_COMPLETE_RES]
+        );
+        // 5.10: io_uring_file_get(void *ctx, int fd): no request to follow.
+        let err = io_uring_programs(&[void(), Int(4)], &[void(), Int(8), Int(8)]).unwrap_err().to_string();
+        assert_eq!(err, "io_uring_file_get(void *, int32) is a layout socktrace does not know");
+    }
+
+    #[test]
+    fn io_uring_programs_on_this_kernel() {
+        let btf = KernelBtf::load().unwrap();
+        let mut o = KernelOffsets::ZERO;
+        let programs =
+            io_uring_arguments(&btf, &mut o).expect("this kernel's io_uring tracepoints have a known layout");
+        if programs[1] == names::IO_URING_COMPLETE_CQE {
+            assert_eq!(o.io_uring_cqe_res, 8, "struct io_uring_cqe {{ __u64 user_data; __s32 res; ... }}");
         }
     }
 

@@ -301,8 +301,15 @@ pub fn unavailable(probe: Probe, kernel: &KernelView) -> Option<String> {
     }
 }
 
-/// The io_uring door, as the attach line names it.
-pub const IO_URING_PROBES: &str = "tracepoint/io_uring:io_uring_complete (+io_uring_file_get)";
+/// The io_uring door, as the attach line names it: the BTF and raw tracepoints (`typed`) or
+/// the classic ones.
+pub fn io_uring_probes(typed: bool) -> &'static str {
+    if typed {
+        "tp_btf/io_uring_complete (+raw_tracepoint/io_uring_file_get)"
+    } else {
+        "tracepoint/io_uring:io_uring_complete (+io_uring_file_get)"
+    }
+}
 
 /// What the syscall side attaches to: the BTF tracepoint (`typed`) or the raw one.
 pub fn syscall_probes(typed: bool) -> String {
