@@ -166,11 +166,15 @@ pub mod runtime {
 }
 
 /// Slots of the per-CPU `HISTORY_STATS` map: socket histories created and destroyed since
-/// load. The difference, less the histories still in the map, is how many the LRU evicted.
+/// load (the difference, less the histories still in the map, is how many the LRU evicted),
+/// and packet drops recorded (new `DROPS` entries).
 pub mod history_stats {
     pub const CREATED: u32 = 0;
     pub const DESTROYED: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    /// While it reads 0, no failure has a dropped packet to look up: userspace skips the two
+    /// map lookups per timeout or reset it would make.
+    pub const DROPS_RECORDED: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }
 
 /// The names userspace finds the kernel side by. Map and program names are the eBPF crate's

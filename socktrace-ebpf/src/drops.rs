@@ -148,7 +148,9 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     d.ifindex = ifindex;
     d.dev = dev_name;
     d.stack = crate::kstack(ctx);
-    let _ = DROPS.insert(key, d, 0);
+    if DROPS.insert(key, d, 0).is_ok() {
+        crate::count_drop_recorded();
+    }
 }
 
 /// Whether the packet goes to, or comes from, a traced socket's peer.

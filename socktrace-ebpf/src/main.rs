@@ -306,6 +306,11 @@ fn count_history_destroyed() {
     count(&HISTORY_STATS, history_stats::DESTROYED);
 }
 
+#[inline(always)]
+fn count_drop_recorded() {
+    count(&HISTORY_STATS, history_stats::DROPS_RECORDED);
+}
+
 /// The head of `struct sock_common`: addresses, ports, family, state, in one read where the
 /// layout is the usual one (`SOCK_HEAD`), else field by field.
 #[inline(always)]

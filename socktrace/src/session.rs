@@ -173,6 +173,7 @@ impl Session {
             symbols,
             namespaces,
             kernel_hz: Default::default(),
+            drops: DropsSeen::default(),
         };
         Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted, overflows })
     }
@@ -455,9 +456,42 @@ struct Printer {
     namespaces: crate::host::Namespaces,
     /// The kernel's HZ, measured the first time a socket older than the trace fails.
     kernel_hz: std::cell::OnceCell<Option<u32>>,
+    /// What the drop counter said when last read (see `drops_possible`).
+    drops: DropsSeen,
+}
+
+/// What is known of the packets the drop probe recorded: some, or none before a time.
+#[derive(Clone, Copy, Debug, Default)]
+struct DropsSeen {
+    /// Some were: every timeout and reset looks its connection up from now on.
+    some: bool,
+    /// None was recorded before this kernel monotonic time (when the counter read 0).
+    none_before_ns: u64,
 }
 
 impl Printer {
+    /// Whether the drop probe may have recorded a dropped packet before a failure at `ts_ns`.
+    /// Each lookup of a connection's drops is two map syscalls, and on most hosts nothing is
+    /// ever dropped: the counter of recorded drops is read instead, at most once per failure
+    /// newer than its last read, so a burst of resets costs one read per batch. The time is
+    /// taken before the counter: a drop recorded before a failure that happened before that
+    /// time is already counted.
+    fn drops_possible(&mut self, probes: &Probes, ts_ns: u64) -> bool {
+        if self.drops.some {
+            return true;
+        }
+        if ts_ns < self.drops.none_before_ns {
+            return false;
+        }
+        let now = crate::render::clock_ns(libc::CLOCK_MONOTONIC);
+        if probes.drops_recorded() {
+            self.drops.some = true;
+            return true;
+        }
+        self.drops.none_before_ns = now;
+        false
+    }
+
     /// Reads every record now in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, probes: &Probes) -> Result<(), End> {
         let style = TextStyle {
@@ -495,7 +529,7 @@ impl Printer {
             }
             // The packets of the connection this host dropped, read from the kernel's map (for
             // timeouts and resets only): what happened before the failure.
-            if failure.needs_drops() {
+            if failure.needs_drops() && self.drops_possible(probes, failure.ts_ns) {
                 if let (Some(local), Some(remote)) = (failure.local, failure.remote) {
                     failure.drops = probes
                         .packet_drops(local, remote)

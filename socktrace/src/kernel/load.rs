@@ -558,6 +558,17 @@ impl Probes {
     }
 
     /// Socket histories the kernel holds now (bounded: LRU, and removed when sockets die).
+    /// Whether the drop probe has recorded any dropped packet since the attach (`DROPS`
+    /// entries created): while not, `packet_drops` would find nothing for any failure.
+    pub fn drops_recorded(&self) -> bool {
+        self.drop_records.is_some()
+            && self
+                .history_stats
+                .get(&history_stats::DROPS_RECORDED, 0)
+                // Unreadable: look, as before.
+                .map_or(true, |per_cpu| per_cpu.iter().any(|&n| n != 0))
+    }
+
     pub fn sockets_tracked(&self) -> u64 {
         self.sockets.keys().filter(|k| k.is_ok()).count() as u64
     }
