@@ -534,6 +534,9 @@ fn addr(a: Option<std::net::SocketAddr>) -> String {
     a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
 }
 
+/// The output buffer (see `Sink::open`).
+const SINK_BUFFER: usize = 64 * 1024;
+
 /// How text lines look.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TextStyle {
@@ -697,7 +700,9 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Opens the output before anything is attached, so a bad path fails early.
+    /// Opens the output before anything is attached, so a bad path fails early. Written through
+    /// a buffer flushed after each batch the ring buffer gives: a burst's JSON lines (about
+    /// 1 KiB each) go out in a few large writes, not one per eight lines.
     pub fn open(path: Option<&std::path::Path>, choice: ColorChoice) -> anyhow::Result<Sink> {
         use std::io::IsTerminal as _;
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -710,7 +715,7 @@ impl Sink {
                     .open(p)
                     .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", p.display()))?;
                 Ok(Sink {
-                    out: Box::new(std::io::BufWriter::new(file)),
+                    out: Box::new(std::io::BufWriter::with_capacity(SINK_BUFFER, file)),
                     color: choice == ColorChoice::Always,
                     name: p.display().to_string(),
                 })
@@ -722,7 +727,11 @@ impl Sink {
                     ColorChoice::Never => false,
                     ColorChoice::Auto => stdout.is_terminal() && !no_color,
                 };
-                Ok(Sink { out: Box::new(std::io::BufWriter::new(stdout)), color, name: "stdout".into() })
+                Ok(Sink {
+                    out: Box::new(std::io::BufWriter::with_capacity(SINK_BUFFER, stdout)),
+                    color,
+                    name: "stdout".into(),
+                })
             }
         }
     }
