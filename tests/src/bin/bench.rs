@@ -230,6 +230,8 @@ fn is_socktrace_program(name: &str) -> bool {
             "raw_inet_sk_err",
             "raw_kfree_skb",
             "rst_segment",
+            "btf_io_uring",
+            "raw_io_uring",
         ]
         .iter()
         .any(|p| name.starts_with(p))
