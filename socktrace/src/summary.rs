@@ -37,7 +37,9 @@ pub fn routine_label(kind: u32, state: u8) -> Label {
 pub struct Summary {
     /// (errno name, cause, state) -> count.
     pub by_label: BTreeMap<Label, u64>,
-    pub by_peer: HashMap<String, u64>,
+    /// By peer address (None: past `MAX_PEERS`, the others together), named only when the
+    /// summary is written: a burst of failures formats no address per failure here.
+    pub by_peer: HashMap<Option<std::net::SocketAddr>, u64>,
     pub failures: u64,
     pub printed: u64,
     pub undecodable: u64,
@@ -154,12 +156,8 @@ impl Summary {
         if let Some(r) = f.remote {
             // Bounded for a session that runs for weeks (the agent): past MAX_PEERS distinct
             // peers, new ones are counted together.
-            let peer = r.to_string();
-            let key = if self.by_peer.len() < MAX_PEERS || self.by_peer.contains_key(&peer) {
-                peer
-            } else {
-                OTHER_PEERS.to_string()
-            };
+            let key =
+                if self.by_peer.len() < MAX_PEERS || self.by_peer.contains_key(&Some(r)) { Some(r) } else { None };
             *self.by_peer.entry(key).or_default() += 1;
         }
     }
@@ -172,9 +170,10 @@ impl Summary {
         }
     }
 
-    fn top_peers(&self) -> Vec<(&str, u64)> {
-        let mut peers: Vec<(&str, u64)> = self.by_peer.iter().map(|(p, n)| (p.as_str(), *n)).collect();
-        peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    fn top_peers(&self) -> Vec<(String, u64)> {
+        let name = |p: &Option<std::net::SocketAddr>| p.map_or_else(|| OTHER_PEERS.to_string(), |a| a.to_string());
+        let mut peers: Vec<(String, u64)> = self.by_peer.iter().map(|(p, n)| (name(p), *n)).collect();
+        peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         peers.truncate(TOP_PEERS);
         peers
     }
@@ -268,5 +267,35 @@ impl Summary {
                 n => format!(", {n} probe runs skipped by the kernel (events not seen)"),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Failure, History};
+    use crate::model::Syscall;
+
+    /// Peers are counted one by one up to `MAX_PEERS`, the rest together, and named (sorted by
+    /// count, then by name) only when the summary is written.
+    #[test]
+    fn peers_are_counted_then_named() {
+        let mut s = Summary::default();
+        let mut f = Failure::for_test(Syscall::Connect, Some(111), TcpState::Close, History::default());
+        let d = crate::diagnose::diagnose(&f);
+        let peer = |i: usize| std::net::SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 80));
+        for i in 0..MAX_PEERS + 3 {
+            f.remote = Some(peer(i));
+            s.add(&f, &d);
+        }
+        // A peer already counted keeps its own row past the bound.
+        f.remote = Some(peer(7));
+        s.add(&f, &d);
+        assert_eq!(s.by_peer.len(), MAX_PEERS + 1);
+        let top = s.top_peers();
+        assert_eq!(top[0], (OTHER_PEERS.to_string(), 3));
+        assert_eq!(top[1], ("10.0.0.7:80".to_string(), 2));
+        assert_eq!(top[2], ("10.0.0.0:80".to_string(), 1));
+        assert_eq!(s.failures, MAX_PEERS as u64 + 4);
     }
 }
