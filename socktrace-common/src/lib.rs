@@ -167,12 +167,13 @@ pub mod runtime {
 
 /// Slots of the per-CPU `HISTORY_STATS` map: socket histories created and destroyed since
 /// load (the difference, less the histories still in the map, is how many the LRU evicted),
-/// and packet drops recorded (new `DROPS` entries).
+/// and packet drops recorded.
 pub mod history_stats {
     pub const CREATED: u32 = 0;
     pub const DESTROYED: u32 = 1;
-    /// While it reads 0, no failure has a dropped packet to look up: userspace skips the two
-    /// map lookups per timeout or reset it would make.
+    /// Drops of traced connections' packets, counted before each one's time is taken: while it
+    /// reads 0, no failure before that read has a dropped packet to look up, and userspace
+    /// skips the two map lookups per timeout or reset it would make.
     pub const DROPS_RECORDED: u32 = 2;
     pub const SLOTS: u32 = 3;
 }
@@ -191,7 +192,8 @@ pub mod names {
     /// aya-log's ring buffer of kernel-side log records.
     pub const LOGS: &str = "AYA_LOGS";
     pub const RUNTIME: &str = "RUNTIME";
-    /// io_uring requests of traced processes -> the fd their file was looked up by.
+    /// The fds traced processes' io_uring requests looked their files up by, direct-mapped
+    /// by request (`RequestFd`).
     pub const IO_URING_FDS: &str = "IO_URING_FDS";
     /// UDP sockets -> the last error the kernel reported on them (`UdpError`).
     pub const UDP_ERRORS: &str = "UDP_ERRORS";
@@ -233,12 +235,11 @@ pub mod names {
     /// The same without a trace record, where the probe mode allows and the layout is known:
     /// one program per layout of the arguments, each taking them at constant indexes (the
     /// verifier allows no other context access). BTF tracepoints `io_uring_complete(ctx, req,
-    /// cqe)` or `(ctx, req, user_data, res, ...)`; raw tracepoints `io_uring_file_get(req, fd)`
-    /// or `(ctx, req, user_data, fd)`.
+    /// cqe)` (6.13+) or `(ctx, req, user_data, res, ...)` (before); the raw tracepoint
+    /// `io_uring_file_get(req, fd)` (5.19+).
     pub const IO_URING_COMPLETE_CQE: &str = "btf_io_uring_complete_cqe";
     pub const IO_URING_COMPLETE_RES: &str = "btf_io_uring_complete_res";
-    pub const IO_URING_FILE_GET_REQ_FD: &str = "raw_io_uring_file_get_req_fd";
-    pub const IO_URING_FILE_GET_CTX_REQ: &str = "raw_io_uring_file_get_ctx_req";
+    pub const IO_URING_FILE_GET_RAW: &str = "raw_io_uring_file_get";
     /// Every packet the kernel drops (`skb:kfree_skb`, as a raw tracepoint).
     pub const KFREE_SKB: &str = "raw_kfree_skb";
     /// The RST segment a socket receives (`tcp_reset(sk, skb)`, 5.14+): fentry, else kprobe.
@@ -931,8 +932,9 @@ pub const fn sent_reset_check(seed: u64, sender: &SockAddrs, r: &SentReset) -> u
     }
 }
 
-/// Slots of the io_uring door's table of request fds (a power of two).
-pub const IO_URING_FD_SLOTS: u32 = 4096;
+/// Slots of the io_uring door's table of request fds (a power of two; 1 MiB of kernel memory):
+/// with N requests in flight, about N/65536 of them find their slot taken by another.
+pub const IO_URING_FD_SLOTS: u32 = 65536;
 
 /// A traced process's io_uring request (its `struct io_kiocb` address) and the fd its file was
 /// looked up by, in a direct-mapped table: each request has one slot (`request_fd_slot`), and
@@ -1223,9 +1225,9 @@ mod tests {
         let torn = RequestFd { req: x, fd_check: written(y, 9).fd_check };
         assert_eq!(request_fd(&torn, x), None);
         assert_eq!(request_fd(&RequestFd::default(), x), None);
-        let slots: std::collections::HashSet<u32> = (0..512u64).map(|i| request_fd_slot(x + 256 * i)).collect();
-        assert!(slots.iter().all(|&s| s < IO_URING_FD_SLOTS));
-        // 512 requests in 4096 slots: about 30 collide on average.
-        assert!(slots.len() >= 450, "{} distinct slots of 512", slots.len());
+        // Requests in flight at once keep their own slots: 1024 in 65536 slots, about 8 collide
+        // on average (the fd of a request whose slot another took is unknown, never wrong).
+        let slots: std::collections::HashSet<u32> = (0..1024u64).map(|i| request_fd_slot(x + 256 * i)).collect();
+        assert!(slots.len() >= 1000, "{} distinct slots of 1024", slots.len());
     }
 }

@@ -1,5 +1,5 @@
 //! The io_uring door: requests that connect, accept, send and receive without a syscall of
-//! their own. Two events (their arguments carry the request from about 5.19):
+//! their own. Two events (their arguments carry the request from 5.18):
 //! `io_uring_file_get` remembers which fd a traced process's request looked its file up by,
 //! and `io_uring_complete` turns a failing request on a socket into the same `FailureEvent`
 //! as a failing syscall, numbered `IO_URING_CALL_BASE + opcode`.
@@ -63,21 +63,12 @@ pub fn tp_io_uring_file_get(ctx: TracePointContext) -> u32 {
 
 /// The same as a raw tracepoint, `io_uring_file_get(req, fd)` (5.19+): no record built, and
 /// the request comes as a plain number (a BTF tracepoint would type it, and the verifier
-/// allows no hashing of a typed pointer). One program per layout of the arguments (see
-/// `names::IO_URING_FILE_GET_REQ_FD`).
+/// allows no hashing of a typed pointer). 5.18's `(ctx, req, user_data, fd)` keeps the classic
+/// tracepoint (no kernel of the test matrix has it).
 #[raw_tracepoint(tracepoint = "io_uring_file_get")]
-pub fn raw_io_uring_file_get_req_fd(ctx: RawTracePointContext) -> u32 {
+pub fn raw_io_uring_file_get(ctx: RawTracePointContext) -> u32 {
     if is_traced_process(current_tgid()) {
         on_file_get(ctx.arg(0), ctx.arg::<u64>(1) as i32);
-    }
-    0
-}
-
-/// `io_uring_file_get(ctx, req, user_data, fd)`, before.
-#[raw_tracepoint(tracepoint = "io_uring_file_get")]
-pub fn raw_io_uring_file_get_ctx_req(ctx: RawTracePointContext) -> u32 {
-    if is_traced_process(current_tgid()) {
-        on_file_get(ctx.arg(1), ctx.arg::<u64>(3) as i32);
     }
     0
 }
@@ -108,8 +99,9 @@ pub fn tp_io_uring_complete(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The same as a BTF tracepoint, `io_uring_complete(ctx, req, cqe)`: the result is read from
-/// the completion entry with a plain load the verifier checks against its type.
+/// The same as a BTF tracepoint, `io_uring_complete(ctx, req, cqe)` (6.13+): the result is
+/// read from the completion entry with a plain load the verifier checks against its type. One
+/// program per layout of the arguments (see `names::IO_URING_COMPLETE_CQE`).
 #[btf_tracepoint(function = "io_uring_complete")]
 pub fn btf_io_uring_complete_cqe(ctx: BtfTracePointContext) -> u32 {
     let res: i32 = load(ctx.arg::<u64>(2), global!(OFFSETS.io_uring_cqe_res));
@@ -119,7 +111,7 @@ pub fn btf_io_uring_complete_cqe(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// `io_uring_complete(ctx, req, user_data, res, cflags, ...)`, before.
+/// `io_uring_complete(ctx, req, user_data, res, cflags, ...)`, before (5.18-6.12).
 #[btf_tracepoint(function = "io_uring_complete")]
 pub fn btf_io_uring_complete_res(ctx: BtfTracePointContext) -> u32 {
     let res: i32 = ctx.arg(3);

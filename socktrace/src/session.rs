@@ -469,6 +469,28 @@ struct DropsSeen {
     none_before_ns: u64,
 }
 
+impl DropsSeen {
+    /// Whether a drop may have been recorded before `ts_ns`, reading the clock (`now`) and
+    /// then the counter (`recorded`) only when what is known does not tell. The kernel counts
+    /// a drop before it stamps it, so a count of 0 read after `now` means no drop stamped
+    /// before `now`.
+    fn possible(&mut self, ts_ns: u64, now: impl FnOnce() -> u64, recorded: impl FnOnce() -> bool) -> bool {
+        if self.some {
+            return true;
+        }
+        if ts_ns < self.none_before_ns {
+            return false;
+        }
+        let now = now();
+        if recorded() {
+            self.some = true;
+            return true;
+        }
+        self.none_before_ns = now;
+        false
+    }
+}
+
 impl Printer {
     /// Whether the drop probe may have recorded a dropped packet before a failure at `ts_ns`.
     /// Each lookup of a connection's drops is two map syscalls, and on most hosts nothing is
@@ -477,19 +499,7 @@ impl Printer {
     /// taken before the counter: a drop recorded before a failure that happened before that
     /// time is already counted.
     fn drops_possible(&mut self, probes: &Probes, ts_ns: u64) -> bool {
-        if self.drops.some {
-            return true;
-        }
-        if ts_ns < self.drops.none_before_ns {
-            return false;
-        }
-        let now = crate::render::clock_ns(libc::CLOCK_MONOTONIC);
-        if probes.drops_recorded() {
-            self.drops.some = true;
-            return true;
-        }
-        self.drops.none_before_ns = now;
-        false
+        self.drops.possible(ts_ns, || crate::render::clock_ns(libc::CLOCK_MONOTONIC), || probes.drops_recorded())
     }
 
     /// Reads every record now in the ring buffer.
@@ -672,4 +682,42 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DropsSeen;
+    use std::cell::Cell;
+
+    /// The counter is read only for a failure newer than its last read of 0, and once it is
+    /// not 0 every failure is looked up without reading it again.
+    #[test]
+    fn drops_are_looked_up_only_once_some_were_counted() {
+        let reads = Cell::new(0);
+        let mut seen = DropsSeen::default();
+        let mut ask = |ts: u64, now: u64, count: u64| {
+            seen.possible(
+                ts,
+                || now,
+                || {
+                    reads.set(reads.get() + 1);
+                    count != 0
+                },
+            )
+        };
+        // A batch of failures at 100..110, read at 200 with nothing counted: one read.
+        assert!(!ask(100, 200, 0));
+        assert!(!ask(105, 201, 0));
+        assert!(!ask(199, 202, 0));
+        assert_eq!(reads.get(), 1);
+        // A failure after that read: read again (at 300, still nothing).
+        assert!(!ask(250, 300, 0));
+        assert_eq!(reads.get(), 2);
+        // One after 300, when a drop was counted: looked up, and every later one too, even
+        // one stamped before, with no more reads.
+        assert!(ask(301, 400, 1));
+        assert!(ask(150, 401, 0));
+        assert!(ask(500, 501, 0));
+        assert_eq!(reads.get(), 3);
+    }
 }

@@ -59,7 +59,8 @@ export SOCKTRACE_TEST_ATTACH_TIMEOUT=300
 
 for entry in $TESTS; do
     # `binary` or `binary:filter`: a filter of the matrix's own (the VM's mode runs only part
-    # of that binary), before any the caller gave.
+    # of that binary). libtest runs what matches any filter: one the caller gave adds its
+    # tests of that binary, it does not narrow the matrix's.
     test=${entry%%:*}
     only=
     if [ "$test" != "$entry" ]; then only=${entry#*:}; fi

@@ -557,9 +557,9 @@ impl Probes {
         Ok(out)
     }
 
-    /// Socket histories the kernel holds now (bounded: LRU, and removed when sockets die).
-    /// Whether the drop probe has recorded any dropped packet since the attach (`DROPS`
-    /// entries created): while not, `packet_drops` would find nothing for any failure.
+    /// Whether the drop probe has counted any drop of a traced connection's packet since the
+    /// attach (`history_stats::DROPS_RECORDED`): while not, `packet_drops` would find nothing
+    /// for any failure before the read.
     pub fn drops_recorded(&self) -> bool {
         self.drop_records.is_some()
             && self
@@ -569,6 +569,7 @@ impl Probes {
                 .map_or(true, |per_cpu| per_cpu.iter().any(|&n| n != 0))
     }
 
+    /// Socket histories the kernel holds now (bounded: LRU, and removed when sockets die).
     pub fn sockets_tracked(&self) -> u64 {
         self.sockets.keys().filter(|k| k.is_ok()).count() as u64
     }
@@ -718,15 +719,22 @@ fn attach_io_uring(
             }
             let programs = resolved.io_uring_btf.clone().map_err(|why| anyhow!(why))?;
             let [file_get, complete] = programs;
-            let p: &mut RawTracePoint = ebpf_program(ebpf, file_get)?.try_into()?;
-            p.load().with_context(|| format!("the kernel refused {file_get}"))?;
+            // Both loaded before either is attached, and the first detached if the second
+            // cannot be: a fallback must not leave a program of this pair running beside the
+            // classic ones (each request would be recorded twice).
+            let raw: &mut RawTracePoint = ebpf_program(ebpf, file_get)?.try_into()?;
+            raw.load().with_context(|| format!("the kernel refused {file_get}"))?;
+            let typed: &mut BtfTracePoint = ebpf_program(ebpf, complete)?.try_into()?;
+            typed.load("io_uring_complete", btf).with_context(|| format!("the kernel refused {complete}"))?;
             if attach {
-                p.attach("io_uring_file_get").context("attaching raw_tracepoint/io_uring_file_get")?;
-            }
-            let p: &mut BtfTracePoint = ebpf_program(ebpf, complete)?.try_into()?;
-            p.load("io_uring_complete", btf).with_context(|| format!("the kernel refused {complete}"))?;
-            if attach {
-                p.attach().context("attaching tp_btf/io_uring_complete")?;
+                let raw: &mut RawTracePoint = ebpf_program(ebpf, file_get)?.try_into()?;
+                let link = raw.attach("io_uring_file_get").context("attaching raw_tracepoint/io_uring_file_get")?;
+                let typed: &mut BtfTracePoint = ebpf_program(ebpf, complete)?.try_into()?;
+                if let Err(e) = typed.attach() {
+                    let raw: &mut RawTracePoint = ebpf_program(ebpf, file_get)?.try_into()?;
+                    let _ = raw.detach(link);
+                    return Err(e).context("attaching tp_btf/io_uring_complete");
+                }
             }
             Ok(IoUringDoor { typed: true, programs, passed_over: Vec::new() })
         };
@@ -1095,7 +1103,7 @@ mod tests {
                 .into_iter()
                 .chain([names::KP_RST_SEGMENT, names::IO_URING_COMPLETE, names::IO_URING_FILE_GET])
                 .chain([names::IO_URING_COMPLETE_CQE, names::IO_URING_COMPLETE_RES])
-                .chain([names::IO_URING_FILE_GET_REQ_FD, names::IO_URING_FILE_GET_CTX_REQ])
+                .chain([names::IO_URING_FILE_GET_RAW])
                 .map(String::from)
                 .collect();
         for ev in &KERNEL_EVENTS {

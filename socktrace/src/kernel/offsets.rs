@@ -291,9 +291,10 @@ fn io_uring_layouts(btf: &KernelBtf, tracefs: &Path, offsets: &mut KernelOffsets
 
 /// The programs for this kernel's BTF tracepoints `io_uring_file_get` and `io_uring_complete`
 /// (see `names::IO_URING_COMPLETE_CQE`), from their prototypes in BTF: the arguments moved
-/// between kernels (5.19 gave `file_get` the request and dropped the ring; later kernels pass
-/// the completion entry instead of the result). An error names a layout socktrace does not
-/// know; the door then stays on the classic tracepoints.
+/// between kernels (5.18 gave both the request, 5.19 dropped the ring from `file_get`, 6.13
+/// passes the completion entry instead of the result). An error names a layout socktrace has
+/// no program for (5.18's `file_get` among them); the door then stays on the classic
+/// tracepoints.
 fn io_uring_arguments(btf: &KernelBtf, o: &mut KernelOffsets) -> Result<[&'static str; 2]> {
     let args = |name: &str| {
         btf.tracepoint_args(name).with_context(|| format!("no BTF tracepoint {name} in this kernel's BTF"))
@@ -313,13 +314,14 @@ fn io_uring_programs(file_get: &[TracepointArg], complete: &[TracepointArg]) -> 
         anyhow::anyhow!("{name}({}) is a layout socktrace does not know", list.join(", "))
     };
     let file_get = match file_get {
-        [Ptr(req), Int(4)] if req == "io_kiocb" => names::IO_URING_FILE_GET_REQ_FD,
-        [Ptr(_), Ptr(_), Int(8), Int(4)] => names::IO_URING_FILE_GET_CTX_REQ,
+        [Ptr(req), Int(4)] if req == "io_kiocb" => names::IO_URING_FILE_GET_RAW,
         other => return Err(unknown("io_uring_file_get", other)),
     };
+    // The request must come untyped (`void *`): the program hashes it, which the verifier
+    // refuses for a typed pointer.
     let complete = match complete {
-        [Ptr(_), Ptr(_), Ptr(cqe)] if cqe == "io_uring_cqe" => names::IO_URING_COMPLETE_CQE,
-        [Ptr(_), Ptr(_), Int(8), Int(4), ..] => names::IO_URING_COMPLETE_RES,
+        [Ptr(_), Ptr(req), Ptr(cqe)] if req.is_empty() && cqe == "io_uring_cqe" => names::IO_URING_COMPLETE_CQE,
+        [Ptr(_), Ptr(req), Int(8), Int(4), ..] if req.is_empty() => names::IO_URING_COMPLETE_RES,
         other => return Err(unknown("io_uring_complete", other)),
     };
     Ok([file_get, complete])
@@ -444,25 +446,29 @@ mod tests {
         use TracepointArg::{Int, Ptr};
         let void = || Ptr(String::new());
         let req = || Ptr("io_kiocb".into());
-        // 6.1: io_uring_file_get(struct io_kiocb *req, int fd); io_uring_complete(void *ctx,
-        // void *req, u64 user_data, int res, unsigned cflags, u64 extra1, u64 extra2).
+        // 5.19-6.12 (6.1 and 6.12 in the VMs): io_uring_file_get(struct io_kiocb *req, int fd);
+        // io_uring_complete(void *ctx, void *req, u64 user_data, int res, unsigned cflags,
+        // u64 extra1, u64 extra2).
         let complete_6_1 = [void(), void(), Int(8), Int(4), Int(4), Int(8), Int(8)];
         assert_eq!(
             io_uring_programs(&[req(), Int(4)], &complete_6_1).unwrap(),
-            [names::IO_URING_FILE_GET_REQ_FD, names::IO_URING_COMPLETE_RES]
+            [names::IO_URING_FILE_GET_RAW, names::IO_URING_COMPLETE_RES]
         );
-        // Later: io_uring_complete(struct io_ring_ctx *ctx, void *req, struct io_uring_cqe *cqe).
+        // 6.13+ (this host): io_uring_complete(struct io_ring_ctx *ctx, void *req,
+        // struct io_uring_cqe *cqe).
         let complete_cqe = [Ptr("io_ring_ctx".into()), void(), Ptr("io_uring_cqe".into())];
         assert_eq!(
             io_uring_programs(&[req(), Int(4)], &complete_cqe).unwrap(),
-            [names::IO_URING_FILE_GET_REQ_FD, names::IO_URING_COMPLETE_CQE]
+            [names::IO_URING_FILE_GET_RAW, names::IO_URING_COMPLETE_CQE]
         );
-        // About 5.16-5.18: io_uring_file_get(void *ctx, void *req, u64 user_data, int fd).
-        let complete_5_16 = [void(), void(), Int(8), Int(4), Int(4)];
-        assert_eq!(
-            io_uring_programs(&[void(), void(), Int(8), Int(4)], &complete_5_16).unwrap(),
-            [names::IO_URING_FILE_GET_CTX_REQ, names::IO_URING_COMPLETE_RES]
-        );
+        // 5.18: io_uring_file_get(void *ctx, void *req, u64 user_data, int fd): no program of
+        // its own (no such kernel to test it on): the classic tracepoints.
+        let complete_5_18 = [void(), void(), Int(8), Int(4), Int(4)];
+        let err = io_uring_programs(&[void(), void(), Int(8), Int(4)], &complete_5_18).unwrap_err().to_string();
+        assert_eq!(err, "io_uring_file_get(void *, void *, int64, int32) is a layout socktrace does not know");
+        // A request typed one day could not be hashed: not taken.
+        let typed_req = [void(), req(), Ptr("io_uring_cqe".into())];
+        assert!(io_uring_programs(&[req(), Int(4)], &typed_req).is_err());
         // 5.10: io_uring_file_get(void *ctx, int fd): no request to follow.
         let err = io_uring_programs(&[void(), Int(4)], &[void(), Int(8), Int(8)]).unwrap_err().to_string();
         assert_eq!(err, "io_uring_file_get(void *, int32) is a layout socktrace does not know");
