@@ -956,16 +956,22 @@ pub const fn request_fd_slot(req: u64) -> u32 {
     mix(0, req) as u32 & (IO_URING_FD_SLOTS - 1)
 }
 
+/// The check of request `req`: the high half of its `RequestFd::fd_check`.
+#[inline(always)]
+const fn request_check(req: u64) -> u64 {
+    mix(1, req) >> 32
+}
+
 /// `RequestFd::fd_check` for request `req` and its `fd`.
 #[inline(always)]
 pub const fn request_fd_word(req: u64, fd: i32) -> u64 {
-    fd as u32 as u64 | (mix(1, req) >> 32) << 32
+    fd as u32 as u64 | request_check(req) << 32
 }
 
 /// The fd request `req` looked its file up by, if `slot` holds it whole.
 #[inline(always)]
 pub const fn request_fd(slot: &RequestFd, req: u64) -> Option<i32> {
-    if slot.req == req && slot.fd_check >> 32 == mix(1, req) >> 32 {
+    if slot.req == req && slot.fd_check >> 32 == request_check(req) {
         Some(slot.fd_check as u32 as i32)
     } else {
         None

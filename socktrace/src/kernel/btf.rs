@@ -125,13 +125,19 @@ impl KernelBtf {
 
     /// Number of parameters of the BTF tracepoint `name` (its `btf_trace_<name>` typedef).
     pub fn tracepoint_arity(&self, name: &str) -> Option<usize> {
+        Some(self.tracepoint_proto(name)?.parameters.len().saturating_sub(1))
+    }
+
+    /// The prototype of the BTF tracepoint `name`: its `btf_trace_<name>` typedef, a pointer to
+    /// a function whose first parameter is the probe's `__data`.
+    fn tracepoint_proto(&self, name: &str) -> Option<btf_rs::FuncProto> {
         let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?;
         let typedef = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))?;
         let mut ty = self.btf.resolve_chained_type(typedef.as_btf_type()?).ok()?;
         loop {
             match ty {
                 Type::Ptr(ref p) => ty = self.btf.resolve_chained_type(p).ok()?,
-                Type::FuncProto(ref f) => return Some(f.parameters.len().saturating_sub(1)),
+                Type::FuncProto(f) => return Some(f),
                 _ => return None,
             }
         }
@@ -140,24 +146,16 @@ impl KernelBtf {
     /// The arguments of the BTF tracepoint `name` (its `btf_trace_<name>` typedef, without
     /// the leading `__data`), as far as socktrace tells layouts apart.
     pub fn tracepoint_args(&self, name: &str) -> Option<Vec<TracepointArg>> {
-        let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?;
-        let typedef = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))?;
-        let mut ty = self.btf.resolve_chained_type(typedef.as_btf_type()?).ok()?;
-        let proto = loop {
-            match ty {
-                Type::Ptr(ref p) => ty = self.btf.resolve_chained_type(p).ok()?,
-                Type::FuncProto(f) => break f,
-                _ => return None,
-            }
-        };
+        let proto = self.tracepoint_proto(name)?;
         let args = proto.parameters.iter().skip(1).map(|p| {
             let Ok(ty) = self.btf.resolve_chained_type(p) else { return TracepointArg::Other };
             match self.unqualified(ty) {
-                Some(Type::Int(i)) => TracepointArg::Int(i.size()),
-                Some(Type::Ptr(p)) => {
-                    let pointee = self.btf.resolve_chained_type(&p).ok().and_then(|t| self.unqualified(t));
+                Ok(Type::Int(i)) => TracepointArg::Int(i.size()),
+                Ok(Type::Ptr(p)) => {
+                    let pointee =
+                        self.btf.resolve_chained_type(&p).map_err(Into::into).and_then(|t| self.unqualified(t));
                     match pointee {
-                        Some(Type::Struct(s)) => TracepointArg::Ptr(self.btf.resolve_name(&s).unwrap_or_default()),
+                        Ok(Type::Struct(s)) => TracepointArg::Ptr(self.btf.resolve_name(&s).unwrap_or_default()),
                         _ => TracepointArg::Ptr(String::new()),
                     }
                 }
@@ -168,18 +166,18 @@ impl KernelBtf {
     }
 
     /// `ty` without its typedefs and qualifiers.
-    fn unqualified(&self, mut ty: Type) -> Option<Type> {
+    fn unqualified(&self, mut ty: Type) -> Result<Type> {
         for _ in 0..16 {
             ty = match ty {
-                Type::Typedef(ref t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Typedef(ref t) => self.btf.resolve_chained_type(t)?,
                 Type::Const(ref t) | Type::Volatile(ref t) | Type::Restrict(ref t) => {
-                    self.btf.resolve_chained_type(t).ok()?
+                    self.btf.resolve_chained_type(t)?
                 }
-                Type::TypeTag(ref t) => self.btf.resolve_chained_type(t).ok()?,
-                other => return Some(other),
+                Type::TypeTag(ref t) => self.btf.resolve_chained_type(t)?,
+                other => return Ok(other),
             };
         }
-        None
+        bail!("type chain too deep")
     }
 
     fn struct_named(&self, name: &str) -> Result<Type> {
@@ -201,19 +199,11 @@ impl KernelBtf {
     }
 
     /// Follows typedefs and qualifiers to the underlying struct or union.
-    fn strip(&self, mut ty: Type) -> Result<Type> {
-        for _ in 0..16 {
-            ty = match ty {
-                Type::Struct(_) | Type::Union(_) => return Ok(ty),
-                Type::Typedef(ref t) => self.btf.resolve_chained_type(t)?,
-                Type::Const(ref t) | Type::Volatile(ref t) | Type::Restrict(ref t) => {
-                    self.btf.resolve_chained_type(t)?
-                }
-                Type::TypeTag(ref t) => self.btf.resolve_chained_type(t)?,
-                other => bail!("expected a struct or union, found {}", other.name()),
-            };
+    fn strip(&self, ty: Type) -> Result<Type> {
+        match self.unqualified(ty)? {
+            ty @ (Type::Struct(_) | Type::Union(_)) => Ok(ty),
+            other => bail!("expected a struct or union, found {}", other.name()),
         }
-        bail!("type chain too deep")
     }
 
     /// (bit offset, member type) of `name` in `ty`, searching anonymous members.

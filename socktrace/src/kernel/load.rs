@@ -678,26 +678,28 @@ fn choose_and_attach(
 }
 
 /// The io_uring door's hook: its programs (`io_uring_file_get`'s, then `io_uring_complete`'s),
-/// BTF tracepoints or classic ones, and why the BTF ones were passed over.
+/// BTF and raw tracepoints or classic ones, and why the first were passed over.
 #[derive(Clone, Debug)]
 pub struct IoUringDoor {
-    pub typed: bool,
     programs: [&'static str; 2],
     pub passed_over: Vec<String>,
 }
 
 impl IoUringDoor {
+    /// The classic tracepoints' programs, the fallback.
+    const CLASSIC: [&'static str; 2] = [names::IO_URING_FILE_GET, names::IO_URING_COMPLETE];
+
     /// The probes, as the attach line names them.
     pub fn probe(&self) -> &'static str {
-        super::probes::io_uring_probes(self.typed)
+        super::probes::io_uring_probes(self.programs != Self::CLASSIC)
     }
 }
 
 /// The io_uring door: `io_uring_file_get` and `io_uring_complete`, where this kernel's events
 /// carry the request. As a raw and a BTF tracepoint where the probe mode allows (auto, tp_btf)
 /// and their argument layout is known: no trace record is built for every request of the
-/// host, which the classic tracepoints (the fallback) cost every process using io_uring. An error says why
-/// the door stays unwatched; socktrace runs without it and says so.
+/// host, which the classic tracepoints (the fallback) cost every process using io_uring. An
+/// error says why the door stays unwatched; socktrace runs without it and says so.
 fn attach_io_uring(
     ebpf: &mut Ebpf,
     resolved: &offsets::Resolved,
@@ -736,15 +738,14 @@ fn attach_io_uring(
                     return Err(e).context("attaching tp_btf/io_uring_complete");
                 }
             }
-            Ok(IoUringDoor { typed: true, programs, passed_over: Vec::new() })
+            Ok(IoUringDoor { programs, passed_over: Vec::new() })
         };
         match typed(ebpf) {
             Ok(door) => return Ok(door),
             Err(e) => passed_over.push(format!("tp_btf/io_uring_complete: {e:#}")),
         }
     }
-    let door =
-        IoUringDoor { typed: false, programs: [names::IO_URING_FILE_GET, names::IO_URING_COMPLETE], passed_over };
+    let door = IoUringDoor { programs: IoUringDoor::CLASSIC, passed_over };
     for (program, tracepoint) in door.programs.into_iter().zip(["io_uring_file_get", "io_uring_complete"]) {
         let p: &mut TracePoint = ebpf_program(ebpf, program)?.try_into()?;
         p.load().with_context(|| format!("the kernel refused {program}"))?;
