@@ -300,10 +300,11 @@ pub mod config_flags {
     pub const NR_AFTER_ARG0: u32 = 1 << 19;
     /// `fdtable.fd` follows `fdtable.max_fds` (a u32 and its padding): one read for both.
     pub const FDTABLE_PAIR: u32 = 1 << 20;
-    /// `file.f_inode` and `file.private_data` are adjacent (6.12+'s layout): one read for
-    /// both, at the lower of the two (`FILE_DATA_FIRST`: `private_data` is that one).
-    pub const FILE_INODE_DATA_PAIR: u32 = 1 << 21;
-    pub const FILE_DATA_FIRST: u32 = 1 << 22;
+    /// `file.private_data` is two words after `file.f_op` (6.12+'s layout): one read for
+    /// both.
+    pub const FILE_OP_DATA_SPAN: u32 = 1 << 21;
+    /// `socket.ops` follows `socket.sk` (every kernel since 2.6): one read for both.
+    pub const SOCKET_SK_OPS_PAIR: u32 = 1 << 22;
     /// `files_struct.fdtab` follows `files_struct.fdt`, and starts with `max_fds`, then `fd`:
     /// while `fdt` points at it (up to 64 fds), one read gives the pointer and the table.
     pub const FDTAB_AFTER_FDT: u32 = 1 << 23;
@@ -367,8 +368,10 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     pub file_f_inode: u32,
     pub file_private_data: u32,
+    pub file_f_op: u32,
     pub inode_i_mode: u32,
     pub socket_sk: u32,
+    pub socket_ops: u32,
     // struct sock (through sock_common)
     pub sk_family: u32,
     pub sk_state: u32,
@@ -1067,7 +1070,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 101 * 4);
+assert_size!(KernelOffsets, 103 * 4);
 assert_size!(TracedConfig, 56 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);

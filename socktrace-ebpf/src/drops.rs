@@ -33,6 +33,7 @@ const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
 const IPPROTO_TCP: u8 = 6;
 
 #[raw_tracepoint(tracepoint = "kfree_skb")]
+#[inline(always)]
 pub fn raw_kfree_skb(ctx: RawTracePointContext) -> u32 {
     // Arguments: skb, location, and from 5.17 the reason (read only where the kernel passes
     // it: userspace checked the tracepoint's arity).

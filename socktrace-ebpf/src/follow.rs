@@ -40,11 +40,13 @@ fn on_exit() -> u32 {
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]
+#[inline(always)]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     on_fork(ctx.arg(0), ctx.arg(1))
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
+#[inline(always)]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
     on_exit()
 }
@@ -52,11 +54,13 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
 /// The classic fork record has pids, not tgids (a thread and a process look alike there):
 /// the raw tracepoint's task pointers tell them apart.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
+#[inline(always)]
 pub fn raw_sched_process_fork(ctx: RawTracePointContext) -> u32 {
     on_fork(ctx.arg(0), ctx.arg(1))
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
+#[inline(always)]
 pub fn raw_sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     on_exit()
 }

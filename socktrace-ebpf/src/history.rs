@@ -619,32 +619,38 @@ fn on_destroy(sk: u64) -> u32 {
 // BTF tracepoints (tp_btf, 5.5+): typed arguments, the socket pointer included.
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
+#[inline(always)]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     on_state_change(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2))
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
+#[inline(always)]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
     on_receive_reset(&ctx, ctx.arg(0))
 }
 
 #[btf_tracepoint(function = "tcp_send_reset")]
+#[inline(always)]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
     let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 { ctx.arg(2) } else { -1 };
     on_send_reset(&ctx, ctx.arg(0), ctx.arg(1), reason)
 }
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
+#[inline(always)]
 pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
     on_error_report(&ctx, ctx.arg(0))
 }
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
+#[inline(always)]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
     on_retransmit(&ctx, ctx.arg(0))
 }
 
 #[btf_tracepoint(function = "tcp_destroy_sock")]
+#[inline(always)]
 pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
     on_destroy(ctx.arg(0))
 }
@@ -658,6 +664,7 @@ fn record_field<T: Default>(ctx: &TracePointContext, offset: u32) -> T {
 }
 
 #[tracepoint]
+#[inline(always)]
 pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_set_state_skaddr));
     let old: i32 = record_field(&ctx, global!(OFFSETS.tp_set_state_oldstate));
@@ -666,11 +673,13 @@ pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
+#[inline(always)]
 pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
     on_receive_reset(&ctx, record_field(&ctx, global!(OFFSETS.tp_receive_reset_skaddr)))
 }
 
 #[tracepoint]
+#[inline(always)]
 pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_send_reset_skaddr));
     let reason_at = global!(OFFSETS.tp_send_reset_reason);
@@ -681,11 +690,13 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
+#[inline(always)]
 pub fn tp_tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     on_retransmit(&ctx, record_field(&ctx, global!(OFFSETS.tp_retransmit_skaddr)))
 }
 
 #[tracepoint]
+#[inline(always)]
 pub fn tp_tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     on_destroy(record_field(&ctx, global!(OFFSETS.tp_destroy_skaddr)))
 }
@@ -693,6 +704,7 @@ pub fn tp_tcp_destroy_sock(ctx: TracePointContext) -> u32 {
 /// The classic `inet_sk_error_report` record has the error and addresses but no socket
 /// pointer, so tracepoint mode takes this event as a raw tracepoint (arguments, no record).
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+#[inline(always)]
 pub fn raw_inet_sk_error_report(ctx: RawTracePointContext) -> u32 {
     on_error_report(&ctx, ctx.arg(0))
 }
@@ -702,6 +714,7 @@ pub fn raw_inet_sk_error_report(ctx: RawTracePointContext) -> u32 {
 // (tcp_reset(sk) before 5.14, tcp_reset(sk, skb) since), so one program serves each.
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_tcp_set_state(ctx: ProbeContext) -> u32 {
     let sk: u64 = ctx.arg(0).unwrap_or(0);
     let new: i32 = ctx.arg(1).unwrap_or(0);
@@ -711,6 +724,7 @@ pub fn kp_tcp_set_state(ctx: ProbeContext) -> u32 {
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
     on_receive_reset(&ctx, ctx.arg(0).unwrap_or(0))
 }
@@ -718,16 +732,19 @@ pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
 /// The RST segment: not part of the probe modes (no tracepoint carries it), attached beside
 /// them where the kernel allows (`load.rs`): fentry, else a kprobe.
 #[fentry(function = "tcp_reset")]
+#[inline(always)]
 pub fn rst_segment(ctx: FEntryContext) -> u32 {
     on_rst_segment(&ctx, ctx.arg(0), ctx.arg(1))
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_rst_segment(ctx: ProbeContext) -> u32 {
     on_rst_segment(&ctx, ctx.arg(0).unwrap_or(0), ctx.arg(1).unwrap_or(0))
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_sk_error_report(ctx: ProbeContext) -> u32 {
     on_error_report(&ctx, ctx.arg(0).unwrap_or(0))
 }
@@ -736,6 +753,7 @@ pub fn kp_sk_error_report(ctx: ProbeContext) -> u32 {
 /// It also runs for error-queue traffic (timestamps, zero copy) with `sk_err` 0, which
 /// `on_error_report` ignores.
 #[kprobe]
+#[inline(always)]
 pub fn kp_sock_def_error_report(ctx: ProbeContext) -> u32 {
     on_error_report(&ctx, ctx.arg(0).unwrap_or(0))
 }
@@ -743,12 +761,14 @@ pub fn kp_sock_def_error_report(ctx: ProbeContext) -> u32 {
 /// At entry, so attempts are counted (the tracepoint counts only retransmissions that were
 /// sent); a timeout diagnosis needs only "at least one".
 #[kprobe]
+#[inline(always)]
 pub fn kp_tcp_retransmit_skb(ctx: ProbeContext) -> u32 {
     on_retransmit(&ctx, ctx.arg(0).unwrap_or(0))
 }
 
 /// tcp_v4_destroy_sock destroys IPv6 TCP sockets too.
 #[kprobe]
+#[inline(always)]
 pub fn kp_tcp_v4_destroy_sock(ctx: ProbeContext) -> u32 {
     on_destroy(ctx.arg(0).unwrap_or(0))
 }
@@ -756,6 +776,7 @@ pub fn kp_tcp_v4_destroy_sock(ctx: ProbeContext) -> u32 {
 /// listen(): inet_csk_listen_start() sets LISTEN without tcp_set_state(), so kprobe mode
 /// takes the transition here (in the caller's context, as the tracepoint would).
 #[kprobe]
+#[inline(always)]
 pub fn kp_inet_csk_listen_start(ctx: ProbeContext) -> u32 {
     on_state_change(&ctx, ctx.arg(0).unwrap_or(0), TCP_CLOSE, TCP_LISTEN)
 }

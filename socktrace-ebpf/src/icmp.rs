@@ -21,21 +21,25 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
 #[fentry(function = "icmp_rcv")]
+#[inline(always)]
 pub fn icmp_rcv(ctx: FEntryContext) -> u32 {
     on_icmp(ctx.arg(0), false)
 }
 
 #[fentry(function = "icmpv6_rcv")]
+#[inline(always)]
 pub fn icmpv6_rcv(ctx: FEntryContext) -> u32 {
     on_icmp(ctx.arg(0), true)
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_icmp_rcv(ctx: ProbeContext) -> u32 {
     on_icmp(ctx.arg(0).unwrap_or(0), false)
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_icmpv6_rcv(ctx: ProbeContext) -> u32 {
     on_icmp(ctx.arg(0).unwrap_or(0), true)
 }

@@ -47,6 +47,7 @@ fn record<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
 
 /// `io_uring:io_uring_file_get(req, fd)`: a request looks up its (unregistered) file by fd.
 #[tracepoint]
+#[inline(always)]
 pub fn tp_io_uring_file_get(ctx: TracePointContext) -> u32 {
     if !is_traced_process(current_tgid()) {
         return 0;
@@ -66,6 +67,7 @@ pub fn tp_io_uring_file_get(ctx: TracePointContext) -> u32 {
 /// allows no hashing of a typed pointer). 5.18's `(ctx, req, user_data, fd)` keeps the classic
 /// tracepoint (no kernel of the test matrix has it).
 #[raw_tracepoint(tracepoint = "io_uring_file_get")]
+#[inline(always)]
 pub fn raw_io_uring_file_get(ctx: RawTracePointContext) -> u32 {
     if is_traced_process(current_tgid()) {
         on_file_get(ctx.arg(0), ctx.arg::<u64>(1) as i32);
@@ -86,6 +88,7 @@ fn on_file_get(req: u64, fd: i32) {
 
 /// `io_uring:io_uring_complete(ctx, req, ..., res, ...)`: a request's result is posted.
 #[tracepoint]
+#[inline(always)]
 pub fn tp_io_uring_complete(ctx: TracePointContext) -> u32 {
     let res: i32 = record(&ctx, global!(OFFSETS.tp_io_complete_res)).unwrap_or(0);
     if res >= 0 {
@@ -103,6 +106,7 @@ pub fn tp_io_uring_complete(ctx: TracePointContext) -> u32 {
 /// read from the completion entry with a plain load the verifier checks against its type. One
 /// program per layout of the arguments (see `names::IO_URING_COMPLETE_CQE`).
 #[btf_tracepoint(function = "io_uring_complete")]
+#[inline(always)]
 pub fn btf_io_uring_complete_cqe(ctx: BtfTracePointContext) -> u32 {
     let res: i32 = load(ctx.arg::<u64>(2), global!(OFFSETS.io_uring_cqe_res));
     if res < 0 && is_traced_process(current_tgid()) {
@@ -113,6 +117,7 @@ pub fn btf_io_uring_complete_cqe(ctx: BtfTracePointContext) -> u32 {
 
 /// `io_uring_complete(ctx, req, user_data, res, cflags, ...)`, before (5.18-6.12).
 #[btf_tracepoint(function = "io_uring_complete")]
+#[inline(always)]
 pub fn btf_io_uring_complete_res(ctx: BtfTracePointContext) -> u32 {
     let res: i32 = ctx.arg(3);
     if res < 0 && is_traced_process(current_tgid()) {
@@ -127,8 +132,8 @@ fn on_failed_request<C: EbpfContext>(ctx: &C, req: u64, res: i32) {
     let opcode: u8 = read(req, global!(OFFSETS.io_kiocb_opcode)).unwrap_or(u8::MAX);
     let Some(kind) = op_kind(opcode) else { return };
     let file: u64 = read(req, global!(OFFSETS.io_kiocb_file)).unwrap_or(0);
-    let sk = sock_of_file(file);
-    if sk == 0 {
+    let sock = sock_of_file(file);
+    if sock.sk == 0 {
         return;
     }
     let mut call =
@@ -148,7 +153,7 @@ fn on_failed_request<C: EbpfContext>(ctx: &C, req: u64, res: i32) {
             call.fd = fd;
         }
     }
-    on_socket_failure(ctx, &call, sk, res as i64);
+    on_socket_failure(ctx, &call, sock, res as i64);
 }
 
 /// Registered files searched for a fixed-file request's index: a bound for the verifier and

@@ -11,6 +11,10 @@
 //! * `icmp`: who sent the ICMP errors this host receives, for the failures they cause.
 //! * `drops`: TCP packets of traced connections that this host dropped, and why.
 //!
+//! Every program's body is `#[inline(always)]`: aya's macros wrap it in the real entry point,
+//! which otherwise calls it as a BPF subprogram, a call and a return (through the return
+//! thunk of this CPU's speculation mitigations) on every run of every hook.
+//!
 //! Every struct layout comes from userspace (`OFFSETS`), computed from the running kernel.
 //! Kernel-side logs (aya-log) mark the rare conditions only; userspace sets their level
 //! before load, and at the default (off) the verifier removes them as dead code.

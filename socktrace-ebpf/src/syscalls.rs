@@ -25,7 +25,8 @@ use aya_ebpf::{
             bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_user as probe_read_user_raw,
         },
     },
-    macros::{btf_tracepoint, raw_tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::Array,
     programs::{BtfTracePointContext, RawTracePointContext},
     EbpfContext,
 };
@@ -41,12 +42,14 @@ const TS_COMPAT: u32 = 0x0002;
 
 /// `sys_exit(struct pt_regs *regs, long ret)` as a raw tracepoint, on every kernel since 4.17.
 #[raw_tracepoint(tracepoint = "sys_exit")]
+#[inline(always)]
 pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     on_sys_exit::<_, ProbeReads>(&ctx, ctx.arg(0), ctx.arg(1))
 }
 
 /// The same as a BTF tracepoint (5.11+: `bpf_get_current_task_btf`): `regs` is a typed pointer.
 #[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> u32 {
     on_sys_exit::<_, TypedLoads>(&ctx, ctx.arg(0), ctx.arg(1))
 }
@@ -270,17 +273,18 @@ pub(crate) struct Call {
     pub user_addr: (u64, u64),
 }
 
-/// A traced process's call `call` returned `ret` on the socket `sk` (0: not a socket):
+/// A traced process's call `call` returned `ret` on the socket `sock_ref` (none: not a socket):
 /// counted if routine, else sent as one event.
 #[inline(always)]
-pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, sk: u64, ret: i64) {
+pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, sock_ref: SockRef, ret: i64) {
+    let sk = sock_ref.sk;
     if sk == 0 {
         // Pipes, files, eventfds: never ours to report.
         return;
     }
     let flags_cfg = global!(CONFIG.flags);
     let Some(head) = sock_head(sk) else { return };
-    let (sock_type, protocol) = sock_type_protocol(sk);
+    let (sock_type, protocol) = type_protocol(sock_ref, head.family);
     let sock = Sock { sk, head, sock_type, protocol, is_tcp: net::is_tcp(head.family, sock_type, protocol) };
     // A UDP socket's failure with the error an ICMP message set is reported by default; any
     // other failure of a socket that is not TCP only with --all-sockets.
@@ -306,17 +310,17 @@ pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, 
     send_failure(ctx, call, ret, &sock, udp_error.as_ref());
 }
 
-/// The socket fd a watched call was made on and its `struct sock` (0: not a socket), and
+/// The socket fd a watched call was made on and its socket (none: not a socket), and
 /// whether the socket was the call's source of data (splice from a socket).
 #[inline(always)]
-fn call_socket<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, watched: &Watched) -> (i32, u64, bool) {
+fn call_socket<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, watched: &Watched) -> (i32, SockRef, bool) {
     let task = watched.task;
     if watched.kind == syscall_kind::SPLICE {
         // splice(fd_in, off_in, fd_out, ...): the socket is whichever end is one.
         let out = syscall_arg(regs, 2) as i32;
-        let sk = sock_of_task_fd::<C, V>(ctx, task, out);
-        if sk != 0 {
-            return (out, sk, false);
+        let sock = sock_of_task_fd::<C, V>(ctx, task, out);
+        if sock.sk != 0 {
+            return (out, sock, false);
         }
         let input = watched.arg0 as i32;
         return (input, sock_of_task_fd::<C, V>(ctx, task, input), true);
@@ -336,7 +340,7 @@ fn adopt_marked<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64) {
     if syscall_arg(regs, 1) != adopt::ADOPT_LEVEL || syscall_arg(regs, 2) != adopt::ADOPT_OPTNAME {
         return;
     }
-    let sk = sock_of_task_fd::<C, V>(ctx, call.task, call.arg0 as i32);
+    let sk = sock_of_task_fd::<C, V>(ctx, call.task, call.arg0 as i32).sk;
     if sk != 0 {
         adopt(ctx, sk);
     }
@@ -487,10 +491,6 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
             bpf_get_current_comm((&raw mut (*ev).comm).cast(), TASK_COMM_LEN as u32);
         }
         (*ev).sock = snapshot;
-        if call.user_addr.0 != 0 && read_user_sockaddr(call.user_addr.0, call.user_addr.1, &raw mut (*ev).connect_addr)
-        {
-            set(event_flags::HAS_CONNECT_ADDR);
-        }
         match history {
             Some(h) if !started_here => {
                 copy_history(&raw mut (*ev).history, h);
@@ -511,6 +511,16 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
                     set(event_flags::HISTORY_STARTED_HERE);
                 }
             }
+        }
+        // The address connect() was given, only where neither the socket nor its history
+        // has one (a connect that failed before the kernel stored it): userspace prefers
+        // those, and reading user memory cost a refused connect a fifth of its event.
+        if call.user_addr.0 != 0
+            && (*ev).sock.addrs.dport == 0
+            && (*ev).history.addrs.dport == 0
+            && read_user_sockaddr(call.user_addr.0, call.user_addr.1, &raw mut (*ev).connect_addr)
+        {
+            set(event_flags::HAS_CONNECT_ADDR);
         }
         // The destination port, for the listener a timed-out connect waited for: what the
         // socket shows, else its history's last complete view, else the connect() argument.
@@ -730,21 +740,22 @@ unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
     let _ = unsafe { probe_read_kernel_raw(dst.cast(), core::mem::size_of::<SocketHistory>() as u32, src.cast()) };
 }
 
-/// task -> files -> fdtable -> file -> socket -> sock, for the current task `task`. Returns 0
-/// when the fd is not a socket. Probe reads of adjacent fields go together (`FDTABLE_PAIR`,
-/// `FDTAB_AFTER_FDT`, and `FILE_INODE_DATA_PAIR` in `sock_of_file`): each is a helper call,
-/// the bulk of what a traced process's failing call costs.
+/// task -> files -> fdtable -> file -> socket -> sock, for the current task `task`
+/// (`SockRef::NONE` when the fd is not a socket). Probe reads of adjacent fields go together
+/// (`FDTABLE_PAIR`, `FDTAB_AFTER_FDT`, and in `sock_of_file` `FILE_OP_DATA_SPAN` and
+/// `SOCKET_SK_OPS_PAIR`): each is a helper call, the bulk of what a traced process's failing
+/// call costs.
 #[inline(always)]
-fn sock_of_task_fd<C: EbpfContext, V: ExitView>(ctx: &C, task: u64, fd: i32) -> u64 {
+fn sock_of_task_fd<C: EbpfContext, V: ExitView>(ctx: &C, task: u64, fd: i32) -> SockRef {
     if fd < 0 {
-        return 0;
+        return SockRef::NONE;
     }
     let Some((max_fds, fd_array)) = V::fd_table(task) else {
         debug!(ctx, "could not read the fd table of pid {} (fd {})", crate::current_tgid(), fd);
-        return 0;
+        return SockRef::NONE;
     };
     if fd as u32 >= max_fds {
-        return 0;
+        return SockRef::NONE;
     }
     let file: u64 = read(fd_array, fd as u32 * 8).unwrap_or(0);
     sock_of_file(file)
@@ -774,29 +785,101 @@ fn fd_table(files: u64) -> Option<(u32, u64)> {
     }
 }
 
-/// file -> socket -> sock, if the file is a socket's; else 0.
+/// A socket's `struct sock`, and its `proto_ops` (0 where not read).
+#[derive(Clone, Copy)]
+pub(crate) struct SockRef {
+    pub sk: u64,
+    pub ops: u64,
+}
+
+impl SockRef {
+    pub const NONE: SockRef = SockRef { sk: 0, ops: 0 };
+}
+
+/// Kernel addresses the walk learns from sockets it has checked the slow way, so that later
+/// walks can skip those checks (`Learned`): a file is a socket when its `f_op` is the one every
+/// socket's file has (`socket_file_ops`, which is how the kernel itself tells), and a socket
+/// is TCP when its `ops` are those a TCP socket of that family has (`inet_stream_ops`,
+/// `inet6_stream_ops`: no other protocol uses them). Learned, not looked up: the kernel does
+/// not export these data symbols without `CONFIG_KALLSYMS_ALL`. Only ever written with what a
+/// full check found (racing writers write the same value), so a walk is exact before and after.
+#[map]
+static LEARNED: Array<Learned> = Array::with_max_entries(1, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Learned {
+    socket_file_ops: u64,
+    /// By family: AF_INET, AF_INET6.
+    tcp_ops: [u64; 2],
+}
+
+/// file -> socket -> sock, if the file is a socket's. Once a socket's file operations are
+/// learned, a file with those is a socket without reading its inode's mode.
 #[inline(always)]
-pub(crate) fn sock_of_file(file: u64) -> u64 {
-    let flags = global!(CONFIG.flags);
-    let (inode, data): (u64, u64) = if flags & config_flags::FILE_INODE_DATA_PAIR == 0 {
-        (read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0), 0)
-    } else if flags & config_flags::FILE_DATA_FIRST != 0 {
-        let both: [u64; 2] = read(file, global!(OFFSETS.file_private_data)).unwrap_or([0; 2]);
-        (both[1], both[0])
-    } else {
-        let both: [u64; 2] = read(file, global!(OFFSETS.file_f_inode)).unwrap_or([0; 2]);
-        (both[0], both[1])
-    };
-    let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
-    if mode & net::S_IFMT != net::S_IFSOCK {
-        return 0;
+pub(crate) fn sock_of_file(file: u64) -> SockRef {
+    if file == 0 {
+        return SockRef::NONE;
     }
-    let socket: u64 = if flags & config_flags::FILE_INODE_DATA_PAIR != 0 {
+    let flags = global!(CONFIG.flags);
+    let (f_op, data): (u64, u64) = if flags & config_flags::FILE_OP_DATA_SPAN != 0 {
+        // f_op, f_mapping, private_data.
+        let span: [u64; 3] = read(file, global!(OFFSETS.file_f_op)).unwrap_or([0; 3]);
+        (span[0], span[2])
+    } else {
+        (read(file, global!(OFFSETS.file_f_op)).unwrap_or(0), 0)
+    };
+    let learned = LEARNED.get_ptr_mut(0);
+    // SAFETY: a live map value; a word read once.
+    let known = learned.map_or(0, |l| unsafe { core::ptr::read_volatile(&raw const (*l).socket_file_ops) });
+    if f_op == 0 || f_op != known {
+        let inode: u64 = read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0);
+        let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
+        if mode & net::S_IFMT != net::S_IFSOCK {
+            return SockRef::NONE;
+        }
+        if let Some(l) = learned {
+            if known == 0 && f_op != 0 {
+                // SAFETY: a live map value; any writer writes the same value.
+                unsafe { core::ptr::write_volatile(&raw mut (*l).socket_file_ops, f_op) };
+            }
+        }
+    }
+    let socket: u64 = if flags & config_flags::FILE_OP_DATA_SPAN != 0 {
         data
     } else {
         read(file, global!(OFFSETS.file_private_data)).unwrap_or(0)
     };
-    read(socket, global!(OFFSETS.socket_sk)).unwrap_or(0)
+    if flags & config_flags::SOCKET_SK_OPS_PAIR != 0 {
+        let pair: [u64; 2] = read(socket, global!(OFFSETS.socket_sk)).unwrap_or([0; 2]);
+        SockRef { sk: pair[0], ops: pair[1] }
+    } else {
+        SockRef { sk: read(socket, global!(OFFSETS.socket_sk)).unwrap_or(0), ops: 0 }
+    }
+}
+
+/// `sk_type` and `sk_protocol` of the socket `sock` (of the family `family`): known without a
+/// read when its ops are the ones learned from a TCP socket of that family, else read (and
+/// learned from, when they say TCP).
+#[inline(always)]
+fn type_protocol(sock: SockRef, family: u16) -> (u16, u16) {
+    let slot = match family {
+        net::AF_INET => 0,
+        net::AF_INET6 => 1,
+        _ => return sock_type_protocol(sock.sk),
+    };
+    let Some(learned) = LEARNED.get_ptr_mut(0) else { return sock_type_protocol(sock.sk) };
+    // SAFETY: a live map value; the index is 0 or 1.
+    let known = unsafe { core::ptr::read_volatile((&raw const (*learned).tcp_ops).cast::<u64>().add(slot)) };
+    if sock.ops != 0 && sock.ops == known {
+        return (net::SOCK_STREAM, net::IPPROTO_TCP);
+    }
+    let (sock_type, protocol) = sock_type_protocol(sock.sk);
+    if known == 0 && sock.ops != 0 && sock_type == net::SOCK_STREAM && protocol == net::IPPROTO_TCP {
+        // SAFETY: as above; any writer writes the same value.
+        unsafe { core::ptr::write_volatile((&raw mut (*learned).tcp_ops).cast::<u64>().add(slot), sock.ops) };
+    }
+    (sock_type, protocol)
 }
 
 /// The socket's addresses (and the rest of it) at the call's exit.
@@ -822,14 +905,17 @@ unsafe fn read_user_sockaddr(ptr: u64, len: u64, out: *mut SockAddrs) -> bool {
     if ptr == 0 || len < 8 {
         return false;
     }
+    // Family, port and (for IPv4) the address in one read: each user read is a helper call
+    // with the kernel's object checks, about 60 ns here.
     // SAFETY: bpf_probe_read_user validates the user address and fails instead of faulting.
-    let Ok(family) = (unsafe { bpf_probe_read_user(ptr as *const u16) }) else { return false };
-    // SAFETY: as above.
-    let Ok(port) = (unsafe { bpf_probe_read_user((ptr + 2) as *const u16) }) else { return false };
-    // SAFETY: the helper writes at most the given length into `out`'s 16-byte daddr.
+    let Ok(head) = (unsafe { bpf_probe_read_user(ptr as *const [u8; 8]) }) else { return false };
+    let family = u16::from_ne_bytes([head[0], head[1]]);
+    // SAFETY: the writes stay within `out`'s 16-byte daddr; the helper writes at most the
+    // given length there.
     let ok = unsafe {
         if family == net::AF_INET {
-            probe_read_user_raw((&raw mut (*out).daddr).cast(), 4, (ptr + 4) as *const _) == 0
+            core::ptr::write_unaligned((&raw mut (*out).daddr).cast::<[u8; 4]>(), [head[4], head[5], head[6], head[7]]);
+            true
         } else if family == net::AF_INET6 && len >= 24 {
             probe_read_user_raw((&raw mut (*out).daddr).cast(), 16, (ptr + 8) as *const _) == 0
         } else {
@@ -840,7 +926,7 @@ unsafe fn read_user_sockaddr(ptr: u64, len: u64, out: *mut SockAddrs) -> bool {
         // SAFETY: `out` is valid for writes (the caller's promise).
         unsafe {
             (*out).family = family;
-            (*out).dport = u16::from_be(port);
+            (*out).dport = u16::from_be_bytes([head[2], head[3]]);
         }
     }
     ok
@@ -850,6 +936,7 @@ unsafe fn read_user_sockaddr(ptr: u64, len: u64, out: *mut SockAddrs) -> bool {
 /// program is their own floor (two clock reads per run), which the benchmark subtracts to
 /// tell the time socktrace's programs really take (`socktrace stats-floor`).
 #[raw_tracepoint(tracepoint = "sys_exit")]
+#[inline(always)]
 pub fn stats_floor(_ctx: RawTracePointContext) -> u32 {
     0
 }

@@ -125,10 +125,10 @@ pub struct KernelFacts {
     pub fdtable_pair: bool,
     /// `files_struct.fdtab` follows `files_struct.fdt` (and starts with max_fds, fd).
     pub fdtab_after_fdt: bool,
-    /// `file.f_inode` and `file.private_data` are adjacent (6.12+)...
-    pub file_inode_data_pair: bool,
-    /// ...with `private_data` first.
-    pub file_data_first: bool,
+    /// `file.private_data` is two words after `file.f_op` (6.12+).
+    pub file_op_data_span: bool,
+    /// `socket.ops` follows `socket.sk`.
+    pub socket_sk_ops_pair: bool,
     pub possible_cpus: u32,
     /// Parameters of `tcp_reset` (2 from 5.14: it takes the segment).
     pub tcp_reset_arity: Option<usize>,
@@ -162,9 +162,8 @@ impl KernelFacts {
             nr_after_arg0: o.regs_syscall_nr == o.regs_args[0] + 8,
             fdtable_pair: o.fdtable_fd == o.fdtable_max_fds + 8,
             fdtab_after_fdt: o.files_fdtab == o.files_fdt + 8 && (o.fdtable_max_fds, o.fdtable_fd) == (0, 8),
-            file_inode_data_pair: o.file_private_data == o.file_f_inode + 8
-                || o.file_f_inode == o.file_private_data + 8,
-            file_data_first: o.file_f_inode == o.file_private_data + 8,
+            file_op_data_span: o.file_private_data == o.file_f_op + 16,
+            socket_sk_ops_pair: o.socket_ops == o.socket_sk + 8,
             possible_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1),
             cgroup_walk: kernel_version() < (5, 14) || std::env::var_os(CGROUP_WALK_ENV).is_some_and(|v| v == "1"),
             cgroup_ancestor_ids: btf.offset_of("cgroup", "ancestor_ids").is_ok(),
@@ -201,8 +200,8 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::NR_AFTER_ARG0, kernel.nr_after_arg0);
     set(config_flags::FDTABLE_PAIR, kernel.fdtable_pair);
     set(config_flags::FDTAB_AFTER_FDT, kernel.fdtab_after_fdt);
-    set(config_flags::FILE_INODE_DATA_PAIR, kernel.file_inode_data_pair);
-    set(config_flags::FILE_DATA_FIRST, kernel.file_inode_data_pair && kernel.file_data_first);
+    set(config_flags::FILE_OP_DATA_SPAN, kernel.file_op_data_span);
+    set(config_flags::SOCKET_SK_OPS_PAIR, kernel.socket_sk_ops_pair);
     set(config_flags::CGROUP_WALK, sel.cgroup.is_some() && kernel.cgroup_walk);
     set(config_flags::PORT_RANGE_INTS, kernel.port_range_ints);
     set(config_flags::CGROUP_ANCESTOR_IDS, sel.cgroup.is_some() && kernel.cgroup_ancestor_ids);
@@ -1041,7 +1040,7 @@ mod tests {
         let facts = KernelFacts::of(&btf, &offsets::struct_offsets(&btf).unwrap());
         assert!(facts.sock_head && facts.type_protocol_pair && facts.skb_headers_packed, "{facts:?}");
         assert!(facts.nr_after_arg0 && facts.fdtable_pair && facts.fdtab_after_fdt, "{facts:?}");
-        assert!(facts.file_inode_data_pair && facts.file_data_first, "{facts:?}");
+        assert!(facts.file_op_data_span && facts.socket_sk_ops_pair, "{facts:?}");
     }
 
     #[test]
