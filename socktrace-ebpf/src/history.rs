@@ -5,8 +5,8 @@
 //! handlers are the only place the facts are recorded.
 
 use crate::{
-    count_history_created, current_tgid, global, is_traced, now_ns, read, sock_head, sock_type_protocol, zeroed,
-    EMPTY_HISTORY, SOCKETS,
+    count_history_created, current_tgid, global, is_traced, now_ns, read, sk_field, sock_head, sock_type_protocol,
+    zeroed, ProbedSock, SockView, TypedSock, EMPTY_HISTORY, SOCKETS,
 };
 use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::{
@@ -82,8 +82,8 @@ fn tracing_everything() -> bool {
 }
 
 #[inline(always)]
-fn is_tcp_sock(sk: u64) -> bool {
-    read::<u16>(sk, global!(OFFSETS.sk_protocol)) == Some(net::IPPROTO_TCP)
+fn is_tcp_sock<V: SockView>(sk: u64) -> bool {
+    sk != 0 && sk_field::<V, u16>(sk, global!(OFFSETS.sk_protocol)) == net::IPPROTO_TCP
 }
 
 /// How a missing history is handled.
@@ -144,8 +144,8 @@ fn create_if_everything() -> Create {
 
 /// `create_if_everything` for a TCP socket; the protocol is read only when it matters.
 #[inline(always)]
-fn create_for_tcp(sk: u64) -> Create {
-    if tracing_everything() && is_tcp_sock(sk) {
+fn create_for_tcp<V: SockView>(sk: u64) -> Create {
+    if tracing_everything() && is_tcp_sock::<V>(sk) {
         Create::Seeded
     } else {
         Create::No
@@ -155,10 +155,10 @@ fn create_for_tcp(sk: u64) -> Create {
 /// A socket a traced process had open when socktrace attached (see `socktrace_common::adopt`).
 #[inline(always)]
 pub(crate) fn adopt<C: EbpfContext>(ctx: &C, sk: u64) {
-    if !is_tcp_sock(sk) {
+    if !is_tcp_sock::<ProbedSock>(sk) {
         return;
     }
-    let Some(head) = sock_head(sk) else { return };
+    let Some(head) = sock_head::<ProbedSock>(sk) else { return };
     if let Some(h) = history_of(ctx, sk, Create::Empty(history_origin::ADOPTED)) {
         // A connection open before the trace: its peer's packets are watched from now on
         // (a listener has no peer: skipped there).
@@ -296,18 +296,18 @@ fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) -> SockAddrs {
 
 /// `sk` goes from `old` to `new` (any context).
 #[inline(always)]
-fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 {
+fn on_state_change<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 {
     // Other protocols (MPTCP, SCTP, DCCP) fire this tracepoint too: their sockets are told
     // apart by reading the protocol, only where it matters.
     let odd = old == new || !(1..=TCP_STATE_MAX).contains(&old) || !(1..=TCP_STATE_MAX).contains(&new);
-    if odd && is_tcp_sock(sk) {
+    if odd && is_tcp_sock::<V>(sk) {
         warn!(ctx, "unexpected TCP state transition {} -> {} on socket {:x}", old, new, sk);
     }
     // A socket's history starts in the traced process's own context (connect, listen, close,
     // shutdown), or as a connection of a traced listener; later transitions from softirq find
     // it by address.
     let in_traced = is_traced(current_tgid());
-    if new == TCP_LISTEN && is_tcp_sock(sk) {
+    if new == TCP_LISTEN && is_tcp_sock::<V>(sk) {
         // listen() runs in its caller's context: the owner is the current process.
         remember_listener(sk, current_tgid(), in_traced);
     }
@@ -321,7 +321,7 @@ fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, 
     } else {
         Create::No
     };
-    if old == TCP_LISTEN && new == TCP_CLOSE && is_tcp_sock(sk) {
+    if old == TCP_LISTEN && new == TCP_CLOSE && is_tcp_sock::<V>(sk) {
         let _ = LISTENERS.remove(listener_key(sk));
     }
     // Built on zeroed words: a literal's padding array would be a memset call (see `zero`).
@@ -339,7 +339,7 @@ fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, 
     // Only a TCP socket gets a history (the protocol is read only then: every socket that
     // has one got it as a TCP socket). Most sockets on a busy machine are not traced: one
     // lookup, and they leave here.
-    let create = if create != Create::No && !is_tcp_sock(sk) { Create::No } else { create };
+    let create = if create != Create::No && !is_tcp_sock::<V>(sk) { Create::No } else { create };
     let Some(h) = history_of(ctx, sk, create) else {
         return 0;
     };
@@ -355,7 +355,7 @@ fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, 
         }
         (*h).n_transitions = n.wrapping_add(1);
     }
-    let Some(head) = sock_head(sk) else { return 0 };
+    let Some(head) = sock_head::<V>(sk) else { return 0 };
     let addrs = merge_addrs(h, sk, &head);
     if new == TCP_SYN_SENT || new == TCP_ESTABLISHED || new == TCP_SYN_RECV {
         // A traced connection starts: packets dropped on its way are worth keeping.
@@ -365,7 +365,7 @@ fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, 
         // No error-report hook on this kernel: every abort sets sk_err before the close, so
         // the close is where the report is taken, in the state the socket leaves (`head` was
         // read before the kernel stores the new state).
-        let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
+        let err: i32 = sk_field::<V, i32>(sk, global!(OFFSETS.sk_err));
         if err != 0 {
             // SAFETY: `h` points at a live history.
             unsafe {
@@ -381,11 +381,11 @@ fn on_state_change<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, old: i32, 
 
 /// An RST arrived for `sk`, which is still in the state the RST hit.
 #[inline(always)]
-fn on_receive_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
+fn on_receive_reset<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u64) -> u32 {
     // Only sockets of traced processes have a history (connections in a traced listener's
     // accept queue and sockets open at attach included); the rest cost one lookup.
-    let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
-    let Some(head) = sock_head(sk) else { return 0 };
+    let Some(h) = history_of(ctx, sk, create_for_tcp::<V>(sk)) else { return 0 };
+    let Some(head) = sock_head::<V>(sk) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe {
         stamp(&raw mut (*h).rst_received, &head, 0);
@@ -401,7 +401,7 @@ fn on_receive_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
 /// same policy as there).
 #[inline(always)]
 fn on_rst_segment<C: EbpfContext>(ctx: &C, sk: u64, skb: u64) -> u32 {
-    let Some(h) = history_of(ctx, sk, create_for_tcp(sk)) else { return 0 };
+    let Some(h) = history_of(ctx, sk, create_for_tcp::<ProbedSock>(sk)) else { return 0 };
     let data: u64 = read(skb, global!(OFFSETS.skb_head)).unwrap_or(0);
     let transport = crate::skb_headers(skb).transport;
     if data == 0 || transport == 0xffff {
@@ -423,11 +423,11 @@ fn on_rst_segment<C: EbpfContext>(ctx: &C, sk: u64, skb: u64) -> u32 {
 
 /// `sk` sent an RST; `reason` is the kernel's sk_rst_reason, or -1 where it has none.
 #[inline(always)]
-fn on_send_reset<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64, skb: u64, reason: i32) -> u32 {
+fn on_send_reset<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u64, skb: u64, reason: i32) -> u32 {
     // sk may be NULL (no socket), a time-wait or a request sock: only sock_common is read
     // from it, which all of them start with; only full sockets we already know get the RST in
     // their history.
-    let head = sock_head(sk);
+    let head = sock_head::<V>(sk);
     let full = head.filter(|h| h.state != TCP_LISTEN as u8);
     let sent = match (full, head) {
         (Some(h), _) => Some(sent_by_socket(sk, &h)),
@@ -558,16 +558,16 @@ fn keep_sent_reset(s: &Sent, reason: i32) {
 
 /// The kernel reported `sk->sk_err` to the socket's owner.
 #[inline(always)]
-fn on_error_report<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
+fn on_error_report<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u64) -> u32 {
     // tcp_disconnect() reports too, after the error was consumed (sk_err 0): that report
     // carries no error and must not hide the one before it.
-    let err: i32 = read(sk, global!(OFFSETS.sk_err)).unwrap_or(0);
+    let err: i32 = if sk == 0 { 0 } else { sk_field::<V, i32>(sk, global!(OFFSETS.sk_err)) };
     if err == 0 {
         return 0;
     }
-    let (sock_type, protocol) = sock_type_protocol(sk);
+    let (sock_type, protocol) = sock_type_protocol::<V>(sk);
     if protocol == net::IPPROTO_UDP && sock_type == net::SOCK_DGRAM {
-        let Some(head) = sock_head(sk) else { return 0 };
+        let Some(head) = sock_head::<V>(sk) else { return 0 };
         let mut e: UdpError = zeroed::<UdpError, 8>();
         // SAFETY: a local, plain-data value.
         unsafe { stamp(&raw mut e.report, &head, err) };
@@ -578,7 +578,7 @@ fn on_error_report<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
     let create = if tracing_everything() && protocol == net::IPPROTO_TCP { Create::Seeded } else { Create::No };
     // The socket is read only when it has a history: most that report an error have none.
     let Some(h) = history_of(ctx, sk, create) else { return 0 };
-    let Some(head) = sock_head(sk) else { return 0 };
+    let Some(head) = sock_head::<V>(sk) else { return 0 };
     // SAFETY: `h` points at a live history.
     unsafe {
         stamp(&raw mut (*h).error_report, &head, err);
@@ -590,7 +590,7 @@ fn on_error_report<C: EbpfContext + StackIdContext>(ctx: &C, sk: u64) -> u32 {
 }
 
 #[inline(always)]
-fn on_retransmit<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
+fn on_retransmit<C: EbpfContext, V: SockView>(ctx: &C, sk: u64) -> u32 {
     // The timer runs in softirq: the socket is found by address, whoever is on the CPU.
     let Some(h) = history_of(ctx, sk, create_if_everything()) else { return 0 };
     // SAFETY: `h` points at a live history.
@@ -602,7 +602,7 @@ fn on_retransmit<C: EbpfContext>(ctx: &C, sk: u64) -> u32 {
         (*h).retransmits = (*h).retransmits.wrapping_add(1);
         (*h).last_retransmit_ns = now;
     }
-    if let Some(head) = sock_head(sk) {
+    if let Some(head) = sock_head::<V>(sk) {
         merge_addrs(h, sk, &head);
     }
     0
@@ -621,32 +621,32 @@ fn on_destroy(sk: u64) -> u32 {
 #[btf_tracepoint(function = "inet_sock_set_state")]
 #[inline(always)]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
-    on_state_change(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2))
+    on_state_change::<_, TypedSock>(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2))
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 #[inline(always)]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
-    on_receive_reset(&ctx, ctx.arg(0))
+    on_receive_reset::<_, TypedSock>(&ctx, ctx.arg(0))
 }
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 #[inline(always)]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
     let reason: i32 = if global!(CONFIG.flags) & config_flags::SEND_RESET_HAS_REASON != 0 { ctx.arg(2) } else { -1 };
-    on_send_reset(&ctx, ctx.arg(0), ctx.arg(1), reason)
+    on_send_reset::<_, TypedSock>(&ctx, ctx.arg(0), ctx.arg(1), reason)
 }
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
 #[inline(always)]
 pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
-    on_error_report(&ctx, ctx.arg(0))
+    on_error_report::<_, TypedSock>(&ctx, ctx.arg(0))
 }
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 #[inline(always)]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
-    on_retransmit(&ctx, ctx.arg(0))
+    on_retransmit::<_, TypedSock>(&ctx, ctx.arg(0))
 }
 
 #[btf_tracepoint(function = "tcp_destroy_sock")]
@@ -669,13 +669,13 @@ pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let sk: u64 = record_field(&ctx, global!(OFFSETS.tp_set_state_skaddr));
     let old: i32 = record_field(&ctx, global!(OFFSETS.tp_set_state_oldstate));
     let new: i32 = record_field(&ctx, global!(OFFSETS.tp_set_state_newstate));
-    on_state_change(&ctx, sk, old, new)
+    on_state_change::<_, ProbedSock>(&ctx, sk, old, new)
 }
 
 #[tracepoint]
 #[inline(always)]
 pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    on_receive_reset(&ctx, record_field(&ctx, global!(OFFSETS.tp_receive_reset_skaddr)))
+    on_receive_reset::<_, ProbedSock>(&ctx, record_field(&ctx, global!(OFFSETS.tp_receive_reset_skaddr)))
 }
 
 #[tracepoint]
@@ -686,13 +686,13 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
     let reason: i32 = if reason_at != NO_FIELD { record_field(&ctx, reason_at) } else { -1 };
     let skb_at = global!(OFFSETS.tp_send_reset_skbaddr);
     let skb: u64 = if skb_at != NO_FIELD { record_field(&ctx, skb_at) } else { 0 };
-    on_send_reset(&ctx, sk, skb, reason)
+    on_send_reset::<_, ProbedSock>(&ctx, sk, skb, reason)
 }
 
 #[tracepoint]
 #[inline(always)]
 pub fn tp_tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    on_retransmit(&ctx, record_field(&ctx, global!(OFFSETS.tp_retransmit_skaddr)))
+    on_retransmit::<_, ProbedSock>(&ctx, record_field(&ctx, global!(OFFSETS.tp_retransmit_skaddr)))
 }
 
 #[tracepoint]
@@ -706,7 +706,7 @@ pub fn tp_tcp_destroy_sock(ctx: TracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
 #[inline(always)]
 pub fn raw_inet_sk_error_report(ctx: RawTracePointContext) -> u32 {
-    on_error_report(&ctx, ctx.arg(0))
+    on_error_report::<_, ProbedSock>(&ctx, ctx.arg(0))
 }
 
 // kprobes on the functions that fire those tracepoints, for kernels where the tracepoints
@@ -720,13 +720,13 @@ pub fn kp_tcp_set_state(ctx: ProbeContext) -> u32 {
     let new: i32 = ctx.arg(1).unwrap_or(0);
     // At entry the socket still holds the state it leaves.
     let old: u8 = read(sk, global!(OFFSETS.sk_state)).unwrap_or(0);
-    on_state_change(&ctx, sk, old as i32, new)
+    on_state_change::<_, ProbedSock>(&ctx, sk, old as i32, new)
 }
 
 #[kprobe]
 #[inline(always)]
 pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
-    on_receive_reset(&ctx, ctx.arg(0).unwrap_or(0))
+    on_receive_reset::<_, ProbedSock>(&ctx, ctx.arg(0).unwrap_or(0))
 }
 
 /// The RST segment: not part of the probe modes (no tracepoint carries it), attached beside
@@ -746,7 +746,7 @@ pub fn kp_rst_segment(ctx: ProbeContext) -> u32 {
 #[kprobe]
 #[inline(always)]
 pub fn kp_sk_error_report(ctx: ProbeContext) -> u32 {
-    on_error_report(&ctx, ctx.arg(0).unwrap_or(0))
+    on_error_report::<_, ProbedSock>(&ctx, ctx.arg(0).unwrap_or(0))
 }
 
 /// Before 5.14 TCP reports errors through the socket's callback, `sock_def_error_report`.
@@ -755,7 +755,7 @@ pub fn kp_sk_error_report(ctx: ProbeContext) -> u32 {
 #[kprobe]
 #[inline(always)]
 pub fn kp_sock_def_error_report(ctx: ProbeContext) -> u32 {
-    on_error_report(&ctx, ctx.arg(0).unwrap_or(0))
+    on_error_report::<_, ProbedSock>(&ctx, ctx.arg(0).unwrap_or(0))
 }
 
 /// At entry, so attempts are counted (the tracepoint counts only retransmissions that were
@@ -763,7 +763,7 @@ pub fn kp_sock_def_error_report(ctx: ProbeContext) -> u32 {
 #[kprobe]
 #[inline(always)]
 pub fn kp_tcp_retransmit_skb(ctx: ProbeContext) -> u32 {
-    on_retransmit(&ctx, ctx.arg(0).unwrap_or(0))
+    on_retransmit::<_, ProbedSock>(&ctx, ctx.arg(0).unwrap_or(0))
 }
 
 /// tcp_v4_destroy_sock destroys IPv6 TCP sockets too.
@@ -778,5 +778,5 @@ pub fn kp_tcp_v4_destroy_sock(ctx: ProbeContext) -> u32 {
 #[kprobe]
 #[inline(always)]
 pub fn kp_inet_csk_listen_start(ctx: ProbeContext) -> u32 {
-    on_state_change(&ctx, ctx.arg(0).unwrap_or(0), TCP_CLOSE, TCP_LISTEN)
+    on_state_change::<_, ProbedSock>(&ctx, ctx.arg(0).unwrap_or(0), TCP_CLOSE, TCP_LISTEN)
 }

@@ -8,7 +8,7 @@
 use crate::{global, now_ns, read, zeroed};
 use aya_ebpf::{
     macros::{fentry, kprobe, map},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::{FEntryContext, ProbeContext},
 };
 use socktrace_common::{net, IcmpSource, SockAddrs, NO_FIELD};
@@ -16,6 +16,18 @@ use socktrace_common::{net, IcmpSource, SockAddrs, NO_FIELD};
 /// The ICMP errors received, by the 4-tuple of the packet they are about.
 #[map]
 pub(crate) static ICMP_SOURCES: LruHashMap<SockAddrs, IcmpSource> = LruHashMap::with_max_entries(4096, 0);
+
+/// Whether any ICMP error was kept since load: until one is, failing calls skip the lookup
+/// (most hosts rarely receive one, and where the kernel refuses the ICMP hook none ever is).
+/// Written once, after the first entry, so the flag's line is not bounced between CPUs.
+#[map]
+static ICMP_KEPT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether `ICMP_SOURCES` may hold anything.
+#[inline(always)]
+pub(crate) fn icmp_kept() -> bool {
+    ICMP_KEPT.get(0).is_some_and(|&k| k != 0)
+}
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -99,5 +111,13 @@ fn on_icmp(skb: u64, v6: bool) -> u32 {
     source.code = code;
     source.protocol = protocol;
     let _ = ICMP_SOURCES.insert(key, source, 0);
+    if let Some(kept) = ICMP_KEPT.get_ptr_mut(0) {
+        // SAFETY: a live map value; every writer writes 1.
+        unsafe {
+            if core::ptr::read_volatile(kept) == 0 {
+                core::ptr::write_volatile(kept, 1);
+            }
+        }
+    }
     0
 }

@@ -13,8 +13,8 @@ use crate::{
     count, global,
     history::{adopt, history_of, Create, LISTENERS, SENT_RESETS, UDP_ERRORS},
     icmp::ICMP_SOURCES,
-    is_traced, now_ns, read, read_or_zero, sock_head, sock_type_protocol, zero, EMPTY_HISTORY, EVENTS, LOST_EVENTS,
-    ROUTINE_COUNTS,
+    is_traced, now_ns, read, read_or_zero, sock_head, sock_type_protocol, zero, ProbedSock, EMPTY_HISTORY, EVENTS,
+    LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -283,7 +283,7 @@ pub(crate) fn on_socket_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, 
         return;
     }
     let flags_cfg = global!(CONFIG.flags);
-    let Some(head) = sock_head(sk) else { return };
+    let Some(head) = sock_head::<ProbedSock>(sk) else { return };
     let (sock_type, protocol) = type_protocol(sock_ref, head.family);
     let sock = Sock { sk, head, sock_type, protocol, is_tcp: net::is_tcp(head.family, sock_type, protocol) };
     // A UDP socket's failure with the error an ICMP message set is reported by default; any
@@ -549,6 +549,7 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         // report: the ICMP message behind it, if one came.
         if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
             && ((*ev).history.error_report.ts_ns != 0 || e == errno::EHOSTUNREACH || e == errno::ENETUNREACH)
+            && crate::icmp::icmp_kept()
             && find_icmp_source(&(*ev).history.addrs, &raw mut (*ev).icmp)
         {
             set(event_flags::HAS_ICMP_SOURCE);
@@ -866,15 +867,15 @@ fn type_protocol(sock: SockRef, family: u16) -> (u16, u16) {
     let slot = match family {
         net::AF_INET => 0,
         net::AF_INET6 => 1,
-        _ => return sock_type_protocol(sock.sk),
+        _ => return sock_type_protocol::<ProbedSock>(sock.sk),
     };
-    let Some(learned) = LEARNED.get_ptr_mut(0) else { return sock_type_protocol(sock.sk) };
+    let Some(learned) = LEARNED.get_ptr_mut(0) else { return sock_type_protocol::<ProbedSock>(sock.sk) };
     // SAFETY: a live map value; the index is 0 or 1.
     let known = unsafe { core::ptr::read_volatile((&raw const (*learned).tcp_ops).cast::<u64>().add(slot)) };
     if sock.ops != 0 && sock.ops == known {
         return (net::SOCK_STREAM, net::IPPROTO_TCP);
     }
-    let (sock_type, protocol) = sock_type_protocol(sock.sk);
+    let (sock_type, protocol) = sock_type_protocol::<ProbedSock>(sock.sk);
     if known == 0 && sock.ops != 0 && sock_type == net::SOCK_STREAM && protocol == net::IPPROTO_TCP {
         // SAFETY: as above; any writer writes the same value.
         unsafe { core::ptr::write_volatile((&raw mut (*learned).tcp_ops).cast::<u64>().add(slot), sock.ops) };
