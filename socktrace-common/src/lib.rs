@@ -370,6 +370,7 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     pub file_f_op: u32,
     pub inode_i_mode: u32,
+    pub socket_file: u32,
     pub socket_sk: u32,
     pub socket_ops: u32,
     // struct sock (through sock_common)
@@ -581,6 +582,10 @@ pub mod syscall_kind {
 pub mod adopt {
     pub const ADOPT_LEVEL: u64 = 0x5354_4144;
     pub const ADOPT_OPTNAME: u64 = 0x5354;
+    /// The same mark on a TCP socket socktrace opened itself: the kernel learns from it what
+    /// every socket's file and every TCP socket of its family look like (the fd walk's fast
+    /// path: `socktrace-ebpf` `LEARNED`).
+    pub const LEARN_OPTNAME: u64 = 0x5355;
 }
 
 /// The first 20 bytes of `struct sock_common` on every kernel since 4.x: `skc_addrpair`,
@@ -1070,7 +1075,7 @@ macro_rules! assert_size {
         const _: () = assert!(core::mem::size_of::<$t>() % core::mem::align_of::<$t>() == 0);
     };
 }
-assert_size!(KernelOffsets, 103 * 4);
+assert_size!(KernelOffsets, 104 * 4);
 assert_size!(TracedConfig, 56 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 assert_size!(SockAddrs, 40);
 assert_size!(SockHead, 20);

@@ -330,14 +330,23 @@ fn call_socket<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, watched: &Watche
 }
 
 /// socktrace's own `getsockopt(fd, ADOPT_LEVEL, ADOPT_OPTNAME)` on a copy of a traced
-/// process's socket: start that socket's history (see `socktrace_common::adopt`).
+/// process's socket: start that socket's history; with `LEARN_OPTNAME`, on a TCP socket of its
+/// own: learn the fd walk's fast path from it (see `socktrace_common::adopt`).
 #[inline(always)]
 fn adopt_marked<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64) {
     let Some(call) = watched_call::<V>(regs) else { return };
     if call.kind != syscall_kind::GETSOCKOPT {
         return;
     }
-    if syscall_arg(regs, 1) != adopt::ADOPT_LEVEL || syscall_arg(regs, 2) != adopt::ADOPT_OPTNAME {
+    if syscall_arg(regs, 1) != adopt::ADOPT_LEVEL {
+        return;
+    }
+    let optname = syscall_arg(regs, 2);
+    if optname == adopt::LEARN_OPTNAME {
+        learn_from_own_socket::<C, V>(ctx, call.task, call.arg0 as i32);
+        return;
+    }
+    if optname != adopt::ADOPT_OPTNAME {
         return;
     }
     let sk = sock_of_task_fd::<C, V>(ctx, call.task, call.arg0 as i32).sk;
@@ -512,13 +521,10 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
                 }
             }
         }
-        // The address connect() was given, only where neither the socket nor its history
-        // has one (a connect that failed before the kernel stored it): userspace prefers
-        // those, and reading user memory cost a refused connect a fifth of its event.
-        if call.user_addr.0 != 0
-            && (*ev).sock.addrs.dport == 0
-            && (*ev).history.addrs.dport == 0
-            && read_user_sockaddr(call.user_addr.0, call.user_addr.1, &raw mut (*ev).connect_addr)
+        // The address connect() was given: the peer this call meant, where the socket may show
+        // none (the kernel clears it as a failed connect disconnects) or its history an
+        // earlier connect's.
+        if call.user_addr.0 != 0 && read_user_sockaddr(call.user_addr.0, call.user_addr.1, &raw mut (*ev).connect_addr)
         {
             set(event_flags::HAS_CONNECT_ADDR);
         }
@@ -797,13 +803,15 @@ impl SockRef {
     pub const NONE: SockRef = SockRef { sk: 0, ops: 0 };
 }
 
-/// Kernel addresses the walk learns from sockets it has checked the slow way, so that later
-/// walks can skip those checks (`Learned`): a file is a socket when its `f_op` is the one every
-/// socket's file has (`socket_file_ops`, which is how the kernel itself tells), and a socket
-/// is TCP when its `ops` are those a TCP socket of that family has (`inet_stream_ops`,
-/// `inet6_stream_ops`: no other protocol uses them). Learned, not looked up: the kernel does
-/// not export these data symbols without `CONFIG_KALLSYMS_ALL`. Only ever written with what a
-/// full check found (racing writers write the same value), so a walk is exact before and after.
+/// What every socket's file and every TCP socket look like, learned from TCP sockets socktrace
+/// opens itself (`learn_from_own_socket`): a file is a socket exactly when its `f_op` is
+/// `socket_file_ops` (every socket file is made by `sock_alloc_file`, and the kernel's own test
+/// is this compare), and a socket is TCP when its `ops` are the family's `inet_stream_ops` /
+/// `inet6_stream_ops` (SCTP, MPTCP and SMC have their own; TCP under kTLS or espintcp swaps
+/// them, and only takes the slow path). Learned, not looked up: these are data symbols, absent
+/// from kallsyms without `CONFIG_KALLSYMS_ALL`. Written only from socktrace's own sockets,
+/// never from a walk of another process's files (a file can be freed and reused under a walk).
+/// Zero until learned: every walk takes the slow, exact path then.
 #[map]
 static LEARNED: Array<Learned> = Array::with_max_entries(1, 0);
 
@@ -815,72 +823,108 @@ struct Learned {
     tcp_ops: [u64; 2],
 }
 
-/// file -> socket -> sock, if the file is a socket's. Once a socket's file operations are
-/// learned, a file with those is a socket without reading its inode's mode.
+/// The `LEARNED` slot of a family's TCP ops.
+#[inline(always)]
+fn tcp_ops_slot(family: u16) -> Option<usize> {
+    match family {
+        net::AF_INET => Some(0),
+        net::AF_INET6 => Some(1),
+        _ => None,
+    }
+}
+
+/// `f_op` and `private_data` of a file, in one read where they are two words apart
+/// (`FILE_OP_DATA_SPAN`), else two.
+#[inline(always)]
+fn file_op_and_data(file: u64) -> (u64, u64) {
+    if global!(CONFIG.flags) & config_flags::FILE_OP_DATA_SPAN != 0 {
+        // f_op, f_mapping, private_data.
+        let span: [u64; 3] = read(file, global!(OFFSETS.file_f_op)).unwrap_or([0; 3]);
+        return (span[0], span[2]);
+    }
+    (read(file, global!(OFFSETS.file_f_op)).unwrap_or(0), read(file, global!(OFFSETS.file_private_data)).unwrap_or(0))
+}
+
+/// Whether the file's inode is a socket's: the slow test, before `LEARNED` is.
+#[inline(always)]
+fn inode_is_socket(file: u64) -> bool {
+    let inode: u64 = read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0);
+    let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
+    mode & net::S_IFMT == net::S_IFSOCK
+}
+
+/// socket -> (sk, ops), in one read where adjacent (`SOCKET_SK_OPS_PAIR`; ops 0 otherwise).
+#[inline(always)]
+fn sock_and_ops(socket: u64) -> SockRef {
+    if global!(CONFIG.flags) & config_flags::SOCKET_SK_OPS_PAIR != 0 {
+        let pair: [u64; 2] = read(socket, global!(OFFSETS.socket_sk)).unwrap_or([0; 2]);
+        return SockRef { sk: pair[0], ops: pair[1] };
+    }
+    SockRef { sk: read(socket, global!(OFFSETS.socket_sk)).unwrap_or(0), ops: 0 }
+}
+
+/// file -> socket -> sock, if the file is a socket's: by its `f_op` once `LEARNED`, else by
+/// its inode's mode.
 #[inline(always)]
 pub(crate) fn sock_of_file(file: u64) -> SockRef {
     if file == 0 {
         return SockRef::NONE;
     }
-    let flags = global!(CONFIG.flags);
-    let (f_op, data): (u64, u64) = if flags & config_flags::FILE_OP_DATA_SPAN != 0 {
-        // f_op, f_mapping, private_data.
-        let span: [u64; 3] = read(file, global!(OFFSETS.file_f_op)).unwrap_or([0; 3]);
-        (span[0], span[2])
-    } else {
-        (read(file, global!(OFFSETS.file_f_op)).unwrap_or(0), 0)
-    };
-    let learned = LEARNED.get_ptr_mut(0);
-    // SAFETY: a live map value; a word read once.
-    let known = learned.map_or(0, |l| unsafe { core::ptr::read_volatile(&raw const (*l).socket_file_ops) });
-    if f_op == 0 || f_op != known {
-        let inode: u64 = read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0);
-        let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
-        if mode & net::S_IFMT != net::S_IFSOCK {
-            return SockRef::NONE;
-        }
-        if let Some(l) = learned {
-            if known == 0 && f_op != 0 {
-                // SAFETY: a live map value; any writer writes the same value.
-                unsafe { core::ptr::write_volatile(&raw mut (*l).socket_file_ops, f_op) };
-            }
-        }
+    let (f_op, socket) = file_op_and_data(file);
+    let known = LEARNED.get(0).map_or(0, |l| l.socket_file_ops);
+    let is_socket = if known != 0 { f_op == known } else { inode_is_socket(file) };
+    if !is_socket {
+        return SockRef::NONE;
     }
-    let socket: u64 = if flags & config_flags::FILE_OP_DATA_SPAN != 0 {
-        data
-    } else {
-        read(file, global!(OFFSETS.file_private_data)).unwrap_or(0)
-    };
-    if flags & config_flags::SOCKET_SK_OPS_PAIR != 0 {
-        let pair: [u64; 2] = read(socket, global!(OFFSETS.socket_sk)).unwrap_or([0; 2]);
-        SockRef { sk: pair[0], ops: pair[1] }
-    } else {
-        SockRef { sk: read(socket, global!(OFFSETS.socket_sk)).unwrap_or(0), ops: 0 }
-    }
+    sock_and_ops(socket)
 }
 
 /// `sk_type` and `sk_protocol` of the socket `sock` (of the family `family`): known without a
-/// read when its ops are the ones learned from a TCP socket of that family, else read (and
-/// learned from, when they say TCP).
+/// read when its ops are the `LEARNED` TCP ops of that family.
 #[inline(always)]
 fn type_protocol(sock: SockRef, family: u16) -> (u16, u16) {
-    let slot = match family {
-        net::AF_INET => 0,
-        net::AF_INET6 => 1,
-        _ => return sock_type_protocol::<ProbedSock>(sock.sk),
-    };
-    let Some(learned) = LEARNED.get_ptr_mut(0) else { return sock_type_protocol::<ProbedSock>(sock.sk) };
-    // SAFETY: a live map value; the index is 0 or 1.
-    let known = unsafe { core::ptr::read_volatile((&raw const (*learned).tcp_ops).cast::<u64>().add(slot)) };
-    if sock.ops != 0 && sock.ops == known {
-        return (net::SOCK_STREAM, net::IPPROTO_TCP);
+    if sock.ops != 0 {
+        if let (Some(slot), Some(learned)) = (tcp_ops_slot(family), LEARNED.get(0)) {
+            if learned.tcp_ops.get(slot) == Some(&sock.ops) {
+                return (net::SOCK_STREAM, net::IPPROTO_TCP);
+            }
+        }
     }
+    sock_type_protocol::<ProbedSock>(sock.sk)
+}
+
+/// Learns `LEARNED` from socktrace's own TCP socket on `fd`, checked the slow way: its inode is
+/// a socket's, the socket points back at its file, and its sock says TCP of a known family.
+#[inline(always)]
+fn learn_from_own_socket<C: EbpfContext, V: ExitView>(ctx: &C, task: u64, fd: i32) {
+    let Some(learned) = LEARNED.get_ptr_mut(0) else { return };
+    let Some((max_fds, fd_array)) = V::fd_table(task) else { return };
+    if fd < 0 || fd as u32 >= max_fds {
+        return;
+    }
+    let file: u64 = read(fd_array, fd as u32 * 8).unwrap_or(0);
+    if file == 0 || !inode_is_socket(file) {
+        return;
+    }
+    let (f_op, socket) = file_op_and_data(file);
+    let back: u64 = read(socket, global!(OFFSETS.socket_file)).unwrap_or(0);
+    let sock = sock_and_ops(socket);
+    if f_op == 0 || back != file || sock.sk == 0 {
+        return;
+    }
+    // SAFETY: a live map value, written only here, from socktrace's own thread.
+    unsafe { (*learned).socket_file_ops = f_op };
+    let Some(head) = sock_head::<ProbedSock>(sock.sk) else { return };
     let (sock_type, protocol) = sock_type_protocol::<ProbedSock>(sock.sk);
-    if known == 0 && sock.ops != 0 && sock_type == net::SOCK_STREAM && protocol == net::IPPROTO_TCP {
-        // SAFETY: as above; any writer writes the same value.
-        unsafe { core::ptr::write_volatile((&raw mut (*learned).tcp_ops).cast::<u64>().add(slot), sock.ops) };
+    let Some(slot) = tcp_ops_slot(head.family) else { return };
+    if sock.ops == 0 || sock_type != net::SOCK_STREAM || protocol != net::IPPROTO_TCP {
+        return;
     }
-    (sock_type, protocol)
+    // SAFETY: as above.
+    if let Some(ops) = unsafe { (*learned).tcp_ops.get_mut(slot) } {
+        *ops = sock.ops;
+    }
+    debug!(ctx, "learned the socket file and TCP ops from fd {}", fd);
 }
 
 /// The socket's addresses (and the rest of it) at the call's exit.

@@ -268,11 +268,13 @@ pub fn from_event(ev: &FailureEvent, hash_seed: u64) -> Failure {
     let hist_addrs = (ev.flags & event_flags::HAS_HISTORY != 0).then_some(&ev.history.addrs);
 
     // The kernel zeroes a socket's ports as it closes: prefer what the socket shows at exit,
-    // then the history's last complete view, then (for the remote end) the connect() argument.
+    // then the history's last complete view. A failing connect() names its peer itself: its
+    // argument comes first (the history may hold an earlier connect's peer).
     let local = endpoint(&sock.addrs, true).or_else(|| hist_addrs.and_then(|a| endpoint(a, true)));
-    let remote = endpoint(&sock.addrs, false).or_else(|| hist_addrs.and_then(|a| endpoint(a, false))).or_else(|| {
-        (ev.flags & event_flags::HAS_CONNECT_ADDR != 0).then(|| endpoint(&ev.connect_addr, false)).flatten()
-    });
+    let connect_arg =
+        (ev.flags & event_flags::HAS_CONNECT_ADDR != 0).then(|| endpoint(&ev.connect_addr, false)).flatten();
+    let remote =
+        connect_arg.or_else(|| endpoint(&sock.addrs, false)).or_else(|| hist_addrs.and_then(|a| endpoint(a, false)));
 
     Failure {
         ts_ns: ev.ts_ns,
@@ -686,6 +688,20 @@ mod tests {
         assert_eq!(f.history.rst_received.unwrap().current_tgid, 77);
         assert_eq!(f.history.error_report, None);
         assert_eq!(f.kernel_ret, None);
+    }
+
+    /// A connect() that failed names the peer it was given, even where the socket's history
+    /// holds an earlier connect's (a second connect on the socket, failing before the kernel
+    /// stored its destination).
+    #[test]
+    fn a_failing_connect_names_its_own_argument() {
+        let mut ev = sample();
+        ev.connect_addr = SockAddrs { family: AF_INET, dport: 8080, ..Default::default() };
+        ev.connect_addr.daddr[..4].copy_from_slice(&[10, 0, 0, 5]);
+        assert_eq!(decode(&bytes(&ev), SEED).unwrap().remote, Some("10.0.0.5:8080".parse().unwrap()));
+        // Without the argument (a failure reported through SO_ERROR), the history's peer.
+        ev.flags &= !event_flags::HAS_CONNECT_ADDR;
+        assert_eq!(decode(&bytes(&ev), SEED).unwrap().remote, Some("127.0.0.1:9".parse().unwrap()));
     }
 
     /// The sender's record is taken only when the slot's check matches the connection the

@@ -9,7 +9,7 @@
 //! only not adopted, and socktrace says so.
 
 use super::load::Selection;
-use socktrace_common::adopt::{ADOPT_LEVEL, ADOPT_OPTNAME};
+use socktrace_common::adopt::{ADOPT_LEVEL, ADOPT_OPTNAME, LEARN_OPTNAME};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::Path;
 
@@ -93,6 +93,40 @@ fn in_cgroup(proc: &Path, id: u64) -> bool {
     }
 }
 
+/// Shows the kernel programs what a socket's file and a TCP socket look like: a marked
+/// `getsockopt` on a TCP socket of each family, opened here and closed at once (see
+/// `socktrace_common::adopt::LEARN_OPTNAME`). Until then (or where a family is missing) the fd
+/// walk takes its slow path, which is as exact.
+pub fn teach_socket_ops() {
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        // SAFETY: plain syscall; the returned fd is owned below.
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP) };
+        if fd < 0 {
+            continue; // no IPv6 here: IPv6 sockets take the slow path
+        }
+        // SAFETY: a fresh descriptor we own; closed when dropped, right after the mark.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        mark(&sock, LEARN_OPTNAME);
+    }
+}
+
+/// The marked call: it fails (no protocol has this level); the kernel program has seen it by
+/// then.
+fn mark(sock: &OwnedFd, optname: u64) {
+    let mut value = [0u8; 4];
+    let mut len = value.len() as libc::socklen_t;
+    // SAFETY: a valid descriptor and a 4-byte buffer with its length.
+    unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            ADOPT_LEVEL as libc::c_int,
+            optname as libc::c_int,
+            value.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+}
+
 fn adopt_process(pid: u32) -> std::io::Result<usize> {
     // SAFETY: plain syscall; the returned fd is owned below.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
@@ -119,20 +153,7 @@ fn adopt_process(pid: u32) -> std::io::Result<usize> {
         }
         // SAFETY: a fresh descriptor we own; closed when dropped, right after the mark.
         let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
-        let mut value = [0u8; 4];
-        let mut len = value.len() as libc::socklen_t;
-        // The marked call: it fails (no protocol has this level); the kernel program has
-        // seen it by then.
-        // SAFETY: a valid descriptor and a 4-byte buffer with its length.
-        unsafe {
-            libc::getsockopt(
-                copy.as_raw_fd(),
-                ADOPT_LEVEL as libc::c_int,
-                ADOPT_OPTNAME as libc::c_int,
-                value.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
+        mark(&copy, ADOPT_OPTNAME);
         adopted += 1;
     }
     Ok(adopted)

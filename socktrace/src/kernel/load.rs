@@ -396,6 +396,11 @@ impl Probes {
         let rst_segment = attach_rst_segment(&mut ebpf, facts.tcp_reset_arity, &aya_btf, kprobes, attach);
         let drops = attach_drops(&mut ebpf, facts.kfree_skb_tracepoint, attach);
         let syscall_hook = attach_syscalls(&mut ebpf, &kernel, mode, &aya_btf, attach)?;
+        if attach {
+            // The fd walk's fast path, learned from sockets of our own now that the exit
+            // program sees our calls.
+            super::adopt::teach_socket_ops();
+        }
         let recorders = if attach {
             recorders(&ebpf, &choices, &syscall_hook, io_uring.as_ref().ok(), drops.is_ok())
         } else {

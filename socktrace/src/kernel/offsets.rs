@@ -64,6 +64,7 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         file_private_data: btf.offset_of("file", "private_data")?,
         file_f_op: btf.offset_of("file", "f_op")?,
         inode_i_mode: btf.offset_of("inode", "i_mode")?,
+        socket_file: btf.offset_of("socket", "file")?,
         socket_sk: btf.offset_of("socket", "sk")?,
         socket_ops: btf.offset_of("socket", "ops")?,
         sk_family: sk("__sk_common.skc_family")?,
