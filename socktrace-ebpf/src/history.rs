@@ -2,8 +2,9 @@
 //! events. Each event is reached three ways (one per probe mode; userspace loads only the one
 //! it picked): a BTF tracepoint, a classic tracepoint whose record is read at offsets from its
 //! format file, or a kprobe on the kernel function that fires the tracepoint. The `on_*`
-//! handlers are the only place the facts are recorded; each is generic over how it reads the
-//! socket (`SockView`): typed loads under a BTF tracepoint, probe reads under the others.
+//! handlers are the only place the facts are recorded; those the probe modes share are generic
+//! over how they read the socket (`SockView`): typed loads under a BTF tracepoint, probe reads
+//! under the others.
 
 use crate::{
     count_history_created, current_tgid, global, is_traced, now_ns, read, sk_field, sock_head, sock_type_protocol,

@@ -325,7 +325,8 @@ pub(crate) trait SockView {
     const TYPED: bool;
 }
 
-/// The socket of a classic tracepoint, a kprobe, or an fd walk: probe reads.
+/// The socket of a classic tracepoint, a kprobe, an fentry program reading `tcp_sock` fields,
+/// or an fd walk: probe reads.
 pub(crate) struct ProbedSock;
 
 impl SockView for ProbedSock {
@@ -350,33 +351,23 @@ fn sk_field<V: SockView, T: Copy + Default>(sk: u64, offset: u32) -> T {
     }
 }
 
-/// The head of `struct sock_common`: addresses, ports, family, state, in one read where the
-/// layout is the usual one (`SOCK_HEAD`), else field by field; typed loads field by field.
+/// The head of `struct sock_common`: addresses, ports, family, state, in one probe read where
+/// the layout is the usual one (`SOCK_HEAD`), else field by field (typed loads always are).
 #[inline(always)]
 fn sock_head<V: SockView>(sk: u64) -> Option<SockHead> {
     if sk == 0 {
         return None;
     }
-    if V::TYPED {
-        let mut h: SockHead = zeroed::<SockHead, 3>();
-        h.daddr = sk_field::<V, u32>(sk, global!(OFFSETS.sk_daddr)).to_ne_bytes();
-        h.rcv_saddr = sk_field::<V, u32>(sk, global!(OFFSETS.sk_rcv_saddr)).to_ne_bytes();
-        h.dport = sk_field::<V, u16>(sk, global!(OFFSETS.sk_dport));
-        h.num = sk_field::<V, u16>(sk, global!(OFFSETS.sk_num));
-        h.family = sk_field::<V, u16>(sk, global!(OFFSETS.sk_family));
-        h.state = sk_field::<V, u8>(sk, global!(OFFSETS.sk_state));
-        return Some(h);
-    }
-    if global!(CONFIG.flags) & config_flags::SOCK_HEAD != 0 {
+    if !V::TYPED && global!(CONFIG.flags) & config_flags::SOCK_HEAD != 0 {
         return read(sk, 0);
     }
     let mut h: SockHead = zeroed::<SockHead, 3>();
-    h.daddr = read(sk, global!(OFFSETS.sk_daddr))?;
-    h.rcv_saddr = read(sk, global!(OFFSETS.sk_rcv_saddr))?;
-    h.dport = read(sk, global!(OFFSETS.sk_dport))?;
-    h.num = read(sk, global!(OFFSETS.sk_num))?;
-    h.family = read(sk, global!(OFFSETS.sk_family))?;
-    h.state = read(sk, global!(OFFSETS.sk_state))?;
+    h.daddr = sk_field::<V, u32>(sk, global!(OFFSETS.sk_daddr)).to_ne_bytes();
+    h.rcv_saddr = sk_field::<V, u32>(sk, global!(OFFSETS.sk_rcv_saddr)).to_ne_bytes();
+    h.dport = sk_field::<V, u16>(sk, global!(OFFSETS.sk_dport));
+    h.num = sk_field::<V, u16>(sk, global!(OFFSETS.sk_num));
+    h.family = sk_field::<V, u16>(sk, global!(OFFSETS.sk_family));
+    h.state = sk_field::<V, u8>(sk, global!(OFFSETS.sk_state));
     Some(h)
 }
 
