@@ -3,10 +3,12 @@
 
 use crate::kernel::{
     btf::KernelBtf,
-    load::{kernel_version, Probes},
-    offsets, privileges, probes,
-    probes::{KernelView, ProbeMode},
+    load::Probes,
+    offsets, privileges,
+    probes::ProbeMode,
+    survey::{self, KernelView},
     tracefs,
+    version::kernel_version,
 };
 use anyhow::Result;
 
@@ -33,7 +35,7 @@ impl Report {
 pub fn run(mode: ProbeMode) -> Result<i32> {
     let mut r = Report { failed: false };
     let (major, minor) = kernel_version();
-    println!("kernel {} ({})", crate::kernel::load::kernel_release(), std::env::consts::ARCH);
+    println!("kernel {} ({})", crate::kernel::version::kernel_release(), std::env::consts::ARCH);
 
     println!("privileges:");
     match privileges::missing() {
@@ -86,20 +88,20 @@ pub fn run(mode: ProbeMode) -> Result<i32> {
         },
         _ => None,
     };
-    let kprobes = probes::kprobes_available(tracefs.as_deref().ok());
+    let kprobes = survey::kprobes_available(tracefs.as_deref().ok());
     println!("probe types:");
     r.line(true, false, "tp_btf (BTF tracepoints)", "with BTF, 5.5+");
     r.line(true, false, "tracepoint (classic + raw)", "record layouts from the format files");
-    r.line(kprobes, mode == ProbeMode::Kprobe, "kprobe", if kprobes { "available" } else { probes::NO_KPROBES });
+    r.line(kprobes, mode == ProbeMode::Kprobe, "kprobe", if kprobes { "available" } else { survey::NO_KPROBES });
     if let (Ok(btf), Ok(tracefs), Some(resolved)) = (&btf, &tracefs, &resolved) {
         println!("kernel events, by probe type:");
         let kernel = KernelView { btf, tracefs, resolved, kprobes };
-        for probes::EventSurvey { event, probes: options } in probes::survey(&kernel) {
+        for survey::EventSurvey { event, probes: options } in survey::survey(&kernel) {
             let summary: Vec<String> = options
                 .iter()
                 .map(|(p, why)| match why {
                     None => format!("{p} ok"),
-                    Some(why) if why == probes::NO_KPROBES => format!("{p} absent (no kprobes)"),
+                    Some(why) if why == survey::NO_KPROBES => format!("{p} absent (no kprobes)"),
                     Some(why) => format!("{p} absent ({why})"),
                 })
                 .collect();

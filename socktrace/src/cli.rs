@@ -4,7 +4,7 @@
 //! Exit statuses: 0 done (or the traced command's own status), 1 socktrace could not run
 //! (privileges, PID, kernel, output file), 2 bad arguments.
 
-use crate::kernel::{load::Selection, probes::ProbeMode};
+use crate::kernel::{config::Selection, probes::ProbeMode};
 use crate::model::{errno, Cause};
 use crate::orchestrate::TraceRequest;
 use crate::render::ColorChoice;
@@ -327,7 +327,7 @@ fn selection(tgids: Vec<u32>, s: &SelectArgs) -> Result<Selection> {
     let container = s.container.as_deref().map(crate::host::cgroups::container_cgroup).transpose()?;
     if let (Some(id), Some(path)) = (&s.container, &container) {
         use std::os::unix::ffi::OsStrExt as _;
-        eprintln!("socktrace: container {id}: cgroup {}", crate::render::escape_bytes(path.as_os_str().as_bytes()));
+        eprintln!("socktrace: container {id}: cgroup {}", crate::text::escape_bytes(path.as_os_str().as_bytes()));
     }
     let cgroup = s.cgroup.as_deref().or(container.as_deref()).map(crate::kernel::cgroup::id_and_level).transpose()?;
     Ok(Selection { tgids, follow: s.follow, comm, cgroup })

@@ -12,7 +12,7 @@
 //!
 //! Where the recorded facts do not prove a cause, the answer is `Unknown`, never a guess.
 
-use crate::event::{Failure, Stamp};
+use crate::facts::{Failure, Stamp};
 use crate::model::{errno::*, Cause, TcpState};
 use socktrace_common::{net, routine};
 use std::net::SocketAddr;
@@ -86,7 +86,7 @@ pub fn icmp_sender(f: &Failure) -> Option<String> {
 /// The message was about this connection, not an earlier one on the same 4-tuple: it came
 /// after the socket's first recorded transition (UDP has none: within the last minute), and
 /// before the failure.
-fn icmp_is_this_connections(f: &Failure, m: &crate::event::IcmpMessage) -> bool {
+fn icmp_is_this_connections(f: &Failure, m: &crate::facts::IcmpMessage) -> bool {
     let born = f.history.transitions.first().map(|t| t.ts_ns).unwrap_or(f.ts_ns.saturating_sub(60_000_000_000));
     m.ts_ns >= born && m.ts_ns <= f.ts_ns
 }
@@ -616,7 +616,7 @@ pub fn full_listener(f: &Failure) -> Option<FullListener> {
     let (owner, others) = match seen.filter(|r| r.listener_tgid != 0) {
         Some(r) => {
             let len = r.listener_comm.iter().position(|&b| b == 0).unwrap_or(r.listener_comm.len());
-            let comm = crate::render::escape_bytes(&r.listener_comm[..len]);
+            let comm = crate::text::escape_bytes(&r.listener_comm[..len]);
             (Some((r.listener_tgid, comm)), l.owners.iter().filter(|(pid, _)| *pid != r.listener_tgid).count())
         }
         None => (l.owners.first().cloned(), l.owners.len().saturating_sub(1)),
@@ -788,7 +788,7 @@ fn reset_sender(f: &Failure, rst: Stamp) -> Option<String> {
         return Some(format!("the listener of this host reset it: {why}{kernel}"));
     }
     let who = if from_call && p.tgid != 0 {
-        format!("pid {} \"{}\" on this host", p.tgid, crate::render::escape_bytes(&p.comm))
+        format!("pid {} \"{}\" on this host", p.tgid, crate::text::escape_bytes(&p.comm))
     } else {
         "a socket of this host".into()
     };
@@ -936,9 +936,9 @@ fn drops_on_this_host(f: &Failure) -> String {
             (None, None) => format!("in {function}; this kernel gives no drop reason before 5.17"),
         };
         let place = match (d.netns, d.dev.is_empty()) {
-            (Some(ns), false) => format!(" in netns {ns} on {}", crate::render::escape_bytes(&d.dev)),
+            (Some(ns), false) => format!(" in netns {ns} on {}", crate::text::escape_bytes(&d.dev)),
             (Some(ns), true) => format!(" in netns {ns}"),
-            (None, false) => format!(" on {}", crate::render::escape_bytes(&d.dev)),
+            (None, false) => format!(" on {}", crate::text::escape_bytes(&d.dev)),
             (None, true) => String::new(),
         };
         let ago = |t: u64| format!("{:.1} s", f.ts_ns.saturating_sub(t) as f64 / 1e9);
@@ -959,7 +959,7 @@ fn drops_on_this_host(f: &Failure) -> String {
 /// What a flow's dropped packets were: `3 SYNs`, `1 RST`, `2 segments and 1 RST` (a
 /// keepalive timeout's unanswered probes, then the RST it sends). The record keeps how many
 /// carried RST and the flags of all together, so the others are named only when that tells.
-fn dropped_segments(d: &crate::event::PacketDrops) -> String {
+fn dropped_segments(d: &crate::facts::PacketDrops) -> String {
     let n = d.count;
     let rsts = d.rsts.min(n);
     let others = n - rsts;
@@ -1198,7 +1198,7 @@ fn end_of_file(f: &Failure) -> Diagnosis {
 /// What the diagnosis test modules build their cases from.
 #[cfg(test)]
 mod test_support {
-    use crate::event::{Failure, History, Stamp, StateChange};
+    use crate::facts::{Failure, History, Stamp, StateChange};
     use crate::model::{Syscall, TcpState};
 
     pub fn failure(syscall: Syscall, errno: Option<i32>, state_now: TcpState, history: History) -> Failure {
@@ -1220,7 +1220,7 @@ mod test_support {
 mod tests {
     use super::test_support::{at, failure, tr};
     use super::*;
-    use crate::event::{History, StateChange};
+    use crate::facts::{History, StateChange};
     use crate::model::{IoUringOp, Syscall};
     use socktrace_common::RstSegment;
     use TcpState::*;
@@ -1588,7 +1588,7 @@ mod tests {
     /// where the RST came from its own call.
     #[test]
     fn reset_by_a_local_peer_names_who_and_why() {
-        use crate::event::PeerReset;
+        use crate::facts::PeerReset;
         let h = History {
             transitions: vec![tr(1_100, SynSent, Established), tr(5_000, Established, Close)],
             rst_received: Some(at(4_900, Established)),
@@ -1749,8 +1749,8 @@ mod tests {
 #[cfg(test)]
 mod resource_tests {
     use super::*;
-    use crate::event::History;
-    use crate::host::{HostFacts, Listener};
+    use crate::facts::History;
+    use crate::facts::{HostFacts, Listener};
     use crate::model::Syscall;
     use socktrace_common::ResourceFacts;
     use TcpState::*;
@@ -1994,7 +1994,7 @@ mod resource_tests {
 #[cfg(test)]
 mod soft_error_and_probe_timeout_tests {
     use super::*;
-    use crate::event::{History, Stamp, StateChange};
+    use crate::facts::{History, Stamp, StateChange};
     use crate::model::Syscall;
     use TcpState::*;
 
@@ -2036,7 +2036,7 @@ mod soft_error_and_probe_timeout_tests {
     /// and which message, only when it came during this connection.
     #[test]
     fn an_icmp_error_names_its_sender() {
-        use crate::event::IcmpMessage;
+        use crate::facts::IcmpMessage;
         let h = History {
             transitions: vec![StateChange { ts_ns: 1_000, old: Some(Close), new: Some(SynSent), in_traced_task: true }],
             ..Default::default()
@@ -2160,7 +2160,7 @@ mod soft_error_and_probe_timeout_tests {
 mod rst_origin_tests {
     use super::test_support::{at, failure, tr};
     use super::*;
-    use crate::event::History;
+    use crate::facts::History;
     use crate::model::Syscall;
     use socktrace_common::RstSegment;
     use TcpState::*;
@@ -2222,7 +2222,7 @@ mod rst_origin_tests {
 mod timeout_numbers_tests {
     use super::test_support::tr;
     use super::*;
-    use crate::event::{History, PacketDrops, StateChange};
+    use crate::facts::{History, PacketDrops, StateChange};
     use crate::model::Syscall;
     use socktrace_common::TimerFacts;
     use TcpState::*;

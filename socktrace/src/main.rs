@@ -12,6 +12,7 @@ mod demo;
 mod diagnose;
 mod event;
 mod export;
+mod facts;
 mod host;
 mod kernel;
 mod model;
@@ -20,6 +21,7 @@ mod render;
 mod session;
 mod summary;
 mod target;
+mod text;
 
 use clap::Parser as _;
 
@@ -28,7 +30,7 @@ fn main() {
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("socktrace: error: {}", render::escape_controls(&format!("{e:#}")));
+            eprintln!("socktrace: error: {}", text::escape_controls(&format!("{e:#}")));
             cli::EXIT_FAILURE
         }
     };

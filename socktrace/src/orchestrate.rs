@@ -3,7 +3,7 @@
 //! types (what to trace, how to report), never command-line structs.
 
 use crate::export::prometheus::{MetricsOptions, MetricsRequest};
-use crate::kernel::{load::Selection, privileges};
+use crate::kernel::{config::Selection, privileges};
 use crate::render::{ColorChoice, Sink};
 use crate::session::{Session, SessionOptions};
 use crate::target::Child;

@@ -4,11 +4,11 @@
 //! neither forge nor hide lines on the terminal; JSON output is always valid UTF-8.
 
 use crate::diagnose::Diagnosis;
-use crate::event::Failure;
+use crate::facts::Failure;
 use crate::model::Cause;
+use crate::text::escape_bytes;
 use serde::Serialize;
 use socktrace_common::net;
-use std::fmt::Write as _;
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 6;
@@ -39,40 +39,6 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: valid pointer to a timespec; these clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Escapes bytes for a terminal: printable ASCII stays, everything else becomes `\xNN`
-/// (and the backslash and double quote are escaped), so the result is plain printable ASCII.
-pub fn escape_bytes(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            b'"' => out.push_str("\\\""),
-            0x20..=0x7e => out.push(b as char),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
-    out
-}
-
-/// Escapes only control characters (for messages that may quote untrusted text but are
-/// otherwise meant for people: paths, names in errors).
-pub fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -385,7 +351,7 @@ pub struct JsonStamp {
     pub value: Option<i32>,
 }
 
-fn json_stamp(s: &crate::event::Stamp, value: Option<i32>) -> JsonStamp {
+fn json_stamp(s: &crate::facts::Stamp, value: Option<i32>) -> JsonStamp {
     JsonStamp { mono_ns: s.ts_ns, state: s.state.map(|st| st.name()), pid: s.current_tgid, value }
 }
 
@@ -753,18 +719,8 @@ pub fn human_ns(ns: u64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn escapes_control_bytes_quotes_and_invalid_utf8() {
-        assert_eq!(escape_bytes(b"curl"), "curl");
-        assert_eq!(escape_bytes(b"a\nb"), "a\\x0ab");
-        assert_eq!(escape_bytes(b"\x1b[31mred"), "\\x1b[31mred");
-        assert_eq!(escape_bytes(b"q\"\\"), "q\\\"\\\\");
-        assert_eq!(escape_bytes(&[0xff, 0xfe]), "\\xff\\xfe");
-        assert!(escape_bytes(&(0..=255).collect::<Vec<u8>>()).bytes().all(|b| (0x20..0x7f).contains(&b)));
-    }
-
     fn golden_failure() -> (Failure, Diagnosis) {
-        use crate::event::History;
+        use crate::facts::History;
         use crate::model::{Syscall, TcpState};
         let f = Failure {
             ts_ns: 1_004_512_000,
@@ -831,12 +787,6 @@ mod tests {
         }
         assert_eq!(v["comm"], "cu\\x1brl\\x0a");
         assert_eq!(v["cause_age_ns"], 12_800);
-    }
-
-    #[test]
-    fn messages_keep_quotes_but_not_controls() {
-        assert_eq!(escape_controls("cannot start \"/x\": gone"), "cannot start \"/x\": gone");
-        assert_eq!(escape_controls("a\nb\u{1b}[2J\u{9b}"), "a\\x0ab\\x1b[2J\\xc2\\x9b");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use crate::diagnose::diagnose;
 use crate::event::decode;
 use crate::kernel::adopt::Adopted;
-use crate::kernel::load::{ProbeOptions, Probes, Selection};
+use crate::kernel::config::{ProbeOptions, Selection};
+use crate::kernel::load::Probes;
 use crate::kernel::probes::ProbeMode;
 use crate::model::Cause;
 use crate::render::{self, Clock, Sink, TextStyle};
@@ -163,11 +164,7 @@ impl Session {
             summary: Summary::default(),
             rst_reasons,
             drop_reasons,
-            rst_segment_unseen: probes
-                .rst_segment
-                .as_ref()
-                .err()
-                .map(|why| crate::kernel::probes::first_line(why).to_string()),
+            rst_segment_unseen: probes.rst_segment.as_ref().err().map(|why| crate::text::first_line(why).to_string()),
             udp_errors_unseen: probes.udp_errors_unseen(),
             not_adopted: adopted.refused.iter().map(|(pid, _)| *pid).collect(),
             symbols,
@@ -553,7 +550,7 @@ impl Printer {
                 failure.rst_segment_unseen = self.rst_segment_unseen.clone();
             }
             if !failure.drops.is_empty() {
-                failure.name_drops(&self.drop_reasons, &mut self.symbols);
+                failure.name_drops(&self.drop_reasons, |at| self.symbols.function_at(at));
             }
             if self.opts.kstack {
                 failure.kstacks = failure
@@ -561,7 +558,7 @@ impl Printer {
                     .into_iter()
                     .filter_map(|(event, id)| {
                         let ips = probes.kernel_stack(id)?;
-                        Some(crate::event::KernelStack {
+                        Some(crate::facts::KernelStack {
                             event,
                             frames: ips.iter().map(|&ip| self.symbols.name(ip)).collect(),
                         })
@@ -658,7 +655,7 @@ fn describe(s: &Selection) -> String {
         parts.push("and its future children".into());
     }
     if let Some(c) = &s.comm {
-        parts.push(format!("tasks named \"{}\"", render::escape_bytes(c)));
+        parts.push(format!("tasks named \"{}\"", crate::text::escape_bytes(c)));
     }
     if let Some((id, _)) = s.cgroup {
         parts.push(format!("cgroup id {id}"));

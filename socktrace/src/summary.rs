@@ -3,7 +3,7 @@
 //! events it could not send (a full ring buffer) is reported beside them, never hidden.
 
 use crate::diagnose::Diagnosis;
-use crate::event::Failure;
+use crate::facts::Failure;
 use crate::model::{errno, Cause, TcpState};
 use crate::render::SCHEMA_VERSION;
 use serde::Serialize;
@@ -273,7 +273,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Failure, History};
+    use crate::facts::{Failure, History};
     use crate::model::Syscall;
 
     /// Peers are counted one by one up to `MAX_PEERS`, the rest together, and named (sorted by

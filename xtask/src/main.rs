@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod image;
+mod modgraph;
 mod vm;
 
 #[derive(Parser)]
@@ -52,6 +53,10 @@ enum Task {
     },
     /// Shell completions (bash, zsh, fish) and the man page, into target/docs.
     Docs,
+    /// What needs no root, no BPF and no VM: rustfmt, clippy (every crate, the eBPF one
+    /// too), the module graph (no import cycle), file sizes, and the unit tests that read
+    /// nothing of this machine's kernel. `test` runs it first.
+    Lint,
     /// The end-to-end scenarios (catalogue, connect) inside QEMU virtual machines booting
     /// Debian's cloud kernels, once per kernel and probe mode. Needs no root.
     VmTest {
@@ -95,6 +100,21 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Build { release } => build(release),
         Task::Test { no_vm, args } => test(&args, !no_vm),
+        Task::Lint => {
+            let started = Instant::now();
+            lint()?;
+            let mut totals = Totals::default();
+            let ok = run_counting(&mut unit_tests(false), &mut totals)?;
+            if !ok || totals.failed > 0 {
+                bail!("unit tests failed");
+            }
+            eprintln!(
+                "xtask: lint lane took {:.1} min ({} unit tests)",
+                started.elapsed().as_secs_f64() / 60.0,
+                totals.passed
+            );
+            Ok(())
+        }
         Task::Soak { seconds, rate } => {
             build(true)?;
             let rel = root.join("target/release");
@@ -217,19 +237,9 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     // Unit tests run in parallel; the end-to-end tests attach real probes and make real
     // sockets fail, one at a time so their timings cannot disturb each other.
     let mut totals = Totals::default();
-    let mut unit = cargo();
-    unit.args([
-        "test",
-        "--no-fail-fast",
-        "--package",
-        "socktrace",
-        "--package",
-        "socktrace-common",
-        "--package",
-        "xtask",
-        "--",
-        "--test-threads=2",
-    ]);
+    // The unit tests again, with those that check this machine's kernel (BTF offsets,
+    // kallsyms, HZ, cgroups): they need root and the running kernel.
+    let mut unit = unit_tests(true);
     unit.args(args);
     let unit_ok = run_counting(&mut unit, &mut totals)?;
     // Every end-to-end test in the default probe mode (auto: tp_btf here)...
@@ -307,6 +317,27 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
     Ok(())
 }
 
+/// The unit tests of the userspace crates, in parallel; with `kernel`, also those that read
+/// this machine's kernel (the `host-kernel-tests` feature: root, BTF, /proc/kallsyms).
+fn unit_tests(kernel: bool) -> Command {
+    let mut unit = cargo();
+    unit.args([
+        "test",
+        "--no-fail-fast",
+        "--package",
+        "socktrace",
+        "--package",
+        "socktrace-common",
+        "--package",
+        "xtask",
+    ]);
+    if kernel {
+        unit.args(["--features", "socktrace/host-kernel-tests"]);
+    }
+    unit.args(["--", "--test-threads=2"]);
+    unit
+}
+
 /// Formatting and lints, the eBPF crate included: `cargo fmt --check`, then clippy with every
 /// warning an error. The eBPF crate is linted for the host (as aya's own CI does): the same
 /// code, with aya-ebpf's host stubs, and no eBPF toolchain needed for the check.
@@ -321,7 +352,40 @@ fn lint() -> Result<()> {
         // Its own target directory: the panic strategy differs from the host build's.
         .env("CARGO_TARGET_DIR", "target/clippy-ebpf")
         .env("RUSTFLAGS", "-C panic=abort"))?;
-    eprintln!("xtask: fmt and clippy took {:.1}s", started.elapsed().as_secs_f64());
+    modgraph::check(&workspace_root())?;
+    file_sizes(&workspace_root())?;
+    eprintln!("xtask: fmt, clippy, module graph and file sizes took {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// No source file of the product longer than this before its tests: past it, a file holds
+/// more than one thing and wants splitting where its seams are.
+const MAX_FILE_LINES: usize = 900;
+
+/// Every `.rs` file of the userspace, kernel and ABI crates within `MAX_FILE_LINES` lines
+/// before its first `#[cfg(test)]`.
+fn file_sizes(root: &Path) -> Result<()> {
+    let mut long = Vec::new();
+    for dir in ["socktrace/src", "socktrace-ebpf/src", "socktrace-common/src"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path)?;
+                    let code = text.lines().take_while(|l| l.trim() != "#[cfg(test)]").count();
+                    if code > MAX_FILE_LINES {
+                        long.push(format!("{} ({code} lines)", path.strip_prefix(root)?.display()));
+                    }
+                }
+            }
+        }
+    }
+    if !long.is_empty() {
+        bail!("over {MAX_FILE_LINES} lines before the tests: {}", long.join(", "));
+    }
     Ok(())
 }
 

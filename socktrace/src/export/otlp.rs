@@ -8,7 +8,7 @@
 //! one thread batches, compresses (gzip), sends, and retries with exponential backoff.
 
 use crate::diagnose::Diagnosis;
-use crate::event::Failure;
+use crate::facts::Failure;
 use anyhow::{bail, Result};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -419,7 +419,7 @@ pub fn log_record(f: &Failure, d: &Diagnosis, wall_ns: u64) -> Record {
     let mut attributes = vec![
         kv_int("process.pid", f.pid as i64),
         kv_int("thread.id", f.tid as i64),
-        kv("process.executable.name", &crate::render::escape_bytes(&f.comm)),
+        kv("process.executable.name", &crate::text::escape_bytes(&f.comm)),
         kv("error.type", super::error_type(f.errno, d.cause)),
         kv("socktrace.syscall", &call),
         kv("socktrace.errno", &errno),
@@ -457,10 +457,10 @@ pub fn log_record(f: &Failure, d: &Diagnosis, wall_ns: u64) -> Record {
         attributes.push(kv_int("network.local.port", local.port() as i64));
     }
     if let Some(c) = &f.cgroup {
-        attributes.push(kv("socktrace.cgroup", &crate::render::escape_bytes(c.path.as_bytes())));
+        attributes.push(kv("socktrace.cgroup", &crate::text::escape_bytes(c.path.as_bytes())));
         if let Some(container) = &c.workload.container {
             if container.runtime == crate::container::Runtime::Systemd {
-                attributes.push(kv("socktrace.systemd_unit", &crate::render::escape_bytes(container.id.as_bytes())));
+                attributes.push(kv("socktrace.systemd_unit", &crate::text::escape_bytes(container.id.as_bytes())));
             } else {
                 resource.push(kv("container.id", &container.id));
                 resource.push(kv("container.runtime", container.runtime.name()));

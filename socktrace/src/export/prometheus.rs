@@ -7,7 +7,7 @@
 //! bounded by what runs on the node, only with `--metrics-labels container`.
 
 use crate::diagnose::Diagnosis;
-use crate::event::Failure;
+use crate::facts::Failure;
 use anyhow::{Context as _, Result};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::net::SocketAddr;
@@ -218,7 +218,7 @@ impl MetricsRequest {
     pub fn start(self, report: &crate::summary::ProbeReport) -> Result<Metrics> {
         let probes: Vec<(String, String)> =
             report.used.iter().map(|u| (u.event.to_string(), u.probe.clone())).collect();
-        let kernel = crate::kernel::load::kernel_release();
+        let kernel = crate::kernel::version::kernel_release();
         let metrics = Metrics::new(&self.labels, &kernel, report.mode, &probes)?;
         eprintln!("socktrace: agent: Prometheus metrics at http://{}/metrics", self.endpoint.addr);
         self.endpoint.serve(metrics.registry());
@@ -287,7 +287,7 @@ mod tests {
     use crate::host::cgroups::CgroupName;
 
     fn refused() -> (Failure, Diagnosis) {
-        use crate::event::{History, Stamp, StateChange};
+        use crate::facts::{History, Stamp, StateChange};
         use crate::model::{Syscall, TcpState::*};
         let history = History {
             transitions: vec![

@@ -7,7 +7,8 @@
 //! one walk, not one per failure. The directories are world-readable: this works after
 //! socktrace has dropped its capabilities.
 
-use crate::container::{attribute, Workload};
+use crate::container::attribute;
+pub use crate::facts::CgroupName;
 use anyhow::{bail, Context as _, Result};
 use std::collections::HashMap;
 use std::os::unix::fs::DirEntryExt as _;
@@ -21,13 +22,6 @@ const MAX_DEPTH: usize = 16;
 const MAX_CGROUPS: usize = 100_000;
 /// Walks are at least this far apart.
 const REWALK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A cgroup, named: its path relative to the cgroup2 mount and what it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CgroupName {
-    pub path: String,
-    pub workload: Workload,
-}
 
 /// cgroup id -> path, for the session.
 pub struct CgroupNames {

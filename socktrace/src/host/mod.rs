@@ -5,7 +5,7 @@
 //! towards a destination, which listener a connect waited for and how full its queue is, the
 //! system's file table, TCP's memory.
 
-use crate::event::Failure;
+use crate::facts::{Failure, Listener};
 use crate::model::{errno, TcpState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -69,37 +69,6 @@ impl Namespaces {
             Some((l, d.somaxconn))
         })
     }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HostFacts {
-    /// The system's file table: (allocated, maximum), from /proc/sys/fs/file-nr.
-    pub file_nr: Option<(u64, u64)>,
-    /// TCP sockets of the process's network namespace whose remote end is the failed connect's
-    /// destination, counted by state.
-    pub to_destination: Option<Vec<(TcpState, u64)>>,
-    /// A listener in the process's network namespace at the failed connect's destination.
-    pub listener: Option<Listener>,
-    /// TCP memory: pages in use (the namespace's sockstat) and `tcp_mem` (min, pressure, max).
-    pub tcp_mem: Option<(u64, [u64; 3])>,
-}
-
-/// A listening socket of the namespace that a connect's destination reaches, as
-/// /proc/PID/net/tcp shows it: bound to exactly that address, or to any address when the
-/// destination is a loopback one (so a listener is never joined to a connect that went to
-/// another host).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Listener {
-    pub addr: SocketAddr,
-    /// Connections waiting in its accept queue.
-    pub queued: u64,
-    /// Its backlog (`listen()` capped by `somaxconn`), when socket diagnostics could be read.
-    pub backlog: Option<u64>,
-    /// The namespace's `net.core.somaxconn`.
-    pub somaxconn: Option<u64>,
-    /// The processes holding it open, lowest PID first (a pre-forked server has many), with
-    /// their names; found by its inode in /proc/*/fd.
-    pub owners: Vec<(u32, String)>,
 }
 
 /// Reads what the diagnosis of this failure needs from the host, if anything.
@@ -267,7 +236,7 @@ fn socket_owners(proc: &Path, inodes: &[u64]) -> std::collections::HashMap<u64, 
             let comm = comm
                 .get_or_insert_with(|| {
                     let c = std::fs::read(proc.join(pid.to_string()).join("comm")).unwrap_or_default();
-                    crate::render::escape_bytes(c.strip_suffix(b"\n").unwrap_or(&c))
+                    crate::text::escape_bytes(c.strip_suffix(b"\n").unwrap_or(&c))
                 })
                 .clone();
             let owners = out.entry(inode).or_default();

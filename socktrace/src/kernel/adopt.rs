@@ -8,7 +8,7 @@
 //! Needs ptrace access to the processes (root, or CAP_SYS_PTRACE); without it the sockets are
 //! only not adopted, and socktrace says so.
 
-use super::load::Selection;
+use super::config::Selection;
 use socktrace_common::adopt::{ADOPT_LEVEL, ADOPT_OPTNAME, LEARN_OPTNAME};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::Path;

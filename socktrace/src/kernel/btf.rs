@@ -232,7 +232,16 @@ impl KernelBtf {
     }
 }
 
-impl super::probes::KernelTypes for KernelBtf {
+/// The kernel's BTF, as far as choosing probes asks: which functions and BTF tracepoints it
+/// has. Answered by either parser: `socktrace check` keeps btf-rs's view; a session asks aya's
+/// parse (which the BTF-typed programs need anyway), so that only one is in memory at a time.
+pub trait KernelTypes {
+    fn has_function(&self, name: &str) -> bool;
+    /// Whether the BTF tracepoint `name` exists (its `btf_trace_<name>` typedef).
+    fn has_btf_tracepoint(&self, name: &str) -> bool;
+}
+
+impl KernelTypes for KernelBtf {
     fn has_function(&self, name: &str) -> bool {
         KernelBtf::has_function(self, name)
     }
@@ -242,7 +251,7 @@ impl super::probes::KernelTypes for KernelBtf {
     }
 }
 
-impl super::probes::KernelTypes for aya::Btf {
+impl KernelTypes for aya::Btf {
     fn has_function(&self, name: &str) -> bool {
         self.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Func).is_ok()
     }

@@ -3,6 +3,7 @@
 pub mod adopt;
 pub mod btf;
 pub mod cgroup;
+pub mod config;
 pub mod jiffies;
 pub mod kallsyms;
 pub mod load;
@@ -10,4 +11,6 @@ pub mod offsets;
 pub mod privileges;
 pub mod probes;
 pub mod prog_stats;
+pub mod survey;
 pub mod tracefs;
+pub mod version;
