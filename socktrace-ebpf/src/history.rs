@@ -21,9 +21,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, runtime, sent_reset_check, sent_reset_slot, ListenerInfo, ListenerKey,
-    RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead, SocketHistory, StampedState, Transition, UdpError,
-    HISTORY_TRANSITIONS, NO_FIELD, SENT_RESET_SLOTS,
+    config_flags, history_origin, net, runtime, sent_reset_check, sent_reset_slot, tcp_state, ListenerInfo,
+    ListenerKey, RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead, SocketHistory, StampedState, Transition,
+    UdpError, HISTORY_TRANSITIONS, NO_FIELD, SENT_RESET_SLOTS,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -69,13 +69,13 @@ pub(crate) static SENT_RESETS: Array<SentResetSlot> = Array::with_max_entries(SE
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
 
-/// TCP states are 1 (ESTABLISHED) ..= 12 (NEW_SYN_RECV).
-const TCP_STATE_MAX: i32 = 12;
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_SYN_RECV: i32 = 3;
-const TCP_CLOSE: i32 = 7;
-const TCP_LISTEN: i32 = 10;
+/// The TCP states the handlers compare against, as the hooks pass them (ints).
+const TCP_STATE_MAX: i32 = tcp_state::MAX as i32;
+const TCP_ESTABLISHED: i32 = tcp_state::ESTABLISHED as i32;
+const TCP_SYN_SENT: i32 = tcp_state::SYN_SENT as i32;
+const TCP_SYN_RECV: i32 = tcp_state::SYN_RECV as i32;
+const TCP_CLOSE: i32 = tcp_state::CLOSE as i32;
+const TCP_LISTEN: i32 = tcp_state::LISTEN as i32;
 
 /// No selector: every socket is a traced process's, so any event may start a history.
 #[inline(always)]
@@ -499,8 +499,7 @@ fn sent_for_segment(listener: u64, state: u8, skb: u64) -> Option<Sent> {
     // No socket answering a bare SYN: a refused connect, which explains itself ("nothing
     // listens"). Not kept: it is the commonest RST of all, and a storm of refused connects
     // would push the RSTs that need naming out of their slots.
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
+    use socktrace_common::tcp_flags::{ACK, SYN};
     if listener == 0 && tcp[13] & (SYN | ACK) == SYN {
         return None;
     }

@@ -367,8 +367,6 @@ fn so_error_read(regs: u64) -> i32 {
     unsafe { bpf_probe_read_user(optval as *const i32) }.unwrap_or(0)
 }
 
-const TCP_LISTEN: u8 = 10;
-
 /// An EAGAIN from a send on a TCP socket while TCP's memory is over its hard limit
 /// (`tcp_mem[2]`): counted apart from the routine full buffer of a slow reader (the numbers
 /// come with each event under `--all-errors`). Decided inside the counting, whose path ends
@@ -379,7 +377,7 @@ fn send_refused_memory(kind: u8, sock: &Sock) -> bool {
     if kind != syscall_kind::OTHER && kind != syscall_kind::SPLICE {
         return false;
     }
-    if !sock.is_tcp || sock.head.state == TCP_LISTEN {
+    if !sock.is_tcp || sock.head.state == socktrace_common::tcp_state::LISTEN {
         return false; // accept's EAGAIN is routine whatever the memory
     }
     // The kernel shrank this socket's send buffer below the size every socket starts with,

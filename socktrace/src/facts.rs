@@ -81,6 +81,17 @@ pub struct TraceGaps {
     pub missed_runs: Vec<(&'static str, u64)>,
 }
 
+/// How many runs the kernel skipped, all events together.
+pub fn missed_total(missed: &[(&'static str, u64)]) -> u64 {
+    missed.iter().map(|(_, n)| n).sum()
+}
+
+/// Runs the kernel skipped, by kernel event, as a failure's explanation or the summary says
+/// it: `state change 2, RST sent 1`.
+pub fn describe_missed(missed: &[(&'static str, u64)]) -> String {
+    missed.iter().map(|(event, n)| format!("{event} {n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Packets of the connection that this host dropped, in one direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PacketDrops {
@@ -408,5 +419,17 @@ impl Failure {
             host: HostFacts::default(),
             kernel_hz: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missed_runs_add_up_and_read_by_event() {
+        assert_eq!(describe_missed(&[("state change", 2), ("RST sent", 1)]), "state change 2, RST sent 1");
+        assert_eq!(describe_missed(&[]), "");
+        assert_eq!((missed_total(&[("state change", 2), ("RST sent", 1)]), missed_total(&[])), (3, 0));
     }
 }

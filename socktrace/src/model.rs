@@ -6,36 +6,37 @@ use std::fmt;
 /// TCP states in the kernel's numbering (include/net/tcp_states.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TcpState {
-    Established = 1,
-    SynSent = 2,
-    SynRecv = 3,
-    FinWait1 = 4,
-    FinWait2 = 5,
-    TimeWait = 6,
-    Close = 7,
-    CloseWait = 8,
-    LastAck = 9,
-    Listen = 10,
-    Closing = 11,
-    NewSynRecv = 12,
+    Established = socktrace_common::tcp_state::ESTABLISHED as isize,
+    SynSent = socktrace_common::tcp_state::SYN_SENT as isize,
+    SynRecv = socktrace_common::tcp_state::SYN_RECV as isize,
+    FinWait1 = socktrace_common::tcp_state::FIN_WAIT1 as isize,
+    FinWait2 = socktrace_common::tcp_state::FIN_WAIT2 as isize,
+    TimeWait = socktrace_common::tcp_state::TIME_WAIT as isize,
+    Close = socktrace_common::tcp_state::CLOSE as isize,
+    CloseWait = socktrace_common::tcp_state::CLOSE_WAIT as isize,
+    LastAck = socktrace_common::tcp_state::LAST_ACK as isize,
+    Listen = socktrace_common::tcp_state::LISTEN as isize,
+    Closing = socktrace_common::tcp_state::CLOSING as isize,
+    NewSynRecv = socktrace_common::tcp_state::NEW_SYN_RECV as isize,
 }
 
 impl TcpState {
     pub fn from_kernel(v: u8) -> Option<Self> {
+        use socktrace_common::tcp_state as k;
         use TcpState::*;
         Some(match v {
-            1 => Established,
-            2 => SynSent,
-            3 => SynRecv,
-            4 => FinWait1,
-            5 => FinWait2,
-            6 => TimeWait,
-            7 => Close,
-            8 => CloseWait,
-            9 => LastAck,
-            10 => Listen,
-            11 => Closing,
-            12 => NewSynRecv,
+            k::ESTABLISHED => Established,
+            k::SYN_SENT => SynSent,
+            k::SYN_RECV => SynRecv,
+            k::FIN_WAIT1 => FinWait1,
+            k::FIN_WAIT2 => FinWait2,
+            k::TIME_WAIT => TimeWait,
+            k::CLOSE => Close,
+            k::CLOSE_WAIT => CloseWait,
+            k::LAST_ACK => LastAck,
+            k::LISTEN => Listen,
+            k::CLOSING => Closing,
+            k::NEW_SYN_RECV => NewSynRecv,
             _ => return None,
         })
     }
@@ -161,6 +162,33 @@ impl Cause {
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
+    }
+}
+
+/// RFC 792 / RFC 4443 names of the errors that carry the offending packet.
+pub fn icmp_message(v6: bool, icmp_type: u8, code: u8) -> &'static str {
+    match (v6, icmp_type, code) {
+        (false, 3, 0) => "net unreachable",
+        (false, 3, 1) => "host unreachable",
+        (false, 3, 2) => "protocol unreachable",
+        (false, 3, 3) => "port unreachable",
+        (false, 3, 4) => "fragmentation needed",
+        (false, 3, 6) => "destination network unknown",
+        (false, 3, 7) => "destination host unknown",
+        (false, 3, 9 | 10 | 13) => "communication administratively prohibited",
+        (false, 3, _) => "destination unreachable",
+        (false, 11, _) => "time exceeded (TTL)",
+        (false, 12, _) => "parameter problem",
+        (true, 1, 0) => "no route to destination",
+        (true, 1, 1) => "communication administratively prohibited",
+        (true, 1, 3) => "address unreachable",
+        (true, 1, 4) => "port unreachable",
+        (true, 1, 5 | 6) => "rejected by policy",
+        (true, 1, _) => "destination unreachable",
+        (true, 2, _) => "packet too big",
+        (true, 3, _) => "time exceeded (hop limit)",
+        (true, 4, _) => "parameter problem",
+        _ => "error",
     }
 }
 

@@ -144,8 +144,8 @@ pub struct JsonRstSegment {
     pub snd_una: u32,
     /// `refused`: the answer to our SYN; `aborted`: an RST+ACK, an existing socket's abort;
     /// `no_connection`: an RST without ACK, the answer of a host with no connection for our
-    /// segment.
-    pub origin: &'static str,
+    /// segment (the diagnosis's `RstOrigin`).
+    pub origin: Option<crate::diagnose::RstOrigin>,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -171,8 +171,8 @@ pub struct JsonDrops {
 
 /// TCP flag bits, named.
 pub fn tcp_flags(bits: u8) -> Vec<&'static str> {
-    const NAMES: [(u8, &str); 6] =
-        [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG")];
+    use socktrace_common::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
+    const NAMES: [(u8, &str); 6] = [(SYN, "SYN"), (ACK, "ACK"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (URG, "URG")];
     NAMES.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect()
 }
 
@@ -283,7 +283,7 @@ pub struct JsonListener {
     pub other_processes: usize,
 }
 
-fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
+fn json_resource(f: &Failure, d: &Diagnosis) -> Option<JsonResource> {
     let mut out = JsonResource::default();
     let mut any = false;
     if let Some(r) = f.resource {
@@ -325,7 +325,7 @@ fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
         out.tcp_mem_pages = Some(used);
         out.tcp_mem = Some(limits);
     }
-    if let Some(l) = crate::diagnose::full_listener(f).filter(|_| cause == Cause::ListenOverflow) {
+    if let Some(l) = d.listener.as_ref().filter(|_| d.cause == Cause::ListenOverflow) {
         any = true;
         out.listener = Some(JsonListener {
             addr: l.addr.to_string(),
@@ -333,7 +333,7 @@ fn json_resource(f: &Failure, cause: Cause) -> Option<JsonResource> {
             backlog: l.backlog,
             somaxconn: l.somaxconn,
             pid: l.owner.as_ref().map(|(pid, _)| *pid),
-            comm: l.owner.map(|(_, comm)| comm),
+            comm: l.owner.as_ref().map(|(_, comm)| comm.clone()),
             other_processes: l.others,
         });
     }
@@ -424,7 +424,7 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                 from_destination: f.remote.is_some_and(|r| r.ip() == m.from),
                 icmp_type: m.icmp_type,
                 code: m.code,
-                message: crate::diagnose::icmp_message(m.v6, m.icmp_type, m.code),
+                message: crate::model::icmp_message(m.v6, m.icmp_type, m.code),
             }),
             peer_reset: f.peer_reset.as_ref().map(|p| JsonPeerReset {
                 mono_ns: p.ts_ns,
@@ -443,14 +443,7 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                 rcv_nxt: seg.rcv_nxt,
                 snd_nxt: seg.snd_nxt,
                 snd_una: seg.snd_una,
-                // An RST in SYN_SENT answers our SYN (it carries an ACK of it): a refusal.
-                origin: if f.history.rst_received.is_some_and(|r| r.state == Some(crate::model::TcpState::SynSent)) {
-                    "refused"
-                } else if seg.flags & 0x10 != 0 {
-                    "aborted"
-                } else {
-                    "no_connection"
-                },
+                origin: d.rst_origin,
             }),
             drops: f
                 .drops
@@ -483,7 +476,7 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             tcp_retries2: t.net_retries2,
             tcp_keepalive_probes: t.net_keepalive_probes,
         }),
-        resource: json_resource(f, d.cause),
+        resource: json_resource(f, d),
         explain: d.explain.clone(),
         kstack: (!f.kstacks.is_empty()).then(|| {
             f.kstacks.iter().map(|k| (k.event, k.frames.iter().map(|s| escape_bytes(s.as_bytes())).collect())).collect()
@@ -732,14 +725,12 @@ mod tests {
             local: Some("127.0.0.1:40122".parse().unwrap()),
             ..Failure::for_test(Syscall::Connect, Some(111), TcpState::Close, History::default())
         };
-        let d = Diagnosis {
-            cause: Cause::RstReceived,
-            state: Some(TcpState::SynSent),
-            cause_ts_ns: Some(1_004_499_200),
-            retransmits: None,
-            explain: "peer answered the SYN with RST: nothing listens on 127.0.0.1:9".into(),
-            from_snapshot: false,
-        };
+        let d = Diagnosis::new(
+            Cause::RstReceived,
+            Some(TcpState::SynSent),
+            Some(1_004_499_200),
+            "peer answered the SYN with RST: nothing listens on 127.0.0.1:9".into(),
+        );
         (f, d)
     }
 

@@ -199,10 +199,10 @@ impl Summary {
             if self.undecodable > 0 { format!(", {} undecodable", self.undecodable) } else { String::new() }
         ));
         if !self.missed_runs.is_empty() {
-            let n = crate::kernel::prog_stats::total(&self.missed_runs);
+            let n = crate::facts::missed_total(&self.missed_runs);
             out.push_str(&format!(
                 "{n:>8}  probe runs the kernel skipped (events not seen: {})\n",
-                crate::kernel::prog_stats::describe(&self.missed_runs)
+                crate::facts::describe_missed(&self.missed_runs)
             ));
         }
         if let Some(n) = self.listen_overflows.filter(|&n| n > 0) {
@@ -262,7 +262,7 @@ impl Summary {
             } else {
                 String::new()
             },
-            match crate::kernel::prog_stats::total(&self.missed_runs) {
+            match crate::facts::missed_total(&self.missed_runs) {
                 0 => String::new(),
                 n => format!(", {n} probe runs skipped by the kernel (events not seen)"),
             },

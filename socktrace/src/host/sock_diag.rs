@@ -77,7 +77,7 @@ const NLMSG_HDR: usize = 16;
 const REQ_LEN: usize = 56;
 /// `struct inet_diag_msg`.
 const MSG_LEN: usize = 72;
-const TCP_LISTEN: u32 = 10;
+use socktrace_common::tcp_state::LISTEN as TCP_LISTEN;
 /// A dump ends long before this many datagrams (each holds many sockets); a bound on the loop.
 const MAX_DATAGRAMS: usize = 100_000;
 
@@ -185,7 +185,7 @@ mod tests {
         m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         let b = &mut m[NLMSG_HDR..];
         b[0] = family;
-        b[1] = TCP_LISTEN as u8;
+        b[1] = TCP_LISTEN;
         b[4..6].copy_from_slice(&port.to_be_bytes());
         b[8..24].copy_from_slice(&addr);
         b[56..60].copy_from_slice(&rq.to_ne_bytes());

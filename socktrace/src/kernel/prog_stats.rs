@@ -50,28 +50,14 @@ pub fn of(fd: BorrowedFd<'_>) -> std::io::Result<ProgramCounts> {
     Ok(ProgramCounts { missed: info.recursion_misses, run_count: info.run_cnt, run_time_ns: info.run_time_ns })
 }
 
-/// How many runs the kernel skipped, all events together.
-pub fn total(missed: &[(&'static str, u64)]) -> u64 {
-    missed.iter().map(|(_, n)| n).sum()
-}
-
-/// Runs the kernel skipped, by kernel event, as a failure's explanation or the summary says
-/// it: `state change 2, RST sent 1`.
-pub fn describe(missed: &[(&'static str, u64)]) -> String {
-    missed.iter().map(|(event, n)| format!("{event} {n}")).collect::<Vec<_>>().join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_loaded_program_has_counts_and_other_descriptors_do_not() {
+    fn other_descriptors_have_no_counts() {
         // Not a BPF program: the kernel says so, and no count is made up.
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         assert!(of(std::os::fd::AsFd::as_fd(&file)).is_err());
-        assert_eq!(describe(&[("state change", 2), ("RST sent", 1)]), "state change 2, RST sent 1");
-        assert_eq!(describe(&[]), "");
-        assert_eq!((total(&[("state change", 2), ("RST sent", 1)]), total(&[])), (3, 0));
     }
 }

@@ -1,0 +1,303 @@
+//! The kernel's direct-mapped tables, each slot checked by a hash so a reader never takes
+//! another key's record or a torn one: RSTs sent on this host (`SENT_RESETS`) and the fds of
+//! io_uring requests (`IO_URING_FDS`).
+
+use crate::{SockAddrs, TASK_COMM_LEN};
+
+/// An RST a socket of this host sent (any socket, any process: `tcp_send_reset`), kept by the
+/// connection's 4-tuple as the sender sees it, so that the socket that received it can name
+/// who reset it and why.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentReset {
+    pub ts_ns: u64,
+    /// The task on the CPU when the RST was sent: the closing or aborting process for an RST
+    /// sent from a call (close with unread data, SO_LINGER 0, `ss -K`); softirq otherwise.
+    pub tgid: u32,
+    /// The kernel's RST reason (`enum sk_rst_reason`, 6.10+); -1 when the kernel has none.
+    pub reason: i32,
+    /// A listener's accept queue when it sent the RST (it resets a connection it cannot
+    /// queue when `tcp_abort_on_overflow` is set): connections waiting, and its backlog.
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    /// The sender's state when it sent the RST; 0: no socket of this host owned the segment.
+    pub state: u8,
+    pub _pad: [u8; 7],
+    pub comm: [u8; TASK_COMM_LEN],
+}
+assert_size!(SentReset, 48);
+
+/// The table of RSTs sent on this host (`SENT_RESETS`): a plain array indexed by a hash of the
+/// sender's 4-tuple, not an LRU hash map, whose insert cost about 0.9 us per RST (its free list
+/// and eviction), paid by every RST any socket of the host sends. A newer RST whose 4-tuple
+/// lands on the same slot replaces the older: the receiver then finds no sender ("cannot
+/// tell"), never another one's, because of `SentResetSlot::check`.
+pub const SENT_RESET_SLOTS: u32 = 8192;
+
+/// One slot of `SENT_RESETS`. Writers on two CPUs, or a reader while a writer writes, can
+/// leave or see a mix of two records: the writer stores `check` (`sent_reset_check` of the
+/// 4-tuple and the record) after the record, and the failure event carries the slot as it was
+/// copied; userspace takes the record only if it and the 4-tuple looked for give the same
+/// check. No locks, no atomics (5.10 has no fetching ones), nothing to verify per path in the
+/// failing call's program, and a slot holding another connection's RST is told apart the
+/// same way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentResetSlot {
+    pub reset: SentReset,
+    /// 0: never written.
+    pub check: u64,
+}
+assert_size!(SentResetSlot, 56);
+
+/// One round of a 64-bit mixer (splitmix64's finalizer) over `h` and the next word `v`: every
+/// bit of the result depends on every bit of both. Each round can be undone, so a chain that
+/// starts from a known value could be steered by whoever picks the last words (a peer's IPv6
+/// interface id); the chains here start from the load's secret `TracedConfig::hash_seed`.
+/// Shifts, xors and multiplies only: cheap and verifier-friendly.
+#[inline(always)]
+const fn mix(h: u64, v: u64) -> u64 {
+    let mut x = (h ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Eight bytes of `b` from `at`, little-endian (byte by byte: the arrays have no alignment a
+/// wider load could rely on).
+#[inline(always)]
+const fn word_at(b: &[u8; 16], at: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        w |= (b[at + i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+/// The hash of a 4-tuple under `seed`: where its RST is kept (`sent_reset_slot`), and the
+/// start of its check.
+#[inline(always)]
+pub const fn sock_addrs_hash(seed: u64, a: &SockAddrs) -> u64 {
+    let mut h = mix(seed, a.family as u64 | (a.sport as u64) << 16 | (a.dport as u64) << 32);
+    h = mix(h, word_at(&a.saddr, 0));
+    h = mix(h, word_at(&a.saddr, 8));
+    h = mix(h, word_at(&a.daddr, 0));
+    mix(h, word_at(&a.daddr, 8))
+}
+
+/// The 4-tuple of the connection whose other end is `ours`, as that end sees it: the key a
+/// socket that received an RST looks its sender up by.
+#[inline(always)]
+pub const fn reversed(ours: &SockAddrs) -> SockAddrs {
+    SockAddrs {
+        family: ours.family,
+        sport: ours.dport,
+        dport: ours.sport,
+        _pad: 0,
+        saddr: ours.daddr,
+        daddr: ours.saddr,
+    }
+}
+
+/// The slot of `SENT_RESETS` where the RST of the connection `sender` (as its sender sees it)
+/// is kept.
+#[inline(always)]
+pub const fn sent_reset_slot(seed: u64, sender: &SockAddrs) -> u32 {
+    (sock_addrs_hash(seed, sender) >> 32) as u32 & (SENT_RESET_SLOTS - 1)
+}
+
+/// The check of a `SentResetSlot`: the 4-tuple and every field of the record. Never 0 for a
+/// written slot (0 is mapped to 1), so an empty slot matches nothing.
+#[inline(always)]
+pub const fn sent_reset_check(seed: u64, sender: &SockAddrs, r: &SentReset) -> u64 {
+    let mut h = mix(sock_addrs_hash(seed, sender), r.ts_ns);
+    h = mix(h, r.tgid as u64 | (r.reason as u32 as u64) << 32);
+    h = mix(h, r.ack_backlog as u64 | (r.max_ack_backlog as u64) << 32);
+    h = mix(h, r.state as u64);
+    h = mix(h, word_at(&r.comm, 0));
+    h = mix(h, word_at(&r.comm, 8));
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// Slots of the io_uring door's table of request fds (a power of two; 1 MiB of kernel memory):
+/// with N requests in flight, about N/65536 of them find their slot taken by another.
+pub const IO_URING_FD_SLOTS: u32 = 65536;
+
+/// A traced process's io_uring request (its `struct io_kiocb` address) and the fd its file was
+/// looked up by, in a direct-mapped table: each request has one slot (`request_fd_slot`), and
+/// a lookup by fd costs a traced request a hash and two stores, where an LRU insert cost about
+/// 200 ns. The fd shares a word with a check of the request, stored at once: a reader that
+/// meets another request's entry, or the halves of two writers' (no locks: 5.10 has no
+/// fetching atomics), finds no fd (`request_fd`), never a wrong one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestFd {
+    pub req: u64,
+    /// The fd in the low half, the request's check in the high half (`request_fd_word`).
+    pub fd_check: u64,
+}
+assert_size!(RequestFd, 16);
+
+/// The slot of request `req`.
+#[inline(always)]
+pub const fn request_fd_slot(req: u64) -> u32 {
+    mix(0, req) as u32 & (IO_URING_FD_SLOTS - 1)
+}
+
+/// The check of request `req`: the high half of its `RequestFd::fd_check`.
+#[inline(always)]
+const fn request_check(req: u64) -> u64 {
+    mix(1, req) >> 32
+}
+
+/// `RequestFd::fd_check` for request `req` and its `fd`.
+#[inline(always)]
+pub const fn request_fd_word(req: u64, fd: i32) -> u64 {
+    fd as u32 as u64 | request_check(req) << 32
+}
+
+/// The fd request `req` looked its file up by, if `slot` holds it whole.
+#[inline(always)]
+pub const fn request_fd(slot: &RequestFd, req: u64) -> Option<i32> {
+    if slot.req == req && slot.fd_check >> 32 == request_check(req) {
+        Some(slot.fd_check as u32 as i32)
+    } else {
+        None
+    }
+}
+const _: () = assert!(IO_URING_FD_SLOTS.is_power_of_two());
+const _: () = assert!(SENT_RESET_SLOTS.is_power_of_two());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: u64 = 0x5eed_1234_abcd_0042;
+
+    fn tuple(sport: u16, dport: u16) -> SockAddrs {
+        let mut a = SockAddrs { family: 2, sport, dport, ..Default::default() };
+        a.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        a.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        a
+    }
+
+    fn reset() -> SentReset {
+        let mut r = SentReset { ts_ns: 123_456_789, tgid: 42, reason: 3, state: 1, ..Default::default() };
+        r.comm[..5].copy_from_slice(b"nginx");
+        r
+    }
+
+    /// Every field of the 4-tuple and of the record is in the check: a reader looking for
+    /// another connection, or holding a copy mixed from two records, never matches.
+    #[test]
+    fn the_check_covers_every_field() {
+        let (a, r) = (tuple(40000, 8080), reset());
+        let base = sent_reset_check(SEED, &a, &r);
+        let mut keys = vec![];
+        for i in 0..16 {
+            let mut k = a;
+            k.saddr[i] ^= 1;
+            keys.push(k);
+            let mut k = a;
+            k.daddr[i] ^= 0x80;
+            keys.push(k);
+        }
+        keys.push(SockAddrs { family: 10, ..a });
+        keys.push(SockAddrs { sport: 40001, ..a });
+        keys.push(SockAddrs { dport: 8081, ..a });
+        // The reversed tuple is another connection's view.
+        keys.push(reversed(&a));
+        for k in &keys {
+            assert_ne!(sent_reset_check(SEED, k, &r), base, "{k:?}");
+        }
+        let mut records = vec![
+            SentReset { ts_ns: r.ts_ns + 1, ..r },
+            SentReset { tgid: 43, ..r },
+            SentReset { reason: -1, ..r },
+            SentReset { ack_backlog: 1, ..r },
+            SentReset { max_ack_backlog: 128, ..r },
+            SentReset { state: 0, ..r },
+        ];
+        for i in 0..TASK_COMM_LEN {
+            let mut c = r;
+            c.comm[i] ^= 0x20;
+            records.push(c);
+        }
+        for c in &records {
+            assert_ne!(sent_reset_check(SEED, &a, c), base, "{c:?}");
+        }
+        // A record mixed from two writes: the first half of one, the second of another.
+        let other = SentReset { ts_ns: 987, tgid: 7, reason: 1, state: 4, ..Default::default() };
+        let torn = SentReset { ts_ns: r.ts_ns, tgid: r.tgid, reason: r.reason, ..other };
+        assert_ne!(sent_reset_check(SEED, &a, &torn), base);
+        assert_ne!(sent_reset_check(SEED, &a, &torn), sent_reset_check(SEED, &a, &other));
+    }
+
+    /// The seed keys both hashes: another load's records neither land nor check alike.
+    #[test]
+    fn the_seed_keys_the_slot_and_the_check() {
+        let (a, r) = (tuple(40000, 8080), reset());
+        assert_ne!(sent_reset_check(SEED, &a, &r), sent_reset_check(SEED ^ 1, &a, &r));
+        let moved = (0..64u16).filter(|&p| {
+            let k = tuple(40000 + p, 8080);
+            sent_reset_slot(SEED, &k) != sent_reset_slot(SEED ^ 1, &k)
+        });
+        assert!(moved.count() >= 60);
+    }
+
+    /// An empty slot (check 0) matches no lookup; the check is a function of its inputs.
+    #[test]
+    fn an_empty_slot_matches_nothing() {
+        let empty = SentResetSlot::default();
+        for p in 0..2000 {
+            let a = tuple(p, 80);
+            assert_ne!(sent_reset_check(SEED, &a, &empty.reset), empty.check);
+            assert_eq!(sent_reset_check(SEED, &a, &reset()), sent_reset_check(SEED, &a, &reset()));
+        }
+    }
+
+    /// Connections of one client differ only in the source port: they spread over the table
+    /// (a burst of RSTs keeps nearly all of them) and every slot is in range.
+    #[test]
+    fn consecutive_ports_spread_over_the_slots() {
+        let mut seen = std::collections::HashSet::new();
+        for p in 0..256u16 {
+            let slot = sent_reset_slot(SEED, &tuple(40000 + p, 8080));
+            assert!(slot < SENT_RESET_SLOTS);
+            seen.insert(slot);
+        }
+        // 256 balls in 8192 bins: about 4 collide on average.
+        assert!(seen.len() >= 245, "{} distinct slots of 256", seen.len());
+        let mut load = vec![0u32; SENT_RESET_SLOTS as usize];
+        for p in 0..u16::MAX {
+            load[sent_reset_slot(SEED, &tuple(p, 443)) as usize] += 1;
+        }
+        // 65535 over 8192 slots: 8 on average; a poor hash would pile them up.
+        assert!(*load.iter().max().unwrap() <= 24, "max load {}", load.iter().max().unwrap());
+    }
+
+    /// A request's fd is found whole; another request's entry, two writers' halves and an
+    /// empty slot give none.
+    #[test]
+    fn a_request_fd_is_taken_only_whole() {
+        // Requests are slab objects: addresses 256 bytes apart.
+        let (x, y) = (0xffff_8881_0a2b_3c00u64, 0xffff_8881_0a2b_3d00u64);
+        let written = |req: u64, fd: i32| RequestFd { req, fd_check: request_fd_word(req, fd) };
+        assert_eq!(request_fd(&written(x, 7), x), Some(7));
+        assert_eq!(request_fd(&written(x, -1), x), Some(-1));
+        assert_eq!(request_fd(&written(y, 7), x), None);
+        let torn = RequestFd { req: x, fd_check: written(y, 9).fd_check };
+        assert_eq!(request_fd(&torn, x), None);
+        assert_eq!(request_fd(&RequestFd::default(), x), None);
+        // Requests in flight at once keep their own slots: 1024 in 65536 slots, about 8 collide
+        // on average (the fd of a request whose slot another took is unknown, never wrong).
+        let slots: std::collections::HashSet<u32> = (0..1024u64).map(|i| request_fd_slot(x + 256 * i)).collect();
+        assert!(slots.len() >= 1000, "{} distinct slots of 1024", slots.len());
+    }
+}
