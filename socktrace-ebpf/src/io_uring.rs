@@ -15,8 +15,10 @@
 //! matched against the process's name (`is_traced_process`).
 
 use crate::{
-    current_tgid, global, is_traced_process, read, read_or_zero,
-    syscalls::{load, on_socket_failure, sock_of_file, Call},
+    current_tgid,
+    fdwalk::sock_of_file,
+    global, is_traced_process, read, read_or_zero,
+    syscalls::{load, on_socket_failure, Call},
 };
 use aya_ebpf::{
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},

@@ -23,10 +23,12 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod drops;
+mod fdwalk;
 mod follow;
 mod history;
 mod icmp;
 mod io_uring;
+mod resources;
 mod syscalls;
 
 use aya_ebpf::{

@@ -9,12 +9,13 @@
 //! tracepoint, any kernel) reads them with `bpf_probe_read_kernel`, a helper call each, which
 //! is most of what a traced process's failing call costs (`ExitView`).
 
+use crate::fdwalk::{fd_table, learn_from_own_socket, sock_of_task_fd, type_protocol, SockRef};
+use crate::resources::{read_resource, read_timers, send_refused_memory};
 use crate::{
     count, global,
-    history::{adopt, history_of, Create, LISTENERS, SENT_RESETS, UDP_ERRORS},
+    history::{adopt, history_of, Create, SENT_RESETS, UDP_ERRORS},
     icmp::ICMP_SOURCES,
-    is_traced, now_ns, read, read_or_zero, sock_head, sock_type_protocol, zero, ProbedSock, EMPTY_HISTORY, EVENTS,
-    LOST_EVENTS, ROUTINE_COUNTS,
+    is_traced, now_ns, read, sock_head, zero, ProbedSock, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -25,16 +26,15 @@ use aya_ebpf::{
             bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_user as probe_read_user_raw,
         },
     },
-    macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::Array,
+    macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
     EbpfContext,
 };
-use aya_log_ebpf::{debug, warn};
+use aya_log_ebpf::warn;
 use socktrace_common::{
     adopt, config_flags, errno, event_flags, history_origin, net, routine, syscall_kind, FailureEvent, IcmpSource,
-    ListenerKey, ResourceFacts, SentResetSlot, SockAddrs, SockHead, SockSnapshot, SocketHistory, TimerFacts, UdpError,
-    IO_URING_CALL_BASE, NO_FIELD, SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
+    SentResetSlot, SockAddrs, SockHead, SockSnapshot, SocketHistory, UdpError, IO_URING_CALL_BASE, NO_FIELD,
+    SYSCALL_TABLE_SIZE, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
 /// x86's `TS_COMPAT`: the task is in a 32-bit syscall, whose numbers are not the table's.
@@ -76,7 +76,7 @@ fn on_sys_exit<C: EbpfContext, V: ExitView>(ctx: &C, regs: u64, ret: i64) -> u32
 }
 
 /// How the exit reads the saved registers, the current task and its fd table.
-trait ExitView {
+pub(crate) trait ExitView {
     /// The syscall number and the first argument.
     fn nr_and_arg0(regs: u64) -> Option<(u64, u64)>;
     fn current_task() -> u64;
@@ -195,12 +195,12 @@ fn syscall_arg(regs: u64, n: usize) -> u64 {
 }
 
 /// The socket a failing call was made on, read once.
-struct Sock {
-    sk: u64,
-    head: SockHead,
-    sock_type: u16,
-    protocol: u16,
-    is_tcp: bool,
+pub(crate) struct Sock {
+    pub sk: u64,
+    pub head: SockHead,
+    pub sock_type: u16,
+    pub protocol: u16,
+    pub is_tcp: bool,
 }
 
 #[inline(always)]
@@ -367,65 +367,6 @@ fn so_error_read(regs: u64) -> i32 {
     unsafe { bpf_probe_read_user(optval as *const i32) }.unwrap_or(0)
 }
 
-/// An EAGAIN from a send on a TCP socket while TCP's memory is over its hard limit
-/// (`tcp_mem[2]`): counted apart from the routine full buffer of a slow reader (the numbers
-/// come with each event under `--all-errors`). Decided inside the counting, whose path ends
-/// there: a branch on the errno before the event is built made 6.1's verifier walk the whole
-/// event path twice, past its limit.
-#[inline(always)]
-fn send_refused_memory(kind: u8, sock: &Sock) -> bool {
-    if kind != syscall_kind::OTHER && kind != syscall_kind::SPLICE {
-        return false;
-    }
-    if !sock.is_tcp || sock.head.state == socktrace_common::tcp_state::LISTEN {
-        return false; // accept's EAGAIN is routine whatever the memory
-    }
-    // The kernel shrank this socket's send buffer below the size every socket starts with,
-    // which it does only when it refuses memory (the buffer is full for want of memory, not
-    // for a slow reader), and TCP is over its hard limit. The buffer first: three reads, and
-    // the usual EAGAIN of a full buffer stops there.
-    let sndbuf: u32 = read_or_zero(sock.sk, global!(OFFSETS.sk_sndbuf));
-    let net: u64 = read_or_zero(sock.sk, global!(OFFSETS.sk_net));
-    let wmem: [u32; 2] = read_or_zero(net, global!(OFFSETS.net_tcp_wmem));
-    if sndbuf >= wmem[1] {
-        return false;
-    }
-    let m = protocol_memory(sock.sk);
-    m.mem_limits[2] != 0 && m.mem_pages > m.mem_limits[2]
-}
-
-/// The protocol's memory accounting (`ResourceFacts.mem_*`).
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct ProtocolMemory {
-    mem_pages: u64,
-    mem_limits: [u64; 3],
-    mem_pressure: u32,
-    has_mem: u32,
-    wmem_initial: u32,
-    _pad: u32,
-}
-
-/// The protocol's memory accounting, as the kernel compares it when it grants socket memory.
-/// Straight-line reads (`read_or_zero`): a pointer that is NULL or unreadable gives zeros, and
-/// zero limits mean "not read" (`has_mem` 0).
-#[inline(always)]
-fn protocol_memory(sk: u64) -> ProtocolMemory {
-    let mut m: ProtocolMemory = crate::zeroed::<ProtocolMemory, 6>();
-    let prot: u64 = read_or_zero(sk, global!(OFFSETS.sk_prot));
-    let allocated: u64 = read_or_zero(prot, global!(OFFSETS.proto_memory_allocated));
-    let pressure: u64 = read_or_zero(prot, global!(OFFSETS.proto_memory_pressure));
-    let limits: u64 = read_or_zero(prot, global!(OFFSETS.proto_sysctl_mem));
-    m.mem_pages = read_or_zero(allocated, 0);
-    m.mem_limits = read_or_zero(limits, 0);
-    m.mem_pressure = read_or_zero::<u64>(pressure, 0) as u32 | (read_or_zero::<u64>(pressure, 0) >> 32) as u32;
-    m.has_mem = m.mem_limits[2] as u32 | (m.mem_limits[2] >> 32) as u32;
-    let net: u64 = read_or_zero(sk, global!(OFFSETS.sk_net));
-    let wmem: [u32; 2] = read_or_zero(net, global!(OFFSETS.net_tcp_wmem));
-    m.wmem_initial = wmem[1];
-    m
-}
-
 /// Routine failures (an EAGAIN storm of a busy event loop) are counted here, per state, not
 /// sent one by one: the summary has them, the ring buffer and the wakeups do not. Returns
 /// whether `ret` was one.
@@ -565,133 +506,6 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
     entry.submit(wake as u64);
 }
 
-/// The host's numbers behind a failure for want of a resource, read into `out` (already
-/// zeroed) only for those errnos; whether it was one.
-///
-/// # Safety
-/// `out` must be valid for writes of a `ResourceFacts`.
-#[inline(always)]
-unsafe fn read_resource(e: i32, kind: u8, sock: &Sock, dport: u16, out: *mut ResourceFacts) -> bool {
-    match e {
-        errno::EMFILE | errno::ENFILE => {
-            // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
-            let task = unsafe { bpf_get_current_task() };
-            let signal: u64 = read(task, global!(OFFSETS.task_signal)).unwrap_or(0);
-            let rlim: [u64; 2] = read(signal, global!(OFFSETS.signal_rlim_nofile)).unwrap_or([0; 2]);
-            // SAFETY: `out` is valid for writes (the caller's promise).
-            unsafe {
-                (*out).nofile_cur = rlim[0];
-                (*out).nofile_max = rlim[1];
-                (*out).ack_backlog = read(sock.sk, global!(OFFSETS.sk_ack_backlog)).unwrap_or(0);
-                (*out).max_ack_backlog = read(sock.sk, global!(OFFSETS.sk_max_ack_backlog)).unwrap_or(0);
-            }
-            true
-        }
-        errno::EADDRNOTAVAIL | errno::EADDRINUSE => {
-            let net: u64 = read(sock.sk, global!(OFFSETS.sk_net)).unwrap_or(0);
-            let at = global!(OFFSETS.net_local_ports);
-            let (low, high) = if global!(CONFIG.flags) & config_flags::PORT_RANGE_INTS != 0 {
-                let r: [u32; 2] = read(net, at).unwrap_or([0; 2]);
-                (r[0], r[1])
-            } else {
-                let r: u32 = read(net, at).unwrap_or(0);
-                (r & 0xffff, r >> 16)
-            };
-            // SAFETY: `out` is valid for writes (the caller's promise).
-            unsafe {
-                (*out).port_low = low;
-                (*out).port_high = high;
-            }
-            true
-        }
-        // A connect that timed out: a listener of this namespace on that port, if socktrace saw
-        // it listen, and how full its accept queue is now (a full one drops SYNs silently).
-        errno::ETIMEDOUT if kind == syscall_kind::CONNECT || kind == syscall_kind::GETSOCKOPT => {
-            let mut key: ListenerKey = crate::zeroed::<ListenerKey, 2>();
-            key.net = read(sock.sk, global!(OFFSETS.sk_net)).unwrap_or(0);
-            key.port = dport;
-            // SAFETY: the value is copied out at once.
-            let Some(l) = (unsafe { LISTENERS.get(key) }).copied() else { return false };
-            // SAFETY: `out` is valid for writes (the caller's promise).
-            unsafe {
-                (*out).has_listener = 1;
-                (*out).listener_tgid = l.tgid;
-                (*out).listener_comm = l.comm;
-                (*out).ack_backlog = read(l.sk, global!(OFFSETS.sk_ack_backlog)).unwrap_or(0);
-                (*out).max_ack_backlog = read(l.sk, global!(OFFSETS.sk_max_ack_backlog)).unwrap_or(0);
-            }
-            true
-        }
-        errno::ENOBUFS | errno::ENOMEM | errno::EAGAIN if kind != syscall_kind::RECEIVE => {
-            let m = if sock.is_tcp { protocol_memory(sock.sk) } else { crate::zeroed::<ProtocolMemory, 6>() };
-            // SAFETY: `out` is valid for writes (the caller's promise).
-            unsafe {
-                (*out).sndbuf = read(sock.sk, global!(OFFSETS.sk_sndbuf)).unwrap_or(0);
-                (*out).wmem_queued = read(sock.sk, global!(OFFSETS.sk_wmem_queued)).unwrap_or(0);
-                (*out).mem_pages = m.mem_pages;
-                (*out).mem_limits = m.mem_limits;
-                (*out).mem_pressure = m.mem_pressure;
-                (*out).has_mem = m.has_mem;
-                (*out).wmem_initial = m.wmem_initial;
-            }
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Which TCP timer could have given up on the socket, and its limits, read into `out`
-/// (already zeroed) only for the errnos a timeout reports: ETIMEDOUT, or the soft ICMP error
-/// it reports instead. Whether it was one.
-///
-/// # Safety
-/// `out` must be valid for writes of a `TimerFacts`.
-#[inline(always)]
-unsafe fn read_timers(e: i32, sk: u64, out: *mut TimerFacts) -> bool {
-    if !matches!(e, errno::ETIMEDOUT | errno::EHOSTUNREACH | errno::ENETUNREACH) {
-        return false;
-    }
-    let net: u64 = read(sk, global!(OFFSETS.sk_net)).unwrap_or(0);
-    let field = |base: u64, at: u32| -> u8 {
-        if at == NO_FIELD {
-            0
-        } else {
-            read(base, at).unwrap_or(0)
-        }
-    };
-    let flags: u64 =
-        if global!(OFFSETS.sk_flags) == NO_FIELD { 0 } else { read(sk, global!(OFFSETS.sk_flags)).unwrap_or(0) };
-    // SAFETY: `out` is valid for writes (the caller's promise).
-    unsafe {
-        if global!(OFFSETS.icsk_user_timeout) != NO_FIELD {
-            (*out).user_timeout_ms = read(sk, global!(OFFSETS.icsk_user_timeout)).unwrap_or(0);
-        }
-        if global!(OFFSETS.tp_snd_wnd) != NO_FIELD {
-            (*out).snd_wnd = read(sk, global!(OFFSETS.tp_snd_wnd)).unwrap_or(0);
-        }
-        (*out).probes_out = field(sk, global!(OFFSETS.icsk_probes_out));
-        (*out).syn_retries = field(sk, global!(OFFSETS.icsk_syn_retries));
-        // SOCK_KEEPOPEN is bit 3 of sk_flags on every kernel.
-        (*out).keepalive = ((flags >> 3) & 1) as u8;
-        (*out).keepalive_probes = field(sk, global!(OFFSETS.tp_keepalive_probes));
-        (*out).net_syn_retries = field(net, global!(OFFSETS.net_syn_retries));
-        (*out).net_retries2 = field(net, global!(OFFSETS.net_retries2));
-        (*out).net_keepalive_probes = field(net, global!(OFFSETS.net_keepalive_probes));
-        let word = |base: u64, at: u32| -> u32 {
-            if at == NO_FIELD {
-                0
-            } else {
-                read(base, at).unwrap_or(0)
-            }
-        };
-        (*out).keepalive_time = word(sk, global!(OFFSETS.tp_keepalive_time));
-        (*out).keepalive_intvl = word(sk, global!(OFFSETS.tp_keepalive_intvl));
-        (*out).net_keepalive_time = word(net, global!(OFFSETS.net_keepalive_time));
-        (*out).net_keepalive_intvl = word(net, global!(OFFSETS.net_keepalive_intvl));
-    }
-    true
-}
-
 /// The slot of `SENT_RESETS` where the RST a socket of this host sent on the connection whose
 /// other end `ours` is (the 4-tuple reversed) would be, copied into `out`; whether the slot was
 /// ever written. Userspace checks the copy belongs to `ours` (see `SentResetSlot`).
@@ -743,186 +557,6 @@ unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
     // SAFETY: both point at a whole SocketHistory (the caller's promise); the helper reads
     // `src` safely and writes exactly that many bytes.
     let _ = unsafe { probe_read_kernel_raw(dst.cast(), core::mem::size_of::<SocketHistory>() as u32, src.cast()) };
-}
-
-/// task -> files -> fdtable -> file -> socket -> sock, for the current task `task`
-/// (`SockRef::NONE` when the fd is not a socket). Probe reads of adjacent fields go together
-/// (`FDTABLE_PAIR`, `FDTAB_AFTER_FDT`, and in `sock_of_file` `FILE_OP_DATA_SPAN` and
-/// `SOCKET_SK_OPS_PAIR`): each is a helper call, the bulk of what a traced process's failing
-/// call costs.
-#[inline(always)]
-fn sock_of_task_fd<C: EbpfContext, V: ExitView>(ctx: &C, task: u64, fd: i32) -> SockRef {
-    if fd < 0 {
-        return SockRef::NONE;
-    }
-    let Some((max_fds, fd_array)) = V::fd_table(task) else {
-        debug!(ctx, "could not read the fd table of pid {} (fd {})", crate::current_tgid(), fd);
-        return SockRef::NONE;
-    };
-    if fd as u32 >= max_fds {
-        return SockRef::NONE;
-    }
-    let file: u64 = read(fd_array, fd as u32 * 8).unwrap_or(0);
-    sock_of_file(file)
-}
-
-/// The fd table of `files`, with probe reads: its size (`max_fds`) and its array of files.
-#[inline(always)]
-fn fd_table(files: u64) -> Option<(u32, u64)> {
-    let flags = global!(CONFIG.flags);
-    let fdt: u64 = if flags & config_flags::FDTAB_AFTER_FDT != 0 {
-        // [fdt, fdtab.max_fds (and its padding), fdtab.fd]: a process with few fds uses the
-        // table embedded in its files_struct, and the pointer says so.
-        let v: [u64; 3] = read(files, global!(OFFSETS.files_fdt))?;
-        if v[0] == files + global!(OFFSETS.files_fdtab) as u64 {
-            return Some((v[1] as u32, v[2]));
-        }
-        v[0]
-    } else {
-        read(files, global!(OFFSETS.files_fdt))?
-    };
-    if flags & config_flags::FDTABLE_PAIR != 0 {
-        // max_fds (a u32 and its padding), then fd.
-        read::<[u64; 2]>(fdt, global!(OFFSETS.fdtable_max_fds)).map(|t| (t[0] as u32, t[1]))
-    } else {
-        let max_fds = read::<u32>(fdt, global!(OFFSETS.fdtable_max_fds))?;
-        Some((max_fds, read(fdt, global!(OFFSETS.fdtable_fd)).unwrap_or(0)))
-    }
-}
-
-/// A socket's `struct sock`, and its `proto_ops` (0 where not read).
-#[derive(Clone, Copy)]
-pub(crate) struct SockRef {
-    pub sk: u64,
-    pub ops: u64,
-}
-
-impl SockRef {
-    pub const NONE: SockRef = SockRef { sk: 0, ops: 0 };
-}
-
-/// What every socket's file and every TCP socket look like, learned from TCP sockets socktrace
-/// opens itself (`learn_from_own_socket`): a file is a socket exactly when its `f_op` is
-/// `socket_file_ops` (every socket file is made by `sock_alloc_file`, and the kernel's own test
-/// is this compare), and a socket is TCP when its `ops` are the family's `inet_stream_ops` /
-/// `inet6_stream_ops` (SCTP, MPTCP and SMC have their own; TCP under kTLS or espintcp swaps
-/// them, and only takes the slow path). Learned, not looked up: these are data symbols, absent
-/// from kallsyms without `CONFIG_KALLSYMS_ALL`. Written only from socktrace's own sockets,
-/// never from a walk of another process's files (a file can be freed and reused under a walk).
-/// Zero until learned: every walk takes the slow, exact path then.
-#[map]
-static LEARNED: Array<Learned> = Array::with_max_entries(1, 0);
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Learned {
-    socket_file_ops: u64,
-    /// By family: AF_INET, AF_INET6.
-    tcp_ops: [u64; 2],
-}
-
-/// The `LEARNED` slot of a family's TCP ops.
-#[inline(always)]
-fn tcp_ops_slot(family: u16) -> Option<usize> {
-    match family {
-        net::AF_INET => Some(0),
-        net::AF_INET6 => Some(1),
-        _ => None,
-    }
-}
-
-/// `f_op` and `private_data` of a file, in one read where they are two words apart
-/// (`FILE_OP_DATA_SPAN`), else two.
-#[inline(always)]
-fn file_op_and_data(file: u64) -> (u64, u64) {
-    if global!(CONFIG.flags) & config_flags::FILE_OP_DATA_SPAN != 0 {
-        // f_op, f_mapping, private_data.
-        let span: [u64; 3] = read(file, global!(OFFSETS.file_f_op)).unwrap_or([0; 3]);
-        return (span[0], span[2]);
-    }
-    (read(file, global!(OFFSETS.file_f_op)).unwrap_or(0), read(file, global!(OFFSETS.file_private_data)).unwrap_or(0))
-}
-
-/// Whether the file's inode is a socket's: the slow test, before `LEARNED` is.
-#[inline(always)]
-fn inode_is_socket(file: u64) -> bool {
-    let inode: u64 = read(file, global!(OFFSETS.file_f_inode)).unwrap_or(0);
-    let mode: u16 = read(inode, global!(OFFSETS.inode_i_mode)).unwrap_or(0);
-    mode & net::S_IFMT == net::S_IFSOCK
-}
-
-/// socket -> (sk, ops), in one read where adjacent (`SOCKET_SK_OPS_PAIR`; ops 0 otherwise).
-#[inline(always)]
-fn sock_and_ops(socket: u64) -> SockRef {
-    if global!(CONFIG.flags) & config_flags::SOCKET_SK_OPS_PAIR != 0 {
-        let pair: [u64; 2] = read(socket, global!(OFFSETS.socket_sk)).unwrap_or([0; 2]);
-        return SockRef { sk: pair[0], ops: pair[1] };
-    }
-    SockRef { sk: read(socket, global!(OFFSETS.socket_sk)).unwrap_or(0), ops: 0 }
-}
-
-/// file -> socket -> sock, if the file is a socket's: by its `f_op` once `LEARNED`, else by
-/// its inode's mode.
-#[inline(always)]
-pub(crate) fn sock_of_file(file: u64) -> SockRef {
-    if file == 0 {
-        return SockRef::NONE;
-    }
-    let (f_op, socket) = file_op_and_data(file);
-    let known = LEARNED.get(0).map_or(0, |l| l.socket_file_ops);
-    let is_socket = if known != 0 { f_op == known } else { inode_is_socket(file) };
-    if !is_socket {
-        return SockRef::NONE;
-    }
-    sock_and_ops(socket)
-}
-
-/// `sk_type` and `sk_protocol` of the socket `sock` (of the family `family`): known without a
-/// read when its ops are the `LEARNED` TCP ops of that family.
-#[inline(always)]
-fn type_protocol(sock: SockRef, family: u16) -> (u16, u16) {
-    if sock.ops != 0 {
-        if let (Some(slot), Some(learned)) = (tcp_ops_slot(family), LEARNED.get(0)) {
-            if learned.tcp_ops.get(slot) == Some(&sock.ops) {
-                return (net::SOCK_STREAM, net::IPPROTO_TCP);
-            }
-        }
-    }
-    sock_type_protocol::<ProbedSock>(sock.sk)
-}
-
-/// Learns `LEARNED` from socktrace's own TCP socket on `fd`, checked the slow way: its inode is
-/// a socket's, the socket points back at its file, and its sock says TCP of a known family.
-#[inline(always)]
-fn learn_from_own_socket<C: EbpfContext, V: ExitView>(ctx: &C, task: u64, fd: i32) {
-    let Some(learned) = LEARNED.get_ptr_mut(0) else { return };
-    let Some((max_fds, fd_array)) = V::fd_table(task) else { return };
-    if fd < 0 || fd as u32 >= max_fds {
-        return;
-    }
-    let file: u64 = read(fd_array, fd as u32 * 8).unwrap_or(0);
-    if file == 0 || !inode_is_socket(file) {
-        return;
-    }
-    let (f_op, socket) = file_op_and_data(file);
-    let back: u64 = read(socket, global!(OFFSETS.socket_file)).unwrap_or(0);
-    let sock = sock_and_ops(socket);
-    if f_op == 0 || back != file || sock.sk == 0 {
-        return;
-    }
-    // SAFETY: a live map value, written only here, from socktrace's own thread.
-    unsafe { (*learned).socket_file_ops = f_op };
-    let Some(head) = sock_head::<ProbedSock>(sock.sk) else { return };
-    let (sock_type, protocol) = sock_type_protocol::<ProbedSock>(sock.sk);
-    let Some(slot) = tcp_ops_slot(head.family) else { return };
-    if sock.ops == 0 || sock_type != net::SOCK_STREAM || protocol != net::IPPROTO_TCP {
-        return;
-    }
-    // SAFETY: as above.
-    if let Some(ops) = unsafe { (*learned).tcp_ops.get_mut(slot) } {
-        *ops = sock.ops;
-    }
-    debug!(ctx, "learned the socket file and TCP ops from fd {}", fd);
 }
 
 /// The socket's addresses (and the rest of it) at the call's exit.

@@ -1,17 +1,21 @@
 //! One tracing session: attach, read the ring buffer until told to stop or the traced
-//! processes are gone, diagnose and print each failure, and end with the summary.
+//! processes are gone, diagnose and print each failure (`printer`, after `enrich`), and end
+//! with the summary.
 
-use crate::diagnose::diagnose;
-use crate::event::decode;
+mod enrich;
+mod printer;
+
 use crate::kernel::adopt::Adopted;
 use crate::kernel::config::{ProbeOptions, Selection};
 use crate::kernel::load::Probes;
 use crate::kernel::probes::ProbeMode;
 use crate::model::Cause;
-use crate::render::{self, Clock, Sink, TextStyle};
+use crate::render::{Clock, Sink};
 use crate::summary::{ProbeReport, Summary};
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
+use enrich::{DropsSeen, Enrichment};
+use printer::Printer;
 use std::io::Write as _;
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::time::Duration;
@@ -97,7 +101,7 @@ pub struct Session {
 const KERNEL_COUNTS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the event loop ended.
-enum End {
+pub enum End {
     Exited,
     Interrupted,
     Terminated,
@@ -153,15 +157,8 @@ impl Session {
             }
             None => None,
         };
-        let printer = Printer {
-            clock: Clock::now(),
+        let enrichment = Enrichment {
             cgroups: crate::host::cgroups::CgroupNames::new(),
-            metrics,
-            otlp,
-            output_broken: false,
-            opts,
-            sink,
-            summary: Summary::default(),
             rst_reasons,
             drop_reasons,
             rst_segment_unseen: probes.rst_segment.as_ref().err().map(|why| crate::text::first_line(why).to_string()),
@@ -171,6 +168,17 @@ impl Session {
             namespaces,
             kernel_hz: Default::default(),
             drops: DropsSeen::default(),
+            kstack: opts.kstack,
+        };
+        let printer = Printer {
+            clock: Clock::now(),
+            metrics,
+            otlp,
+            output_broken: false,
+            opts,
+            sink,
+            summary: Summary::default(),
+            enrichment,
         };
         Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted, overflows })
     }
@@ -423,228 +431,6 @@ impl Watch {
     }
 }
 
-/// Diagnoses and prints failures; keeps the counts for the summary.
-struct Printer {
-    clock: Clock,
-    /// cgroup id -> path and workload (container, pod, service).
-    cgroups: crate::host::cgroups::CgroupNames,
-    /// The agent's Prometheus counters.
-    metrics: Option<crate::export::prometheus::Metrics>,
-    /// The agent's OTLP exporter.
-    otlp: Option<crate::export::otlp::OtlpExporter>,
-    /// The agent's event sink failed: it goes on without it (the metrics still count).
-    output_broken: bool,
-    opts: SessionOptions,
-    sink: Sink,
-    summary: Summary,
-    /// `enum sk_rst_reason` of this kernel: value -> name.
-    rst_reasons: Vec<(u32, String)>,
-    /// `enum skb_drop_reason` of this kernel: value -> name.
-    drop_reasons: Vec<(u32, String)>,
-    /// Why RST segments are not seen on this kernel, if they are not.
-    rst_segment_unseen: Option<String>,
-    /// Why UDP errors are not recorded on this kernel, if they are not.
-    udp_errors_unseen: Option<String>,
-    /// Processes whose sockets open at attach could not be adopted.
-    not_adopted: Vec<u32>,
-    /// Kernel code addresses -> functions (where packets were dropped).
-    symbols: crate::kernel::kallsyms::Symbols,
-    /// Where a failure's host numbers are read (see `crate::host::enrich`).
-    namespaces: crate::host::Namespaces,
-    /// The kernel's HZ, measured the first time a socket older than the trace fails.
-    kernel_hz: std::cell::OnceCell<Option<u32>>,
-    /// What the drop counter said when last read (see `drops_possible`).
-    drops: DropsSeen,
-}
-
-/// What is known of the packets the drop probe recorded: some, or none before a time.
-#[derive(Clone, Copy, Debug, Default)]
-struct DropsSeen {
-    /// Some were: every timeout and reset looks its connection up from now on.
-    some: bool,
-    /// None was recorded before this kernel monotonic time (when the counter read 0).
-    none_before_ns: u64,
-}
-
-impl DropsSeen {
-    /// Whether a drop may have been recorded before `ts_ns`, reading the clock (`now`) and
-    /// then the counter (`recorded`) only when what is known does not tell. The kernel counts
-    /// a drop before it stamps it, so a count of 0 read after `now` means no drop stamped
-    /// before `now`.
-    fn possible(&mut self, ts_ns: u64, now: impl FnOnce() -> u64, recorded: impl FnOnce() -> bool) -> bool {
-        if self.some {
-            return true;
-        }
-        if ts_ns < self.none_before_ns {
-            return false;
-        }
-        let now = now();
-        if recorded() {
-            self.some = true;
-            return true;
-        }
-        self.none_before_ns = now;
-        false
-    }
-}
-
-impl Printer {
-    /// Whether the drop probe may have recorded a dropped packet before a failure at `ts_ns`.
-    /// Each lookup of a connection's drops is two map syscalls, and on most hosts nothing is
-    /// ever dropped: the counter of recorded drops is read instead, at most once per failure
-    /// newer than its last read, so a burst of resets costs one read per batch. The time is
-    /// taken before the counter: a drop recorded before a failure that happened before that
-    /// time is already counted.
-    fn drops_possible(&mut self, probes: &Probes, ts_ns: u64) -> bool {
-        self.drops.possible(ts_ns, || crate::render::clock_ns(libc::CLOCK_MONOTONIC), || probes.drops_recorded())
-    }
-
-    /// Reads every record now in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, probes: &Probes) -> Result<(), End> {
-        let style = TextStyle {
-            color: self.sink.color,
-            wall_clock: self.opts.wall_clock,
-            container_column: self.opts.container_column,
-            verbose: self.opts.verbose,
-        };
-        while let Some(item) = ring.next() {
-            let decoded = decode(&item, probes.hash_seed);
-            drop(item);
-            let Ok(mut failure) = decoded else {
-                self.summary.undecodable += 1;
-                if let Some(m) = &self.metrics {
-                    m.record_undecodable();
-                }
-                continue;
-            };
-            // The host's numbers, for the few failures that need them (read now, close to the
-            // failure; never for the others).
-            crate::host::enrich(&mut failure, &self.namespaces);
-            if failure.history.at_attach.is_some() || failure.timers.is_some_and(|t| t.keepalive != 0) {
-                failure.kernel_hz = *self.kernel_hz.get_or_init(crate::kernel::jiffies::hz);
-            }
-            failure.name_rst_reasons(&self.rst_reasons);
-            // What the trace may lack, for the failures nothing recorded explains (counted only
-            // for those: a walk of the socket map's keys).
-            if failure.history_started_here {
-                let tracked = probes.sockets_tracked();
-                failure.trace_gaps.histories_evicted = probes.histories_evicted(tracked).ok();
-                failure.trace_gaps.not_adopted = self.not_adopted.contains(&failure.pid);
-            }
-            if !failure.is_tcp && failure.protocol == socktrace_common::net::IPPROTO_UDP {
-                failure.trace_gaps.udp_errors_unseen = self.udp_errors_unseen.clone();
-            }
-            // The packets of the connection this host dropped, read from the kernel's map (for
-            // timeouts and resets only): what happened before the failure.
-            if failure.needs_drops() && self.drops_possible(probes, failure.ts_ns) {
-                if let (Some(local), Some(remote)) = (failure.local, failure.remote) {
-                    failure.drops = probes
-                        .packet_drops(local, remote)
-                        .iter()
-                        .filter(|(_, d)| d.first_ns <= failure.ts_ns)
-                        .filter_map(|(sent, d)| crate::event::decode_drops(d, *sent))
-                        .collect();
-                }
-            }
-            if failure.history.rst_received.is_some() && failure.history.rst_segment.is_none() {
-                failure.rst_segment_unseen = self.rst_segment_unseen.clone();
-            }
-            if !failure.drops.is_empty() {
-                failure.name_drops(&self.drop_reasons, |at| self.symbols.function_at(at));
-            }
-            if self.opts.kstack {
-                failure.kstacks = failure
-                    .stack_ids()
-                    .into_iter()
-                    .filter_map(|(event, id)| {
-                        let ips = probes.kernel_stack(id)?;
-                        Some(crate::facts::KernelStack {
-                            event,
-                            frames: ips.iter().map(|&ip| self.symbols.name(ip)).collect(),
-                        })
-                    })
-                    .collect();
-            }
-            failure.cgroup = self.cgroups.lookup(failure.cgroup_id).cloned();
-            let mut diagnosis = diagnose(&failure);
-            if diagnosis.cause == crate::model::Cause::Unknown {
-                // Nothing explains it: were events of it skipped by the kernel? (Asked only
-                // here: a syscall per program.)
-                failure.trace_gaps.missed_runs = probes.missed_runs();
-                if !failure.trace_gaps.missed_runs.is_empty() {
-                    diagnosis = diagnose(&failure);
-                }
-            }
-            self.summary.add(&failure, &diagnosis);
-            if let Some(m) = &self.metrics {
-                m.record(&failure, &diagnosis);
-            }
-            if let Some(o) = &self.otlp {
-                o.record(&failure, &diagnosis, self.clock.wall_ns(failure.ts_ns));
-            }
-            let opts = &self.opts;
-            let shown = !opts.summary_only
-                && !self.output_broken
-                && (opts.all_errors || !diagnosis.cause.is_routine())
-                && (opts.errnos.is_empty() || failure.errno.is_some_and(|e| opts.errnos.contains(&e)))
-                && (opts.causes.is_empty() || opts.causes.contains(&diagnosis.cause));
-            if !shown {
-                continue;
-            }
-            let line = if opts.json {
-                render::json_line(&failure, &diagnosis, &self.clock)
-            } else {
-                render::text_line(&failure, &diagnosis, &self.clock, style)
-            };
-            match writeln!(self.sink.out, "{line}") {
-                Ok(()) => self.summary.printed += 1,
-                Err(e) => self.output_failed(e)?,
-            }
-        }
-        match self.sink.out.flush() {
-            Err(e) if !self.output_broken => self.output_failed(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// A session ends when its output fails; the agent goes on counting without it.
-    fn output_failed(&mut self, e: std::io::Error) -> Result<(), End> {
-        if !self.opts.agent {
-            return Err(output_error(e));
-        }
-        if !self.output_broken {
-            eprintln!(
-                "socktrace: agent: writing events to {} failed ({e}); events are no longer written there, the \
-                 metrics go on",
-                self.sink.name
-            );
-            self.output_broken = true;
-        }
-        Ok(())
-    }
-
-    /// Copies the kernel's own counters into the metrics.
-    fn export_kernel_counts(&mut self, probes: &Probes, overflows: &mut crate::host::ListenOverflows) {
-        let Some(m) = self.metrics.as_mut() else { return };
-        let sockets_tracked = probes.sockets_tracked();
-        m.update_kernel_counts(crate::export::prometheus::KernelCounts {
-            routine: probes.routine_counts().unwrap_or_default(),
-            lost: probes.lost_events().unwrap_or(0),
-            histories_evicted: probes.histories_evicted(sockets_tracked).unwrap_or(0),
-            listen_overflows: overflows.since_start().unwrap_or(0),
-            sockets_tracked,
-        });
-    }
-}
-
-fn output_error(e: std::io::Error) -> End {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        End::OutputClosed
-    } else {
-        End::OutputFailed(e)
-    }
-}
-
 fn describe(s: &Selection) -> String {
     let mut parts = Vec::new();
     if !s.tgids.is_empty() {
@@ -679,42 +465,4 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DropsSeen;
-    use std::cell::Cell;
-
-    /// The counter is read only for a failure newer than its last read of 0, and once it is
-    /// not 0 every failure is looked up without reading it again.
-    #[test]
-    fn drops_are_looked_up_only_once_some_were_counted() {
-        let reads = Cell::new(0);
-        let mut seen = DropsSeen::default();
-        let mut ask = |ts: u64, now: u64, count: u64| {
-            seen.possible(
-                ts,
-                || now,
-                || {
-                    reads.set(reads.get() + 1);
-                    count != 0
-                },
-            )
-        };
-        // A batch of failures at 100..110, read at 200 with nothing counted: one read.
-        assert!(!ask(100, 200, 0));
-        assert!(!ask(105, 201, 0));
-        assert!(!ask(199, 202, 0));
-        assert_eq!(reads.get(), 1);
-        // A failure after that read: read again (at 300, still nothing).
-        assert!(!ask(250, 300, 0));
-        assert_eq!(reads.get(), 2);
-        // One after 300, when a drop was counted: looked up, and every later one too, even
-        // one stamped before, with no more reads.
-        assert!(ask(301, 400, 1));
-        assert!(ask(150, 401, 0));
-        assert!(ask(500, 501, 0));
-        assert_eq!(reads.get(), 3);
-    }
 }
