@@ -130,6 +130,7 @@ pub fn container_cgroup(prefix: &str) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "host-kernel-tests")]
     #[test]
     fn this_process_cgroup_id_resolves_to_its_path() {
         use std::os::unix::fs::MetadataExt as _;

@@ -216,6 +216,7 @@ mod tests {
     }
 
     /// The real interface: a listener this test opens is found with its backlog.
+    #[cfg(feature = "host-kernel-tests")]
     #[test]
     fn finds_a_listener_of_this_namespace() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -33,6 +33,7 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "host-kernel-tests")]
     #[test]
     fn cgroup_paths_resolve_to_ids() {
         let root = cgroup2_mount().expect("cgroup2 is mounted here");

@@ -114,6 +114,7 @@ mod tests {
         std::fs::remove_file(dir).unwrap();
     }
 
+    #[cfg(feature = "host-kernel-tests")]
     #[test]
     fn this_kernel_names_its_own_functions() {
         // socktrace runs as root: the addresses are visible.
