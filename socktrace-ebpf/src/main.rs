@@ -218,7 +218,11 @@ fn is_selected(tgid: u32, comm: impl FnOnce() -> [u64; 2]) -> bool {
         let want = global!(CONFIG.comm);
         // SAFETY: both are 16 plain bytes.
         let want: [u64; 2] = unsafe { core::mem::transmute(want) };
-        if comm() != want {
+        // The thread's name, or its process's (the thread group leader's): a JVM's, Go's or
+        // libuv's worker threads have names of their own (`HttpClient-1-Se`), and `-c java`
+        // means the process.
+        // SAFETY: both are 16 plain bytes.
+        if comm() != want && unsafe { core::mem::transmute::<[u8; TASK_COMM_LEN], [u64; 2]>(leader_comm()) } != want {
             return false;
         }
     }

@@ -72,7 +72,9 @@ pub struct SelectArgs {
     #[arg(short = 'f', long)]
     pub follow: bool,
 
-    /// Only tasks with this name (as in /proc/PID/comm; 15 bytes at most).
+    /// Only tasks with this name, or whose process has it (a thread's own name as in
+    /// /proc/PID/task/TID/comm, or its process's as in /proc/PID/comm; 15 bytes at most):
+    /// `-c java` traces every thread of a JVM.
     #[arg(short = 'c', long, value_name = "NAME")]
     pub comm: Option<String>,
 

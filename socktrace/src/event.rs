@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(f.errno, Some(111));
         assert_eq!(f.ret, -111);
         assert_eq!(f.syscall_name(), "connect");
-        assert_eq!(f.call_display(), "connect(fd=3)");
+        assert_eq!(f.call_display(), "connect(fd=3, SO_ERROR)");
     }
 
     /// An event loop reading SO_ERROR after EPOLLERR on an accepted (or long established)

@@ -293,7 +293,8 @@ impl Failure {
         }
     }
 
-    /// The call as the text line shows it: `connect(fd=3)`, `getsockopt(fd=5, SO_ERROR)`,
+    /// The call as the text line shows it: `connect(fd=3)`, `connect(fd=3, SO_ERROR)` (its
+    /// result read through getsockopt), `getsockopt(fd=5, SO_ERROR)`,
     /// `splice(fd_in=4)`, `io_uring:recv(fixed file)`.
     pub fn call_display(&self) -> String {
         let fd = if self.fd >= 0 { self.fd.to_string() } else { "?".into() };
@@ -306,7 +307,8 @@ impl Failure {
             }
         } else if self.syscall == Some(Syscall::Socket) {
             format!("{name}()")
-        } else if self.from_so_error && !self.reported_as_connect {
+        } else if self.from_so_error {
+            // Read through getsockopt(SO_ERROR): a connect's result, or an error SO_ERROR took.
             format!("{name}(fd={fd}, SO_ERROR)")
         } else if self.syscall == Some(Syscall::Splice) {
             format!("{name}({}={fd})", if self.socket_is_source { "fd_in" } else { "fd_out" })

@@ -30,7 +30,7 @@ fn main() {
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("socktrace: error: {}", text::escape_controls(&format!("{e:#}")));
+            text::say(&format!("socktrace: error: {}", text::escape_controls(&format!("{e:#}"))));
             cli::EXIT_FAILURE
         }
     };

@@ -40,7 +40,11 @@ pub struct Summary {
     /// By peer address (None: past `MAX_PEERS`, the others together), named only when the
     /// summary is written: a burst of failures formats no address per failure here.
     pub by_peer: HashMap<Option<std::net::SocketAddr>, u64>,
+    /// Failures: every outcome that is not routine.
     pub failures: u64,
+    /// Routine outcomes (EAGAIN, EINTR, EINPROGRESS, ...) by errno name: sent as events
+    /// (`--all-errors`) or counted in the kernel.
+    pub routine: BTreeMap<String, u64>,
     pub printed: u64,
     pub undecodable: u64,
     pub lost: u64,
@@ -129,12 +133,20 @@ impl ProbeReport {
     }
 }
 
+/// Whether a cause code is a routine outcome's.
+fn is_routine_code(code: &str) -> bool {
+    [Cause::WouldBlock, Cause::Interrupted, Cause::InProgress, Cause::Cancelled].iter().any(|c| c.code() == code)
+}
+
 #[derive(Serialize)]
 struct JsonSummary<'a> {
     schema: u32,
     #[serde(rename = "type")]
     kind: &'static str,
+    /// Schema 7: failures only; routine outcomes are counted apart in `routine`.
     failures: u64,
+    /// Schema 7: routine outcomes by errno name.
+    routine: &'a BTreeMap<String, u64>,
     printed: u64,
     lost: u64,
     undecodable: u64,
@@ -151,8 +163,14 @@ struct JsonSummary<'a> {
 
 impl Summary {
     pub fn add(&mut self, f: &Failure, d: &Diagnosis) {
+        let label = label(f, d);
+        if d.cause.is_routine() {
+            *self.routine.entry(label.0.clone()).or_default() += 1;
+            *self.by_label.entry(label).or_default() += 1;
+            return;
+        }
         self.failures += 1;
-        *self.by_label.entry(label(f, d)).or_default() += 1;
+        *self.by_label.entry(label).or_default() += 1;
         if let Some(r) = f.remote {
             // Bounded for a session that runs for weeks (the agent): past MAX_PEERS distinct
             // peers, new ones are counted together.
@@ -165,8 +183,14 @@ impl Summary {
     /// Routine failures the kernel counted without sending them.
     pub fn add_kernel_counts(&mut self, counts: &[(u32, u8, u64)]) {
         for &(kind, state, n) in counts {
-            *self.by_label.entry(routine_label(kind, state)).or_default() += n;
-            self.failures += n;
+            let label = routine_label(kind, state);
+            if kind == socktrace_common::routine::SEND_MEMORY {
+                // Not routine: TCP refused the memory (counted, printed with --all-errors).
+                self.failures += n;
+            } else {
+                *self.routine.entry(label.0.clone()).or_default() += n;
+            }
+            *self.by_label.entry(label).or_default() += n;
         }
     }
 
@@ -185,18 +209,34 @@ impl Summary {
         rows
     }
 
-    pub fn to_text(&self) -> String {
+    /// The table as text; rows that do not fit a terminal of `width` columns wrap.
+    pub fn to_text(&self, width: Option<usize>) -> String {
+        let text = self.table();
+        match width {
+            // Aligned rows that fit stay as they are.
+            Some(w) => text
+                .split('\n')
+                .map(|l| if l.chars().count() > w { crate::text::wrap(l, w, 10) } else { l.to_string() })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => text,
+        }
+    }
+
+    fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("\n{:>8}  {:<16} {:<15} {:<12}\n", "count", "errno", "cause", "state"));
         for ((errno, cause, state), n) in self.rows() {
             out.push_str(&format!("{n:>8}  {errno:<16} {cause:<15} {state:<12}\n"));
         }
         out.push_str(&format!(
-            "{:>8}  total ({} printed, {} lost{})\n",
+            "{:>8}  {} ({} printed, {} lost{}){}\n",
             self.failures,
+            if self.failures == 1 { "failure" } else { "failures" },
             self.printed,
             self.lost,
-            if self.undecodable > 0 { format!(", {} undecodable", self.undecodable) } else { String::new() }
+            if self.undecodable > 0 { format!(", {} undecodable", self.undecodable) } else { String::new() },
+            self.routine_text().map(|r| format!("; routine: {r}")).unwrap_or_default()
         ));
         if !self.missed_runs.is_empty() {
             let n = crate::facts::missed_total(&self.missed_runs);
@@ -227,6 +267,7 @@ impl Summary {
             schema: SCHEMA_VERSION,
             kind: "summary",
             failures: self.failures,
+            routine: &self.routine,
             printed: self.printed,
             lost: self.lost,
             undecodable: self.undecodable,
@@ -242,19 +283,27 @@ impl Summary {
         serde_json::to_string(&s).unwrap_or_default()
     }
 
-    /// The one-line count for stderr.
+    /// Routine outcomes by errno, most first: `EINPROGRESS 40, EAGAIN 1`.
+    fn routine_text(&self) -> Option<String> {
+        let mut routine: Vec<(&String, &u64)> = self.routine.iter().filter(|(_, n)| **n > 0).collect();
+        routine.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        (!routine.is_empty()).then(|| routine.iter().map(|(e, n)| format!("{e} {n}")).collect::<Vec<_>>().join(", "))
+    }
+
+    /// The one-line count for stderr: failures (by cause) and routine outcomes apart.
     pub fn one_line(&self) -> String {
         let mut by_cause: BTreeMap<&str, u64> = BTreeMap::new();
-        for ((_, cause, _), n) in &self.by_label {
+        for ((_, cause, _), n) in self.by_label.iter().filter(|((_, cause, _), _)| !is_routine_code(cause)) {
             *by_cause.entry(cause).or_default() += n;
         }
         let causes: Vec<String> = by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
         format!(
-            "{} failing call{} seen, {} printed{}{}{}{}{}",
+            "{} failure{}{}, {} printed{}{}{}{}{}",
             self.failures,
             if self.failures == 1 { "" } else { "s" },
-            self.printed,
             if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(", ")) },
+            self.printed,
+            self.routine_text().map(|r| format!("; routine: {r}")).unwrap_or_default(),
             if self.lost > 0 { format!(", {} LOST (ring buffer full)", self.lost) } else { String::new() },
             if self.undecodable > 0 { format!(", {} undecodable records", self.undecodable) } else { String::new() },
             if self.histories_evicted > 0 {

@@ -48,9 +48,82 @@ pub fn first_line(s: &str) -> &str {
     }
 }
 
+/// The width of the terminal standard error is, if it is one.
+pub fn stderr_width() -> Option<usize> {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    // SAFETY: an all-zero winsize is valid; the ioctl writes at most one into it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ on standard error with a valid pointer to a winsize.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col >= 20).then_some(ws.ws_col as usize)
+}
+
+/// `text` word-wrapped to `width` columns, continuation rows indented by `indent`; a word
+/// longer than a row is split.
+pub fn wrap(text: &str, width: usize, indent: usize) -> String {
+    let width = width.max(indent + 8);
+    let mut rows: Vec<String> = Vec::new();
+    let mut row = String::new();
+    let mut used = 0;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let start = if rows.is_empty() { 0 } else { indent };
+            let room = width - if used > start { used + 1 } else { used };
+            if word.len() <= room {
+                if used > start {
+                    row.push(' ');
+                    used += 1;
+                }
+                row.extend(word.iter());
+                used += word.len();
+                break;
+            }
+            if used > start {
+                rows.push(std::mem::take(&mut row));
+                row = " ".repeat(indent);
+                used = indent;
+                continue;
+            }
+            // Longer than a whole row.
+            let rest = word.split_off(room);
+            row.extend(word.iter());
+            rows.push(std::mem::take(&mut row));
+            row = " ".repeat(indent);
+            used = indent;
+            word = rest;
+        }
+    }
+    rows.push(row);
+    rows.join("\n")
+}
+
+/// A message for the person at the terminal: on standard error, wrapped to the terminal's
+/// width when it is one (one line for a pipe or a file).
+pub fn say(line: &str) {
+    match stderr_width() {
+        Some(width) => eprintln!("{}", wrap(line, width, 2)),
+        None => eprintln!("{line}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wraps_words_to_the_width() {
+        let text = "socktrace: the traced process exited; 18 failures (aborted 1, fd_limit 1), 21 printed";
+        for width in [20, 30, 40, 200] {
+            let wrapped = wrap(text, width, 2);
+            assert!(wrapped.lines().all(|l| l.chars().count() <= width), "{width}: {wrapped}");
+            assert_eq!(wrapped.split_whitespace().collect::<Vec<_>>(), text.split_whitespace().collect::<Vec<_>>());
+        }
+        assert_eq!(wrap("abcdefghijklmnopqrstuvwxyz", 12, 2), "abcdefghijkl\n  mnopqrstuv\n  wxyz");
+    }
 
     #[test]
     fn escapes_control_bytes_quotes_and_invalid_utf8() {

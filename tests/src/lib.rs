@@ -627,3 +627,72 @@ pub fn assert_icmp_sender(run: &Run, ev: &Value, from: &str, who: &str, icmp_typ
         assert!(run.stderr.contains("ICMP errors are named without their sender"), "{}", run.stderr);
     }
 }
+
+/// What a program printed on a pseudo-terminal, and how it ended.
+pub struct PtyRun {
+    pub status: std::process::ExitStatus,
+    /// Everything written to the terminal (stdout and stderr), carriage returns removed.
+    pub output: String,
+}
+
+/// Runs `program ARGS` with a pseudo-terminal of `cols` x `rows` as its stdin, stdout and stderr
+/// (as on an engineer's screen), at most `limit`.
+pub fn run_in_pty(program: &std::path::Path, args: &[&str], cols: u16, rows: u16, limit: Duration) -> Result<PtyRun> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two descriptors; the name and termios are not asked for.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    if rc != 0 {
+        bail!("openpty: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = KillOnDrop(Some(
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?,
+    ));
+    let raw = master.as_raw_fd();
+    let reader = std::thread::spawn(move || {
+        let _keep = master;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reading into a local buffer from a descriptor this thread keeps open.
+            let n = unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break; // EIO once the last slave descriptor is closed
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        out
+    });
+    let status = wait_timeout(child.0.as_mut().unwrap(), limit)?
+        .ok_or_else(|| anyhow!("{} did not end within {limit:?}", program.display()))?;
+    child.0 = None;
+    let output = reader.join().map_err(|_| anyhow!("pty reader panicked"))?;
+    Ok(PtyRun { status, output: String::from_utf8_lossy(&output).replace('\r', "") })
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -55,7 +55,7 @@ fn refused_connect_is_labelled_and_successful_connect_is_silent() {
     assert!(run.events.iter().all(|e| e["fd"] != ok["fd"]));
 
     // The closing line counts what was seen.
-    assert!(run.stderr.contains("the traced process exited; 1 failing call seen, 1 printed"), "{}", run.stderr);
+    assert!(run.stderr.contains("the traced process exited; 1 failure (rst_received 1), 1 printed"), "{}", run.stderr);
 }
 
 #[test]

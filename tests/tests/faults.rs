@@ -72,7 +72,7 @@ fn sigint_and_sigterm_end_with_the_summary() {
         let (_, summary) = out.json().unwrap();
         assert!(summary.is_some(), "{sig}: summary printed");
         let why = if sig == libc::SIGINT { "interrupted" } else { "terminated" };
-        assert!(out.stderr.contains(&format!("socktrace: {why}; 0 failing calls seen")), "{}", out.stderr);
+        assert!(out.stderr.contains(&format!("socktrace: {why}; 0 failures")), "{}", out.stderr);
         assert_nothing_left();
         drop(hold);
     }
@@ -176,7 +176,7 @@ fn pid_vanishing_around_attach_is_handled() {
     let _ = child.wait();
     assert!(!err.contains("panicked"), "{err}");
     match out.status.code() {
-        Some(0) => assert!(err.contains("the traced process exited; 0 failing calls seen"), "{err}"),
+        Some(0) => assert!(err.contains("the traced process exited; 0 failures"), "{err}"),
         Some(1) => assert!(err.contains("no such process"), "{err}"),
         other => panic!("unexpected status {other:?}: {err}"),
     }

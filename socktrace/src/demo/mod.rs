@@ -72,7 +72,7 @@ pub fn client() -> Result<i32> {
     }
     let isolation = netns::available();
     if let Err(why) = &isolation {
-        eprintln!("demo: skipping the cases that need a network namespace ({why})");
+        crate::text::say(&format!("demo: skipping the cases that need a network namespace ({why})"));
     }
     let threads: Vec<_> = CASES
         .iter()
@@ -82,7 +82,7 @@ pub fn client() -> Result<i32> {
                 set_thread_name(c.name);
                 let result = if c.isolated { netns::enter().and_then(|()| (c.run)()) } else { (c.run)() };
                 if let Err(e) = result {
-                    eprintln!("demo: {}: {e:#}", c.name);
+                    crate::text::say(&format!("demo: {}: {e:#}", c.name));
                 }
             })
         })
@@ -93,7 +93,7 @@ pub fn client() -> Result<i32> {
     // Last, alone: the descriptor limit is the whole process's.
     set_thread_name("fd-limit");
     if let Err(e) = out_of_descriptors() {
-        eprintln!("demo: fd-limit: {e:#}");
+        crate::text::say(&format!("demo: fd-limit: {e:#}"));
     }
     Ok(0)
 }

@@ -29,11 +29,11 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-#[cfg(test)]
+/// This machine's cgroup2 mount (a property of the host, not of the code).
+#[cfg(all(test, feature = "host-kernel-tests"))]
 mod tests {
     use super::*;
 
-    #[cfg(feature = "host-kernel-tests")]
     #[test]
     fn cgroup_paths_resolve_to_ids() {
         let root = cgroup2_mount().expect("cgroup2 is mounted here");

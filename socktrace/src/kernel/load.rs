@@ -256,6 +256,17 @@ impl Probes {
         parts.join(", ")
     }
 
+    /// The facts this kernel does not let socktrace record, each with why: failing io_uring
+    /// requests, ICMP senders, RST segments, dropped packets.
+    pub fn unseen(&self) -> Vec<(&'static str, String)> {
+        let io_uring = self.io_uring.as_ref().err().map(|why| ("failing io_uring requests", why.clone()));
+        [("ICMP senders", &self.icmp), ("RST segments", &self.rst_segment), ("dropped packets", &self.drops)]
+            .into_iter()
+            .filter_map(|(what, r)| r.as_ref().err().map(|why| (what, why.clone())))
+            .chain(io_uring)
+            .collect()
+    }
+
     /// One line per event where a better probe was passed over: what, and why.
     pub fn fallbacks(&self) -> Vec<String> {
         let hook = &self.syscall_hook;

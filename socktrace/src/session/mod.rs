@@ -134,7 +134,7 @@ impl Session {
             crate::kernel::kallsyms::Symbols::open()
         };
         if let Some(kept) = crate::kernel::privileges::drop_all(probes.a_map_fd()?)? {
-            eprintln!("socktrace: notice: every capability dropped but {kept}");
+            crate::text::say(&format!("socktrace: notice: every capability dropped but {kept}"));
         }
         // What adoption, the namespaces and the symbols left freed: given back, as loading does.
         crate::kernel::load::release_free_heap();
@@ -152,7 +152,7 @@ impl Session {
                     m.watch_otlp(stats.clone())?;
                 }
                 let exporter = crate::export::otlp::OtlpExporter::start(url, crate::export::host_name(), stats)?;
-                eprintln!("socktrace: agent: OTLP logs and metrics to {url}");
+                crate::text::say(&format!("socktrace: agent: OTLP logs and metrics to {url}"));
                 Some(exporter)
             }
             None => None,
@@ -197,7 +197,7 @@ impl Session {
         // Signals are handled from here on; only then is the attach announced (a script that
         // waits for the line and then sends SIGINT must get a clean end).
         let mut signals = Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? };
-        announce(&probes, &selection, &adopted);
+        announce(&probes, &selection, &adopted, printer.opts.verbose);
         attached()?;
         let end = watch.until_end(&probes, &selection, &mut printer, &mut signals, &mut overflows).await?;
         // Events the kernel wrote before the end are still in the buffer.
@@ -212,43 +212,114 @@ impl Session {
     }
 }
 
-/// The attach line (and any probe fallbacks, and sockets that could not be adopted) on stderr.
-fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted) {
-    for fallback in probes.fallbacks() {
-        eprintln!("socktrace: probe fallback: {fallback}");
+/// What starts a session on stderr: at most a notice of what this kernel cannot show, one of
+/// sockets that could not be adopted, and the attach line (target, probe mode, adopted
+/// sockets). With `-v`, every fallback and probe in full (`socktrace check` has them too).
+fn announce(probes: &Probes, selection: &Selection, adopted: &Adopted, verbose: bool) {
+    for line in start_up_lines(probes, selection, adopted, verbose) {
+        crate::text::say(&line);
     }
-    if let Err(why) = &probes.io_uring {
-        eprintln!("socktrace: notice: failing io_uring requests are not watched on this kernel: {why}");
+}
+
+/// The lines `announce` prints.
+fn start_up_lines(probes: &Probes, selection: &Selection, adopted: &Adopted, verbose: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    if verbose {
+        lines.extend(probes.fallbacks().into_iter().map(|f| format!("socktrace: probe fallback: {f}")));
+        for (what, why) in probes.unseen() {
+            lines.push(format!("socktrace: notice: {what} are not recorded on this kernel: {why}"));
+        }
+    } else if let Some(notice) = unseen_notice(&probes.unseen()) {
+        lines.push(notice);
     }
-    if let Err(why) = &probes.icmp {
-        eprintln!("socktrace: notice: ICMP errors are named without their sender on this kernel: {why}");
-    }
-    if let Err(why) = &probes.rst_segment {
-        eprintln!(
-            "socktrace: notice: RST segments are not seen on this kernel, so a reset from a remote peer is not told \
-             apart (aborted, or no longer knows the connection): {why}"
+    if !adopted.refused.is_empty() {
+        let pids: Vec<String> = adopted.refused.iter().map(|(pid, _)| pid.to_string()).collect();
+        let why = adopted.refused.first().map(|(_, why)| crate::text::first_line(why)).unwrap_or_default();
+        let line = format!(
+            "socktrace: notice: sockets open before the trace in PID {} were not adopted (needs CAP_SYS_PTRACE: {why}); \
+             their failures may lack a cause",
+            pids.join(",")
         );
-    }
-    if let Err(why) = &probes.drops {
-        eprintln!("socktrace: notice: packets dropped on this host are not recorded: {why}");
-    }
-    for (pid, why) in &adopted.refused {
-        eprintln!(
-            "socktrace: notice: the sockets PID {pid} had open before the trace were not adopted ({why}; needs \
-             root or CAP_SYS_PTRACE): failures on them may lack their cause"
-        );
+        lines.push(if verbose { line } else { shorten(&line, START_UP_WIDTH) });
     }
     let sockets = match adopted.sockets {
         0 => String::new(),
-        1 => "; 1 socket open before the trace adopted".into(),
-        n => format!("; {n} sockets open before the trace adopted"),
+        1 => ", 1 socket adopted".into(),
+        n => format!(", {n} sockets adopted"),
     };
-    eprintln!(
-        "socktrace: attached to {} (probe mode {}: {}){sockets}; Ctrl-C to stop",
-        describe(selection),
-        probes.mode.name(),
-        probes.describe()
+    let fallbacks = probes.fallbacks().len();
+    let mode = match fallbacks {
+        0 => probes.mode.name().to_string(),
+        n => format!("{}, {n} event{} on a fallback probe", probes.mode.name(), if n == 1 { "" } else { "s" }),
+    };
+    let target = shorten(&describe(selection), 60);
+    if verbose {
+        lines.push(format!(
+            "socktrace: attached to {target} (probe mode {mode}: {}){sockets}; Ctrl-C to stop",
+            probes.describe()
+        ));
+    } else {
+        lines.push(format!("socktrace: attached to {target} (probe mode {mode}{sockets}); Ctrl-C to stop"));
+    }
+    lines
+}
+
+/// No start-up line is wider than this (without `-v`).
+const START_UP_WIDTH: usize = 160;
+
+/// `text`, cut to `max` characters with an ellipsis where it was longer.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
+}
+
+/// One short notice of what this kernel cannot show, and the gist of why: "ICMP senders and
+/// RST segments are not visible on this kernel (no kprobes, fentry refused): `socktrace check`
+/// has the details".
+fn unseen_notice(unseen: &[(&'static str, String)]) -> Option<String> {
+    if unseen.is_empty() {
+        return None;
+    }
+    let what: Vec<&str> = unseen.iter().map(|(what, _)| *what).collect();
+    let what = match what.as_slice() {
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+        [] => unreachable!("not empty"),
+    };
+    let mut why: Vec<String> = Vec::new();
+    for (_, reason) in unseen {
+        for gist in gist_of(reason) {
+            if !why.contains(&gist) {
+                why.push(gist);
+            }
+        }
+    }
+    let line = format!(
+        "socktrace: notice: {what} {} not visible on this kernel ({}): `socktrace check` has the details",
+        if unseen.len() == 1 && !what.ends_with('s') { "is" } else { "are" },
+        why.join(", ")
     );
+    Some(shorten(&line, START_UP_WIDTH))
+}
+
+/// The gist of why a probe could not be attached: "no kprobes", "fentry refused", or the
+/// start of the kernel's message.
+fn gist_of(reason: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if reason.contains("no kprobes") {
+        out.push("no kprobes".to_string());
+    }
+    if reason.contains("fentry") && reason.contains("refused") {
+        out.push("fentry refused".to_string());
+    }
+    if out.is_empty() {
+        out.push(shorten(crate::text::first_line(reason), 50));
+    }
+    out
 }
 
 /// Adds the kernel's own counts, detaches, prints the summary and the closing line.
@@ -259,23 +330,23 @@ fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> 
         exporter.shutdown();
         let stats = exporter.stats();
         use std::sync::atomic::Ordering::Relaxed;
-        eprintln!(
+        crate::text::say(&format!(
             "socktrace: agent: OTLP: {} log records delivered, {} dropped, {} retries",
             stats.sent.load(Relaxed),
             stats.dropped.load(Relaxed),
             stats.retries.load(Relaxed)
-        );
+        ));
     }
     summary.lost = probes.lost_events()?;
     let routine = probes.routine_counts()?;
     let memory: u64 =
         routine.iter().filter(|(kind, _, _)| *kind == socktrace_common::routine::SEND_MEMORY).map(|(_, _, n)| n).sum();
     if memory > 0 {
-        eprintln!(
+        crate::text::say(&format!(
             "socktrace: {memory} non-blocking send{} failed with EAGAIN because TCP was out of memory (over \
              net.ipv4.tcp_mem, with send buffers shrunk); counted, not printed: --all-errors shows each with the numbers",
             if memory == 1 { "" } else { "s" }
-        );
+        ));
     }
     summary.add_kernel_counts(&routine);
     summary.sockets_tracked = probes.sockets_tracked();
@@ -285,11 +356,11 @@ fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> 
     drop(probes);
 
     if let End::OutputFailed(e) = &end {
-        eprintln!("socktrace: {}; probes detached", summary.one_line());
+        crate::text::say(&format!("socktrace: {}; probes detached", summary.one_line()));
         anyhow::bail!("writing to {} failed: {e}", sink.name);
     }
     if !matches!(end, End::OutputClosed) && !output_broken {
-        let text = if opts.json { summary.to_json(&probe_report) + "\n" } else { summary.to_text() };
+        let text = if opts.json { summary.to_json(&probe_report) + "\n" } else { summary.to_text(sink.width) };
         if let Err(e) = sink.out.write_all(text.as_bytes()).and_then(|()| sink.out.flush()) {
             if e.kind() != std::io::ErrorKind::BrokenPipe {
                 anyhow::bail!("writing the summary to {} failed: {e}", sink.name);
@@ -304,7 +375,7 @@ fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> 
         End::OutputClosed => "output closed",
         End::OutputFailed(_) => unreachable!("handled above"),
     };
-    eprintln!("socktrace: {reason}; {}", summary.one_line());
+    crate::text::say(&format!("socktrace: {reason}; {}", summary.one_line()));
     Ok(())
 }
 

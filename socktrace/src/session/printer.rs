@@ -87,6 +87,7 @@ impl Printer {
                 wall_clock: self.opts.wall_clock,
                 container_column: self.opts.container_column,
                 verbose: self.opts.verbose,
+                width: self.sink.width,
             };
             render::text_line(failure, diagnosis, &self.clock, style)
         };
@@ -105,11 +106,11 @@ impl Printer {
             return Err(output_error(e));
         }
         if !self.output_broken {
-            eprintln!(
+            crate::text::say(&format!(
                 "socktrace: agent: writing events to {} failed ({e}); events are no longer written there, the \
                  metrics go on",
                 self.sink.name
-            );
+            ));
             self.output_broken = true;
         }
         Ok(())

@@ -76,6 +76,9 @@ fn main() {
         ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr),
         ["fork-refused"] => fork_refused(),
         ["refused-many", n] => refused_many(n.parse().unwrap_or(1)),
+        ["refused-while-attaching", sockets, every_ms] => {
+            refused_while_attaching(sockets.parse().unwrap_or(0), every_ms.parse().unwrap_or(10))
+        }
         ["spread", peers, cgroups] => spread(peers.parse().unwrap_or(1), cgroups),
         ["bench-echo", addr, n] => bench_echo(addr, n.parse().unwrap_or(1000)),
         ["bench-storm", n] => bench_storm(n.parse().unwrap_or(1000)),
@@ -1134,6 +1137,47 @@ fn refused_many(n: usize) -> Result<()> {
         report("connect", fd, e, json!({}));
         close(fd);
     }
+    Ok(())
+}
+
+/// Refused connects every `every_ms` from before socktrace attaches until 0.5 s after, each
+/// reported with its CLOCK_MONOTONIC time (the kernel's clock), while `sockets` TCP sockets
+/// stay open: socktrace adopts them at attach, which widens the window between the probes
+/// being in place and the attach being announced.
+fn refused_while_attaching(sockets: usize, every_ms: u64) -> Result<()> {
+    let closed = closed_port(loopback("v4"))?;
+    // Plain TCP sockets, never bound: nothing can connect to them by chance.
+    // SAFETY: socket() takes plain integers; each descriptor is closed below.
+    let held: Vec<i32> = (0..sockets).map(|_| unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) }).collect();
+    if held.iter().any(|&fd| fd < 0) {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let loop_thread = std::thread::spawn(move || {
+        let mut done = Vec::new();
+        // Bounded: 60 s at most whatever the test does.
+        for _ in 0..(60_000 / every_ms.max(1)) {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let (fd, e) = connect_blocking(closed);
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: a valid timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+            close(fd);
+            done.push((fd, e, ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64));
+            sleep_ms(every_ms);
+        }
+        done
+    });
+    ready_then_wait();
+    sleep_ms(500);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (fd, e, mono_ns) in loop_thread.join().expect("the connect loop") {
+        report("connect", fd, e, json!({ "mono_ns": mono_ns, "dport": closed.port() }));
+    }
+    held.into_iter().for_each(close);
     Ok(())
 }
 

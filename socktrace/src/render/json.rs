@@ -1,45 +1,12 @@
-//! Rendering: a diagnosed failure as one text line or one JSON object (NDJSON).
-//!
-//! Anything the traced process controls (its name, above all) is escaped here, so it can
-//! neither forge nor hide lines on the terminal; JSON output is always valid UTF-8.
+//! A diagnosed failure as one JSON object (NDJSON): the keys of `docs/json-schema.json`.
 
+use super::{Clock, SCHEMA_VERSION};
 use crate::diagnose::Diagnosis;
 use crate::facts::Failure;
 use crate::model::Cause;
 use crate::text::escape_bytes;
 use serde::Serialize;
 use socktrace_common::net;
-
-/// JSON schema version: bumped when a key changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 6;
-
-/// Converts kernel monotonic timestamps to wall-clock and to time since attach.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    /// realtime - monotonic, in ns, sampled at start-up.
-    pub realtime_offset_ns: i128,
-    /// Monotonic time when every probe was attached.
-    pub attach_mono_ns: u64,
-}
-
-impl Clock {
-    pub fn now() -> Self {
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        Clock { realtime_offset_ns: real as i128 - mono as i128, attach_mono_ns: mono }
-    }
-
-    pub fn wall_ns(&self, mono_ns: u64) -> u64 {
-        (mono_ns as i128 + self.realtime_offset_ns).max(0) as u64
-    }
-}
-
-pub fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec; these clocks always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 #[derive(Serialize, Debug, PartialEq)]
 pub struct JsonFailure {
@@ -489,225 +456,6 @@ pub fn json_line(f: &Failure, d: &Diagnosis, clock: &Clock) -> String {
         .unwrap_or_else(|e| format!("{{\"schema\":{SCHEMA_VERSION},\"type\":\"error\",\"error\":\"{e}\"}}"))
 }
 
-fn addr(a: Option<std::net::SocketAddr>) -> String {
-    a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
-}
-
-/// The output buffer (see `Sink::open`).
-const SINK_BUFFER: usize = 64 * 1024;
-
-/// How text lines look.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TextStyle {
-    pub color: bool,
-    /// UTC wall-clock timestamps instead of seconds since attach.
-    pub wall_clock: bool,
-    /// A column naming the container (`runtime:id`), or `-`: for selections that may span
-    /// several.
-    pub container_column: bool,
-    /// `-v`: the evidence (and kernel stacks) on indented lines under the failure.
-    pub verbose: bool,
-}
-
-/// ANSI colour of each cause (SGR parameter).
-fn cause_color(c: Cause) -> &'static str {
-    match c {
-        Cause::RstReceived | Cause::RstSent => "1;31",
-        Cause::IcmpError | Cause::NoRoute => "1;33",
-        Cause::Timeout => "1;35",
-        Cause::PeerFin | Cause::LocalShutdown => "36",
-        Cause::Aborted => "1;31",
-        Cause::WouldBlock | Cause::Interrupted | Cause::InProgress | Cause::Cancelled => "2",
-        Cause::FdLimit | Cause::NoLocalPort | Cause::ListenOverflow | Cause::SocketMemory => "1;34",
-        Cause::Unknown => "1",
-    }
-}
-
-fn paint(text: &str, sgr: &str, on: bool) -> String {
-    if on {
-        format!("\x1b[{sgr}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
-}
-
-pub fn timestamp(mono_ns: u64, clock: &Clock, wall_clock: bool) -> String {
-    if wall_clock {
-        let wall = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(clock.wall_ns(mono_ns));
-        humantime::format_rfc3339_micros(wall).to_string()
-    } else {
-        let rel = mono_ns.saturating_sub(clock.attach_mono_ns);
-        format!("+{}.{:06}", rel / 1_000_000_000, (rel % 1_000_000_000) / 1_000)
-    }
-}
-
-/// One aligned line per failure:
-/// `+0.000295  13235/13235 "demo-client"  connect(fd=3)    = -111 ECONNREFUSED  127.0.0.1:39622 -> 127.0.0.1:36757  SYN_SENT    rst_received   12.8us  peer answered ...`
-pub fn text_line(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) -> String {
-    let call = f.call_display();
-    let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
-    let age = d.cause_age_ns(f.ts_ns).map(human_ns).unwrap_or_else(|| "-".into());
-    let cause = format!("{:<14}", d.cause.code());
-    let comm = format!("\"{}\"", escape_bytes(&f.comm));
-    let comm = if style.container_column { format!("{comm:<18} {:<20}", container_label(f)) } else { comm };
-    let line = format!(
-        "{:<10} {:>13} {:<18} {:<16} = {:>5} {:<13} {:>21} -> {:<21} {:<11} {} {:>8}  {}",
-        timestamp(f.ts_ns, clock, style.wall_clock),
-        format!("{}/{}", f.pid, f.tid),
-        comm,
-        call,
-        f.ret,
-        paint(&format!("{errno:<13}"), cause_color(d.cause), style.color),
-        addr(f.local),
-        addr(f.remote),
-        d.state.map(|s| s.name()).unwrap_or("-"),
-        paint(&cause, cause_color(d.cause), style.color),
-        age,
-        escape_bytes(d.explain.as_bytes()),
-    );
-    if !style.verbose {
-        return line;
-    }
-    let mut out = line;
-    let evidence = evidence(f);
-    if !evidence.is_empty() {
-        out.push_str(&format!("\n    evidence: {}", escape_bytes(evidence.join("; ").as_bytes())));
-    }
-    for k in &f.kstacks {
-        out.push_str(&format!("\n    kstack {}: {}", k.event, escape_bytes(k.frames.join(" <- ").as_bytes())));
-    }
-    out
-}
-
-/// The raw facts behind a failure, for the `-v` line: what JSON carries under `facts`, short.
-fn evidence(f: &Failure) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(seg) = f.history.rst_segment {
-        out.push(format!(
-            "RST segment {} seq {} ack {} (our rcv_nxt {}, snd_nxt {}, snd_una {})",
-            tcp_flags(seg.flags).join("|"),
-            seg.seq,
-            seg.ack_seq,
-            seg.rcv_nxt,
-            seg.snd_nxt,
-            seg.snd_una
-        ));
-    }
-    if let Some(p) = &f.peer_reset {
-        let who = if p.no_socket {
-            "no socket".to_string()
-        } else {
-            format!(
-                "{} socket, pid {} \"{}\" on the CPU",
-                p.state.map(|s| s.name()).unwrap_or("?"),
-                p.tgid,
-                escape_bytes(&p.comm)
-            )
-        };
-        let reason = p.reason_name.as_deref().map(|r| format!(", reason {r}")).unwrap_or_default();
-        out.push(format!("RST sent on this host by {who}{reason}"));
-    }
-    for d in &f.drops {
-        out.push(format!(
-            "{} {} dropped ({}) in {}{}{}",
-            d.count,
-            if d.sent { "sent" } else { "received" },
-            tcp_flags(d.last_flags).join("|"),
-            d.function.as_deref().unwrap_or("?"),
-            d.reason_name.as_deref().map(|r| format!(", {r}")).unwrap_or_default(),
-            d.netns.map(|n| format!(", netns {n}")).unwrap_or_default(),
-        ));
-    }
-    if let Some(m) = &f.icmp {
-        out.push(format!("ICMP type {} code {} from {}", m.icmp_type, m.code, m.from));
-    }
-    if let Some(t) = &f.timers {
-        out.push(format!(
-            "timers: retransmits {}, probes out {}, snd_wnd {}, keepalive {}, user timeout {} ms",
-            f.history.retransmits,
-            t.probes_out,
-            t.snd_wnd,
-            if t.keepalive != 0 { "on" } else { "off" },
-            t.user_timeout_ms
-        ));
-    }
-    out
-}
-
-/// `docker:3f4e9c1a2b7d`, `systemd:nginx.service`, or `-`.
-fn container_label(f: &Failure) -> String {
-    match f.cgroup.as_ref().and_then(|c| c.workload.container.as_ref()) {
-        Some(c) => format!("{}:{}", c.runtime.name(), escape_bytes(c.short_id().as_bytes())),
-        None => "-".into(),
-    }
-}
-
-/// When to colour text output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
-}
-
-/// Where events and the summary go: stdout or the `-o` file.
-pub struct Sink {
-    pub out: Box<dyn std::io::Write>,
-    pub color: bool,
-    /// What to call it in error messages.
-    pub name: String,
-}
-
-impl Sink {
-    /// Opens the output before anything is attached, so a bad path fails early. Written through
-    /// a buffer flushed after each batch the ring buffer gives: a burst's JSON lines (about
-    /// 1 KiB each) go out in a few large writes, not one per eight lines.
-    pub fn open(path: Option<&std::path::Path>, choice: ColorChoice) -> anyhow::Result<Sink> {
-        use std::io::IsTerminal as _;
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        match path {
-            Some(p) => {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(p)
-                    .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", p.display()))?;
-                Ok(Sink {
-                    out: Box::new(std::io::BufWriter::with_capacity(SINK_BUFFER, file)),
-                    color: choice == ColorChoice::Always,
-                    name: p.display().to_string(),
-                })
-            }
-            None => {
-                let stdout = std::io::stdout();
-                let color = match choice {
-                    ColorChoice::Always => true,
-                    ColorChoice::Never => false,
-                    ColorChoice::Auto => stdout.is_terminal() && !no_color,
-                };
-                Ok(Sink {
-                    out: Box::new(std::io::BufWriter::with_capacity(SINK_BUFFER, stdout)),
-                    color,
-                    name: "stdout".into(),
-                })
-            }
-        }
-    }
-}
-
-pub fn human_ns(ns: u64) -> String {
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}us", ns as f64 / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.2}s", ns as f64 / 1e9)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -735,19 +483,6 @@ mod tests {
     }
 
     const CLOCK: Clock = Clock { realtime_offset_ns: 1_700_000_000_000_000_000, attach_mono_ns: 1_000_000_000 };
-
-    #[test]
-    fn golden_text_line() {
-        let (f, d) = golden_failure();
-        assert_eq!(
-            text_line(&f, &d, &CLOCK, TextStyle::default()),
-            "+0.004512      1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 ECONNREFUSED        127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    rst_received     12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
-        );
-        assert_eq!(
-            text_line(&f, &d, &CLOCK, TextStyle { color: true, wall_clock: true, container_column: false, verbose: false }),
-            "2023-11-14T22:13:21.004512Z     1234/1235 \"cu\\x1brl\\x0a\"     connect(fd=3)    =  -111 \u{1b}[1;31mECONNREFUSED \u{1b}[0m       127.0.0.1:40122 -> 127.0.0.1:9           SYN_SENT    \u{1b}[1;31mrst_received  \u{1b}[0m   12.8us  peer answered the SYN with RST: nothing listens on 127.0.0.1:9"
-        );
-    }
 
     #[test]
     fn json_keeps_the_documented_keys() {
@@ -778,13 +513,5 @@ mod tests {
         }
         assert_eq!(v["comm"], "cu\\x1brl\\x0a");
         assert_eq!(v["cause_age_ns"], 12_800);
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human_ns(500), "500ns");
-        assert_eq!(human_ns(1_500), "1.5us");
-        assert_eq!(human_ns(2_500_000), "2.5ms");
-        assert_eq!(human_ns(3_000_000_000), "3.00s");
     }
 }
