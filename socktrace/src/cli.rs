@@ -250,9 +250,12 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         otlp: Option<String>,
     },
-    /// Turn a JSON capture (`--json -o FILE`, or the agent's) into one self-contained HTML
-    /// page: failures over time by cause, errno x cause x state, top peers and processes, and
-    /// each connection's timeline. Needs no privileges and no kernel support.
+    /// Turn a JSON capture into one self-contained HTML page, for an incident review.
+    ///
+    /// The capture is what `--json` writes (`-o FILE`), or the agent's. The page shows failures
+    /// over time by cause, errno x cause x state, the top peers and processes, and each
+    /// connection's timeline; it opens offline in any browser. Needs no privileges and no
+    /// kernel support.
     Report {
         /// The capture (NDJSON), or `-` for standard input.
         #[arg(value_name = "CAPTURE")]

@@ -391,10 +391,14 @@ impl Aggregator {
         let (pods, pods_total) = rank(pods);
 
         let mut connections: Vec<Connection> = accs.into_iter().map(|a| Connection::of(a, &names)).collect();
+        // Most failures that are not routine first; then more causes, then more of what the
+        // kernel recorded (a richer story), then the earliest.
         connections.sort_by(|a, b| {
             b.failures
                 .cmp(&a.failures)
+                .then(b.by_cause.len().cmp(&a.by_cause.len()))
                 .then(b.routine.cmp(&a.routine))
+                .then(b.raw.evidence().cmp(&a.raw.evidence()))
                 .then(a.first_wall_ns.cmp(&b.first_wall_ns))
                 .then(a.pid.cmp(&b.pid))
         });
@@ -693,6 +697,13 @@ struct RawTimeline {
     transitions: Vec<(u64, Option<String>, Option<String>)>,
     marks: Vec<RawMark>,
     facts_dropped: usize,
+}
+
+impl RawTimeline {
+    /// How much the kernel recorded on the connection: its state changes and facts.
+    fn evidence(&self) -> usize {
+        self.transitions.len() + self.marks.len() + self.facts_dropped
+    }
 }
 
 impl Connection {

@@ -197,6 +197,19 @@ mod tests {
     }
 
     #[test]
+    fn an_agents_lines_name_their_containers_and_pods() {
+        let mut line: serde_json::Value =
+            serde_json::from_str(&failure(4000, 10_000, "nginx", "timeout", "gave up")).unwrap();
+        line["container"] = serde_json::json!({"runtime": "containerd", "id": "3f4e9c1a2b7d00112233445566778899"});
+        line["pod"] = serde_json::json!({"uid": "0f6a1c2e-1111-2222-3333-444455556666", "qos": "burstable"});
+        let (html, r) = page(&line.to_string(), aggregate::Options::default());
+        assert_eq!(r.containers[0].name, "containerd:3f4e9c1a2b7d");
+        assert_eq!(r.pods[0].name, "0f6a1c2e-1111-2222-3333-444455556666 (burstable)");
+        assert!(html.contains("Containers and units") && html.contains("Kubernetes pods"));
+        assert!(r.connections[0].search_text().contains("containerd:3f4e9c1a2b7d"));
+    }
+
+    #[test]
     fn default_output_is_beside_the_capture() {
         assert_eq!(default_output(Path::new("/tmp/cap.ndjson")), Some(PathBuf::from("/tmp/cap.html")));
         assert_eq!(default_output(Path::new("-")), None);
