@@ -17,7 +17,8 @@ pub const MAX_BUCKETS: u64 = 120;
 /// short; a connection's many lines may bring many).
 const MAX_MARKS: usize = 64;
 const MAX_TRANSITIONS: usize = 64;
-/// State changes and kernel facts kept for a connection not drawn on load (the latest).
+/// State changes and kernel facts drawn for a connection (the latest): drawn on load, and not.
+const DETAILED_FACTS: usize = 32;
 const COMPACT_FACTS: usize = 16;
 /// A connection whose events all lie closer together than this is drawn over this span.
 const MIN_SPAN_NS: u64 = 10_000;
@@ -413,7 +414,7 @@ impl Aggregator {
         for (i, c) in connections.iter_mut().enumerate() {
             let detailed = i < opts.timelines;
             c.timeline = if detailed {
-                Timeline::build(&mut c.raw, opts.detailed_bins, true, MAX_MARKS.max(MAX_TRANSITIONS), &names)
+                Timeline::build(&mut c.raw, opts.detailed_bins, true, DETAILED_FACTS, &names)
             } else {
                 Timeline::build(&mut c.raw, compact_bins, false, COMPACT_FACTS, &names)
             };
@@ -473,7 +474,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timelines: 50, detailed_bins: 100, compact_bins: 24, compact_marks: 24_000 }
+        Options { timelines: 50, detailed_bins: 80, compact_bins: 24, compact_marks: 24_000 }
     }
 }
 
@@ -880,23 +881,19 @@ impl Timeline {
             })
             .collect();
 
-        let bin_of = |t: u64| (off(t) as u128 * bins as u128 / span.max(1) as u128) as u64;
+        // Groups of one cause per bin; with many causes, fewer bins, so that a timeline has
+        // at most half again as many marks as bins.
+        let mut bins = bins.max(1);
+        let groups = loop {
+            let groups = group_calls(&raw.calls, |t| (off(t) as u128 * bins as u128 / span.max(1) as u128) as u64);
+            if groups.len() as u64 <= bins * 3 / 2 || bins <= 4 {
+                break groups;
+            }
+            bins /= 2;
+        };
         let mut first_explain: HashMap<u32, usize> = HashMap::new();
-        let mut groups: Vec<(u64, u32, usize, u64, u64)> = Vec::new(); // (bin, cause, first call, count, last)
-        let mut index: HashMap<(u64, u32), usize> = HashMap::new();
         for (i, c) in raw.calls.iter().enumerate() {
             first_explain.entry(c.cause).or_insert(i);
-            let k = (bin_of(c.mono_ns), c.cause);
-            match index.get(&k) {
-                Some(&g) => {
-                    groups[g].3 += 1;
-                    groups[g].4 = c.mono_ns;
-                }
-                None => {
-                    index.insert(k, groups.len());
-                    groups.push((k.0, k.1, i, 1, c.mono_ns));
-                }
-            }
         }
         let calls = groups
             .into_iter()
@@ -934,6 +931,26 @@ impl Timeline {
             facts_dropped,
         }
     }
+}
+
+/// Calls (sorted by time) grouped by (bin, cause): (bin, cause, first call, count, last time).
+fn group_calls(calls: &[RawCall], bin_of: impl Fn(u64) -> u64) -> Vec<(u64, u32, usize, u64, u64)> {
+    let mut groups: Vec<(u64, u32, usize, u64, u64)> = Vec::new();
+    let mut index: HashMap<(u64, u32), usize> = HashMap::new();
+    for (i, c) in calls.iter().enumerate() {
+        let k = (bin_of(c.mono_ns), c.cause);
+        match index.get(&k) {
+            Some(&g) => {
+                groups[g].3 += 1;
+                groups[g].4 = c.mono_ns;
+            }
+            None => {
+                index.insert(k, groups.len());
+                groups.push((k.0, k.1, i, 1, c.mono_ns));
+            }
+        }
+    }
+    groups
 }
 
 /// Everything the page shows.
@@ -1077,6 +1094,17 @@ mod tests {
     }
 
     #[test]
+    fn many_causes_on_one_connection_make_fewer_bins() {
+        let lines: Vec<String> =
+            (0..4_000u64).map(|i| line(1, 1_000_000 + i * 1_000, &format!("cause_{}", i % 40), "")).collect();
+        let r = aggregate(&lines, Options::default());
+        let t = &r.connections[0].timeline;
+        // Forty causes: the bins shrink to the fewest (4), one mark per cause in each.
+        assert!(t.calls.len() <= 4 * 40, "{}", t.calls.len());
+        assert_eq!(t.calls.iter().map(|c| c.count).sum::<u64>(), 4_000);
+    }
+
+    #[test]
     fn a_long_connection_keeps_its_latest_facts_and_says_so() {
         // Every line brings two new state changes and a new RST: far more than a timeline keeps.
         let lines: Vec<String> = (0..300u64)
@@ -1088,9 +1116,9 @@ mod tests {
             .collect();
         let r = aggregate(&lines, Options::default());
         let t = &r.connections[0].timeline;
-        assert_eq!(t.changes.len(), MAX_TRANSITIONS);
-        assert_eq!(t.marks.len(), MAX_MARKS);
-        assert_eq!(t.facts_dropped, 600 - MAX_TRANSITIONS + 300 - MAX_MARKS);
+        assert_eq!(t.changes.len(), DETAILED_FACTS);
+        assert_eq!(t.marks.len(), DETAILED_FACTS);
+        assert_eq!(t.facts_dropped, 600 - DETAILED_FACTS + 300 - DETAILED_FACTS);
         // The latest are kept: the last line's RST is there.
         assert_eq!(
             t.marks.last().unwrap().at + (t.wall0_ns - 1_700_000_000_000_000_000),
