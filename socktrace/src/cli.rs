@@ -32,6 +32,8 @@ Examples:
                                          a container, by (the start of) its id
   sudo socktrace agent --metrics 127.0.0.1:9464
                                          every process, as counters for Prometheus
+  socktrace report capture.ndjson -o report.html
+                                         a JSON capture as one self-contained HTML page
   sudo socktrace check                   what this kernel supports
   sudo socktrace demo                    watch socktrace explain real failures
 
@@ -250,6 +252,25 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         otlp: Option<String>,
     },
+    /// Turn a JSON capture into one self-contained HTML page, for an incident review.
+    ///
+    /// The capture is what `--json` writes (`-o FILE`), or the agent's. The page shows failures
+    /// over time by cause, errno x cause x state, the top peers and processes, and each
+    /// connection's timeline; it opens offline in any browser. Needs no privileges and no
+    /// kernel support.
+    Report {
+        /// The capture (NDJSON), or `-` for standard input.
+        #[arg(value_name = "CAPTURE")]
+        capture: PathBuf,
+        /// Where to write the page (default: the capture's name with .html; standard output
+        /// for standard input; `-` for standard output).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// How many connections to draw as timelines when the page opens (the others are
+        /// drawn when the search box finds them).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        timelines: usize,
+    },
     /// The demo's workload (run by `socktrace demo`; not for direct use).
     #[command(hide = true)]
     DemoClient,
@@ -267,6 +288,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Check { probe_mode }) => crate::check::run(probe_mode),
         Some(Command::Demo { output }) => crate::demo::run(output.request(Selection::default(), Vec::new())?),
         Some(Command::DemoClient) => crate::demo::client(),
+        Some(Command::Report { capture, output, timelines }) => {
+            crate::report::run(crate::report::ReportRequest { capture, output, timelines })
+        }
         Some(Command::Agent { select, output, metrics, metrics_labels, otlp }) => {
             if metrics.is_none() && otlp.is_none() && !output.json && output.output.is_none() {
                 bail!(
@@ -460,5 +484,9 @@ mod tests {
         assert_eq!(c.command_line, ["curl", "-s", "http://x/"]);
         assert!(c.select.follow);
         assert!(Cli::try_parse_from(["socktrace", "--cause", "nonsense"]).is_err());
+        let c = Cli::try_parse_from(["socktrace", "report", "-", "-o", "r.html"]).unwrap();
+        assert!(
+            matches!(c.command, Some(Command::Report { capture, output: Some(_), timelines: 50 }) if capture == Path::new("-"))
+        );
     }
 }

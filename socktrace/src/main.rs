@@ -3,7 +3,8 @@
 //! Data flows one way: kernel programs -> ring buffer -> `event` (decode) -> `diagnose` ->
 //! `render` (text, JSON). `kernel` loads and attaches the programs; `session` runs the loop;
 //! `orchestrate` puts a run together; `cli` only parses and converts. `container` names the
-//! workload behind a cgroup; `export` feeds the same failures to Prometheus (`agent`).
+//! workload behind a cgroup; `export` feeds the same failures to Prometheus (`agent`);
+//! `report` turns a JSON capture into an HTML page, without the kernel.
 
 mod check;
 mod cli;
@@ -18,6 +19,7 @@ mod kernel;
 mod model;
 mod orchestrate;
 mod render;
+mod report;
 mod session;
 mod summary;
 mod target;
