@@ -4,6 +4,7 @@
 //! These tests need root and a BPF-capable kernel. They never skip: without either, they fail
 //! and say why.
 
+pub mod apps;
 pub mod fleet;
 
 use anyhow::{anyhow, bail, Context as _, Result};

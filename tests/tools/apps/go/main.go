@@ -1,0 +1,39 @@
+// A Go net/http client with a whole-request timeout of one second (http.Client.Timeout),
+// for tests/src/apps.rs: `goclient get URL` prints one JSON line with its pid, the response
+// status or the error, and the time it took. On the timeout the transport closes the
+// connection's fd (close), from whichever thread runs the cancellation.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	if len(os.Args) != 3 || os.Args[1] != "get" {
+		fmt.Fprintln(os.Stderr, "usage: goclient get URL")
+		os.Exit(2)
+	}
+	client := &http.Client{Timeout: 1 * time.Second}
+	start := time.Now()
+	out := map[string]any{"pid": os.Getpid()}
+	resp, err := client.Get(os.Args[2])
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		out["status"] = resp.StatusCode
+	}
+	out["elapsed"] = time.Since(start).Seconds()
+	if err != nil {
+		out["error"] = err.Error()
+		if e, ok := err.(interface{ Timeout() bool }); ok {
+			out["timeout"] = e.Timeout()
+		}
+	}
+	line, _ := json.Marshal(out)
+	fmt.Println(string(line))
+}
