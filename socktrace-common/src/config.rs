@@ -54,7 +54,9 @@ pub mod names {
     pub const TRACED_PEERS: &str = "TRACED_PEERS";
     /// Kernel stacks at the events behind failures (`--kstack`; one entry otherwise).
     pub const STACKS: &str = "STACKS";
-    pub const MAPS: [&str; 16] = [
+    /// The last established connect of each traced process to each port (`ConnectedTo`).
+    pub const CONNECTED: &str = "CONNECTED";
+    pub const MAPS: [&str; 17] = [
         EVENTS,
         SOCKETS,
         TRACED_TGIDS,
@@ -71,6 +73,7 @@ pub mod names {
         DROPS,
         TRACED_PEERS,
         STACKS,
+        CONNECTED,
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";
@@ -155,6 +158,9 @@ pub mod config_flags {
     /// `files_struct.fdtab` follows `files_struct.fdt`, and starts with `max_fds`, then `fd`:
     /// while `fdt` points at it (up to 64 fds), one read gives the pointer and the table.
     pub const FDTAB_AFTER_FDT: u32 = 1 << 23;
+    /// `bpf_task_pt_regs` (5.15+): a socket a traced process ends is reported with the call
+    /// that ended it, read from the task's saved registers.
+    pub const TASK_PT_REGS: u32 = 1 << 24;
 }
 
 /// io_uring opcodes below this have an entry in `TracedConfig::io_uring_kinds`.
@@ -313,8 +319,20 @@ pub struct KernelOffsets {
     pub tp_keepalive_intvl: u32,
     pub net_keepalive_time: u32,
     pub net_keepalive_intvl: u32,
+    /// What a socket its process ends was doing (`EndFacts`): `tcp_sock.write_seq`,
+    /// `copied_seq`, `bytes_acked`, `bytes_received`, and `icsk_retransmits`.
+    pub tp_write_seq: u32,
+    pub tp_copied_seq: u32,
+    pub tp_bytes_acked: u32,
+    pub tp_bytes_received: u32,
+    pub icsk_retransmits: u32,
+    /// `task_struct.flags` (`PF_EXITING`) and `exit_code`: an RST or a close from a dying
+    /// process.
+    pub task_flags: u32,
+    pub task_exit_code: u32,
+    pub _pad_offsets: u32,
 }
-assert_size!(KernelOffsets, 104 * 4);
+assert_size!(KernelOffsets, 112 * 4);
 pod!(KernelOffsets);
 
 impl KernelOffsets {
@@ -347,13 +365,17 @@ pub struct TracedConfig {
     /// `SENT_RESETS` (`sent_reset_slot`, `sent_reset_check`): without it, a 4-tuple cannot be
     /// crafted to hash like another connection's.
     pub hash_seed: u64,
+    /// A socket its traced process ends while waiting is reported when nothing was received
+    /// for this long since the last send (jiffies; 0: never).
+    pub silence_jiffies: u32,
+    pub _pad: u32,
     /// What each syscall number is to socktrace (`syscall_kind`): the one table the single
     /// `sys_exit` program consults, filled by userspace with this architecture's numbers.
     pub syscall_kinds: [u8; SYSCALL_TABLE_SIZE],
     /// The same for io_uring opcodes (`IORING_OP_*`): which requests are watched, and how.
     pub io_uring_kinds: [u8; IO_URING_OPS],
 }
-assert_size!(TracedConfig, 56 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
+assert_size!(TracedConfig, 64 + SYSCALL_TABLE_SIZE + IO_URING_OPS);
 pod!(TracedConfig);
 
 impl TracedConfig {

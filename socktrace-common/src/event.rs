@@ -30,7 +30,59 @@ pub mod event_flags {
     pub const HAS_PEER_RESET: u32 = 1 << 9;
     /// `icmp` holds the ICMP error received about this connection.
     pub const HAS_ICMP_SOURCE: u32 = 1 << 10;
+    /// No call failed: the traced process ended a socket that was still connecting, or that
+    /// was waiting on its peer (`ended` holds the facts); `syscall_nr` is the call that ended
+    /// it, read from the task's saved registers (`ENDED_CALL_UNKNOWN` where they could not be).
+    pub const ENDED: u32 = 1 << 11;
 }
+
+/// `FailureEvent::syscall_nr` of an ended socket whose ending call is not known (a kernel
+/// without `bpf_task_pt_regs`, before 5.15).
+pub const ENDED_CALL_UNKNOWN: u32 = u32::MAX;
+
+/// What a socket was doing when its traced process ended it (`event_flags::ENDED`): the
+/// connect in flight, or the data in flight and how long since each side last spoke. Read
+/// from `tcp_sock` at the state change the process's own call made (close, shutdown, a
+/// disconnect, its exit). The kernel sends only the ends worth a look (a connect not
+/// answered; data unacknowledged and being retransmitted; a closed window; nothing received
+/// for `TracedConfig::silence_jiffies` since the last send); userspace names them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndFacts {
+    /// The state the socket left, and the one it went to.
+    pub from_state: u8,
+    pub to_state: u8,
+    /// The task was exiting (`PF_EXITING`): its exit closed the socket.
+    pub exiting: u8,
+    pub _pad: u8,
+    /// The task's `exit_code` when exiting: a signal number, or the status shifted by 8.
+    pub exit_code: u32,
+    /// The ending call's first two arguments (the fd of close/shutdown/connect; dup2's target).
+    pub args: [u64; 2],
+    /// Bytes sent and not acknowledged (`snd_nxt - snd_una`), queued and not yet sent
+    /// (`write_seq - snd_nxt`), received and not read (`rcv_nxt - copied_seq`).
+    pub unacked: u32,
+    pub unsent: u32,
+    pub unread: u32,
+    /// The peer's last advertised window (`snd_wnd`).
+    pub snd_wnd: u32,
+    /// Jiffies since data was last sent (`lsndtime`) and received (`icsk_ack.lrcvtime`);
+    /// `u32::MAX` where the socket never did.
+    pub since_sent_j: u32,
+    pub since_received_j: u32,
+    /// Unrecovered retransmission timeouts (`icsk_retransmits`): the data is being
+    /// retransmitted now.
+    pub rto_retransmits: u32,
+    pub _pad2: u32,
+    /// `tcp_sock.bytes_acked` and `bytes_received` (RFC 4898 counters).
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// Another connect of the same process to the same port that was established: when, and
+    /// to where (`CONNECTED`); 0: none (Happy Eyeballs' winner, for a connect that lost).
+    pub sibling_ts: u64,
+    pub sibling: SockAddrs,
+}
+assert_size!(EndFacts, 120);
 
 /// `FailureEvent::syscall_nr` at or above this is an io_uring request, not a syscall: its
 /// opcode (`IORING_OP_*`, the UAPI numbering) is `syscall_nr - IO_URING_CALL_BASE`.
@@ -126,10 +178,12 @@ pub struct FailureEvent {
     pub peer_reset: SentResetSlot,
     /// The ICMP error received about this connection's packets, if one was (`HAS_ICMP_SOURCE`).
     pub icmp: IcmpSource,
+    /// What the socket was doing when its process ended it (`ENDED`).
+    pub ended: EndFacts,
 }
 assert_size!(
     FailureEvent,
-    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 56 + 32
+    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 56 + 32 + 120
 );
 pod!(FailureEvent);
 

@@ -138,7 +138,9 @@ pub struct SocketHistory {
     pub n_transitions: u32,
     /// How the history began (`history_origin`).
     pub origin: u32,
-    pub _pad: u32,
+    /// The process that started it from its own call (connect, listen, ...); 0 when it began
+    /// elsewhere (a traced listener's connection, adoption, softirq).
+    pub owner_tgid: u32,
     pub retransmits: u32,
     pub last_retransmit_ns: u64,
     /// `tcp:tcp_receive_reset`: an RST arrived; `state` is the state before it was handled.
@@ -184,3 +186,28 @@ pub struct RstSegment {
     pub _pad: [u8; 2],
 }
 assert_size!(RstSegment, 24);
+
+/// A process and a destination port: the key of `CONNECTED`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectKey {
+    pub tgid: u32,
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+assert_size!(ConnectKey, 8);
+pod!(ConnectKey);
+
+/// The last connect of a traced process to a port that was established (`CONNECTED`): when,
+/// and to which address. What tells a connect that lost a race (Happy Eyeballs: another
+/// address of the same name answered first) from one that was given up on, and a refusal the
+/// program's fallback recovered from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectedTo {
+    pub ts_ns: u64,
+    pub addr: SockAddrs,
+}
+assert_size!(ConnectedTo, 48);
+pod!(ConnectedTo);

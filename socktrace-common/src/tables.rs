@@ -22,7 +22,12 @@ pub struct SentReset {
     pub max_ack_backlog: u32,
     /// The sender's state when it sent the RST; 0: no socket of this host owned the segment.
     pub state: u8,
-    pub _pad: [u8; 7],
+    /// The task on the CPU was exiting (`PF_EXITING`): its death closed the socket, and
+    /// `comm` is its process's name (not the thread's that happened to close it).
+    pub exiting: u8,
+    pub _pad: [u8; 2],
+    /// That task's `exit_code`: the signal that killed it, or its exit status shifted by 8.
+    pub exit_code: u32,
     pub comm: [u8; TASK_COMM_LEN],
 }
 assert_size!(SentReset, 48);
@@ -115,7 +120,7 @@ pub const fn sent_reset_check(seed: u64, sender: &SockAddrs, r: &SentReset) -> u
     let mut h = mix(sock_addrs_hash(seed, sender), r.ts_ns);
     h = mix(h, r.tgid as u64 | (r.reason as u32 as u64) << 32);
     h = mix(h, r.ack_backlog as u64 | (r.max_ack_backlog as u64) << 32);
-    h = mix(h, r.state as u64);
+    h = mix(h, r.state as u64 | (r.exiting as u64) << 8 | (r.exit_code as u64) << 32);
     h = mix(h, word_at(&r.comm, 0));
     h = mix(h, word_at(&r.comm, 8));
     if h == 0 {
@@ -223,6 +228,8 @@ mod tests {
             SentReset { ack_backlog: 1, ..r },
             SentReset { max_ack_backlog: 128, ..r },
             SentReset { state: 0, ..r },
+            SentReset { exiting: 1, ..r },
+            SentReset { exit_code: 9, ..r },
         ];
         for i in 0..TASK_COMM_LEN {
             let mut c = r;

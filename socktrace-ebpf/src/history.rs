@@ -21,9 +21,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, runtime, sent_reset_check, sent_reset_slot, tcp_state, ListenerInfo,
-    ListenerKey, RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead, SocketHistory, StampedState, Transition,
-    UdpError, HISTORY_TRANSITIONS, NO_FIELD, SENT_RESET_SLOTS,
+    config_flags, history_origin, net, runtime, sent_reset_check, sent_reset_slot, tcp_state, ConnectKey, ConnectedTo,
+    ListenerInfo, ListenerKey, RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead, SocketHistory, StampedState,
+    Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD, SENT_RESET_SLOTS,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -65,6 +65,12 @@ pub(crate) static UDP_ERRORS: LruHashMap<u64, UdpError> = LruHashMap::with_max_e
 /// cost about 0.9 us for every RST of the host.
 #[map]
 pub(crate) static SENT_RESETS: Array<SentResetSlot> = Array::with_max_entries(SENT_RESET_SLOTS, 0);
+
+/// The last established connect of each traced process to each port: what tells a connect
+/// that lost a race (Happy Eyeballs) from one given up on (`ended`), and a refusal the
+/// program's fallback recovered from (userspace reads it).
+#[map]
+pub(crate) static CONNECTED: LruHashMap<ConnectKey, ConnectedTo> = LruHashMap::with_max_entries(4096, 0);
 
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
@@ -363,6 +369,26 @@ fn on_state_change<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u6
         // A traced connection starts: packets dropped on its way are worth keeping.
         crate::drops::watch_peer(&addrs);
     }
+    if in_traced && old == TCP_CLOSE && new == TCP_SYN_SENT {
+        // connect() runs in its caller's context: the process behind this connect.
+        // SAFETY: `h` points at a live history.
+        unsafe { (*h).owner_tgid = current_tgid() };
+    } else if old == TCP_SYN_SENT && new == TCP_ESTABLISHED {
+        // SAFETY: `h` points at a live history.
+        let owner = unsafe { (*h).owner_tgid };
+        if owner != 0 && addrs.dport != 0 {
+            let mut key: ConnectKey = zeroed::<ConnectKey, 1>();
+            key.tgid = owner;
+            key.port = addrs.dport;
+            let mut to: ConnectedTo = zeroed::<ConnectedTo, 6>();
+            to.ts_ns = transition.ts_ns;
+            to.addr = addrs;
+            let _ = CONNECTED.insert(key, to, 0);
+        }
+    }
+    if in_traced && crate::ended::is_end(old, new) {
+        crate::ended::on_end(ctx, sk, h, old, new, &head);
+    }
     if new == TCP_CLOSE && RUNTIME.get(runtime::ERROR_AT_CLOSE).copied() == Some(1) {
         // No error-report hook on this kernel: every abort sets sk_err before the close, so
         // the close is where the report is taken, in the state the socket leaves (`head` was
@@ -545,8 +571,19 @@ fn keep_sent_reset(s: &Sent, reason: i32) {
     sent.state = s.state;
     sent.ack_backlog = s.queued;
     sent.max_ack_backlog = s.backlog;
-    // SAFETY: the helper writes at most 16 bytes into the 16-byte name.
-    unsafe { bpf_get_current_comm((&raw mut sent.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
+    // A dying process's RST (its exit closed a socket with unread data): named by its
+    // process, whichever of its threads closed the file, with how it died.
+    // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    let flags: u32 = crate::read_or_zero(task, global!(OFFSETS.task_flags));
+    if flags & crate::ended::PF_EXITING != 0 {
+        sent.exiting = 1;
+        sent.exit_code = crate::read_or_zero(task, global!(OFFSETS.task_exit_code));
+        sent.comm = crate::leader_comm();
+    } else {
+        // SAFETY: the helper writes at most 16 bytes into the 16-byte name.
+        unsafe { bpf_get_current_comm((&raw mut sent.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
+    }
     let seed = global!(CONFIG.hash_seed);
     let Some(slot) = SENT_RESETS.get_ptr_mut(sent_reset_slot(seed, key)) else { return };
     // SAFETY: `slot` points at a live array element. Another CPU may write it at the same

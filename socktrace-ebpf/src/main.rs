@@ -23,6 +23,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod drops;
+mod ended;
 mod fdwalk;
 mod follow;
 mod history;

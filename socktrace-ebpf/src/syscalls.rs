@@ -553,7 +553,7 @@ unsafe fn find_icmp_source(ours: &SockAddrs, out: *mut IcmpSource) -> bool {
 /// # Safety
 /// `dst` must be valid for writes of a `SocketHistory`; `src` must point at one.
 #[inline(always)]
-unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
+pub(crate) unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
     // SAFETY: both point at a whole SocketHistory (the caller's promise); the helper reads
     // `src` safely and writes exactly that many bytes.
     let _ = unsafe { probe_read_kernel_raw(dst.cast(), core::mem::size_of::<SocketHistory>() as u32, src.cast()) };
@@ -561,7 +561,7 @@ unsafe fn copy_history(dst: *mut SocketHistory, src: *const SocketHistory) {
 
 /// The socket's addresses (and the rest of it) at the call's exit.
 #[inline(always)]
-fn read_sock(sock: &Sock) -> SockSnapshot {
+pub(crate) fn read_sock(sock: &Sock) -> SockSnapshot {
     SockSnapshot {
         addrs: crate::history::read_addrs(sock.sk, &sock.head),
         sock_type: sock.sock_type,

@@ -117,6 +117,11 @@ pub struct OutputArgs {
     #[arg(long)]
     pub all_sockets: bool,
 
+    /// A connection the process ends after this long with nothing received since its last
+    /// send is reported (abandoned_no_reply: the program's own read timeout); 0 turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub no_reply_after: std::time::Duration,
+
     /// Colour text output by cause: auto (when stdout is a terminal and NO_COLOR is unset).
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     pub color: ColorChoice,
@@ -163,6 +168,7 @@ impl Default for OutputArgs {
             all_errors: false,
             eof: false,
             all_sockets: false,
+            no_reply_after: crate::session::DEFAULT_SILENCE,
             color: ColorChoice::Auto,
             wall_clock: false,
             output: None,
@@ -193,6 +199,7 @@ impl OutputArgs {
             kernel_log: self.debug.then_some(aya_log::Level::Debug),
             agent: false,
             container_column: false,
+            silence: self.no_reply_after,
         })
     }
 

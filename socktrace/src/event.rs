@@ -3,7 +3,9 @@
 //! Records come from the kernel, but a decoder that trusts them is one bug away from a panic
 //! on a production box: every length and value is checked, nothing here can panic.
 
-use crate::facts::{Failure, History, IcmpMessage, PacketDrops, PeerReset, StackRefs, Stamp, StateChange, TraceGaps};
+use crate::facts::{
+    Ended, EndingCall, Failure, History, IcmpMessage, PacketDrops, PeerReset, StackRefs, Stamp, StateChange, TraceGaps,
+};
 use crate::model::{errno, Syscall, TcpState};
 use socktrace_common::{
     event_flags,
@@ -84,7 +86,7 @@ pub fn from_event(ev: &FailureEvent, hash_seed: u64) -> Failure {
         syscall,
         from_so_error,
         reported_as_connect: from_so_error && connecting(&history, state_now),
-        fd: ev.fd,
+        fd: if ev.flags & event_flags::ENDED != 0 { ended(ev).call.fd().unwrap_or(-1) } else { ev.fd },
         fixed_file: ev.flags & event_flags::FIXED_FILE != 0,
         socket_is_source: ev.flags & event_flags::SOCKET_IS_SOURCE != 0,
         ret,
@@ -125,6 +127,7 @@ pub fn from_event(ev: &FailureEvent, hash_seed: u64) -> Failure {
                 no_socket: p.state == 0,
                 accept_queue: (TcpState::from_kernel(p.state) == Some(TcpState::Listen))
                     .then_some((p.ack_backlog, p.max_ack_backlog)),
+                exit_code: (p.exiting != 0).then_some(p.exit_code),
             }
         }),
         drops: Vec::new(),
@@ -141,6 +144,43 @@ pub fn from_event(ev: &FailureEvent, hash_seed: u64) -> Failure {
         cgroup: None,
         host: Default::default(),
         kernel_hz: None,
+        ended: (ev.flags & event_flags::ENDED != 0).then(|| ended(ev)),
+        fallback: None,
+    }
+}
+
+/// What the process did to the socket it ended, and the call it did it with.
+fn ended(ev: &FailureEvent) -> Ended {
+    let e = &ev.ended;
+    let fd = |a: u64| a as i32;
+    let call = if e.exiting != 0 {
+        EndingCall::Exit
+    } else {
+        match ev.syscall_nr {
+            socktrace_common::ENDED_CALL_UNKNOWN => EndingCall::Unknown,
+            nr if nr == libc::SYS_close as u32 => EndingCall::Close(fd(e.args[0])),
+            nr if nr == libc::SYS_shutdown as u32 => EndingCall::Shutdown(fd(e.args[0])),
+            nr if nr == libc::SYS_connect as u32 => EndingCall::Connect(fd(e.args[0])),
+            nr if nr == libc::SYS_dup2 as u32 || nr == libc::SYS_dup3 as u32 => EndingCall::Dup(fd(e.args[1])),
+            nr if nr == libc::SYS_exit as u32 || nr == libc::SYS_exit_group as u32 => EndingCall::Exit,
+            nr => EndingCall::Other(nr),
+        }
+    };
+    let known = |j: u32| (j != u32::MAX).then_some(j);
+    Ended {
+        call,
+        from: TcpState::from_kernel(e.from_state),
+        exit_code: (e.exiting != 0).then_some(e.exit_code),
+        unacked: e.unacked,
+        unsent: e.unsent,
+        unread: e.unread,
+        snd_wnd: e.snd_wnd,
+        since_sent_j: known(e.since_sent_j),
+        since_received_j: known(e.since_received_j),
+        rto_retransmits: e.rto_retransmits,
+        bytes_acked: e.bytes_acked,
+        bytes_received: e.bytes_received,
+        sibling: (e.sibling_ts != 0).then(|| endpoint(&e.sibling, false).map(|a| (e.sibling_ts, a))).flatten(),
     }
 }
 
@@ -242,6 +282,11 @@ fn decode_history(h: &SocketHistory) -> History {
         },
         rst_segment: (h.rst_segment.seen != 0).then_some(h.rst_segment),
     }
+}
+
+/// The remote end of `a` (a connection's, as the kernel keeps it).
+pub fn remote_endpoint(a: &SockAddrs) -> Option<SocketAddr> {
+    endpoint(a, false)
 }
 
 /// The local (`local = true`) or remote end, if the kernel had filled it in.

@@ -137,6 +137,104 @@ pub struct PeerReset {
     pub no_socket: bool,
     /// A listener's accept queue when it sent the RST: (waiting, backlog).
     pub accept_queue: Option<(u32, u32)>,
+    /// The sender was exiting (its death closed the socket), with its exit code; `comm` is
+    /// then its process's name.
+    pub exit_code: Option<u32>,
+}
+
+/// The call that ended a socket (`Ended`), as the task's saved registers showed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndingCall {
+    Close(i32),
+    Shutdown(i32),
+    /// connect() with AF_UNSPEC (or a new connect) on the socket.
+    Connect(i32),
+    /// dup2/dup3 onto the socket's fd.
+    Dup(i32),
+    /// The process exited (or was killed) with the socket open.
+    Exit,
+    /// Another syscall, by number.
+    Other(u32),
+    /// This kernel cannot tell (no `bpf_task_pt_regs` before 5.15).
+    Unknown,
+}
+
+impl EndingCall {
+    pub fn name(self) -> String {
+        match self {
+            EndingCall::Close(_) => "close".into(),
+            EndingCall::Shutdown(_) => "shutdown".into(),
+            EndingCall::Connect(_) => "connect".into(),
+            EndingCall::Dup(_) => "dup2".into(),
+            EndingCall::Exit => "exit".into(),
+            EndingCall::Other(nr) => format!("syscall_{nr}"),
+            EndingCall::Unknown => "close?".into(),
+        }
+    }
+
+    pub fn fd(self) -> Option<i32> {
+        match self {
+            EndingCall::Close(fd) | EndingCall::Shutdown(fd) | EndingCall::Connect(fd) | EndingCall::Dup(fd) => {
+                Some(fd)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A socket the traced process ended while it was connecting or waiting on its peer: no call
+/// failed (the application's own timeout, most often). See `socktrace_common::EndFacts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub call: EndingCall,
+    /// The state it left.
+    pub from: Option<TcpState>,
+    /// The process was exiting: its exit code (a signal number, or the status shifted by 8).
+    pub exit_code: Option<u32>,
+    pub unacked: u32,
+    pub unsent: u32,
+    pub unread: u32,
+    pub snd_wnd: u32,
+    /// Jiffies since data was last sent and received (None: never).
+    pub since_sent_j: Option<u32>,
+    pub since_received_j: Option<u32>,
+    /// The data was being retransmitted (unrecovered retransmission timeouts).
+    pub rto_retransmits: u32,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// Another connect of the same process to the same port that was established, when.
+    pub sibling: Option<(u64, SocketAddr)>,
+}
+
+/// How a process's exit code reads: "killed by SIGKILL", "status 1".
+pub fn describe_exit(code: u32) -> String {
+    let signal = code & 0x7f;
+    if signal != 0 {
+        const NAMES: [&str; 16] = [
+            "SIGHUP",
+            "SIGINT",
+            "SIGQUIT",
+            "SIGILL",
+            "SIGTRAP",
+            "SIGABRT",
+            "SIGBUS",
+            "SIGFPE",
+            "SIGKILL",
+            "SIGUSR1",
+            "SIGSEGV",
+            "SIGUSR2",
+            "SIGPIPE",
+            "SIGALRM",
+            "SIGTERM",
+            "SIGSTKFLT",
+        ];
+        match NAMES.get(signal as usize - 1) {
+            Some(name) => format!("killed by {name}"),
+            None => format!("killed by signal {signal}"),
+        }
+    } else {
+        format!("status {}", (code >> 8) & 0xff)
+    }
 }
 
 /// An ICMP error this host received about a packet of the connection: who sent it, which.
@@ -218,6 +316,11 @@ pub struct Failure {
     pub host: HostFacts,
     /// The kernel's HZ, read when a failure needs jiffies turned into time (`at_attach_idle`).
     pub kernel_hz: Option<u32>,
+    /// No call failed: the process ended the socket while it waited (`Ended`).
+    pub ended: Option<Ended>,
+    /// For a failed connect: a later connect of the same process to the same port, on another
+    /// address, that was established (when, and where): the program's fallback worked.
+    pub fallback: Option<(u64, SocketAddr)>,
 }
 
 impl Failure {
@@ -264,7 +367,7 @@ impl Failure {
     /// came back), or an RST (were others dropped before it?).
     pub fn needs_drops(&self) -> bool {
         self.is_tcp
-            && (self.timers.is_some() || self.history.rst_received.is_some())
+            && (self.timers.is_some() || self.history.rst_received.is_some() || self.ended.is_some())
             && self.local.is_some()
             && self.remote.is_some()
     }
@@ -284,6 +387,9 @@ impl Failure {
     }
 
     pub fn syscall_name(&self) -> String {
+        if let Some(e) = &self.ended {
+            return e.call.name();
+        }
         if self.reported_as_connect {
             return "connect".into();
         }
@@ -305,7 +411,7 @@ impl Failure {
             } else {
                 format!("{name}(fixed file)")
             }
-        } else if self.syscall == Some(Syscall::Socket) {
+        } else if self.syscall == Some(Syscall::Socket) || self.ended.as_ref().is_some_and(|e| e.call.fd().is_none()) {
             format!("{name}()")
         } else if self.from_so_error {
             // Read through getsockopt(SO_ERROR): a connect's result, or an error SO_ERROR took.
@@ -322,6 +428,11 @@ impl Failure {
         self.syscall.is_some_and(|s| s.is_send()) && !self.socket_is_source
     }
 
+    /// Jiffies as nanoseconds, where the kernel's HZ is known.
+    pub fn jiffies_ns(&self, j: u32) -> Option<u64> {
+        self.kernel_hz.filter(|&hz| hz > 0).map(|hz| u64::from(j) * 1_000_000_000 / u64::from(hz))
+    }
+
     /// The process that was on the CPU when the recorded event at `ts_ns` ran.
     pub fn task_at(&self, ts_ns: u64) -> Option<u32> {
         let h = &self.history;
@@ -334,6 +445,16 @@ impl Failure {
 
     pub fn errno_name(&self) -> Option<String> {
         self.errno.map(errno::name)
+    }
+
+    /// The errno as a label: its name, `EOF` for an end of file, `-` for a socket the process
+    /// ended (no call failed).
+    pub fn errno_label(&self) -> String {
+        match (&self.errno, &self.ended) {
+            (Some(e), _) => errno::name(*e),
+            (None, Some(_)) => "-".into(),
+            (None, None) => "EOF".into(),
+        }
     }
 }
 
@@ -420,6 +541,8 @@ impl Failure {
             cgroup: None,
             host: HostFacts::default(),
             kernel_hz: None,
+            ended: None,
+            fallback: None,
         }
     }
 }

@@ -93,12 +93,24 @@ pub enum Cause {
     ListenOverflow,
     /// The host is short of socket memory.
     SocketMemory,
+    /// The application gave up on a connect no SYN-ACK answered (its own connect timeout).
+    AbandonedConnect,
+    /// The application ended a connection whose peer acknowledged everything and sent nothing
+    /// back (its own read timeout).
+    AbandonedNoReply,
+    /// The application ended a connection whose data the peer had stopped acknowledging.
+    AbandonedUnacked,
+    /// The application ended a connection whose peer had closed its window (stopped reading).
+    AbandonedZeroWindow,
+    /// A connect the application dropped because another one to the same service was
+    /// established first (Happy Eyeballs): routine.
+    Superseded,
     Unknown,
 }
 
 impl Cause {
     #[cfg(test)]
-    pub const ALL: [Cause; 17] = [
+    pub const ALL: [Cause; 22] = [
         Cause::RstReceived,
         Cause::RstSent,
         Cause::IcmpError,
@@ -115,6 +127,11 @@ impl Cause {
         Cause::NoLocalPort,
         Cause::ListenOverflow,
         Cause::SocketMemory,
+        Cause::AbandonedConnect,
+        Cause::AbandonedNoReply,
+        Cause::AbandonedUnacked,
+        Cause::AbandonedZeroWindow,
+        Cause::Superseded,
         Cause::Unknown,
     ];
 
@@ -137,13 +154,21 @@ impl Cause {
             NoLocalPort => "no_local_port",
             ListenOverflow => "listen_overflow",
             SocketMemory => "socket_memory",
+            AbandonedConnect => "abandoned_connect",
+            AbandonedNoReply => "abandoned_no_reply",
+            AbandonedUnacked => "abandoned_unacked",
+            AbandonedZeroWindow => "abandoned_zero_window",
+            Superseded => "superseded",
             Unknown => "unknown",
         }
     }
 
     /// Routine outcomes of non-blocking and signal-driven code: counted, shown on request.
     pub fn is_routine(self) -> bool {
-        matches!(self, Cause::WouldBlock | Cause::Interrupted | Cause::InProgress | Cause::Cancelled)
+        matches!(
+            self,
+            Cause::WouldBlock | Cause::Interrupted | Cause::InProgress | Cause::Cancelled | Cause::Superseded
+        )
     }
 
     /// The cause of a routine failure kind (`socktrace_common::routine`).
@@ -518,6 +543,11 @@ mod tests {
                 "no_local_port",
                 "listen_overflow",
                 "socket_memory",
+                "abandoned_connect",
+                "abandoned_no_reply",
+                "abandoned_unacked",
+                "abandoned_zero_window",
+                "superseded",
                 "unknown"
             ]
         );

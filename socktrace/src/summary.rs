@@ -21,7 +21,7 @@ pub type Label = (String, &'static str, &'static str);
 
 /// A diagnosed failure's label.
 pub fn label(f: &Failure, d: &Diagnosis) -> Label {
-    (f.errno_name().unwrap_or_else(|| "EOF".into()), d.cause.code(), d.state.map(|s| s.name()).unwrap_or("-"))
+    (f.errno_label(), d.cause.code(), d.state.map(|s| s.name()).unwrap_or("-"))
 }
 
 /// The label of routine outcomes the kernel counted without an event: (kind, TCP state).

@@ -66,35 +66,28 @@ pub fn stderr_width() -> Option<usize> {
 pub fn wrap(text: &str, width: usize, indent: usize) -> String {
     let width = width.max(indent + 8);
     let mut rows: Vec<String> = Vec::new();
-    let mut row = String::new();
-    let mut used = 0;
+    let (mut row, mut used, mut start) = (String::new(), 0usize, 0usize);
     for word in text.split(' ').filter(|w| !w.is_empty()) {
-        let mut word: Vec<char> = word.chars().collect();
-        loop {
-            let start = if rows.is_empty() { 0 } else { indent };
-            let room = width - if used > start { used + 1 } else { used };
-            if word.len() <= room {
-                if used > start {
+        let chars: Vec<char> = word.chars().collect();
+        let mut rest = chars.as_slice();
+        while !rest.is_empty() {
+            let sep = usize::from(used > start);
+            if used + sep + rest.len() <= width {
+                if sep == 1 {
                     row.push(' ');
-                    used += 1;
                 }
-                row.extend(word.iter());
-                used += word.len();
+                row.extend(rest.iter());
+                used += sep + rest.len();
                 break;
             }
-            if used > start {
-                rows.push(std::mem::take(&mut row));
-                row = " ".repeat(indent);
-                used = indent;
-                continue;
+            if used == start {
+                // Alone on its row and still too long: split it where the row ends.
+                let (head, tail) = rest.split_at(width - used);
+                row.extend(head.iter());
+                rest = tail;
             }
-            // Longer than a whole row.
-            let rest = word.split_off(room);
-            row.extend(word.iter());
-            rows.push(std::mem::take(&mut row));
-            row = " ".repeat(indent);
-            used = indent;
-            word = rest;
+            rows.push(std::mem::replace(&mut row, " ".repeat(indent)));
+            (used, start) = (indent, indent);
         }
     }
     rows.push(row);
@@ -110,9 +103,30 @@ pub fn say(line: &str) {
     }
 }
 
+/// A duration for people: `500ns`, `1.5us`, `2.5ms`, `3.00s`.
+pub fn human_ns(ns: u64) -> String {
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}us", ns as f64 / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.1}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2}s", ns as f64 / 1e9)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_ns(500), "500ns");
+        assert_eq!(human_ns(1_500), "1.5us");
+        assert_eq!(human_ns(2_500_000), "2.5ms");
+        assert_eq!(human_ns(3_000_000_000), "3.00s");
+    }
 
     #[test]
     fn wraps_words_to_the_width() {

@@ -710,7 +710,7 @@ fn go_get(lab: &Lab, port: u16, mode: Mode) -> Result<AppRun> {
     Ok(run)
 }
 
-/// Case 5a: Go's `http.Client{Timeout: 1s}` to the blackhole: "context deadline exceeded
+/// Case 5a: Go's `http.Client{Timeout: 1.5s}` to the blackhole: "context deadline exceeded
 /// (Client.Timeout exceeded while awaiting headers)"; a runtime thread close()s the fd.
 pub fn go_connect_timeout(lab: &Lab, mode: Mode) -> Result<AppRun> {
     go_get(lab, BLACKHOLE_PORT, mode)
@@ -718,7 +718,7 @@ pub fn go_connect_timeout(lab: &Lab, mode: Mode) -> Result<AppRun> {
 
 /// Case 5b: the same client to the silent server: the request is sent, the answer never
 /// comes; the same error and close(fd). The timer covers the whole request, so the socket is
-/// closed a little less than 1 s after the request was sent.
+/// closed a little less than 1.5 s after the request was sent.
 pub fn go_read_timeout(lab: &Lab, mode: Mode) -> Result<AppRun> {
     let _silent = lab.silent_server()?;
     go_get(lab, SILENT_PORT, mode)
@@ -780,6 +780,18 @@ pub fn curl_happy_eyeballs(lab: &Lab, mode: Mode) -> Result<AppRun> {
     let r = run.report();
     ensure!(r["http_code"] == "200" && r["remote_ip"] == "127.0.0.1", "curl's answer: {r}");
     Ok(run)
+}
+
+/// Negative case, Happy Eyeballs lost: the same, but ::1's SYNs are dropped in the client
+/// namespace (no refusal). curl's connect to ::1 waits; 200 ms later it connects to
+/// 127.0.0.1, which answers at once, and curl closes the ::1 socket still in SYN_SENT: a
+/// connect given up because another one to the same service won.
+pub fn curl_happy_eyeballs_v6_silent(lab: &Lab, mode: Mode) -> Result<AppRun> {
+    lab.client.nft(&format!(
+        "table ip6 socktrace_eyeballs {{\n chain output {{\n  type filter hook output priority 0;\n  ip6 daddr ::1 \
+         tcp dport {HTTP_PORT} drop\n }}\n}}\n"
+    ));
+    curl_happy_eyeballs(lab, mode)
 }
 
 // ---------------------------------------------------------------------------------------

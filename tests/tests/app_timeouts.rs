@@ -12,7 +12,6 @@
 
 use serde_json::Value;
 use socktrace_tests::apps::{self, AppRun, Lab, Mode, BLACKHOLE_PORT, KILLED_COMM, SILENT_PORT};
-use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // What socktrace promises for these programs.
@@ -202,11 +201,31 @@ fn quiet_keepalive_connection_closed_idle() {
     assert_no_failure_lines(traced(&run));
 }
 
+/// Happy Eyeballs, ::1 silent: the connect curl drops because 127.0.0.1 answered first is
+/// counted as routine (`superseded`), never printed.
 #[test]
 fn quiet_happy_eyeballs() {
     let lab = Lab::new(22);
-    let run = apps::curl_happy_eyeballs(&lab, Mode::Socktrace).unwrap();
+    let run = apps::curl_happy_eyeballs_v6_silent(&lab, Mode::Socktrace).unwrap();
     assert_no_failure_lines(traced(&run));
+    let routine = run.summary.as_ref().map(|s| s["rows"].clone()).unwrap_or_default();
+    assert!(routine.to_string().contains("superseded"), "the lost connect is counted: {}", dump(&run));
+}
+
+/// Happy Eyeballs, ::1 refused: a real refusal, printed, whose line says the program's
+/// fallback to 127.0.0.1 worked.
+#[test]
+fn happy_eyeballs_refusal_names_the_fallback() {
+    let lab = Lab::new(24);
+    let run = apps::curl_happy_eyeballs(&lab, Mode::Socktrace).unwrap();
+    let refused: Vec<&Value> = traced(&run).events.iter().filter(|e| e["errno"] == "ECONNREFUSED").collect();
+    assert_eq!(refused.len(), 1, "{}", dump(&run));
+    let explain = refused[0]["explain"].as_str().unwrap();
+    assert_eq!(refused[0]["daddr"], "::1", "{explain}");
+    assert!(
+        explain.contains("the program then connected to 127.0.0.1:") && explain.contains("its fallback worked"),
+        "{explain}"
+    );
 }
 
 #[test]
@@ -223,54 +242,4 @@ fn peer_killed_with_sigkill() {
     assert_eq!((&ev["fd"], &ev["sport"]), (&report["fd"], &report["sport"]), "{ev:#}");
     assert!(is_addr(&ev["daddr"], &lab.upstream_addr()), "{ev:#}");
     assert_reset_by_killed_peer(ev, KILLED_COMM);
-}
-
-// ---------------------------------------------------------------------------------------
-// How each program ends the socket, as strace sees it: what the fixtures claim, checked
-// against the programs themselves. Not run with the suite (it runs every program once more):
-// `cargo test -p socktrace-tests --test app_timeouts -- --ignored --nocapture`.
-
-#[test]
-#[ignore = "diagnostic: needs strace; shows each program's connect, wait and close"]
-fn strace_shows_each_program_ending_the_socket() {
-    let lab = Lab::new(30);
-    let up = lab.upstream_addr();
-    let mut table = Vec::new();
-    let mut check = |what: &str, run: &AppRun, port: u16| {
-        let end =
-            run.socket_end(&up, port).unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", run.strace.as_ref().unwrap()));
-        assert!(end.in_progress, "{what}: the connect should return EINPROGRESS: {end:?}");
-        assert!(end.waited_in.is_some(), "{what}: no poll/epoll between connect and end: {end:?}");
-        assert_eq!(end.syscall, "close", "{what}: {end:?}");
-        assert!(end.waited >= Duration::from_millis(900), "{what}: gave up too early: {end:?}");
-        table.push(format!(
-            "{what:<34} {}(fd={}) by tid {} (connect by {}), waited in {}: {:.3} s after connect{}",
-            end.syscall,
-            end.fd,
-            end.end_tid,
-            end.connect_tid,
-            end.waited_in.as_deref().unwrap_or("-"),
-            end.waited.as_secs_f64(),
-            end.since_last_send.map(|d| format!(", {:.3} s after the last send", d.as_secs_f64())).unwrap_or_default()
-        ));
-    };
-    let n = apps::nginx_proxy(&lab, Mode::Strace).unwrap();
-    check("nginx proxy_connect_timeout", &n.nginx, BLACKHOLE_PORT);
-    check("nginx proxy_read_timeout", &n.nginx, SILENT_PORT);
-    check("curl --connect-timeout", &apps::curl_connect_timeout(&lab, Mode::Strace).unwrap(), BLACKHOLE_PORT);
-    check("python create_connection", &apps::python_connect_timeout(&lab, Mode::Strace).unwrap(), BLACKHOLE_PORT);
-    check("python recv timeout", &apps::python_read_timeout(&lab, Mode::Strace).unwrap(), SILENT_PORT);
-    check("java HttpClient connectTimeout", &apps::java_connect_timeout(&lab, Mode::Strace).unwrap(), BLACKHOLE_PORT);
-    check("go Client.Timeout (connect)", &apps::go_connect_timeout(&lab, Mode::Strace).unwrap(), BLACKHOLE_PORT);
-    check("go Client.Timeout (headers)", &apps::go_read_timeout(&lab, Mode::Strace).unwrap(), SILENT_PORT);
-    check("node setTimeout (connect)", &apps::node_connect_timeout(&lab, Mode::Strace).unwrap(), BLACKHOLE_PORT);
-    check("node setTimeout (reply)", &apps::node_read_timeout(&lab, Mode::Strace).unwrap(), SILENT_PORT);
-    // Happy Eyeballs: ::1 refused (through SO_ERROR), then 127.0.0.1.
-    let he = apps::curl_happy_eyeballs(&lab, Mode::Strace).unwrap();
-    let log = he.strace.as_deref().unwrap();
-    let v6 = apps::so_errors_after_connect(log, "\"::1\"");
-    assert_eq!(v6.first().and_then(|(_, e)| e.as_deref()), Some("ECONNREFUSED"), "{log}");
-    let v4 = apps::so_errors_after_connect(log, "127.0.0.1");
-    assert_eq!(v4.first().and_then(|(_, e)| e.as_deref()), Some("0"), "{log}");
-    println!("{}", table.join("\n"));
 }

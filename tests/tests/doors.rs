@@ -44,13 +44,16 @@ fn io_uring_door(r: &Run) -> bool {
             "auto" | "tp_btf" => "tp_btf/io_uring_complete (+raw_tracepoint/io_uring_file_get)",
             _ => "tracepoint/io_uring:io_uring_complete (+io_uring_file_get)",
         };
-        assert!(r.stderr.contains(probe), "attach line (probe mode {mode}): {}", r.stderr);
-        assert!(!r.stderr.contains("probe fallback: failing io_uring request"), "{}", r.stderr);
-        assert!(!r.stderr.contains("io_uring requests are not watched"), "{}", r.stderr);
+        let used = socktrace_tests::fact_probe(r, "failing io_uring request");
+        assert_eq!(used.as_deref(), Some(probe), "probe mode {mode}: {:#?}", r.summary);
+        let door = r.summary.as_ref().and_then(|s| s["probes"].as_array().cloned()).unwrap_or_default();
+        let door = door.iter().find(|p| p["event"] == "failing io_uring request").unwrap();
+        assert_eq!(door["passed_over"], serde_json::json!([]), "no fallback: {door}");
+        assert!(!r.stderr.contains("io_uring requests"), "{}", r.stderr);
         true
     } else {
         assert!(
-            r.stderr.contains("notice: failing io_uring requests are not watched on this kernel: "),
+            r.stderr.contains("failing io_uring requests") && r.stderr.contains("not visible on this kernel"),
             "the unwatched door must be named: {}",
             r.stderr
         );
@@ -262,7 +265,7 @@ fn sockets_older_than_the_trace_are_explained_by_the_snapshot() {
     let r = run(&["before-trace", "reset"], &[]);
     let step = r.client_step("read");
     assert_eq!(step["errno"], 104);
-    assert!(r.stderr.contains("1 socket open before the trace adopted"), "{}", r.stderr);
+    assert!(r.stderr.contains(", 1 socket adopted)"), "{}", r.stderr);
     let ev = single_event(&r);
     assert_label(ev, "ECONNRESET", None, "rst_received");
     assert_eq!(ev["from_snapshot"], true, "{ev:#}");

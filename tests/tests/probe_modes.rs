@@ -84,7 +84,7 @@ fn auto_falls_back_per_event_and_says_which_and_why() {
     // Stand-in for a kernel that lacks two BTF tracepoints.
     let disabled = "tp_btf/tcp_receive_reset,tp_btf/inet_sk_error_report";
     let out = Command::new(socktrace_bin())
-        .args(["--json", "--", SCENARIO, "connect", "127.0.0.1:closed"])
+        .args(["-v", "--json", "--", SCENARIO, "connect", "127.0.0.1:closed"])
         .env("SOCKTRACE_DISABLE_PROBES", disabled)
         .env("SCENARIO_NO_WAIT", "1")
         .stdin(Stdio::null())
@@ -130,7 +130,7 @@ fn auto_falls_back_per_event_and_says_which_and_why() {
 fn forced_kprobe_mode_names_the_missing_kernel_feature() {
     require_root();
     let out = Command::new(socktrace_bin())
-        .args(["--probe-mode", "kprobe", "--", SCENARIO, "connect", "127.0.0.1:closed"])
+        .args(["-v", "--probe-mode", "kprobe", "--", SCENARIO, "connect", "127.0.0.1:closed"])
         .env("SCENARIO_NO_WAIT", "1")
         .stdin(Stdio::null())
         .output()

@@ -56,6 +56,8 @@ const CASES: &[Case] = &[
     Case { name: "no-route", isolated: true, run: no_route },
     Case { name: "ports-used-up", isolated: true, run: ports_used_up },
     Case { name: "queue-full", isolated: true, run: queue_full },
+    Case { name: "gave-up-connect", isolated: true, run: gave_up_connecting },
+    Case { name: "gave-up-reply", isolated: false, run: gave_up_waiting },
 ];
 
 /// The workload, started by `run` once socktrace is attached: fails on purpose, every case
@@ -311,6 +313,50 @@ fn syn_timeout() -> Result<()> {
         libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as u32);
         libc::close(fd);
     }
+    Ok(())
+}
+
+/// A program's own connect timeout: a non-blocking connect whose SYNs a rule drops, waited
+/// for 1.2 s (as curl --connect-timeout or a Java HttpClient would), then closed. No call
+/// fails; socktrace reports the abandoned connect on the close.
+fn gave_up_connecting() -> Result<()> {
+    netns::nft("tcp dport 9997 drop")?;
+    // SAFETY: a fresh socket, owned and closed here; poll on it with a stack pollfd.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 9997u16.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be() },
+            sin_zero: [0; 8],
+        };
+        libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sin) as u32);
+        let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+        libc::poll(&mut pfd, 1, 1200);
+        libc::close(fd);
+    }
+    Ok(())
+}
+
+/// A program's own read timeout: a request to a server that acknowledges it and never
+/// answers, read with a 1.2 s timeout (SO_RCVTIMEO, as a client library would set), then
+/// closed. socktrace reports the silence on the close.
+fn gave_up_waiting() -> Result<()> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let addr = listener.local_addr()?;
+    let silent = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept()?;
+        let _ = conn.read(&mut [0u8; 64]);
+        sleep_ms(2000);
+        Ok::<(), std::io::Error>(())
+    });
+    let mut client = TcpStream::connect(addr)?;
+    client.write_all(b"GET /slow HTTP/1.1\r\n\r\n")?;
+    client.set_read_timeout(Some(Duration::from_millis(1200)))?;
+    let _ = client.read(&mut [0u8; 64]);
+    drop(client);
+    let _ = silent.join();
     Ok(())
 }
 

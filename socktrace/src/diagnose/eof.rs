@@ -9,7 +9,9 @@ use crate::model::{Cause, TcpState};
 /// A read that returned 0 on a TCP socket.
 pub fn end_of_file(f: &Failure) -> Diagnosis {
     let h = &f.history;
-    if let Some(rst) = h.rst_received {
+    // An RST that hit the socket after the peer's FIN (in CLOSE_WAIT) is not what ended the
+    // stream: the FIN did, and the read's 0 is the FIN's.
+    if let Some(rst) = h.rst_received.filter(|r| r.state != Some(TcpState::CloseWait)) {
         let explain = format!(
             "end of file: {} reset the connection in {} and its error was already reported",
             peer(f.remote),
@@ -46,7 +48,14 @@ pub fn end_of_file(f: &Failure) -> Diagnosis {
         );
         Diagnosis { from_snapshot: true, ..Diagnosis::new(Cause::PeerFin, at, None, explain) }
     } else if peer_closed {
-        let explain = format!("end of file: {} closed its side of the connection (FIN)", peer(f.remote));
+        let after = match h.rst_received {
+            Some(rst) => format!(
+                "; its RST came {} later",
+                super::history::secs(rst.ts_ns.saturating_sub(fin.map_or(rst.ts_ns, |t| t.ts_ns)))
+            ),
+            None => String::new(),
+        };
+        let explain = format!("end of file: {} closed its side of the connection (FIN){after}", peer(f.remote));
         Diagnosis::new(Cause::PeerFin, state, fin.map(|t| t.ts_ns), explain)
     } else {
         let explain = "end of file with no FIN recorded (our own SHUT_RD, or the FIN predates tracing)".into();

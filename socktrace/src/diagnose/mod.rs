@@ -1,7 +1,8 @@
 //! The diagnosis: facts about one failing call in, its TCP cause out. Pure: no kernel, no I/O.
 //!
 //! The rules are Linux's own (net/ipv4/tcp_input.c, tcp_timer.c, tcp_ipv4.c), one family a
-//! file: `reset` (RSTs received and sent), `icmp` (ICMP errors and routing), `timeout` (the
+//! file: `abandoned` (sockets the application ended while they waited: its own timeouts),
+//! `reset` (RSTs received and sent), `icmp` (ICMP errors and routing), `timeout` (the
 //! TCP timers), `local` (this host's own shutdown or abort), `resource` (descriptors, ports,
 //! memory, a full listener), `routine` (EAGAIN, EINTR, EINPROGRESS), `eof` (end of file),
 //! `snapshot` (sockets older than the trace) and `unknown` (what stays unexplained, and why).
@@ -10,6 +11,7 @@
 //!
 //! Where the recorded facts do not prove a cause, the answer is `Unknown`, never a guess.
 
+mod abandoned;
 mod drops;
 mod eof;
 mod history;
@@ -79,6 +81,9 @@ impl Diagnosis {
 pub fn diagnose(f: &Failure) -> Diagnosis {
     let mut dg = cause(f);
     dg.rst_origin = reset::origin(f);
+    if let Some(note) = abandoned::fallback(f) {
+        dg.explain.push_str(&note);
+    }
     dg
 }
 
@@ -110,6 +115,10 @@ const TCP_RULES: &[Rule] = &[
 ];
 
 fn cause(f: &Failure) -> Diagnosis {
+    // No call failed: the process ended a socket that was still waiting.
+    if let Some(ended) = &f.ended {
+        return abandoned::ended(f, ended);
+    }
     let Some(e) = f.errno else {
         return eof::end_of_file(f);
     };

@@ -131,7 +131,8 @@ fn sender(f: &Failure, rst: Stamp) -> Option<String> {
     }
     let reason = p.reason_name.as_deref().map(rst_reason_short);
     let row = reason.and_then(rst_reason);
-    let from_call = p.state == Some(Close) || row.is_some_and(|r| r.from_call);
+    // A dying process's RST comes from its exit's close: its own, whichever thread ran it.
+    let from_call = p.state == Some(Close) || row.is_some_and(|r| r.from_call) || p.exit_code.is_some();
     let kernel = match reason {
         Some(r) => format!(" (kernel reason {r})"),
         None => " (this kernel gives no RST reason before 6.10)".into(),
@@ -162,6 +163,15 @@ fn sender(f: &Failure, rst: Stamp) -> Option<String> {
         "a socket of this host".into()
     };
     let why = match (row, reason, p.state) {
+        _ if p.exit_code.is_some() => format!(
+            "it exited ({}) with the connection open{}",
+            crate::facts::describe_exit(p.exit_code.unwrap_or(0)),
+            if row.is_some_and(|r| r.name == "TCP_ABORT_ON_CLOSE") {
+                " and data from us unread, so its kernel aborted the connection"
+            } else {
+                ""
+            }
+        ),
         (Some(r), _, _) => r.peer.to_string(),
         (None, Some(RST_REASON_TCP_STATE), Some(Close)) => {
             "it closed the socket with SO_LINGER 0 (an abortive close) or disconnected it".into()
@@ -389,6 +399,7 @@ mod tests {
             state: Some(state),
             no_socket: false,
             accept_queue: None,
+            exit_code: None,
         };
         let with = |p: PeerReset| Failure {
             peer_reset: Some(p),

@@ -32,6 +32,14 @@ use crate::model::{errno, Cause};
 /// conventions name for `network.*` errors), from the errno and socktrace's cause; `_OTHER`
 /// (the conventions' fallback) for everything else. An EPIPE after a reset is a reset.
 pub fn error_type(errno_value: Option<i32>, cause: Cause) -> &'static str {
+    // The application's own timeout (no call failed): `timeout`, the conventions' example
+    // for an operation that ended because it took too long.
+    if matches!(
+        cause,
+        Cause::AbandonedConnect | Cause::AbandonedNoReply | Cause::AbandonedUnacked | Cause::AbandonedZeroWindow
+    ) {
+        return "timeout";
+    }
     match errno_value {
         Some(errno::ECONNREFUSED) => "refused",
         Some(errno::ECONNRESET) => "reset",
@@ -60,6 +68,8 @@ mod tests {
             (Some(errno::ENETUNREACH), Cause::NoRoute, "net_unreachable"),
             (Some(errno::EMFILE), Cause::FdLimit, "_OTHER"),
             (None, Cause::PeerFin, "_OTHER"),
+            (None, Cause::AbandonedConnect, "timeout"),
+            (None, Cause::AbandonedNoReply, "timeout"),
         ];
         for (e, cause, want) in cases {
             assert_eq!(error_type(e, cause), want, "{e:?} {cause:?}");

@@ -414,7 +414,7 @@ fn kv_int(key: &str, value: i64) -> KeyValue {
 /// go to the record's resource.
 pub fn log_record(f: &Failure, d: &Diagnosis, wall_ns: u64) -> Record {
     let mut resource = Vec::new();
-    let errno = f.errno_name().unwrap_or_else(|| "EOF".into());
+    let errno = f.errno_label();
     let call = f.syscall_name();
     let mut attributes = vec![
         kv_int("process.pid", f.pid as i64),

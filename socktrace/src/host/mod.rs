@@ -73,6 +73,17 @@ impl Namespaces {
 
 /// Reads what the diagnosis of this failure needs from the host, if anything.
 pub fn enrich(f: &mut Failure, namespaces: &Namespaces) {
+    // A connect the program gave up on may have waited for a listener of this host whose
+    // accept queue is full, as a timed-out one may.
+    let abandoned_connect =
+        f.ended.as_ref().is_some_and(|e| matches!(e.from, Some(TcpState::SynSent | TcpState::SynRecv)));
+    if abandoned_connect {
+        if let Some(dest) = f.remote {
+            let proc = format!("/proc/{}/task/{}", f.pid, f.tid);
+            f.host.listener = listener_at(Path::new(&proc), namespaces, dest);
+        }
+        return;
+    }
     let Some(e) = f.errno else { return };
     // The failing thread's own view: a thread can have a network namespace of its own.
     let proc = format!("/proc/{}/task/{}", f.pid, f.tid);

@@ -52,6 +52,9 @@ pub struct ProbeOptions {
     pub log_level: Option<aya_log::Level>,
     /// Record kernel stacks at the events behind failures (`--kstack`).
     pub kstack: bool,
+    /// A connection its process ends with nothing received for this long since its last send
+    /// is reported (`--no-reply-after`); zero: never.
+    pub silence: std::time::Duration,
 }
 
 /// Which processes are traced; every selector given must match, all filtering in the kernel.
@@ -120,6 +123,10 @@ pub struct KernelFacts {
     /// `enum sk_rst_reason` (6.10+) and `enum skb_drop_reason` (5.17+): value -> name.
     pub rst_reasons: Vec<(u32, String)>,
     pub drop_reasons: Vec<(u32, String)>,
+    /// The kernel's tick rate (`CONFIG_HZ`, measured), for the jiffies socket fields hold.
+    pub hz: Option<u32>,
+    /// `bpf_task_pt_regs` (5.15+): an ended socket's call is read from the task's registers.
+    pub task_pt_regs: bool,
 }
 
 impl KernelFacts {
@@ -155,6 +162,8 @@ impl KernelFacts {
             kfree_skb_tracepoint: kfree_skb_arity.is_some(),
             rst_reasons: btf.enum_names("sk_rst_reason"),
             drop_reasons,
+            hz: super::jiffies::hz(),
+            task_pt_regs: kernel_version() >= (5, 15),
         }
     }
 }
@@ -193,6 +202,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     set(config_flags::SELECT_COMM, sel.comm.is_some());
     set(config_flags::SELECT_CGROUP, sel.cgroup.is_some());
     set(config_flags::TRACE_ALL, sel.is_everything());
+    set(config_flags::TASK_PT_REGS, kernel.task_pt_regs);
     if one_pid {
         c.tgid = sel.tgids[0];
     }
@@ -210,7 +220,19 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
     c.syscall_kinds = syscall_kinds();
     c.io_uring_kinds = io_uring_kinds();
     c.hash_seed = secret_seed();
+    c.silence_jiffies = silence_jiffies(opts.silence, kernel.hz);
     c
+}
+
+/// `silence` in the kernel's jiffies (at least one); 0, turning the report off, when HZ is not
+/// known (a guess would shorten or stretch every threshold).
+fn silence_jiffies(silence: std::time::Duration, hz: Option<u32>) -> u32 {
+    match hz {
+        Some(hz) if !silence.is_zero() => {
+            (silence.as_millis() as u64 * u64::from(hz) / 1000).clamp(1, u32::MAX as u64) as u32
+        }
+        _ => 0,
+    }
 }
 
 /// A secret of this load: std's `RandomState` keys SipHash with numbers from the OS's random

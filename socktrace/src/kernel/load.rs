@@ -45,6 +45,8 @@ pub struct Probes {
     /// The key of the hashes that place and check sent RSTs (`TracedConfig::hash_seed`): the
     /// decoder needs it to check a `peer_reset` (`event::decode`).
     pub hash_seed: u64,
+    /// The kernel's tick rate, measured at load (None: /proc/timer_list could not tell).
+    pub kernel_hz: Option<u32>,
     /// The kernel's RST reason (6.10+) and drop reason (5.17+) names, value -> name (the session
     /// takes them).
     pub rst_reasons: Vec<(u32, String)>,
@@ -56,6 +58,8 @@ pub struct Probes {
     sockets: HashMap<MapData, u64, SocketHistory>,
     /// Packets dropped on this host, by 4-tuple (`drops.rs`), when the drop probe runs.
     drop_records: Option<HashMap<MapData, socktrace_common::SockAddrs, socktrace_common::DropRecord>>,
+    /// The last established connect of each traced process to each port (`CONNECTED`).
+    connected: HashMap<MapData, socktrace_common::ConnectKey, socktrace_common::ConnectedTo>,
     /// The kernel stacks (`--kstack` only).
     stacks: Option<aya::maps::StackTraceMap<MapData>>,
     traced: HashMap<MapData, u32, u8>,
@@ -211,12 +215,14 @@ impl Probes {
             drops,
             syscall_hook,
             hash_seed: config.hash_seed,
+            kernel_hz: facts.hz,
             // Mapped last (see the BTF note above).
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
             routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
             history_stats: take_map(&mut ebpf, names::HISTORY_STATS)?,
             sockets: take_map(&mut ebpf, names::SOCKETS)?,
+            connected: take_map(&mut ebpf, names::CONNECTED)?,
             stacks: if opts.kstack { Some(take_map(&mut ebpf, names::STACKS)?) } else { None },
 
             traced,
@@ -329,6 +335,13 @@ impl Probes {
             .into_iter()
             .filter_map(|(sent, k)| map.get(&k, 0).ok().map(|d| (sent, d)))
             .collect()
+    }
+
+    /// The last connect of process `tgid` to port `port` that was established: when, and its
+    /// remote end as the kernel keeps it.
+    pub fn connected(&self, tgid: u32, port: u16) -> Option<socktrace_common::ConnectedTo> {
+        let key = socktrace_common::ConnectKey { tgid, port, _pad: 0 };
+        self.connected.get(&key, 0).ok()
     }
 
     /// The kernel stack `id` (`STACKS` id plus one, as events carry it): its code addresses,

@@ -139,6 +139,13 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         tp_keepalive_intvl: optional(btf.offset_of("tcp_sock", "keepalive_intvl")),
         net_keepalive_time: optional(btf.offset_of("net", "ipv4.sysctl_tcp_keepalive_time")),
         net_keepalive_intvl: optional(btf.offset_of("net", "ipv4.sysctl_tcp_keepalive_intvl")),
+        tp_write_seq: optional(btf.offset_of("tcp_sock", "write_seq")),
+        tp_copied_seq: optional(btf.offset_of("tcp_sock", "copied_seq")),
+        tp_bytes_acked: optional(btf.offset_of("tcp_sock", "bytes_acked")),
+        tp_bytes_received: optional(btf.offset_of("tcp_sock", "bytes_received")),
+        icsk_retransmits: optional(btf.offset_of("tcp_sock", "inet_conn.icsk_retransmits")),
+        task_flags: optional(btf.offset_of("task_struct", "flags")),
+        task_exit_code: optional(btf.offset_of("task_struct", "exit_code")),
         io_kiocb_ctx: NO_FIELD,
         io_kiocb_file_node: NO_FIELD,
         io_ctx_files_nr: NO_FIELD,
@@ -440,6 +447,13 @@ mod tests {
             ("net.ipv4.sysctl_tcp_keepalive_intvl", o.net_keepalive_intvl),
             ("task_struct.cgroups", o.task_cgroups),
             ("cgroup.ancestors", o.cgroup_ancestors),
+            ("tcp_sock.write_seq", o.tp_write_seq),
+            ("tcp_sock.copied_seq", o.tp_copied_seq),
+            ("tcp_sock.bytes_acked", o.tp_bytes_acked),
+            ("tcp_sock.bytes_received", o.tp_bytes_received),
+            ("tcp_sock.inet_conn.icsk_retransmits", o.icsk_retransmits),
+            ("task_struct.flags", o.task_flags),
+            ("task_struct.exit_code", o.task_exit_code),
         ] {
             assert_ne!(at, NO_FIELD, "{name}");
         }

@@ -74,6 +74,64 @@ pub struct JsonFailure {
     /// first (schema 6); absent without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kstack: Option<std::collections::BTreeMap<&'static str, Vec<String>>>,
+    /// No call failed: the process ended the socket while it waited (schema 7); absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<JsonEnded>,
+}
+
+/// A socket the process ended while it waited: what it was doing, in numbers.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonEnded {
+    /// The call that ended it (`close`, `shutdown`, `connect`, `dup2`, `exit`), as `syscall`.
+    pub call: String,
+    /// The state it left.
+    pub state: Option<&'static str>,
+    /// How long it had been connecting (SYN_SENT), ns.
+    pub waited_ns: Option<u64>,
+    /// SYNs sent (the first and each retransmission), for a connect.
+    pub syns: Option<u32>,
+    /// Retransmission timeouts not recovered (data being retransmitted).
+    pub retransmits: u32,
+    /// Bytes sent and not acknowledged, queued and not sent, received and not read.
+    pub unacked_bytes: u32,
+    pub unsent_bytes: u32,
+    pub unread_bytes: u32,
+    /// All bytes the peer acknowledged, and sent, over the connection.
+    pub acked_bytes: u64,
+    pub received_bytes: u64,
+    /// Time since data was last sent and last received, ns (null: never, or HZ unknown).
+    pub since_sent_ns: Option<u64>,
+    pub since_received_ns: Option<u64>,
+    /// The peer's window (0: it stopped reading).
+    pub peer_window: u32,
+    /// The process was exiting: how (`killed by SIGKILL`, `exited with status 1`).
+    pub exit: Option<String>,
+    /// Another connect of the process to the same port that was established first.
+    pub established_instead: Option<String>,
+}
+
+fn json_ended(f: &Failure) -> Option<JsonEnded> {
+    let e = f.ended.as_ref()?;
+    let connecting = matches!(e.from, Some(crate::model::TcpState::SynSent | crate::model::TcpState::SynRecv));
+    let started = f.history.transitions.iter().rev().find(|t| t.new == Some(crate::model::TcpState::SynSent));
+    Some(JsonEnded {
+        call: e.call.name(),
+        state: e.from.map(|s| s.name()),
+        waited_ns: started.filter(|_| connecting).map(|t| f.ts_ns.saturating_sub(t.ts_ns)),
+        syns: connecting.then_some(f.history.retransmits + 1),
+        retransmits: e.rto_retransmits,
+        unacked_bytes: e.unacked,
+        unsent_bytes: e.unsent,
+        unread_bytes: e.unread,
+        acked_bytes: e.bytes_acked,
+        received_bytes: e.bytes_received,
+        since_sent_ns: e.since_sent_j.and_then(|j| f.jiffies_ns(j)),
+        since_received_ns: e.since_received_j.and_then(|j| f.jiffies_ns(j)),
+        peer_window: e.snd_wnd,
+        exit: e.exit_code.map(crate::facts::describe_exit),
+        established_instead: e.sibling.map(|(_, a)| a.to_string()),
+    })
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -448,6 +506,7 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
         kstack: (!f.kstacks.is_empty()).then(|| {
             f.kstacks.iter().map(|k| (k.event, k.frames.iter().map(|s| escape_bytes(s.as_bytes())).collect())).collect()
         }),
+        ended: json_ended(f),
     }
 }
 

@@ -105,17 +105,7 @@ impl Sink {
     }
 }
 
-pub fn human_ns(ns: u64) -> String {
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}us", ns as f64 / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.2}s", ns as f64 / 1e9)
-    }
-}
+pub use crate::text::human_ns;
 
 /// The width of the terminal `out` is, if it is one (`TIOCGWINSZ`); `COLUMNS` does not count
 /// (a shell sets it for a pipe too).
@@ -129,17 +119,4 @@ fn terminal_width(out: &impl std::os::fd::AsRawFd) -> Option<usize> {
     // SAFETY: a borrowed descriptor of a live stdout.
     let is_tty = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.is_terminal();
     (ok && is_tty && ws.ws_col >= 20).then_some(ws.ws_col as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human_ns(500), "500ns");
-        assert_eq!(human_ns(1_500), "1.5us");
-        assert_eq!(human_ns(2_500_000), "2.5ms");
-        assert_eq!(human_ns(3_000_000_000), "3.00s");
-    }
 }

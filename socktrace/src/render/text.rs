@@ -34,6 +34,10 @@ fn cause_color(c: Cause) -> &'static str {
         Cause::Aborted => "1;31",
         Cause::WouldBlock | Cause::Interrupted | Cause::InProgress | Cause::Cancelled => "2",
         Cause::FdLimit | Cause::NoLocalPort | Cause::ListenOverflow | Cause::SocketMemory => "1;34",
+        Cause::AbandonedConnect | Cause::AbandonedNoReply | Cause::AbandonedUnacked | Cause::AbandonedZeroWindow => {
+            "1;35"
+        }
+        Cause::Superseded => "2",
         Cause::Unknown => "1",
     }
 }
@@ -106,7 +110,7 @@ fn parts(f: &Failure, d: &Diagnosis, clock: &Clock, style: TextStyle) -> Parts {
         container: style.container_column.then(|| container_label(f)),
         call: f.call_display(),
         ret: f.ret.to_string(),
-        errno: f.errno_name().unwrap_or_else(|| "EOF".into()),
+        errno: f.errno_label(),
         local: addr(f.local),
         remote: addr(f.remote),
         state: d.state.map(|s| s.name()).unwrap_or("-"),

@@ -87,8 +87,8 @@ pub fn run(req: ReportRequest) -> Result<i32> {
         if told <= PROBLEMS_ON_STDERR {
             eprintln!(
                 "socktrace: report: {}: {}",
-                crate::render::escape_controls(&source),
-                crate::render::escape_controls(&p.to_string())
+                crate::text::escape_controls(&source),
+                crate::text::escape_controls(&p.to_string())
             );
         }
     })?;
@@ -106,7 +106,7 @@ pub fn run(req: ReportRequest) -> Result<i32> {
     };
     eprintln!(
         "socktrace: report: wrote {} ({:.1} MB) in {:.1} s: {} failures, {} routine outcomes, {} connections from {} lines{}",
-        crate::render::escape_controls(&written),
+        crate::text::escape_controls(&written),
         html.len() as f64 / 1e6,
         started.elapsed().as_secs_f64(),
         report.failures,

@@ -67,6 +67,11 @@ pub fn cause_color(code: &str) -> &'static str {
             Interrupted => "#c4c4c4",
             InProgress => "#8f8f8f",
             Cancelled => "#d6d6d6",
+            AbandonedConnect => "#9467bd",
+            AbandonedNoReply => "#bc80bd",
+            AbandonedUnacked => "#5e3c99",
+            AbandonedZeroWindow => "#b2abd2",
+            Superseded => "#b8b8b8",
         },
         None => OTHERS[fnv1a(code) as usize % OTHERS.len()],
     }

@@ -26,8 +26,8 @@ pub struct Enrichment {
     pub symbols: crate::kernel::kallsyms::Symbols,
     /// Where a failure's host numbers are read (see `crate::host::enrich`).
     pub namespaces: crate::host::Namespaces,
-    /// The kernel's HZ, measured the first time a socket older than the trace fails.
-    pub kernel_hz: std::cell::OnceCell<Option<u32>>,
+    /// The kernel's HZ, measured at load.
+    pub kernel_hz: Option<u32>,
     /// What the drop counter said when last read (see `drops_possible`).
     pub drops: DropsSeen,
     /// `--kstack`: symbolize the kernel stacks of each failure's events.
@@ -40,8 +40,11 @@ impl Enrichment {
         // The host's numbers, for the few failures that need them (read now, close to the
         // failure; never for the others).
         crate::host::enrich(failure, &self.namespaces);
-        if failure.history.at_attach.is_some() || failure.timers.is_some_and(|t| t.keepalive != 0) {
-            failure.kernel_hz = *self.kernel_hz.get_or_init(crate::kernel::jiffies::hz);
+        if failure.history.at_attach.is_some()
+            || failure.timers.is_some_and(|t| t.keepalive != 0)
+            || failure.ended.is_some()
+        {
+            failure.kernel_hz = self.kernel_hz;
         }
         failure.name_rst_reasons(&self.rst_reasons);
         self.trace_gaps(failure, probes);

@@ -50,6 +50,8 @@ pub struct SessionOptions {
     pub agent: bool,
     /// Text lines name the container (the selection may cover more than one).
     pub container_column: bool,
+    /// Report a connection the process ends after this long without an answer (0: never).
+    pub silence: std::time::Duration,
 }
 
 impl Default for SessionOptions {
@@ -69,14 +71,20 @@ impl Default for SessionOptions {
             kernel_log: None,
             agent: false,
             container_column: false,
+            silence: DEFAULT_SILENCE,
         }
     }
 }
+
+/// `--no-reply-after`'s default: a connection its process ends with nothing received for a
+/// second since its last send is reported (`abandoned_no_reply`).
+pub const DEFAULT_SILENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl SessionOptions {
     fn probe_options(&self) -> ProbeOptions {
         ProbeOptions {
             report_eof: self.eof,
+            silence: self.silence,
             all_sockets: self.all_sockets,
             send_routine: self.all_errors,
             log_level: self.kernel_log,
@@ -166,7 +174,7 @@ impl Session {
             not_adopted: adopted.refused.iter().map(|(pid, _)| *pid).collect(),
             symbols,
             namespaces,
-            kernel_hz: Default::default(),
+            kernel_hz: probes.kernel_hz,
             drops: DropsSeen::default(),
             kstack: opts.kstack,
         };
@@ -179,6 +187,7 @@ impl Session {
             sink,
             summary: Summary::default(),
             enrichment,
+            held: Default::default(),
         };
         Ok(Session { probes, pidfds, selection: selection.clone(), printer, adopted, overflows })
     }
@@ -203,7 +212,12 @@ impl Session {
         // Events the kernel wrote before the end are still in the buffer.
         let end = match end {
             End::OutputClosed | End::OutputFailed(_) => end,
-            other => printer.drain(watch.ring.get_mut(), &probes).err().unwrap_or(other),
+            other => printer
+                .drain(watch.ring.get_mut(), &probes)
+                .and_then(|()| printer.release_held(&probes, true))
+                .and_then(|()| printer.flush())
+                .err()
+                .unwrap_or(other),
         };
         watch.flush_logs();
         drop(watch);

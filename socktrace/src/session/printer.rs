@@ -25,6 +25,22 @@ pub struct Printer {
     pub sink: Sink,
     pub summary: Summary,
     pub enrichment: Enrichment,
+    /// Failed connects waiting for `FALLBACK_WINDOW_NS` to pass, oldest first: the program
+    /// may connect to another address of the service (IPv6 refused, IPv4 answers), which
+    /// their lines then say.
+    pub held: std::collections::VecDeque<Failure>,
+}
+
+/// How long a failed connect is held before it is printed, for the program's fallback to
+/// another address to show (Happy Eyeballs tries the next within 250 ms).
+const FALLBACK_WINDOW_NS: u64 = 300_000_000;
+
+/// Whether a failure waits for the program's fallback: a connect to an address that failed.
+fn awaits_fallback(f: &Failure) -> bool {
+    use crate::model::errno::*;
+    f.is_connect()
+        && f.remote.is_some()
+        && f.errno.is_some_and(|e| matches!(e, ECONNREFUSED | EHOSTUNREACH | ENETUNREACH | ETIMEDOUT | EACCES))
 }
 
 impl Printer {
@@ -38,12 +54,46 @@ impl Printer {
                 continue;
             };
             self.enrichment.enrich(&mut failure, probes);
-            let diagnosis = diagnose_enriched(&mut failure, probes);
-            self.count(&failure, &diagnosis);
-            if self.shown(&failure, &diagnosis) {
-                self.write(&failure, &diagnosis)?;
+            if awaits_fallback(&failure) {
+                self.held.push_back(failure);
+                continue;
             }
+            self.report(failure, probes)?;
         }
+        self.release_held(probes, false)?;
+        self.flush()
+    }
+
+    /// Diagnoses, counts and (if shown) writes one enriched failure.
+    fn report(&mut self, mut failure: Failure, probes: &Probes) -> Result<(), End> {
+        let diagnosis = diagnose_enriched(&mut failure, probes);
+        self.count(&failure, &diagnosis);
+        if self.shown(&failure, &diagnosis) {
+            self.write(&failure, &diagnosis)?;
+        }
+        Ok(())
+    }
+
+    /// Reports the held connects whose window has passed (`all`: every one, at the end), each
+    /// with the fallback the program made, if the kernel saw one established.
+    pub fn release_held(&mut self, probes: &Probes, all: bool) -> Result<(), End> {
+        let now = crate::render::clock_ns(libc::CLOCK_MONOTONIC);
+        while let Some(f) = self.held.front() {
+            if !all && f.ts_ns.saturating_add(FALLBACK_WINDOW_NS) > now {
+                break;
+            }
+            let Some(mut f) = self.held.pop_front() else { break };
+            let port = f.remote.map_or(0, |r| r.port());
+            f.fallback = probes
+                .connected(f.pid, port)
+                .and_then(|c| Some((c.ts_ns, crate::event::remote_endpoint(&c.addr)?)))
+                .filter(|&(ts, addr)| ts > f.ts_ns && Some(addr) != f.remote);
+            self.report(f, probes)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), End> {
         match self.sink.out.flush() {
             Err(e) if !self.output_broken => self.output_failed(e),
             _ => Ok(()),
