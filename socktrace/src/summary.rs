@@ -224,6 +224,12 @@ impl Summary {
     }
 
     fn table(&self) -> String {
+        let text = self.table_rows();
+        // Padding ends no line.
+        text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n"
+    }
+
+    fn table_rows(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("\n{:>8}  {:<16} {:<15} {:<12}\n", "count", "errno", "cause", "state"));
         for ((errno, cause, state), n) in self.rows() {

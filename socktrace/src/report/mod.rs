@@ -3,11 +3,14 @@
 //! errno x cause x state table, who failed, and each connection's timeline.
 //!
 //! A pure data flow that touches no kernel: `read` (lines -> records or problems) ->
-//! `aggregate` (records -> the page's numbers) -> `page` (numbers -> HTML).
+//! `aggregate` (records -> the page's numbers; `timeline` gathers and draws each connection)
+//! -> `page` (numbers -> HTML). `names` holds the words they share.
 
 pub mod aggregate;
+pub mod names;
 pub mod page;
 pub mod read;
+pub mod timeline;
 
 use anyhow::{bail, Context as _, Result};
 use std::io::{BufRead, Write as _};

@@ -5,9 +5,9 @@
 //! connections are embedded as compact JSON that the page's script draws the same way when a
 //! search matches them (`report.js` mirrors `timeline_svg`: keep the two in step).
 
-use super::aggregate::{
-    known_cause, plural, CallMark, CauseTotal, Connection, MarkKind, Ranked, Report, Series, Timeline,
-};
+use super::aggregate::{CauseTotal, Ranked, Report, Series};
+use super::names::{is_routine, known_cause, plural};
+use super::timeline::{CallMark, Connection, MarkKind, Timeline};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -307,7 +307,7 @@ impl Report {
         let s = &self.series;
         let mut totals = vec![0u64; s.buckets];
         for (cause, counts) in &s.by_cause {
-            if !super::aggregate::is_routine(cause) {
+            if !is_routine(cause) {
                 for (t, c) in totals.iter_mut().zip(counts) {
                     *t += c;
                 }
@@ -450,7 +450,7 @@ fn table(r: &Report) -> Markup {
                 } }
                 tbody {
                     @for row in &r.table {
-                        tr.routine[super::aggregate::is_routine(&row.cause)] {
+                        tr.routine[is_routine(&row.cause)] {
                             td { code { (row.errno) } }
                             td { span.swatch style={ "background:" (cause_color(&row.cause)) } {} (row.cause) }
                             td { (row.state) }
