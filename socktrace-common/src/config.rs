@@ -320,17 +320,17 @@ pub struct KernelOffsets {
     pub net_keepalive_time: u32,
     pub net_keepalive_intvl: u32,
     /// What a socket its process ends was doing (`EndFacts`): `tcp_sock.write_seq`,
-    /// `copied_seq`, `bytes_acked`, `bytes_received`, and `icsk_retransmits`.
+    /// `copied_seq`, `bytes_sent`, `bytes_retrans`, `bytes_received`, and `icsk_retransmits`.
     pub tp_write_seq: u32,
     pub tp_copied_seq: u32,
-    pub tp_bytes_acked: u32,
+    pub tp_bytes_sent: u32,
     pub tp_bytes_received: u32,
     pub icsk_retransmits: u32,
     /// `task_struct.flags` (`PF_EXITING`) and `exit_code`: an RST or a close from a dying
     /// process.
     pub task_flags: u32,
     pub task_exit_code: u32,
-    pub _pad_offsets: u32,
+    pub tp_bytes_retrans: u32,
 }
 assert_size!(KernelOffsets, 112 * 4);
 pod!(KernelOffsets);

@@ -74,8 +74,9 @@ pub struct EndFacts {
     /// retransmitted now.
     pub rto_retransmits: u32,
     pub _pad2: u32,
-    /// `tcp_sock.bytes_acked` and `bytes_received` (RFC 4898 counters).
-    pub bytes_acked: u64,
+    /// Payload bytes sent, each counted once (`tcp_sock.bytes_sent - bytes_retrans`: a SYN
+    /// or FIN carries none, unlike `bytes_acked`), and received (`bytes_received`).
+    pub bytes_sent: u64,
     pub bytes_received: u64,
     /// Another connect of the same process to the same port that was established: when, and
     /// to where (`CONNECTED`); 0: none (Happy Eyeballs' winner, for a connect that lost).

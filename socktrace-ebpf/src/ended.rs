@@ -159,7 +159,7 @@ fn read_connection(sk: u64, facts: &mut EndFacts) {
             read_or_zero(sk, at)
         }
     };
-    facts.bytes_acked = wide(global!(OFFSETS.tp_bytes_acked));
+    facts.bytes_sent = wide(global!(OFFSETS.tp_bytes_sent)).saturating_sub(wide(global!(OFFSETS.tp_bytes_retrans)));
     facts.bytes_received = wide(global!(OFFSETS.tp_bytes_received));
 }
 
@@ -180,8 +180,9 @@ fn waiting(f: &EndFacts, old: u8) -> bool {
     let silence = global!(CONFIG.silence_jiffies);
     let nothing_since =
         f.since_received_j > f.since_sent_j || (f.since_received_j == f.since_sent_j && f.bytes_received == 0);
-    // Data was sent (an accepted socket's send time starts at its handshake).
-    let sent_data = f.bytes_acked > 0 || f.unacked > 0;
+    // Data was sent: the send time alone starts at the handshake, and `bytes_acked` counts
+    // a connect's SYN.
+    let sent_data = f.bytes_sent > 0 || f.unacked > 0;
     old == tcp_state::ESTABLISHED
         && silence != 0
         && sent_data

@@ -178,7 +178,7 @@ fn ended(ev: &FailureEvent) -> Ended {
         since_sent_j: known(e.since_sent_j),
         since_received_j: known(e.since_received_j),
         rto_retransmits: e.rto_retransmits,
-        bytes_acked: e.bytes_acked,
+        bytes_sent: e.bytes_sent,
         bytes_received: e.bytes_received,
         sibling: (e.sibling_ts != 0).then(|| endpoint(&e.sibling, false).map(|a| (e.sibling_ts, a))).flatten(),
     }

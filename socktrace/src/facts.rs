@@ -200,7 +200,8 @@ pub struct Ended {
     pub since_received_j: Option<u32>,
     /// The data was being retransmitted (unrecovered retransmission timeouts).
     pub rto_retransmits: u32,
-    pub bytes_acked: u64,
+    /// Payload bytes sent (each once) and received over the connection.
+    pub bytes_sent: u64,
     pub bytes_received: u64,
     /// Another connect of the same process to the same port that was established, when.
     pub sibling: Option<(u64, SocketAddr)>,

@@ -157,9 +157,10 @@ fn no_reply(f: &Failure, e: &Ended) -> Diagnosis {
     let since = e.since_sent_j.and_then(|j| f.jiffies_ns(j));
     let quiet = since.map(|ns| format!(" in the {} since", secs(ns))).unwrap_or_else(|| " since".into());
     let acked = if e.unacked == 0 {
-        format!("acknowledged all {} sent to it", count(e.bytes_acked, "byte"))
+        format!("acknowledged all {} sent to it", count(e.bytes_sent, "byte"))
     } else {
-        format!("acknowledged {} sent to it ({} not yet)", count(e.bytes_acked, "byte"), e.unacked)
+        let acked = e.bytes_sent.saturating_sub(u64::from(e.unacked));
+        format!("acknowledged {acked} of the {} sent to it", count(e.bytes_sent, "byte"))
     };
     let before = if e.bytes_received > 0 {
         format!(" (it had sent {} before)", count(e.bytes_received, "byte"))
@@ -197,7 +198,7 @@ mod tests {
             since_sent_j: None,
             since_received_j: None,
             rto_retransmits: 0,
-            bytes_acked: 0,
+            bytes_sent: 0,
             bytes_received: 0,
             sibling: None,
         }
@@ -244,7 +245,7 @@ mod tests {
             Ended {
                 since_sent_j: Some(2 * HZ),
                 since_received_j: Some(2 * HZ + 10),
-                bytes_acked: 18,
+                bytes_sent: 18,
                 ..end(Established)
             },
             0,

@@ -98,7 +98,7 @@ pub struct JsonEnded {
     pub unsent_bytes: u32,
     pub unread_bytes: u32,
     /// All bytes the peer acknowledged, and sent, over the connection.
-    pub acked_bytes: u64,
+    pub sent_bytes: u64,
     pub received_bytes: u64,
     /// Time since data was last sent and last received, ns (null: never, or HZ unknown).
     pub since_sent_ns: Option<u64>,
@@ -124,7 +124,7 @@ fn json_ended(f: &Failure) -> Option<JsonEnded> {
         unacked_bytes: e.unacked,
         unsent_bytes: e.unsent,
         unread_bytes: e.unread,
-        acked_bytes: e.bytes_acked,
+        sent_bytes: e.bytes_sent,
         received_bytes: e.bytes_received,
         since_sent_ns: e.since_sent_j.and_then(|j| f.jiffies_ns(j)),
         since_received_ns: e.since_received_j.and_then(|j| f.jiffies_ns(j)),
