@@ -547,7 +547,8 @@ fn interrupted_read_is_eintr() {
 /// has none, and the UDP failure stays behind --all-sockets, unexplained).
 #[test]
 fn only_sockets_are_reported_and_non_tcp_only_on_request() {
-    let r = run(&["not-sockets"], &["--all-errors"]);
+    // -v: the start-up lines name every fallback, the derived error report among them.
+    let r = run(&["not-sockets"], &["--all-errors", "-v"]);
     for (step, errno) in [
         ("pipe_read", 11),
         ("pipe_write", 32),

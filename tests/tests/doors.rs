@@ -218,7 +218,8 @@ fn so_error_on_an_accepted_socket_is_not_a_connect() {
 #[test]
 fn udp_refused_by_icmp_port_unreachable() {
     for call in ["recv", "send"] {
-        let r = run(&["udp-refused", call], &[]);
+        // -v: the start-up lines name every fallback (see error_report_is_derived).
+        let r = run(&["udp-refused", call], &["-v"]);
         let step = r.client_step(call);
         assert_eq!(step["errno"], 111, "{call}: ECONNREFUSED");
         assert_ne!(r.client_step("after")["errno"], 111, "{call}: reported once");

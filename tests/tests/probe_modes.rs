@@ -66,7 +66,7 @@ fn every_mode_this_kernel_has_gives_the_same_labels() {
 
 #[test]
 fn tracepoint_mode_uses_classic_records_and_raw_tracepoints_only() {
-    let run = trace_scenario(SCENARIO, &["connect", "127.0.0.1:closed"], &["--probe-mode=tracepoint"]).unwrap();
+    let run = trace_scenario(SCENARIO, &["connect", "127.0.0.1:closed"], &["--probe-mode=tracepoint", "-v"]).unwrap();
     let used = probes_in_summary(&run);
     // Every TCP event and the syscalls; the ICMP senders are a door beside the modes (fentry,
     // a kprobe, or none on this machine).
@@ -98,7 +98,7 @@ fn auto_falls_back_per_event_and_says_which_and_why() {
     );
     assert!(stderr.contains("probe fallback: error report: using raw_tracepoint/inet_sk_error_report"), "{stderr}");
     assert!(
-        stderr.contains("probe mode auto: tp_btf/inet_sock_set_state, tracepoint/tcp:tcp_receive_reset"),
+        stderr.contains("probe mode auto, 2 events on a fallback probe: tp_btf/inet_sock_set_state, tracepoint/tcp:tcp_receive_reset"),
         "{stderr}"
     );
     let lines: Vec<Value> =
@@ -192,7 +192,7 @@ fn error_report_derived_from_the_close_as_before_5_14() {
     ];
     for args in &cases {
         let with = trace_scenario(SCENARIO, args, &[]).unwrap();
-        let derived = trace_scenario_with_env(SCENARIO, args, &[], &without_hooks).unwrap();
+        let derived = trace_scenario_with_env(SCENARIO, args, &["-v"], &without_hooks).unwrap();
         assert!(
             derived.stderr.contains("error report: using derived/sk_err at the close transition"),
             "{args:?}: {}",

@@ -1104,7 +1104,7 @@ fn judge(kernel: &GuestKernel, mode: &str, console: Console, boots: u32, log: Pa
     let failed_tests = console
         .lines
         .iter()
-        .filter_map(|l| l.strip_prefix("test ")?.strip_suffix(" ... FAILED").map(str::to_string))
+        .filter_map(|l| failed_test_name(l).map(str::to_string))
         .collect();
     VmOutcome {
         kernel: kernel.series.clone(),
@@ -1121,9 +1121,24 @@ fn judge(kernel: &GuestKernel, mode: &str, console: Console, boots: u32, log: Pa
     }
 }
 
+/// The test a libtest line says failed: "test NAME ... FAILED", with or without the
+/// "<1.234s>" that --report-time appends.
+fn failed_test_name(line: &str) -> Option<&str> {
+    let (name, rest) = line.strip_prefix("test ")?.split_once(" ... FAILED")?;
+    (rest.is_empty() || rest.starts_with(" <")).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_tests_are_read_with_and_without_report_time() {
+        assert_eq!(failed_test_name("test a_b ... FAILED"), Some("a_b"));
+        assert_eq!(failed_test_name("test a_b ... FAILED <12.034s>"), Some("a_b"));
+        assert_eq!(failed_test_name("test a_b ... ok <1.000s>"), None);
+        assert_eq!(failed_test_name("[x] test a_b ... FAILED"), None);
+    }
 
     #[test]
     fn newest_kernel_package_compares_numbers_not_text() {

@@ -53,6 +53,9 @@ export SOCKTRACE_BIN=/opt/socktrace/socktrace
 export SCENARIO_BIN=/opt/socktrace/scenario
 export SOCKTRACE_TEST_PROBE_MODE="$PROBE_MODE"
 export RUST_BACKTRACE=1
+# Each test's wall time in the log (libtest's --report-time, unstable: unlocked here as for
+# the eBPF build), so the matrix's slow tests can be found.
+export RUSTC_BOOTSTRAP=1
 # Emulated, an older kernel's verifier alone can take minutes over a large program (about 15x
 # slower than on the host): give socktrace time to attach or to fail with its own error.
 export SOCKTRACE_TEST_ATTACH_TIMEOUT=300
@@ -69,7 +72,7 @@ for entry in $TESTS; do
     # kernel messages on the console cannot garble them.
     (
         # shellcheck disable=SC2086 # $only is one word or none
-        "/opt/socktrace/$test" --test-threads=1 $only "$@" 2>&1
+        "/opt/socktrace/$test" --test-threads=1 -Z unstable-options --report-time $only "$@" 2>&1
         echo $? > "/tmp/$test.exit"
     ) | tee "/tmp/$test.out"
     counts=$(awk '/^test result:/ {
