@@ -126,8 +126,17 @@ pub struct DropRecord {
     /// With `--kstack`: the kernel stack at the last drop (`STACKS` id plus one; 0: none).
     pub stack: u32,
     pub dev: [u8; 16],
+    /// The innermost code addresses of the kernel stack at the last drop (0 past its end):
+    /// the caller of the netfilter hook among them (`ip_forward`, `ip_local_deliver`,
+    /// `br_handle_frame`...) says which hook dropped it.
+    pub frames: [u64; DROP_FRAMES],
 }
-assert_size!(DropRecord, 64);
+assert_size!(DropRecord, 64 + 8 * DROP_FRAMES);
+
+/// Kernel stack frames a `DropRecord` keeps: measured on 6.18, a forward-chain drop's
+/// `ip_forward` is the 7th (after the program, the tracepoint's runner, the drop function,
+/// nftables' two and `nf_hook_slow`); a bridge's hook callers are as deep.
+pub const DROP_FRAMES: usize = 12;
 pod!(DropRecord);
 
 /// The last error the kernel reported on a UDP socket (an ICMP error on a connected socket):

@@ -6,16 +6,22 @@
 //! after reading its protocol, or its addresses and one map lookup per end.
 
 use crate::{global, now_ns, read, read_or_zero, zeroed};
+use aya_ebpf::{helpers::generated::bpf_get_stack, EbpfContext as _};
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
     maps::{Array, LruHashMap},
     programs::RawTracePointContext,
 };
-use socktrace_common::{config_flags, net, DropRecord, PeerKey, SockAddrs, NO_FIELD};
+use socktrace_common::{config_flags, net, DropRecord, PeerKey, SockAddrs, DROP_FRAMES, NO_FIELD};
 
 /// Dropped TCP packets, by their 4-tuple as the packet has it (source = `saddr`/`sport`).
 #[map]
 pub(crate) static DROPS: LruHashMap<SockAddrs, DropRecord> = LruHashMap::with_max_entries(4096, 0);
+
+/// One all-zero record, never written: what a new `DROPS` entry starts from (a record is too
+/// large to build on the BPF stack beside the packet's headers).
+#[map]
+static DROP_ZERO: Array<DropRecord> = Array::with_max_entries(1, 0);
 
 /// The ports of traced sockets' peers, one byte each (set, never cleared): the first, cheap
 /// filter (an array lookup the verifier inlines) before the peers' hash map.
@@ -122,37 +128,37 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     };
     let netns: u32 =
         if global!(OFFSETS.net_ns_inum) != NO_FIELD { read(net, global!(OFFSETS.net_ns_inum)).unwrap_or(0) } else { 0 };
-    if let Some(d) = DROPS.get_ptr_mut(key) {
-        // SAFETY: `d` points at a live map value; a lost update between CPUs only miscounts.
-        unsafe {
-            (*d).count = (*d).count.wrapping_add(1);
-            (*d).last_ns = now;
-            (*d).location = location;
-            (*d).reason = reason;
-            (*d).last_flags = flags;
-            (*d).all_flags |= flags;
-            (*d).rsts = (*d).rsts.wrapping_add(((flags >> 2) & 1) as u16);
-            (*d).netns = netns;
-            (*d).ifindex = ifindex;
-            (*d).dev = dev_name;
-            (*d).stack = crate::kstack(ctx);
+    if DROPS.get_ptr_mut(key).is_none() {
+        // BPF_NOEXIST: a record another CPU made meanwhile is kept.
+        if let Some(zero) = DROP_ZERO.get(0) {
+            let _ = DROPS.insert(key, zero, 1);
         }
-        return;
     }
-    let mut d: DropRecord = zeroed::<DropRecord, 8>();
-    d.first_ns = now;
-    d.last_ns = now;
-    d.location = location;
-    d.count = 1;
-    d.reason = reason;
-    d.last_flags = flags;
-    d.all_flags = flags;
-    d.rsts = ((flags >> 2) & 1) as u16;
-    d.netns = netns;
-    d.ifindex = ifindex;
-    d.dev = dev_name;
-    d.stack = crate::kstack(ctx);
-    let _ = DROPS.insert(key, d, 0);
+    let Some(d) = DROPS.get_ptr_mut(key) else { return };
+    // SAFETY: `d` points at a live map value; a lost update between CPUs only miscounts.
+    unsafe {
+        if (*d).count == 0 {
+            (*d).first_ns = now;
+        }
+        (*d).count = (*d).count.wrapping_add(1);
+        (*d).last_ns = now;
+        (*d).location = location;
+        (*d).reason = reason;
+        (*d).last_flags = flags;
+        (*d).all_flags |= flags;
+        (*d).rsts = (*d).rsts.wrapping_add(((flags >> 2) & 1) as u16);
+        (*d).netns = netns;
+        (*d).ifindex = ifindex;
+        (*d).dev = dev_name;
+        (*d).stack = crate::kstack(ctx);
+        // The helper zero-fills what the stack does not cover, and all of it on failure.
+        bpf_get_stack(
+            ctx.as_ptr(),
+            (&raw mut (*d).frames).cast(),
+            core::mem::size_of::<[u64; DROP_FRAMES]>() as u32,
+            0,
+        );
+    }
 }
 
 /// Whether the packet goes to, or comes from, a traced socket's peer.

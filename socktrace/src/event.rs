@@ -207,6 +207,9 @@ pub fn decode_drops(d: &socktrace_common::DropRecord, sent: bool) -> Option<Pack
         all_flags: d.all_flags,
         rsts: d.rsts as u32,
         stack: d.stack,
+        frames: d.frames.iter().copied().take_while(|&ip| ip != 0).collect(),
+        path: Vec::new(),
+        netns_owner: None,
     })
 }
 

@@ -118,6 +118,25 @@ pub struct PacketDrops {
     pub rsts: u32,
     /// With `--kstack`: the stack at the last drop (`STACKS` id plus one).
     pub stack: u32,
+    /// The innermost kernel code addresses at the last drop, and the functions they are in
+    /// (named at enrichment): the caller of the netfilter hook among them says which hook.
+    pub frames: Vec<u64>,
+    pub path: Vec<String>,
+    /// Whose network namespace `netns` is, where the host can tell (found at enrichment).
+    pub netns_owner: Option<NetnsOwner>,
+}
+
+/// Whose network namespace a packet was dropped in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetnsOwner {
+    /// The traced process's own.
+    Traced,
+    /// The host's: PID 1's.
+    Host,
+    /// One `ip netns` named (a file in /run/netns).
+    Named(String),
+    /// A process living in it (the lowest PID found), and the container or pod it runs in.
+    Process { pid: u32, comm: Vec<u8>, workload: crate::container::Workload },
 }
 
 /// An RST a socket of this host sent on this connection (the peer is local): who was on the
@@ -345,6 +364,7 @@ impl Failure {
         for d in &mut self.drops {
             d.reason_name = d.reason.and_then(|r| reasons.iter().find(|(v, _)| *v == r)).map(|(_, n)| n.clone());
             d.function = function_at(d.location);
+            d.path = d.frames.iter().map_while(|&ip| function_at(ip)).collect();
         }
     }
 

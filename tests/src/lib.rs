@@ -386,8 +386,12 @@ impl Netns {
 
     /// Joins two namespaces with a veth pair, `a_cidr` on this side and `b_cidr` on the other.
     pub fn veth_to(&self, other: &Netns, a_cidr: &str, b_cidr: &str) {
+        // Unique per pair: a test may join several namespaces (interface names are at most
+        // 15 bytes).
+        static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = std::process::id();
-        let (a, b) = (format!("sta{id}"), format!("stb{id}"));
+        let (a, b) = (format!("sta{id}x{n}"), format!("stb{id}x{n}"));
         sh(&["ip", "link", "add", &a, "netns", &self.name, "type", "veth", "peer", "name", &b, "netns", &other.name])
             .expect("veth pair");
         self.ip(&["addr", "add", a_cidr, "dev", &a]);
@@ -444,7 +448,14 @@ pub fn assert_label(ev: &Value, errno: &str, state: Option<&str>, cause: &str) {
 
 /// An nftables table `socktrace_test` with an input chain holding `rules`.
 pub fn input_chain(family: &str, rules: &[String]) -> String {
-    let mut s = format!("table {family} socktrace_test {{\n  chain input {{\n    type filter hook input priority 0;\n");
+    hook_chain(family, "input", rules)
+}
+
+/// An nftables table `socktrace_test` with a filter chain on `hook` (input, forward, output,
+/// prerouting...) holding `rules`.
+pub fn hook_chain(family: &str, hook: &str, rules: &[String]) -> String {
+    let mut s =
+        format!("table {family} socktrace_test {{\n  chain {hook} {{\n    type filter hook {hook} priority 0;\n");
     for r in rules {
         s.push_str("    ");
         s.push_str(r);

@@ -234,6 +234,9 @@ mod tests {
             all_flags: 0x02,
             rsts: 0,
             stack: 0,
+            frames: Vec::new(),
+            path: Vec::new(),
+            netns_owner: None,
         }
     }
 

@@ -28,12 +28,7 @@ pub fn on_this_host(f: &Failure) -> String {
             (None, Some(r)) => format!("kernel reason {r}, in {function}"),
             (None, None) => format!("in {function}; this kernel gives no drop reason before 5.17"),
         };
-        let place = match (d.netns, d.dev.is_empty()) {
-            (Some(ns), false) => format!(" in netns {ns} on {}", escape_bytes(&d.dev)),
-            (Some(ns), true) => format!(" in netns {ns}"),
-            (None, false) => format!(" on {}", escape_bytes(&d.dev)),
-            (None, true) => String::new(),
-        };
+        let place = place(d, who.starts_with("a netfilter rule"));
         let ago = |t: u64| secs(f.ts_ns.saturating_sub(t));
         let when = if n == 1 {
             format!("{} before the failure", ago(d.last_ns))
@@ -47,6 +42,93 @@ pub fn on_this_host(f: &Failure) -> String {
         ));
     }
     out
+}
+
+/// Where the packets were dropped: the namespace (whose, where the host could tell), the
+/// device, and the hook (netfilter's, when a rule dropped them) or the path they were on:
+/// ` in namespace blue (ip netns; netns 4026532239) on veth1, at its forward hook`.
+fn place(d: &PacketDrops, by_netfilter: bool) -> String {
+    use crate::facts::NetnsOwner;
+    let mut out = match (d.netns, &d.netns_owner) {
+        (Some(ns), Some(NetnsOwner::Traced)) => format!(" in the process's own namespace (netns {ns})"),
+        (Some(ns), Some(NetnsOwner::Host)) => format!(" in the host's namespace (netns {ns})"),
+        (Some(ns), Some(NetnsOwner::Named(name))) => {
+            format!(" in namespace {} (ip netns; netns {ns})", escape_bytes(name.as_bytes()))
+        }
+        (Some(ns), Some(NetnsOwner::Process { pid, comm, workload })) => {
+            let mut whose = format!("pid {pid} {}", escape_bytes(comm));
+            if let Some(c) = &workload.container {
+                whose.push_str(&format!(", container {}", escape_bytes(c.short_id().as_bytes())));
+            }
+            if let Some(p) = &workload.pod {
+                whose.push_str(&format!(", pod {}", escape_bytes(p.uid.as_bytes())));
+            }
+            format!(" in the namespace of {whose} (netns {ns})")
+        }
+        (Some(ns), None) => format!(" in netns {ns}"),
+        (None, _) => String::new(),
+    };
+    if !d.dev.is_empty() {
+        out.push_str(&format!(" on {}", escape_bytes(&d.dev)));
+    }
+    match (hook(&d.path), by_netfilter) {
+        (Some(h), true) => out.push_str(&format!(", at its {} hook", h.name())),
+        (Some(h), false) => out.push_str(&format!(", on its {} path", h.name())),
+        (None, _) => {}
+    }
+    out
+}
+
+/// Where on its way through a namespace a packet was: netfilter's hooks, which the kernel
+/// functions that run them stand for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+    /// A bridge's own hooks (the `bridge` family), frames passing a bridge.
+    BridgePrerouting,
+    BridgeForward,
+    BridgeInput,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+            Hook::BridgePrerouting => "bridge prerouting",
+            Hook::BridgeForward => "bridge forward",
+            Hook::BridgeInput => "bridge input",
+        }
+    }
+}
+
+/// The hook a drop's kernel stack (innermost first, `function+0xoff`) was in: the innermost
+/// function that runs a hook. None when no frame tells (no stack, an unknown path).
+pub fn hook(path: &[String]) -> Option<Hook> {
+    path.iter().find_map(|frame| {
+        let f = frame.split('+').next().unwrap_or(frame);
+        Some(match f {
+            "ip_forward" | "ip_forward_finish" | "ip6_forward" | "ip6_forward_finish" | "br_nf_forward_ip"
+            | "br_nf_forward" => Hook::Forward,
+            "ip_local_deliver" | "ip_local_deliver_finish" | "ip6_input" | "ip6_input_finish" => Hook::Input,
+            "ip_rcv" | "ip_rcv_finish" | "ipv6_rcv" | "ip6_rcv_finish" | "br_nf_pre_routing" => Hook::Prerouting,
+            "__ip_local_out" | "ip_local_out" | "__ip6_local_out" | "ip6_local_out" => Hook::Output,
+            "ip_output" | "ip_finish_output" | "ip6_output" | "ip6_finish_output" | "br_nf_post_routing" => {
+                Hook::Postrouting
+            }
+            "br_handle_frame" | "br_handle_frame_finish" => Hook::BridgePrerouting,
+            "__br_forward" | "br_forward" | "br_forward_finish" => Hook::BridgeForward,
+            "br_pass_frame_up" | "br_netif_receive_skb" => Hook::BridgeInput,
+            _ => return None,
+        })
+    })
 }
 
 /// What a flow's dropped packets were: `3 SYNs`, `1 RST`, `2 segments and 1 RST` (a
@@ -148,7 +230,103 @@ mod tests {
             all_flags: flags,
             rsts: if flags & 0x04 != 0 { count } else { 0 },
             stack: 0,
+            frames: Vec::new(),
+            path: Vec::new(),
+            netns_owner: None,
         }
+    }
+
+    fn path(frames: &[&str]) -> Vec<String> {
+        frames.iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn the_hook_is_read_from_the_innermost_function_that_runs_one() {
+        use super::{hook, Hook};
+        // Measured on 6.18: an nftables forward-chain drop, and an input-chain one.
+        let forward = path(&[
+            "bpf_prog_c85bccdf27d02ff4_raw_kfree_skb\\x09[bpf]+0xe1b",
+            "bpf_trace_run4+0x10d",
+            "sk_skb_reason_drop+0x90",
+            "nft_do_chain+0x46f",
+            "nft_do_chain_inet+0x4c",
+            "nf_hook_slow+0x43",
+            "ip_forward+0x6e9",
+            "__netif_receive_skb_one_core+0x8d",
+            "ip_rcv+0x20",
+        ]);
+        let table = [
+            ("forward", forward, Some(Hook::Forward)),
+            (
+                "input",
+                path(&["kfree_skb_reason+0x1", "nf_hook_slow+0x43", "ip_local_deliver+0x9", "ip_rcv+0x20"]),
+                Some(Hook::Input),
+            ),
+            (
+                "output",
+                path(&["nf_hook_slow", "__ip_local_out+0x1", "ip_local_out", "__ip_queue_xmit"]),
+                Some(Hook::Output),
+            ),
+            ("v6 input", path(&["nf_hook_slow", "ip6_input+0x4", "ipv6_rcv"]), Some(Hook::Input)),
+            (
+                "bridge forward",
+                path(&["nft_do_chain", "nf_hook_slow", "__br_forward+0x5", "br_handle_frame_finish"]),
+                Some(Hook::BridgeForward),
+            ),
+            (
+                "bridged, br_netfilter",
+                path(&["nf_hook_slow", "br_nf_forward_ip+0x1", "__br_forward"]),
+                Some(Hook::Forward),
+            ),
+            ("unknown path", path(&["tcp_v4_rcv+0x10", "some_fn"]), None),
+            ("no stack", Vec::new(), None),
+        ];
+        for (name, frames, want) in table {
+            assert_eq!(hook(&frames), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_namespace_of_a_drop_is_named_with_its_owner_and_hook() {
+        use crate::container::{Container, Runtime, Workload};
+        use crate::facts::NetnsOwner;
+        let h = timed_out(vec![tr(S, Close, SynSent), tr(8 * S, SynSent, Close)], 8 * S, 2, Some(2 * S));
+        let mut f = with(base(), Syscall::Connect, h);
+        let forward = path(&["nft_do_chain+0x46f", "nf_hook_slow+0x43", "ip_forward+0x6e9"]);
+        let table: [(&str, Option<NetnsOwner>, Vec<String>, &str); 5] = [
+            ("named", Some(NetnsOwner::Named("router".into())), forward.clone(), " in namespace router (ip netns; netns 4026531840) on lo, at its forward hook,"),
+            ("host", Some(NetnsOwner::Host), forward.clone(), " in the host's namespace (netns 4026531840) on lo, at its forward hook,"),
+            ("own", Some(NetnsOwner::Traced), Vec::new(), " in the process's own namespace (netns 4026531840) on lo,"),
+            (
+                "container",
+                Some(NetnsOwner::Process {
+                    pid: 42,
+                    comm: b"nginx\x1b".to_vec(),
+                    workload: Workload {
+                        container: Some(Container { runtime: Runtime::Docker, id: "0123456789abcdef0123".into() }),
+                        pod: None,
+                    },
+                }),
+                forward.clone(),
+                " in the namespace of pid 42 nginx\\x1b, container 0123456789ab (netns 4026531840) on lo, at its forward hook,",
+            ),
+            ("unknown", None, Vec::new(), " in netns 4026531840 on lo,"),
+        ];
+        for (name, owner, path, want) in table {
+            f.drops = vec![PacketDrops {
+                netns_owner: owner,
+                path,
+                ..drop(true, 2, 0x02, Some("NETFILTER_DROP"), "nft_do_chain+0x46f")
+            }];
+            let dg = diagnose(&f);
+            assert!(dg.explain.contains(want), "{name}: {}", dg.explain);
+        }
+        // Not a rule: the path, not a hook.
+        f.drops = vec![PacketDrops {
+            path: path(&["tcp_v4_rcv", "ip_protocol_deliver_rcu", "ip_local_deliver_finish"]),
+            ..drop(true, 2, 0x18, None, "tcp_v4_rcv+0x10")
+        }];
+        assert!(diagnose(&f).explain.contains(" on lo, on its input path,"), "{}", diagnose(&f).explain);
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod unknown;
 
 use crate::facts::Failure;
 use crate::model::{Cause, TcpState};
+pub use drops::hook as drop_hook;
 pub use reset::RstOrigin;
 pub use resource::FullListener;
 

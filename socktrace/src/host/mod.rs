@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 pub mod cgroups;
+pub mod netns;
 mod sock_diag;
 
 use sock_diag::DiagSocket;

@@ -192,6 +192,43 @@ pub struct JsonDrops {
     pub flags: Vec<&'static str>,
     /// How many of them carried RST.
     pub rsts: u32,
+    /// The netfilter hook (or path) the last one was on, read from the kernel stack.
+    pub hook: Option<&'static str>,
+    /// Whose namespace `netns` is, where the host could tell.
+    pub netns_owner: Option<JsonNetnsOwner>,
+}
+
+/// Whose network namespace a packet was dropped in.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonNetnsOwner {
+    /// `traced` (the process's own), `host` (PID 1's), `named` (ip netns), `process`.
+    pub kind: &'static str,
+    pub name: Option<String>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub container: Option<String>,
+    pub pod: Option<String>,
+}
+
+fn netns_owner(o: &crate::facts::NetnsOwner) -> JsonNetnsOwner {
+    use crate::facts::NetnsOwner;
+    let mut j = JsonNetnsOwner { kind: "traced", name: None, pid: None, comm: None, container: None, pod: None };
+    match o {
+        NetnsOwner::Traced => {}
+        NetnsOwner::Host => j.kind = "host",
+        NetnsOwner::Named(n) => {
+            j.kind = "named";
+            j.name = Some(escape_bytes(n.as_bytes()));
+        }
+        NetnsOwner::Process { pid, comm, workload } => {
+            j.kind = "process";
+            j.pid = Some(*pid);
+            j.comm = Some(escape_bytes(comm));
+            j.container = workload.container.as_ref().map(|c| escape_bytes(c.id.as_bytes()));
+            j.pod = workload.pod.as_ref().map(|p| escape_bytes(p.uid.as_bytes()));
+        }
+    }
+    j
 }
 
 /// TCP flag bits, named.
@@ -486,6 +523,8 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                     dev: (!d.dev.is_empty()).then(|| escape_bytes(&d.dev)),
                     flags: tcp_flags(d.last_flags),
                     rsts: d.rsts,
+                    hook: crate::diagnose::drop_hook(&d.path).map(|h| h.name()),
+                    netns_owner: d.netns_owner.as_ref().map(netns_owner),
                 })
                 .collect(),
         },

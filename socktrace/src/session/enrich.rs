@@ -26,6 +26,8 @@ pub struct Enrichment {
     pub symbols: crate::kernel::kallsyms::Symbols,
     /// Where a failure's host numbers are read (see `crate::host::enrich`).
     pub namespaces: crate::host::Namespaces,
+    /// Whose namespace a packet was dropped in.
+    pub netns_names: crate::host::netns::NetnsNames,
     /// The kernel's HZ, measured at load.
     pub kernel_hz: Option<u32>,
     /// What the drop counter said when last read (see `drops_possible`).
@@ -64,7 +66,13 @@ impl Enrichment {
             failure.rst_segment_unseen = self.rst_segment_unseen.clone();
         }
         if !failure.drops.is_empty() {
+            let frames: Vec<u64> =
+                failure.drops.iter().flat_map(|d| d.frames.iter().chain([&d.location])).copied().collect();
+            self.symbols.prefetch(&frames);
             failure.name_drops(&self.drop_reasons, |at| self.symbols.function_at(at));
+            for d in &mut failure.drops {
+                d.netns_owner = d.netns.and_then(|ns| self.netns_names.owner(ns, failure.pid));
+            }
         }
         if self.kstack {
             failure.kstacks = failure

@@ -134,6 +134,7 @@ impl Session {
         let adopted = crate::kernel::adopt::existing_sockets(selection);
         let overflows = crate::host::ListenOverflows::start(&selection.tgids);
         let namespaces = crate::host::Namespaces::open(&selection.tgids);
+        let netns_names = crate::host::netns::NetnsNames::open(&selection.tgids);
         // Opened before the capabilities go: the kernel shows code addresses to an opener with
         // CAP_SYSLOG only.
         let symbols = if opts.kstack {
@@ -174,6 +175,7 @@ impl Session {
             not_adopted: adopted.refused.iter().map(|(pid, _)| *pid).collect(),
             symbols,
             namespaces,
+            netns_names,
             kernel_hz: probes.kernel_hz,
             drops: DropsSeen::default(),
             kstack: opts.kstack,

@@ -1,0 +1,205 @@
+//! The host's side of a failure: packets dropped in a namespace other than the traced
+//! process's (a router's forward chain, a bridge), listeners socktrace never saw start, NAT.
+//! Every network here is namespaces and veth pairs the tests build and remove.
+
+use socktrace_tests::{assert_label, hook_chain, single_event, trace_scenario, Netns, Run};
+
+const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
+
+fn in_netns(ns: &Netns, args: &[&str], extra: &[&str]) -> Run {
+    let mut full = vec!["--netns", ns.name.as_str()];
+    full.extend_from_slice(args);
+    trace_scenario(SCENARIO, &full, extra).unwrap()
+}
+
+/// A client namespace, a router namespace that forwards between it and a server namespace,
+/// and the server namespace: 10.199.7.1 -> (10.199.7.2 | 10.199.8.1) -> 10.199.8.2.
+struct Routed {
+    client: Netns,
+    router: Netns,
+    _server: Netns,
+}
+
+fn routed(tag: &str) -> Routed {
+    let client = Netns::new(&format!("{tag}c"));
+    let router = Netns::new(&format!("{tag}r"));
+    let server = Netns::new(&format!("{tag}s"));
+    client.veth_to(&router, "10.199.7.1/24", "10.199.7.2/24");
+    router.veth_to(&server, "10.199.8.1/24", "10.199.8.2/24");
+    client.ip(&["route", "add", "10.199.8.0/24", "via", "10.199.7.2"]);
+    server.ip(&["route", "add", "10.199.7.0/24", "via", "10.199.8.1"]);
+    router.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    client.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
+    Routed { client, router, _server: server }
+}
+
+/// The router's forward chain drops the SYNs: the connect times out, and the explanation
+/// names the drop where it happened: the router's namespace, the forward hook, the rule.
+#[test]
+fn syns_dropped_in_a_router_namespaces_forward_chain() {
+    let net = routed("fwd");
+    net.router.nft(&hook_chain("inet", "forward", &["tcp dport 9100 drop".into()]));
+    let r = in_netns(&net.client, &["connect", "10.199.8.2:9100"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 110);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
+    let drops = ev["facts"]["drops"].as_array().unwrap_or_else(|| panic!("no drops: {ev:#}"));
+    let sent = drops.iter().find(|d| d["direction"] == "sent").unwrap_or_else(|| panic!("no sent drops: {ev:#}"));
+    assert!(sent["count"].as_u64().unwrap() >= 2, "{ev:#}");
+    assert_eq!(sent["hook"], "forward", "{ev:#}");
+    assert_eq!(
+        (sent["netns_owner"]["kind"].as_str(), sent["netns_owner"]["name"].as_str()),
+        (Some("named"), Some(net.router.name.as_str())),
+        "{ev:#}"
+    );
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(
+        explain.contains("were dropped on this host: a netfilter rule (nftables or iptables) dropped them"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains(&format!(" in namespace {} (ip netns; netns {}) on ", net.router.name, sent["netns"])),
+        "the router's namespace is named: {explain}"
+    );
+    assert!(explain.contains(", at its forward hook, "), "the hook is named: {explain}");
+}
+
+/// Runs `args` in the network namespace of process `pid`.
+fn in_process_ns(pid: u32, args: &[&str]) {
+    let pid = pid.to_string();
+    let mut full = vec!["-t", pid.as_str(), "-n"];
+    full.extend_from_slice(args);
+    let out = std::process::Command::new("nsenter").args(&full).output().expect("nsenter (util-linux)");
+    assert!(out.status.success(), "nsenter {full:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A container-like namespace: one process's own (not named in /run/netns), killed at drop.
+struct Container(std::process::Child);
+
+impl Container {
+    fn start() -> Container {
+        let child = std::process::Command::new("unshare")
+            .args(["--net", "sleep", "120"])
+            .spawn()
+            .expect("unshare (util-linux)");
+        let me = Container(child);
+        // Bounded wait until the process is in its own namespace.
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        for _ in 0..200 {
+            if std::fs::read_link(format!("/proc/{}/ns/net", me.pid())).is_ok_and(|l| l != own) {
+                in_process_ns(me.pid(), &["ip", "link", "set", "lo", "up"]);
+                return me;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("unshare --net did not enter a namespace of its own");
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two container-like namespaces on a bridge (in a namespace of its own, as a host's
+/// docker0 is): the bridge's own forward hook drops the SYNs to one of them. The drop is
+/// named in the bridge's namespace, at the bridge's forward hook.
+#[test]
+fn syns_dropped_by_a_bridge_rule() {
+    let client = Netns::new("brc");
+    let bridge = Netns::new("brb");
+    let server = Netns::new("brs");
+    client.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
+    bridge.ip(&["link", "add", "br0", "type", "bridge"]);
+    bridge.ip(&["link", "set", "br0", "up"]);
+    let id = std::process::id();
+    for (ns, port, addr) in
+        [(&client, format!("bp{id}a"), "10.199.9.1/24"), (&server, format!("bp{id}b"), "10.199.9.2/24")]
+    {
+        let inner = format!("{port}i");
+        let out = std::process::Command::new("ip")
+            .args([
+                "link",
+                "add",
+                &port,
+                "netns",
+                &bridge.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inner,
+                "netns",
+                &ns.name,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        bridge.ip(&["link", "set", &port, "master", "br0"]);
+        bridge.ip(&["link", "set", &port, "up"]);
+        ns.ip(&["addr", "add", addr, "dev", &inner]);
+        ns.ip(&["link", "set", &inner, "up"]);
+    }
+    bridge.nft(&hook_chain("bridge", "forward", &["tcp dport 9101 drop".into()]));
+    let r = in_netns(&client, &["connect", "10.199.9.2:9101"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 110);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
+    let sent = ev["facts"]["drops"].as_array().unwrap().iter().find(|d| d["direction"] == "sent").cloned();
+    let sent = sent.unwrap_or_else(|| panic!("no sent drops: {ev:#}"));
+    assert_eq!(sent["hook"], "bridge forward", "{ev:#}");
+    assert_eq!(sent["netns_owner"]["name"], bridge.name.as_str(), "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains(&format!(" in namespace {} (ip netns; netns ", bridge.name)), "{explain}");
+    assert!(explain.contains(", at its bridge forward hook, "), "{explain}");
+}
+
+/// The destination's own firewall drops the SYNs, in a container-like namespace that no
+/// `ip netns` name points to: the namespace is named by a process living in it.
+#[test]
+fn syns_dropped_in_a_containers_namespace_name_a_process_in_it() {
+    let client = Netns::new("ctc");
+    client.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
+    let container = Container::start();
+    let pid = container.pid().to_string();
+    let (a, b) = (format!("ct{}a", std::process::id()), format!("ct{}b", std::process::id()));
+    let out = std::process::Command::new("ip")
+        .args(["link", "add", &a, "netns", &client.name, "type", "veth", "peer", "name", &b, "netns", &pid])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    client.ip(&["addr", "add", "10.199.10.1/24", "dev", &a]);
+    client.ip(&["link", "set", &a, "up"]);
+    in_process_ns(container.pid(), &["ip", "addr", "add", "10.199.10.2/24", "dev", &b]);
+    in_process_ns(container.pid(), &["ip", "link", "set", &b, "up"]);
+    let rules = socktrace_tests::input_chain("inet", &["tcp dport 9102 drop".into()]);
+    let mut nft = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-n", "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success());
+    let r = in_netns(&client, &["connect", "10.199.10.2:9102"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 110);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
+    let sent = ev["facts"]["drops"].as_array().unwrap().iter().find(|d| d["direction"] == "sent").cloned();
+    let sent = sent.unwrap_or_else(|| panic!("no sent drops: {ev:#}"));
+    assert_eq!(sent["hook"], "input", "{ev:#}");
+    let owner = &sent["netns_owner"];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["pid"].as_u64()),
+        (Some("process"), Some(container.pid() as u64)),
+        "{ev:#}"
+    );
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(explain.contains(&format!(" in the namespace of pid {} ", container.pid())), "{explain}");
+    assert!(explain.contains(", at its input hook, "), "{explain}");
+}
