@@ -490,6 +490,19 @@ pub struct HostFacts {
     pub listener: Option<Listener>,
     /// TCP memory: pages in use (the namespace's sockstat) and `tcp_mem` (min, pressure, max).
     pub tcp_mem: Option<(u64, [u64; 3])>,
+    /// The connection's destination as this host's NAT rewrote it (from conntrack).
+    pub nat: Option<Nat>,
+}
+
+/// A destination this host rewrote (DNAT): what the program dialled, where the connection
+/// went, and the namespace whose connection tracking did it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nat {
+    pub dialled: SocketAddr,
+    pub translated: SocketAddr,
+    /// None: the process's own namespace.
+    pub netns: Option<u32>,
+    pub netns_owner: Option<NetnsOwner>,
 }
 
 /// A listening socket of the namespace that a connect's destination reaches, as
@@ -508,6 +521,11 @@ pub struct Listener {
     /// The processes holding it open, lowest PID first (a pre-forked server has many), with
     /// their names; found by its inode in /proc/*/fd.
     pub owners: Vec<(u32, String)>,
+    /// The network namespace it lives in, when not the connecting process's, and whose it is.
+    pub netns: Option<u32>,
+    pub netns_owner: Option<NetnsOwner>,
+    /// SYNs that namespace's listeners dropped since socktrace attached (`ListenDrops`).
+    pub syns_dropped_since_attach: Option<u64>,
 }
 
 /// A cgroup, named: its path relative to the cgroup2 mount and what it holds.

@@ -17,7 +17,7 @@ fn in_netns(ns: &Netns, args: &[&str], extra: &[&str]) -> Run {
 struct Routed {
     client: Netns,
     router: Netns,
-    _server: Netns,
+    server: Netns,
 }
 
 fn routed(tag: &str) -> Routed {
@@ -30,7 +30,7 @@ fn routed(tag: &str) -> Routed {
     server.ip(&["route", "add", "10.199.7.0/24", "via", "10.199.8.1"]);
     router.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
     client.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
-    Routed { client, router, _server: server }
+    Routed { client, router, server }
 }
 
 /// The router's forward chain drops the SYNs: the connect times out, and the explanation
@@ -202,4 +202,142 @@ fn syns_dropped_in_a_containers_namespace_name_a_process_in_it() {
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains(&format!(" in the namespace of pid {} ", container.pid())), "{explain}");
     assert!(explain.contains(", at its input hook, "), "{explain}");
+}
+
+/// A helper process that prints one line when it is ready, killed at drop.
+struct Helper(std::process::Child);
+
+impl Helper {
+    /// `python3 -c CODE` in namespace `ns`; waits (bounded) for its first line.
+    fn python(ns: &Netns, code: &str) -> Helper {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", code])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the helper never said it was ready");
+        assert_eq!(line.trim(), "ready", "{line}");
+        Helper(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A listener in another namespace, started before the trace by a process socktrace does not
+/// trace, bound to any address, with listen(1) and never accepting; two connections already
+/// fill its queue. The traced client's connect times out, explained by that listener: its
+/// namespace, its owner, its queue, and the SYNs that namespace dropped since the attach.
+#[test]
+fn a_full_listener_in_another_namespace_older_than_the_trace() {
+    let client = Netns::new("olc");
+    let server = Netns::new("ols");
+    client.veth_to(&server, "10.199.11.1/24", "10.199.11.2/24");
+    client.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
+    let listener = Helper::python(
+        &server,
+        "import socket,time\n\
+         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('0.0.0.0', 9103)); s.listen(1); print('ready', flush=True); time.sleep(120)",
+    );
+    // Two handshakes complete into the queue (a backlog of 1 holds two): it is full.
+    let _fillers = Helper::python(
+        &client,
+        "import socket,time\n\
+         c=[socket.create_connection(('10.199.11.2', 9103), timeout=5) for _ in range(2)]\n\
+         time.sleep(0.3); print('ready', flush=True); time.sleep(120)",
+    );
+    let r = in_netns(&client, &["connect", "10.199.11.2:9103"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 110);
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "listen_overflow");
+    let l = &ev["resource"]["listener"];
+    assert_eq!((l["queued"].as_u64(), l["backlog"].as_u64()), (Some(2), Some(1)), "{ev:#}");
+    assert_eq!(l["pid"].as_u64(), Some(listener.pid() as u64), "{ev:#}");
+    assert_eq!(l["netns_owner"]["name"], server.name.as_str(), "{ev:#}");
+    assert!(l["syns_dropped_since_attach"].as_u64().is_some_and(|n| n >= 1), "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    let want = format!(
+        "the listener on 0.0.0.0:9103 (pid {} \"python3\") of this host, in namespace {} (ip netns; netns {}), does not \
+         accept fast enough: 2 connections wait in an accept queue of 1",
+        listener.pid(),
+        server.name,
+        l["netns"]
+    );
+    assert!(explain.contains(&want), "{explain}\nwanted: {want}");
+    assert!(explain.contains(" since socktrace attached (ListenDrops)"), "{explain}");
+}
+
+/// A router namespace standing in for the host rewrites a service address (DNAT in its
+/// prerouting chain, as kube-proxy does for a Service) to ports of the server namespace:
+/// 10.96.7.10:81 to one whose SYNs the server's firewall drops, :82 to a listener that resets
+/// the connection. A process lives in the router's namespace, as one does in a host's.
+fn natted(tag: &str) -> (Routed, Helper) {
+    let net = routed(tag);
+    net.client.ip(&["route", "add", "10.96.7.0/24", "via", "10.199.7.2"]);
+    net.router.nft(
+        "table ip socktrace_test {\n  chain prerouting {\n    type nat hook prerouting priority -100;\n    \
+         ip daddr 10.96.7.10 tcp dport 81 dnat to 10.199.8.2:9105\n    \
+         ip daddr 10.96.7.10 tcp dport 82 dnat to 10.199.8.2:9106\n  }\n}\n",
+    );
+    net.server.input_rules("inet", &["tcp dport 9105 drop".into()]);
+    let resident = Helper::python(&net.router, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
+    (net, resident)
+}
+
+/// The NAT facts of `ev`, checked: the address dialled, the one it went to, the router's
+/// namespace; and the explanation that names them.
+fn assert_natted(ev: &serde_json::Value, net: &Routed, dialled: &str, translated: &str) {
+    let nat = &ev["facts"]["nat"];
+    assert_eq!(
+        (nat["dialled"].as_str(), nat["translated"].as_str(), nat["netns_owner"]["name"].as_str()),
+        (Some(dialled), Some(translated), Some(net.router.name.as_str())),
+        "{ev:#}"
+    );
+    let explain = ev["explain"].as_str().unwrap();
+    let want = format!(
+        "; the program dialled {dialled}, which this host's NAT, in namespace {} (ip netns; netns {}), sent on to \
+         {translated}",
+        net.router.name, nat["netns"]
+    );
+    assert!(explain.contains(&want), "{explain}\nwanted: {want}");
+}
+
+/// A connect to the service address times out: the SYNs went, rewritten, to a port whose
+/// firewall drops them. Both addresses are named, and the drop in the server's namespace.
+#[test]
+fn a_dnat_to_a_silent_port_names_both_addresses() {
+    let (net, _resident) = natted("natt");
+    let r = in_netns(&net.client, &["connect", "10.96.7.10:81"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 110, "ETIMEDOUT");
+    let ev = single_event(&r);
+    assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
+    assert_natted(ev, &net, "10.96.7.10:81", "10.199.8.2:9105");
+}
+
+/// The service's listener resets the connection: the reset names both addresses.
+#[test]
+fn a_dnat_to_a_listener_that_resets_names_both_addresses() {
+    let (net, _resident) = natted("natr");
+    let r = in_netns(&net.client, &["veth-reset", &net.server.name, "10.199.8.2:9106", "10.96.7.10:82"], &[]);
+    assert_eq!(r.client_step("read")["errno"], 104, "ECONNRESET");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    assert_natted(ev, &net, "10.96.7.10:82", "10.199.8.2:9106");
 }

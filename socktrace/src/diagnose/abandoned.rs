@@ -111,9 +111,14 @@ fn why_unanswered(f: &Failure) -> String {
     }
     if let Some(l) = resource::full_listener(f) {
         why.push_str(&format!(
-            "; the listener on {} of this host has {} connections waiting in an accept queue of {}: it does not accept \
-             fast enough, and the kernel drops the SYNs it cannot queue",
-            l.addr, l.queued, l.backlog
+            "; the listener on {}{} of this host{} has {} connections waiting in an accept queue of {}: it does not \
+             accept fast enough, and the kernel drops the SYNs it cannot queue{}",
+            l.addr,
+            l.owner_phrase(),
+            l.place_phrase(),
+            l.queued,
+            l.backlog,
+            l.dropped_phrase()
         ));
     }
     if why.is_empty() {

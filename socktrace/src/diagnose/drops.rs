@@ -48,26 +48,7 @@ pub fn on_this_host(f: &Failure) -> String {
 /// device, and the hook (netfilter's, when a rule dropped them) or the path they were on:
 /// ` in namespace blue (ip netns; netns 4026532239) on veth1, at its forward hook`.
 fn place(d: &PacketDrops, by_netfilter: bool) -> String {
-    use crate::facts::NetnsOwner;
-    let mut out = match (d.netns, &d.netns_owner) {
-        (Some(ns), Some(NetnsOwner::Traced)) => format!(" in the process's own namespace (netns {ns})"),
-        (Some(ns), Some(NetnsOwner::Host)) => format!(" in the host's namespace (netns {ns})"),
-        (Some(ns), Some(NetnsOwner::Named(name))) => {
-            format!(" in namespace {} (ip netns; netns {ns})", escape_bytes(name.as_bytes()))
-        }
-        (Some(ns), Some(NetnsOwner::Process { pid, comm, workload })) => {
-            let mut whose = format!("pid {pid} {}", escape_bytes(comm));
-            if let Some(c) = &workload.container {
-                whose.push_str(&format!(", container {}", escape_bytes(c.short_id().as_bytes())));
-            }
-            if let Some(p) = &workload.pod {
-                whose.push_str(&format!(", pod {}", escape_bytes(p.uid.as_bytes())));
-            }
-            format!(" in the namespace of {whose} (netns {ns})")
-        }
-        (Some(ns), None) => format!(" in netns {ns}"),
-        (None, _) => String::new(),
-    };
+    let mut out = d.netns.map(|ns| namespace(ns, d.netns_owner.as_ref())).unwrap_or_default();
     if !d.dev.is_empty() {
         out.push_str(&format!(" on {}", escape_bytes(&d.dev)));
     }
@@ -77,6 +58,31 @@ fn place(d: &PacketDrops, by_netfilter: bool) -> String {
         (None, _) => {}
     }
     out
+}
+
+/// Network namespace `ns`, with whose it is where the host could tell: ` in namespace blue
+/// (ip netns; netns 4026532239)`, ` in the namespace of pid 42 nginx, container 0123456789ab
+/// (netns ...)`, ` in netns 4026532239`.
+pub fn namespace(ns: u32, owner: Option<&crate::facts::NetnsOwner>) -> String {
+    use crate::facts::NetnsOwner;
+    match owner {
+        Some(NetnsOwner::Traced) => format!(" in the process's own namespace (netns {ns})"),
+        Some(NetnsOwner::Host) => format!(" in the host's namespace (netns {ns})"),
+        Some(NetnsOwner::Named(name)) => {
+            format!(" in namespace {} (ip netns; netns {ns})", escape_bytes(name.as_bytes()))
+        }
+        Some(NetnsOwner::Process { pid, comm, workload }) => {
+            let mut whose = format!("pid {pid} {}", escape_bytes(comm));
+            if let Some(c) = &workload.container {
+                whose.push_str(&format!(", container {}", escape_bytes(c.short_id().as_bytes())));
+            }
+            if let Some(p) = &workload.pod {
+                whose.push_str(&format!(", pod {}", escape_bytes(p.uid.as_bytes())));
+            }
+            format!(" in the namespace of {whose} (netns {ns})")
+        }
+        None => format!(" in netns {ns}"),
+    }
 }
 
 /// Where on its way through a namespace a packet was: netfilter's hooks, which the kernel

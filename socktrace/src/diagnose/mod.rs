@@ -17,6 +17,7 @@ mod eof;
 mod history;
 mod icmp;
 mod local;
+mod nat;
 mod phrases;
 mod reset;
 mod resource;
@@ -83,6 +84,9 @@ pub fn diagnose(f: &Failure) -> Diagnosis {
     let mut dg = cause(f);
     dg.rst_origin = reset::origin(f);
     if let Some(note) = abandoned::fallback(f) {
+        dg.explain.push_str(&note);
+    }
+    if let Some(note) = nat::note(f, &dg.explain) {
         dg.explain.push_str(&note);
     }
     dg

@@ -51,9 +51,15 @@ pub fn rst_received(f: &Failure, e: i32) -> Option<Diagnosis> {
     let state = rst.state;
     let sender = sender(f, rst);
     let explain = match (e, state) {
-        (ECONNREFUSED, Some(SynSent)) => {
-            format!("peer answered the SYN with RST: nothing listens on {remote}")
-        }
+        (ECONNREFUSED, Some(SynSent)) => match &f.host.nat {
+            Some(n) => format!(
+                "peer answered the SYN with RST: nothing listens on {}, where {}, sends connections to {}",
+                n.translated,
+                super::nat::by_whom(n),
+                n.dialled
+            ),
+            None => format!("peer answered the SYN with RST: nothing listens on {remote}"),
+        },
         (_, Some(CloseWait)) => format!(
             "{remote} had closed its end (FIN) and answered our later data with RST: the peer terminated prematurely"
         ),

@@ -81,22 +81,16 @@ pub fn resource(f: &Failure, e: i32) -> Option<Diagnosis> {
         }
         ETIMEDOUT if f.is_connect() => {
             let l = full_listener(f)?;
-            let owner = match &l.owner {
-                Some((pid, comm)) if l.others > 0 => {
-                    format!(" (pid {pid} \"{comm}\" and {} other processes)", l.others)
-                }
-                Some((pid, comm)) => format!(" (pid {pid} \"{comm}\")"),
-                None => String::new(),
-            };
+            let (owner, place, dropped) = (l.owner_phrase(), l.place_phrase(), l.dropped_phrase());
             let cap = match l.somaxconn {
                 Some(max) => format!("capped by net.core.somaxconn {max}"),
                 None => "capped by net.core.somaxconn".into(),
             };
             let n = f.history.retransmits;
             let explain = format!(
-                "the listener on {}{owner} of this host does not accept fast enough: {} connections wait in an accept \
-                 queue of {} (its listen() backlog, {cap}), so the kernel dropped our SYN and its {n} \
-                 retransmission{}",
+                "the listener on {}{owner} of this host{place} does not accept fast enough: {} connections wait in an \
+                 accept queue of {} (its listen() backlog, {cap}), so the kernel dropped our SYN and its {n} \
+                 retransmission{}{dropped}",
                 l.addr,
                 l.queued,
                 l.backlog,
@@ -155,6 +149,43 @@ pub struct FullListener {
     /// lowest PID holding it open), and how many other processes hold it too.
     pub owner: Option<(u32, String)>,
     pub others: usize,
+    /// Its namespace when not the connecting process's, whose it is, and the SYNs that
+    /// namespace's listeners dropped since attach.
+    pub netns: Option<u32>,
+    pub netns_owner: Option<crate::facts::NetnsOwner>,
+    pub syns_dropped_since_attach: Option<u64>,
+}
+
+impl FullListener {
+    /// ` (pid 700 "nginx" and 1 other processes)`.
+    pub fn owner_phrase(&self) -> String {
+        match &self.owner {
+            Some((pid, comm)) if self.others > 0 => {
+                format!(" (pid {pid} \"{comm}\" and {} other processes)", self.others)
+            }
+            Some((pid, comm)) => format!(" (pid {pid} \"{comm}\")"),
+            None => String::new(),
+        }
+    }
+
+    /// `, in namespace db (ip netns; netns 4026532500),` when not the connecting process's.
+    pub fn place_phrase(&self) -> String {
+        match self.netns {
+            Some(ns) => format!(", {},", super::drops::namespace(ns, self.netns_owner.as_ref()).trim_start()),
+            None => String::new(),
+        }
+    }
+
+    /// `; that namespace's listeners have dropped 6 SYNs since socktrace attached (ListenDrops)`.
+    pub fn dropped_phrase(&self) -> String {
+        match self.syns_dropped_since_attach.filter(|&d| d > 0) {
+            Some(d) => format!(
+                "; that namespace's listeners have dropped {d} SYN{} since socktrace attached (ListenDrops)",
+                if d == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
+        }
+    }
 }
 
 /// The listener a timed-out connect waited for, if its queue is full (the kernel's own test,
@@ -179,7 +210,17 @@ pub fn full_listener(f: &Failure) -> Option<FullListener> {
         }
         None => (l.owners.first().cloned(), l.owners.len().saturating_sub(1)),
     };
-    Some(FullListener { addr: l.addr, queued, backlog, somaxconn: l.somaxconn, owner, others })
+    Some(FullListener {
+        addr: l.addr,
+        queued,
+        backlog,
+        somaxconn: l.somaxconn,
+        owner,
+        others,
+        netns: l.netns,
+        netns_owner: l.netns_owner.clone(),
+        syns_dropped_since_attach: l.syns_dropped_since_attach,
+    })
 }
 
 #[cfg(test)]
@@ -271,6 +312,9 @@ mod tests {
                 backlog: None,
                 somaxconn: None,
                 owners: Vec::new(),
+                netns: None,
+                netns_owner: None,
+                syns_dropped_since_attach: None,
             }),
             ..HostFacts::default()
         };
@@ -300,6 +344,9 @@ mod tests {
             backlog: Some(1),
             somaxconn: Some(4096),
             owners: vec![(700, "nginx".into()), (701, "nginx".into())],
+            netns: None,
+            netns_owner: None,
+            syns_dropped_since_attach: None,
         };
         f.host = HostFacts { listener: Some(listener.clone()), ..HostFacts::default() };
         let dg = diagnose(&f);
@@ -318,6 +365,27 @@ mod tests {
             dg.explain
         );
         assert!(dg.explain.contains("its 1 retransmission"), "{}", dg.explain);
+        // In another namespace of this host, with the SYNs its listeners dropped since attach.
+        f.host.listener = Some(Listener {
+            netns: Some(4026532500),
+            netns_owner: Some(crate::facts::NetnsOwner::Named("db".into())),
+            syns_dropped_since_attach: Some(6),
+            ..listener.clone()
+        });
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains(
+                "of this host, in namespace db (ip netns; netns 4026532500), does not accept fast enough: 3 connections"
+            ),
+            "{}",
+            dg.explain
+        );
+        assert!(
+            dg.explain
+                .ends_with("; that namespace's listeners have dropped 6 SYNs since socktrace attached (ListenDrops)"),
+            "{}",
+            dg.explain
+        );
         // Without the backlog (no socket diagnostics) nothing proves the queue full.
         f.host.listener = Some(Listener { backlog: None, ..listener.clone() });
         assert_ne!(diagnose(&f).cause, Cause::ListenOverflow);

@@ -5,12 +5,13 @@
 //! towards a destination, which listener a connect waited for and how full its queue is, the
 //! system's file table, TCP's memory.
 
-use crate::facts::{Failure, Listener};
+use crate::facts::{Failure, Listener, Nat};
 use crate::model::{errno, TcpState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 pub mod cgroups;
+mod conntrack;
 pub mod netns;
 mod sock_diag;
 
@@ -41,25 +42,130 @@ fn distinct_namespaces(pids: &[u32]) -> Vec<String> {
 #[derive(Default)]
 pub struct Namespaces {
     diag: Vec<DiagSocket>,
+    /// The host's other network namespaces (a container's, a router's, a pod's): where the
+    /// listener a connect waited for may live.
+    others: Vec<OtherNamespace>,
     /// Listener inode -> the processes holding it, lowest PID first.
     owners: std::collections::HashMap<u64, Vec<(u32, String)>>,
+    /// The host's namespace (PID 1's), when it is not a traced one.
+    host: Option<u32>,
+    conntrack: conntrack::Conntrack,
 }
 
+/// A network namespace of this host other than the traced processes', as attach found it.
+struct OtherNamespace {
+    inode: u32,
+    /// A process living in it (the lowest PID at attach): its /proc/PID/net files show the
+    /// namespace's addresses (readable without privilege while it lives).
+    pid: u32,
+    diag: DiagSocket,
+    /// Its `TcpExt: ListenDrops` at attach, and the file it was read from (kept: it stays
+    /// bound to the namespace).
+    listen_drops: Option<(std::fs::File, u64)>,
+}
+
+/// At most this many other namespaces are watched (two descriptors each).
+const MAX_OTHER_NAMESPACES: usize = 128;
+/// At most this many namespaces' connection tracking tables are read for one failure.
+const MAX_NAT_NAMESPACES: usize = 32;
+
 impl Namespaces {
-    /// For the namespaces of `pids` (each once), or socktrace's own with no PID.
-    pub fn open(pids: &[u32]) -> Namespaces {
+    /// For the namespaces of `pids` (each once), or socktrace's own with no PID; and the
+    /// host's other namespaces (`by_namespace`: each with a process living in it).
+    pub fn open(pids: &[u32], by_namespace: &std::collections::HashMap<u32, u32>) -> Namespaces {
         let mut diag = Vec::new();
+        let mut own = Vec::new();
         for proc in distinct_namespaces(pids) {
             let ns = Path::new(&proc).join("ns/net");
+            own.extend(netns::inode_of(&ns));
             match DiagSocket::open_in(&ns) {
                 Ok(d) => diag.push(d),
                 Err(e) => log::debug!("no socket diagnostics in {}: {e}", ns.display()),
             }
         }
-        let listeners: Vec<u64> =
-            diag.iter().flat_map(|d| d.listeners_on(None).unwrap_or_default()).map(|l| l.inode).collect();
+        let mut candidates: Vec<(u32, u32)> =
+            by_namespace.iter().filter(|(ns, _)| !own.contains(ns)).map(|(&ns, &pid)| (ns, pid)).collect();
+        candidates.sort_unstable_by_key(|&(_, pid)| pid);
+        let others: Vec<OtherNamespace> = candidates
+            .into_iter()
+            .take(MAX_OTHER_NAMESPACES)
+            .filter_map(|(inode, pid)| {
+                let proc = Path::new("/proc").join(pid.to_string());
+                let diag = DiagSocket::open_in(&proc.join("ns/net")).ok()?;
+                let listen_drops = std::fs::File::open(proc.join("net/netstat"))
+                    .ok()
+                    .and_then(|mut f| read_netstat(&mut f, "ListenDrops").map(|n| (f, n)));
+                Some(OtherNamespace { inode, pid, diag, listen_drops })
+            })
+            .collect();
+        let listeners: Vec<u64> = diag
+            .iter()
+            .chain(others.iter().map(|o| &o.diag))
+            .flat_map(|d| d.listeners_on(None).unwrap_or_default())
+            .map(|l| l.inode)
+            .collect();
         let owners = socket_owners(Path::new("/proc"), &listeners);
-        Namespaces { diag, owners }
+        let host = netns::inode_of(Path::new("/proc/1/ns/net")).filter(|h| !own.contains(h));
+        Namespaces { diag, others, owners, host, conntrack: conntrack::Conntrack::default() }
+    }
+
+    /// The connection `local` -> `remote` of the task `proc` (a /proc/PID/task/TID directory)
+    /// as this host's NAT rewrote it: looked up in its own namespace's connection tracking,
+    /// then the host's, then the others'; the first that rewrote its destination.
+    fn nat(
+        &mut self,
+        proc: &Path,
+        conn: (SocketAddr, SocketAddr),
+        failure_ns: u64,
+        now_ns: &dyn Fn() -> u64,
+    ) -> Option<Nat> {
+        let found = |t: conntrack::Tracked| t.dnat().then_some((t.orig_dst, t.reply_src));
+        if let Some((dialled, translated)) = self.conntrack.lookup(proc, conn, failure_ns, now_ns).and_then(found) {
+            return Some(Nat { dialled, translated, netns: None, netns_owner: None });
+        }
+        let host = self.host.and_then(|ns| self.others.iter().find(|o| o.inode == ns));
+        let order =
+            host.into_iter().chain(self.others.iter().filter(|o| Some(o.inode) != self.host)).take(MAX_NAT_NAMESPACES);
+        let candidates: Vec<(u32, u32)> = order.map(|o| (o.inode, o.pid)).collect();
+        candidates.into_iter().find_map(|(inode, pid)| {
+            let dir = Path::new("/proc").join(pid.to_string());
+            let (dialled, translated) = self.conntrack.lookup(&dir, conn, failure_ns, now_ns).and_then(found)?;
+            Some(Nat { dialled, translated, netns: Some(inode), netns_owner: None })
+        })
+    }
+
+    /// A listener of another namespace of this host that a connect to `dest` reaches: one
+    /// bound to `dest`, or to any address of a namespace that has `dest` as its own. Not for
+    /// loopback destinations (every namespace has its own).
+    fn listener_elsewhere(&mut self, dest: SocketAddr) -> Option<Listener> {
+        if dest.ip().is_loopback() || dest.ip().is_unspecified() {
+            return None;
+        }
+        let dest_ip = unmapped(dest.ip());
+        for o in &mut self.others {
+            let Ok(listeners) = o.diag.listeners_on(Some(dest.port())) else { continue };
+            let proc = Path::new("/proc").join(o.pid.to_string());
+            let found = listeners.into_iter().find(|l| {
+                let ip = unmapped(l.addr.ip());
+                ip == dest_ip || (ip.is_unspecified() && has_address(&proc, dest_ip))
+            });
+            let Some(l) = found else { continue };
+            let dropped = o
+                .listen_drops
+                .as_mut()
+                .and_then(|(f, at_attach)| read_netstat(f, "ListenDrops").map(|now| now.saturating_sub(*at_attach)));
+            return Some(Listener {
+                addr: l.addr,
+                queued: l.queued,
+                backlog: Some(l.backlog),
+                somaxconn: o.diag.somaxconn,
+                owners: self.owners.get(&l.inode).cloned().unwrap_or_default(),
+                netns: Some(o.inode),
+                netns_owner: None,
+                syns_dropped_since_attach: dropped,
+            });
+        }
+        None
     }
 
     /// The listener with socket inode `inode` on `port`, as socket diagnostics see it, and its
@@ -72,8 +178,21 @@ impl Namespaces {
     }
 }
 
-/// Reads what the diagnosis of this failure needs from the host, if anything.
-pub fn enrich(f: &mut Failure, namespaces: &Namespaces) {
+/// Reads what the diagnosis of this failure needs from the host, if anything. `now_ns`:
+/// CLOCK_MONOTONIC now (tables read after a failure are not read again for it).
+pub fn enrich(f: &mut Failure, namespaces: &mut Namespaces, now_ns: &dyn Fn() -> u64) {
+    // A connection that failed while connecting, or was reset: its destination may be one
+    // this host rewrites (a Service address, a published port).
+    let connect_failed = f.is_connect()
+        && matches!(f.errno, Some(errno::ECONNREFUSED | errno::ETIMEDOUT | errno::EHOSTUNREACH | errno::ENETUNREACH));
+    let abandoned = f.ended.as_ref().is_some_and(|e| matches!(e.from, Some(TcpState::SynSent | TcpState::SynRecv)));
+    let reset = matches!(f.errno, Some(errno::ECONNRESET | errno::EPIPE));
+    if f.is_tcp && (connect_failed || abandoned || reset) {
+        if let (Some(local), Some(remote)) = (f.local, f.remote) {
+            let proc = format!("/proc/{}/task/{}", f.pid, f.tid);
+            f.host.nat = namespaces.nat(Path::new(&proc), (local, remote), f.ts_ns, now_ns);
+        }
+    }
     // A connect the program gave up on may have waited for a listener of this host whose
     // accept queue is full, as a timed-out one may.
     let abandoned_connect =
@@ -208,14 +327,26 @@ fn count_by_state(sockets: &[ProcSocket], keep: impl Fn(&ProcSocket) -> bool) ->
 /// port bound to that address or to any.
 /// Found in the task's own /proc/net/tcp (readable without privilege); socket diagnostics, by
 /// its inode, add its backlog; the owners come from the kernel or from attach.
-fn listener_at(proc: &Path, namespaces: &Namespaces, dest: SocketAddr) -> Option<Listener> {
+fn listener_at(proc: &Path, namespaces: &mut Namespaces, dest: SocketAddr) -> Option<Listener> {
     let reaches = |local: SocketAddr| {
         local.port() == dest.port()
             && (local.ip() == dest.ip() || (local.ip().is_unspecified() && dest.ip().is_loopback()))
     };
     let sockets = tcp_sockets(proc);
-    let s = sockets.iter().find(|s| s.state == Some(TcpState::Listen) && reaches(s.local))?;
-    let mut l = Listener { addr: s.local, queued: s.rx_queue, backlog: None, somaxconn: None, owners: Vec::new() };
+    let Some(s) = sockets.iter().find(|s| s.state == Some(TcpState::Listen) && reaches(s.local)) else {
+        // Not in the process's own namespace: in another of this host's, if any.
+        return namespaces.listener_elsewhere(dest);
+    };
+    let mut l = Listener {
+        addr: s.local,
+        queued: s.rx_queue,
+        backlog: None,
+        somaxconn: None,
+        owners: Vec::new(),
+        netns: None,
+        netns_owner: None,
+        syns_dropped_since_attach: None,
+    };
     if let Some((d, somaxconn)) = namespaces.listener(dest.port(), s.inode) {
         (l.queued, l.backlog, l.somaxconn) = (d.queued, Some(d.backlog), somaxconn);
     }
@@ -350,11 +481,58 @@ impl ListenOverflows {
 }
 
 fn read_listen_overflows(f: &mut std::fs::File) -> Option<u64> {
+    read_netstat(f, "ListenOverflows")
+}
+
+/// A `TcpExt:` counter of an open /proc/net/netstat, read again from its start.
+fn read_netstat(f: &mut std::fs::File, field: &str) -> Option<u64> {
     use std::io::{Read as _, Seek as _};
     f.seek(std::io::SeekFrom::Start(0)).ok()?;
     let mut text = String::new();
     f.read_to_string(&mut text).ok()?;
-    parse_netstat_field(&text, "TcpExt:", "ListenOverflows")
+    parse_netstat_field(&text, "TcpExt:", field)
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` is an address of the namespace `proc` (a /proc/PID directory) lives in: a
+/// local route of its `net/fib_trie` (IPv4), an entry of its `net/if_inet6` (IPv6).
+fn has_address(proc: &Path, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => std::fs::read_to_string(proc.join("net/fib_trie")).is_ok_and(|t| fib_trie_has_local(&t, v4)),
+        IpAddr::V6(v6) => std::fs::read_to_string(proc.join("net/if_inet6")).is_ok_and(|t| {
+            let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
+            t.lines().any(|l| l.split_whitespace().next() == Some(hex.as_str()))
+        }),
+    }
+}
+
+/// Whether /proc/net/fib_trie lists `ip` as a local address (`|-- a.b.c.d` followed by a
+/// `/32 host LOCAL` line).
+fn fib_trie_has_local(text: &str, ip: Ipv4Addr) -> bool {
+    let want = ip.to_string();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim_start().strip_prefix("|-- ") == Some(want.as_str()) {
+            while let Some(next) = lines.peek() {
+                let t = next.trim();
+                if !t.starts_with('/') {
+                    break;
+                }
+                if t.ends_with("host LOCAL") {
+                    return true;
+                }
+                lines.next();
+            }
+        }
+    }
+    false
 }
 
 /// A counter of /proc/net/netstat: a header line and a value line share the prefix.
@@ -370,6 +548,11 @@ fn parse_netstat_field(text: &str, prefix: &str, field: &str) -> Option<u64> {
 mod netstat_tests {
     #[test]
     fn listen_overflows_are_read_from_netstat() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.199.8.0\n        /24 link UNICAST\n     |-- 10.199.8.2\n        /32 host LOCAL\n     |-- 10.199.8.255\n        /32 link BROADCAST\n";
+        assert!(super::fib_trie_has_local(trie, "10.199.8.2".parse().unwrap()));
+        assert!(!super::fib_trie_has_local(trie, "10.199.8.0".parse().unwrap()));
+        assert!(!super::fib_trie_has_local(trie, "10.199.8.255".parse().unwrap()));
+        assert!(!super::fib_trie_has_local(trie, "10.199.8.3".parse().unwrap()));
         let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 17 19\nIpExt: InNoRoutes\nIpExt: 0\n";
         assert_eq!(super::parse_netstat_field(text, "TcpExt:", "ListenOverflows"), Some(17));
         assert_eq!(super::parse_netstat_field(text, "TcpExt:", "Nothing"), None);

@@ -31,7 +31,8 @@ pub struct NetnsNames {
 impl NetnsNames {
     /// Reads the namespaces of `pids` (the traced processes at attach) and of PID 1, while
     /// socktrace may still read other processes' namespace links.
-    pub fn open(pids: &[u32]) -> NetnsNames {
+    /// `by_namespace`: every namespace a process lived in at attach, with the lowest PID.
+    pub fn open(pids: &[u32], by_namespace: HashMap<u32, u32>) -> NetnsNames {
         let own = if pids.is_empty() { vec![inode_of(Path::new("/proc/self/ns/net"))] } else { Vec::new() };
         let traced = pids
             .iter()
@@ -42,7 +43,7 @@ impl NetnsNames {
         NetnsNames {
             traced,
             host: inode_of(Path::new("/proc/1/ns/net")),
-            at_attach: processes_by_namespace(Path::new("/proc")),
+            at_attach: by_namespace,
             known: HashMap::new(),
         }
     }
@@ -74,7 +75,7 @@ impl NetnsNames {
 }
 
 /// The inode of the namespace a `ns/net` link (or an `ip netns` file) refers to.
-fn inode_of(path: &Path) -> Option<u32> {
+pub fn inode_of(path: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).ok().and_then(|m| u32::try_from(m.ino()).ok())
 }
@@ -107,7 +108,7 @@ fn namespace_of(proc: &Path, pid: u32) -> Option<u32> {
 }
 
 /// Every namespace a process of `proc` lives in, with the lowest PID living there.
-fn processes_by_namespace(proc: &Path) -> HashMap<u32, u32> {
+pub fn processes_by_namespace(proc: &Path) -> HashMap<u32, u32> {
     let mut out = HashMap::new();
     for pid in pids(proc) {
         if let Some(ns) = namespace_of(proc, pid) {

@@ -155,6 +155,18 @@ pub struct JsonFacts {
     pub rst_segment: Option<JsonRstSegment>,
     /// Packets of this connection dropped on this host, for a timeout (schema 6).
     pub drops: Vec<JsonDrops>,
+    /// The destination as this host's NAT rewrote it (conntrack), when it did.
+    pub nat: Option<JsonNat>,
+}
+
+/// A destination this host rewrote: dialled, where it went, in whose namespace (null: the
+/// process's own).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct JsonNat {
+    pub dialled: String,
+    pub translated: String,
+    pub netns: Option<u32>,
+    pub netns_owner: Option<JsonNetnsOwner>,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -343,6 +355,11 @@ pub struct JsonListener {
     pub comm: Option<String>,
     /// Other processes holding the listener open (a pre-forked server).
     pub other_processes: usize,
+    /// Its network namespace when not the connecting process's, and whose it is.
+    pub netns: Option<u32>,
+    pub netns_owner: Option<JsonNetnsOwner>,
+    /// SYNs that namespace's listeners dropped since socktrace attached (ListenDrops).
+    pub syns_dropped_since_attach: Option<u64>,
 }
 
 fn json_resource(f: &Failure, d: &Diagnosis) -> Option<JsonResource> {
@@ -397,6 +414,9 @@ fn json_resource(f: &Failure, d: &Diagnosis) -> Option<JsonResource> {
             pid: l.owner.as_ref().map(|(pid, _)| *pid),
             comm: l.owner.as_ref().map(|(_, comm)| comm.clone()),
             other_processes: l.others,
+            netns: l.netns,
+            netns_owner: l.netns_owner.as_ref().map(netns_owner),
+            syns_dropped_since_attach: l.syns_dropped_since_attach,
         });
     }
     any.then_some(out)
@@ -527,6 +547,12 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
                     netns_owner: d.netns_owner.as_ref().map(netns_owner),
                 })
                 .collect(),
+            nat: f.host.nat.as_ref().map(|n| JsonNat {
+                dialled: n.dialled.to_string(),
+                translated: n.translated.to_string(),
+                netns: n.netns,
+                netns_owner: n.netns_owner.as_ref().map(netns_owner),
+            }),
         },
         from_snapshot: d.from_snapshot,
         timers: f.timers.filter(|_| d.cause == Cause::Timeout).map(|t| JsonTimers {

@@ -41,7 +41,13 @@ impl Enrichment {
     pub fn enrich(&mut self, failure: &mut Failure, probes: &Probes) {
         // The host's numbers, for the few failures that need them (read now, close to the
         // failure; never for the others).
-        crate::host::enrich(failure, &self.namespaces);
+        crate::host::enrich(failure, &mut self.namespaces, &|| crate::render::clock_ns(libc::CLOCK_MONOTONIC));
+        if let Some(l) = failure.host.listener.as_mut() {
+            l.netns_owner = l.netns.and_then(|ns| self.netns_names.owner(ns, failure.pid));
+        }
+        if let Some(n) = failure.host.nat.as_mut() {
+            n.netns_owner = n.netns.and_then(|ns| self.netns_names.owner(ns, failure.pid));
+        }
         if failure.history.at_attach.is_some()
             || failure.timers.is_some_and(|t| t.keepalive != 0)
             || failure.ended.is_some()

@@ -133,8 +133,10 @@ impl Session {
         // Sockets opened before the trace: adopted now that the probes record their events.
         let adopted = crate::kernel::adopt::existing_sockets(selection);
         let overflows = crate::host::ListenOverflows::start(&selection.tgids);
-        let namespaces = crate::host::Namespaces::open(&selection.tgids);
-        let netns_names = crate::host::netns::NetnsNames::open(&selection.tgids);
+        // Which namespace each process lives in: readable only while socktrace may ptrace.
+        let by_namespace = crate::host::netns::processes_by_namespace(std::path::Path::new("/proc"));
+        let namespaces = crate::host::Namespaces::open(&selection.tgids, &by_namespace);
+        let netns_names = crate::host::netns::NetnsNames::open(&selection.tgids, by_namespace);
         // Opened before the capabilities go: the kernel shows code addresses to an opener with
         // CAP_SYSLOG only.
         let symbols = if opts.kstack {

@@ -73,7 +73,8 @@ fn main() {
         ["interrupted"] => interrupted(),
         ["not-sockets"] => not_sockets(),
         ["thread-refused"] => thread_refused(),
-        ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr),
+        ["veth-reset", peer_netns, addr] => veth_reset(peer_netns, addr, None),
+        ["veth-reset", peer_netns, addr, dial] => veth_reset(peer_netns, addr, Some(dial)),
         ["fork-refused"] => fork_refused(),
         ["refused-many", n] => refused_many(n.parse().unwrap_or(1)),
         ["refused-while-attaching", sockets, every_ms] => {
@@ -1086,9 +1087,14 @@ fn thread_refused() -> Result<()> {
 
 /// Across a veth pair: the peer (in netns PEER_NETNS, at ADDR) aborts; the RST crosses the veth
 /// and is handled in softirq while the peer, not us, is on the CPU.
-fn veth_reset(peer_netns: &str, addr: &str) -> Result<()> {
+/// `dial`: the address the connect goes to, when not the peer's own (one that NAT on the way
+/// rewrites to it).
+fn veth_reset(peer_netns: &str, addr: &str, dial: Option<&str>) -> Result<()> {
     let addr = parse_addr(addr)?;
     let mut peer = Peer::start_in(Some(peer_netns), addr)?;
+    if let Some(dial) = dial {
+        peer.addr = parse_addr(dial)?;
+    }
     let fd = peer.connected()?;
     ready_then_wait();
     peer.cmd("abort")?;
