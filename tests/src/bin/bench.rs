@@ -183,7 +183,15 @@ fn stop(tool: Tool, mut r: Running) -> Result<u64> {
                 .rev()
                 .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["type"] == "summary"))
                 .ok_or_else(|| anyhow!("no socktrace summary"))?;
-            summary["failures"].as_u64().unwrap_or(0) + summary["lost"].as_u64().unwrap_or(0)
+            // Failing calls: the failures but the sockets the process ended while they waited
+            // (errno "-": no call failed), and the routine outcomes (EAGAIN, EINPROGRESS),
+            // counted apart (schema 7).
+            let routine: u64 = summary["routine"].as_object().map_or(0, |r| r.values().filter_map(Value::as_u64).sum());
+            let ended: u64 = summary["rows"]
+                .as_array()
+                .map_or(0, |rows| rows.iter().filter(|r| r["errno"] == "-").filter_map(|r| r["count"].as_u64()).sum());
+            (summary["failures"].as_u64().unwrap_or(0) + routine + summary["lost"].as_u64().unwrap_or(0))
+                .saturating_sub(ended)
         }
         Tool::Strace => std::fs::read_to_string(&r.out)?.lines().filter(|l| l.contains("= -1 E")).count() as u64,
         Tool::BpftracePrint => printed,
