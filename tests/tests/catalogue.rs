@@ -743,7 +743,11 @@ fn a_send_refused_for_tcp_memory_is_socket_memory() {
     // By default, counted in the kernel like the routine EAGAIN, but under its own cause.
     let r = run(&["send-memory"], &[]);
     assert_eq!(r.client_step("send")["errno"], 11, "EAGAIN");
-    assert!(r.events.is_empty(), "{:#?}", r.events);
+    // No failing call is printed. The scenario then closes the socket with its data unsent:
+    // where the peer's window had reached zero by then, that close is rightly reported
+    // (abandoned_zero_window), as it was once in a 6.12 VM.
+    let calls: Vec<&Value> = r.events.iter().filter(|e| e["ended"].is_null()).collect();
+    assert!(calls.is_empty(), "{calls:#?}");
     let rows = r.summary.as_ref().unwrap()["rows"].as_array().unwrap().clone();
     assert!(
         rows.iter().any(|row| row["errno"] == "EAGAIN" && row["cause"] == "socket_memory" && row["count"] == 1),
