@@ -102,6 +102,14 @@ pub mod names {
     pub const LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 }
 
+/// The values of the traced-process filter map (`TRACED_TGIDS`): a process traced, and one
+/// whose leader has exited, still traced while its last threads close its files (the closes
+/// a program leaves to its exit) and forgotten once it is reaped.
+pub mod traced_tgid {
+    pub const TRACED: u8 = 1;
+    pub const EXITED: u8 = 2;
+}
+
 /// `TracedConfig::flags` bits.
 pub mod config_flags {
     /// Report `read`/`recv*` returning 0 on a TCP socket (end of file after the peer's FIN).

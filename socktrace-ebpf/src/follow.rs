@@ -1,4 +1,5 @@
-//! Following forks (`-f`): a child forked by a traced process is traced from its first call.
+//! Following forks (`-f`): a child forked by a traced process is traced from its first call,
+//! and a process stays traced until its last thread has closed its files.
 
 use crate::{global, read, TRACED_TGIDS};
 use aya_ebpf::{
@@ -6,7 +7,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use socktrace_common::config_flags;
+use socktrace_common::{
+    config_flags,
+    traced_tgid::{EXITED, TRACED},
+};
 
 #[inline(always)]
 fn on_fork(parent: u64, child: u64) -> u32 {
@@ -18,9 +22,16 @@ fn on_fork(parent: u64, child: u64) -> u32 {
         return 0;
     };
     // A new thread shares its parent's tgid and is already traced with it.
-    // SAFETY: the value is only tested for presence, never read through.
-    if ptgid != ctgid && unsafe { TRACED_TGIDS.get(ptgid).is_some() } {
-        let _ = TRACED_TGIDS.insert(ctgid, 1, 0);
+    if ptgid == ctgid {
+        return 0;
+    }
+    // SAFETY: the values are only tested for presence, never read through.
+    if unsafe { TRACED_TGIDS.get(ptgid).is_some() } {
+        let _ = TRACED_TGIDS.insert(ctgid, TRACED, 0);
+    } else if unsafe { TRACED_TGIDS.get(ctgid).is_some() } {
+        // The PID of a traced process that exited, recycled by an untraced parent: forgotten
+        // before the child runs (this tracepoint fires before it is first woken).
+        let _ = TRACED_TGIDS.remove(ctgid);
     }
     0
 }
@@ -31,10 +42,37 @@ fn on_exit() -> u32 {
         return 0;
     }
     let id = bpf_get_current_pid_tgid();
-    // The thread-group leader leaves last in the usual case: forget the process then, so a
-    // recycled PID is not traced by mistake.
+    // The process is not forgotten here: this tracepoint fires before the exiting thread
+    // closes its files, and the last thread's exit is where a program that returned from
+    // main closes what it left open (Go's transport cancels a dial on another thread; the
+    // process can exit first). The entry is marked; a fork that recycles the PID for an
+    // untraced process removes it (`on_fork`).
     if id >> 32 == id & 0xffff_ffff {
-        let _ = TRACED_TGIDS.remove((id >> 32) as u32);
+        let tgid = (id >> 32) as u32;
+        // SAFETY: the value is only tested for presence, never read through.
+        if unsafe { TRACED_TGIDS.get(tgid).is_some() } {
+            let _ = TRACED_TGIDS.insert(tgid, EXITED, 0);
+        }
+    }
+    0
+}
+
+/// A task's last reference is gone (long after its exit): a process leader's marks the whole
+/// process reaped, its files closed; forgotten, unless the PID was already recycled for a
+/// traced child (then `on_fork` marked it traced again).
+#[inline(always)]
+fn on_free(task: u64) -> u32 {
+    if global!(CONFIG.flags) & config_flags::FOLLOW_FORKS == 0 {
+        return 0;
+    }
+    let (Some(leader), Some(tgid)) =
+        (read::<u64>(task, global!(OFFSETS.task_group_leader)), read::<u32>(task, global!(OFFSETS.task_tgid)))
+    else {
+        return 0;
+    };
+    // SAFETY: the value is copied out at once.
+    if leader == task && unsafe { TRACED_TGIDS.get(tgid) }.copied() == Some(EXITED) {
+        let _ = TRACED_TGIDS.remove(tgid);
     }
     0
 }
@@ -51,6 +89,12 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
     on_exit()
 }
 
+#[btf_tracepoint(function = "sched_process_free")]
+#[inline(always)]
+pub fn sched_process_free(ctx: BtfTracePointContext) -> u32 {
+    on_free(ctx.arg(0))
+}
+
 /// The classic fork record has pids, not tgids (a thread and a process look alike there):
 /// the raw tracepoint's task pointers tell them apart.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -63,4 +107,10 @@ pub fn raw_sched_process_fork(ctx: RawTracePointContext) -> u32 {
 #[inline(always)]
 pub fn raw_sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     on_exit()
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_free")]
+#[inline(always)]
+pub fn raw_sched_process_free(ctx: RawTracePointContext) -> u32 {
+    on_free(ctx.arg(0))
 }

@@ -592,6 +592,18 @@ pub fn python_read_timeout(lab: &Lab, mode: Mode) -> Result<AppRun> {
     Ok(run)
 }
 
+/// A program that exits (status 3) with a connect to the blackhole still waiting: the exit
+/// closes the socket, after the process's exit was traced.
+pub fn python_exit_while_connecting(lab: &Lab, mode: Mode) -> Result<AppRun> {
+    let script = apps_file("client.py");
+    let script = script.to_str().context("path")?;
+    let port = BLACKHOLE_PORT.to_string();
+    let run = run_client(lab, &[PYTHON, script, "exit", &lab.upstream_addr(), &port], mode)?;
+    ensure!(run.status.code() == Some(3), "client.py exit should exit with 3: {run:#?}");
+    ensure!(run.report()["outcome"] == "exiting", "client.py exit: {run:#?}");
+    Ok(run)
+}
+
 /// Negative case: `http.client.HTTPConnection` does two GETs on one keep-alive connection to
 /// the HTTP server, stays idle 1.5 s, and closes it, as a pool drops an idle connection.
 pub fn python_keepalive_idle_close(lab: &Lab, mode: Mode) -> Result<AppRun> {

@@ -155,6 +155,17 @@ fn java_http_client_connect_timeout() {
     assert_abandoned_connect_to_blackhole(traced(&run), "close", pid, &lab);
 }
 
+/// The exit closes what the program left open, after the process's exit was traced: the
+/// abandoned connect is still its process's, ended by its exit.
+#[test]
+fn python_exit_while_connecting() {
+    let lab = Lab::new(25);
+    let run = apps::python_exit_while_connecting(&lab, Mode::Socktrace).unwrap();
+    let pid = reported_pid(&run);
+    let ev = assert_abandoned_connect_to_blackhole(traced(&run), "exit", pid, &lab);
+    assert_eq!(ev["ended"]["exit"], "status 3", "{ev:#}");
+}
+
 #[test]
 fn go_http_client_timeout_connecting() {
     let lab = Lab::new(16);

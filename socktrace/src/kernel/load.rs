@@ -17,7 +17,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use socktrace_common::{history_stats, names, routine, SocketHistory};
+use socktrace_common::{history_stats, names, routine, traced_tgid, SocketHistory};
 
 /// The eBPF programs, built by `build.rs` from `socktrace-ebpf/`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/socktrace"));
@@ -176,7 +176,7 @@ impl Probes {
         let aya_btf = super::btf::aya_kernel_btf()?;
         let mut traced: HashMap<MapData, u32, u8> = take_map(&mut ebpf, names::TRACED_TGIDS)?;
         for &tgid in &sel.tgids {
-            traced.insert(tgid, 1, 0).context("adding the PID to the filter")?;
+            traced.insert(tgid, traced_tgid::TRACED, 0).context("adding the PID to the filter")?;
         }
         let kernel = KernelView { btf: &aya_btf, tracefs: &tracefs, resolved: &resolved, kprobes };
         let choices = choose_and_attach(&mut ebpf, &kernel, mode, sel, &aya_btf, attach)?;
@@ -406,8 +406,9 @@ impl Probes {
     }
 
     /// Processes still selected by PID (they leave the set as they exit when following).
+    /// Traced processes still running (an exited one stays in the filter until it is reaped).
     pub fn traced_processes(&self) -> usize {
-        self.traced.keys().count()
+        self.traced.iter().filter(|e| matches!(e, Ok((_, v)) if *v == traced_tgid::TRACED)).count()
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {

@@ -114,7 +114,7 @@ pub const ERROR_AT_CLOSE: Probe = Probe::Derived("sk_err at the close transition
 
 /// The history's events, attached in this order (before the syscall exits, so no state change
 /// between attach and the first failure is missed).
-pub const KERNEL_EVENTS: [KernelEvent; 8] = [
+pub const KERNEL_EVENTS: [KernelEvent; 9] = [
     KernelEvent {
         // inet_csk_listen_start() sets LISTEN without tcp_set_state(): the kprobe needs it too.
         companion: Some((Probe::Kprobe("tcp_set_state"), Probe::Kprobe("inet_csk_listen_start"))),
@@ -175,6 +175,15 @@ pub const KERNEL_EVENTS: [KernelEvent; 8] = [
             "exit",
             Probe::TpBtf("sched_process_exit"),
             Probe::RawTracepoint { category: "sched", name: "sched_process_exit" },
+            &[],
+        )
+    },
+    KernelEvent {
+        follow_only: true,
+        ..event(
+            "process reaped",
+            Probe::TpBtf("sched_process_free"),
+            Probe::RawTracepoint { category: "sched", name: "sched_process_free" },
             &[],
         )
     },

@@ -105,7 +105,7 @@ pub struct JsonEnded {
     pub since_received_ns: Option<u64>,
     /// The peer's window (0: it stopped reading).
     pub peer_window: u32,
-    /// The process was exiting: how (`killed by SIGKILL`, `exited with status 1`).
+    /// The process was exiting: how (`killed by SIGKILL`, `status 1`).
     pub exit: Option<String>,
     /// Another connect of the process to the same port that was established first.
     pub established_instead: Option<String>,

@@ -7,6 +7,8 @@ outcome, with its pid.
                                  TimeoutError, then close
   client.py keepalive HOST PORT  http.client: two GETs on one connection, 1.5 s idle, close
   client.py unread HOST PORT     sends data, then waits (at most 10 s) in recv for an answer
+  client.py exit HOST PORT       starts a non-blocking connect, waits 1 s, and exits with
+                                 status 3 without closing: the exit closes the socket
 """
 import http.client
 import json
@@ -65,6 +67,16 @@ def main():
         except OSError as e:
             report(outcome=type(e).__name__, errno=e.errno, fd=fd, sport=sport, elapsed=time.monotonic() - t0)
         s.close()
+    elif mode == "exit":
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect((host, port))
+        except BlockingIOError:
+            pass
+        time.sleep(1)
+        report(outcome="exiting", fd=s.fileno(), sport=s.getsockname()[1])
+        os._exit(3)
     else:
         sys.exit(f"unknown mode {mode}")
 

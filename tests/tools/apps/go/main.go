@@ -38,4 +38,8 @@ func main() {
 	}
 	line, _ := json.Marshal(out)
 	fmt.Println(string(line))
+	// A service lives on after a request fails: the transport's cancellation closes the
+	// dial's fd on another goroutine, which may run after Get returned. Exiting at once
+	// would leave that close to the process's exit.
+	time.Sleep(500 * time.Millisecond)
 }
