@@ -111,7 +111,14 @@ pub mod routine {
     /// EAGAIN from a send on a TCP socket while TCP's memory was over its hard limit
     /// (`tcp_mem[2]`): counted apart from the routine full buffer (cause socket_memory).
     pub const SEND_MEMORY: u32 = 6;
-    pub const KINDS: u32 = 7;
+    /// A connect its process closed within `CLOSED_AT_ONCE_NS` of starting it, before any
+    /// retransmission: no call failed, and too soon to say that the peer did not answer (a
+    /// port scan, a probe, a program that gave up on purpose). Counted, not sent.
+    pub const CLOSED_AT_ONCE: u32 = 7;
+    pub const KINDS: u32 = 8;
+    /// How soon after its SYN a closed connect is `CLOSED_AT_ONCE`: 1 ms, under the round trip
+    /// to most peers beyond this host and far under any connect timeout a program sets.
+    pub const CLOSED_AT_ONCE_NS: u64 = 1_000_000;
     /// The index into `ROUTINE_COUNTS` is `kind * STATES + tcp_state`; TCP states are 1..=12
     /// and 0 is "not TCP" (other sockets, with --all-sockets).
     pub const STATES: u32 = 16;
@@ -140,6 +147,8 @@ pub mod routine {
             ECANCELED => errno::ECANCELED,
             ETIME => errno::ETIME,
             SEND_MEMORY => errno::EAGAIN,
+            // No call failed.
+            CLOSED_AT_ONCE => 0,
             _ => errno::EALREADY,
         }
     }

@@ -11,7 +11,7 @@
 
 use crate::history::{read_addrs, CONNECTED};
 use crate::syscalls::{copy_history, read_sock, Sock};
-use crate::{global, read, read_or_zero, zero, EVENTS, LOST_EVENTS};
+use crate::{global, read, read_or_zero, zero, EVENTS, LOST_EVENTS, ROUTINE_COUNTS};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
@@ -26,8 +26,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use socktrace_common::{
-    config_flags, errno, event_flags, net, syscall_kind, tcp_state, ConnectKey, EndFacts, FailureEvent, SockHead,
-    SocketHistory, ENDED_CALL_UNKNOWN, NO_FIELD, TASK_COMM_LEN, WAKEUP_BYTES,
+    config_flags, errno, event_flags, net, routine, syscall_kind, tcp_state, ConnectKey, EndFacts, FailureEvent,
+    SockHead, SocketHistory, ENDED_CALL_UNKNOWN, HISTORY_TRANSITIONS, NO_FIELD, TASK_COMM_LEN, WAKEUP_BYTES,
 };
 
 /// Where an end's facts are gathered before they go into an event: too large for the 512-byte
@@ -77,6 +77,10 @@ pub(crate) fn on_end<C: EbpfContext>(ctx: &C, sk: u64, h: *mut SocketHistory, ol
         // connect() itself; that call's failure is the event.
         return;
     }
+    if old as u8 == tcp_state::SYN_SENT && closed_at_once(h) {
+        crate::count(&ROUTINE_COUNTS, routine::CLOSED_AT_ONCE * routine::STATES + tcp_state::SYN_SENT as u32);
+        return;
+    }
     if !connecting {
         // A shutdown(SHUT_WR) is not an end: the program may still read the answer. A close
         // (or SHUT_RDWR) shuts both ways before the state changes; an abortive close or a
@@ -105,6 +109,22 @@ pub(crate) fn on_end<C: EbpfContext>(ctx: &C, sk: u64, h: *mut SocketHistory, ol
     }
     let _ = ctx;
     send_end(sk, h, head, facts, connecting);
+}
+
+/// Whether a connect ended in SYN_SENT began (CLOSE -> SYN_SENT, the transition before the
+/// one just recorded) less than `CLOSED_AT_ONCE_NS` ago, with no SYN retransmitted: given up
+/// before an answer was due, not left unanswered.
+#[inline(always)]
+fn closed_at_once(h: *mut SocketHistory) -> bool {
+    // SAFETY: `h` points at a live history; fields are copied out.
+    let (n, retransmits) = unsafe { ((*h).n_transitions, (*h).retransmits) };
+    if n < 2 || retransmits != 0 {
+        return false;
+    }
+    let i = n.wrapping_sub(2) as usize & (HISTORY_TRANSITIONS - 1);
+    // SAFETY: as above; the index is masked into the array.
+    let Some(start) = (unsafe { (*h).transitions.get(i) }).copied() else { return false };
+    start.new_state == tcp_state::SYN_SENT && crate::now_ns().wrapping_sub(start.ts_ns) < routine::CLOSED_AT_ONCE_NS
 }
 
 /// The socket's local port: `skc_num`, or the one the full socket keeps (`inet_sport`) once

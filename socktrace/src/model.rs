@@ -105,12 +105,15 @@ pub enum Cause {
     /// A connect the application dropped because another one to the same service was
     /// established first (Happy Eyeballs): routine.
     Superseded,
+    /// A connect the application closed within 1 ms of starting it, before any retransmission:
+    /// too soon to say the peer did not answer. Routine, counted in the kernel.
+    ClosedAtOnce,
     Unknown,
 }
 
 impl Cause {
     #[cfg(test)]
-    pub const ALL: [Cause; 22] = [
+    pub const ALL: [Cause; 23] = [
         Cause::RstReceived,
         Cause::RstSent,
         Cause::IcmpError,
@@ -132,6 +135,7 @@ impl Cause {
         Cause::AbandonedUnacked,
         Cause::AbandonedZeroWindow,
         Cause::Superseded,
+        Cause::ClosedAtOnce,
         Cause::Unknown,
     ];
 
@@ -159,6 +163,7 @@ impl Cause {
             AbandonedUnacked => "abandoned_unacked",
             AbandonedZeroWindow => "abandoned_zero_window",
             Superseded => "superseded",
+            ClosedAtOnce => "closed_at_once",
             Unknown => "unknown",
         }
     }
@@ -167,7 +172,12 @@ impl Cause {
     pub fn is_routine(self) -> bool {
         matches!(
             self,
-            Cause::WouldBlock | Cause::Interrupted | Cause::InProgress | Cause::Cancelled | Cause::Superseded
+            Cause::WouldBlock
+                | Cause::Interrupted
+                | Cause::InProgress
+                | Cause::Cancelled
+                | Cause::Superseded
+                | Cause::ClosedAtOnce
         )
     }
 
@@ -179,6 +189,7 @@ impl Cause {
             routine::EINTR => Cause::Interrupted,
             routine::ECANCELED | routine::ETIME => Cause::Cancelled,
             routine::SEND_MEMORY => Cause::SocketMemory,
+            routine::CLOSED_AT_ONCE => Cause::ClosedAtOnce,
             _ => Cause::InProgress,
         }
     }
@@ -508,13 +519,18 @@ mod tests {
     #[test]
     fn every_routine_kind_is_a_routine_cause_of_its_errno() {
         use socktrace_common::routine;
-        for kind in (0..routine::KINDS).filter(|&k| k != routine::SEND_MEMORY) {
+        let failed_calls = |&k: &u32| k != routine::SEND_MEMORY && k != routine::CLOSED_AT_ONCE;
+        for kind in (0..routine::KINDS).filter(failed_calls) {
             assert!(Cause::of_routine(kind).is_routine());
             assert_eq!(routine::kind_of(routine::errno_of(kind)), Some(kind));
         }
         // Counted by the kernel like EAGAIN, but for want of memory: not routine.
         assert_eq!(Cause::of_routine(routine::SEND_MEMORY), Cause::SocketMemory);
         assert_eq!(routine::errno_of(routine::SEND_MEMORY), errno::EAGAIN);
+        // A socket closed at once: routine, and no call failed.
+        assert_eq!(Cause::of_routine(routine::CLOSED_AT_ONCE), Cause::ClosedAtOnce);
+        assert!(Cause::ClosedAtOnce.is_routine());
+        assert_eq!(routine::errno_of(routine::CLOSED_AT_ONCE), 0);
         for e in [errno::EINTR, errno::ERESTARTSYS, errno::ERESTART_RESTARTBLOCK] {
             assert_eq!(routine::kind_of(e), Some(routine::EINTR));
         }
@@ -548,6 +564,7 @@ mod tests {
                 "abandoned_unacked",
                 "abandoned_zero_window",
                 "superseded",
+                "closed_at_once",
                 "unknown"
             ]
         );

@@ -26,8 +26,10 @@ pub fn label(f: &Failure, d: &Diagnosis) -> Label {
 
 /// The label of routine outcomes the kernel counted without an event: (kind, TCP state).
 pub fn routine_label(kind: u32, state: u8) -> Label {
+    let errno = socktrace_common::routine::errno_of(kind);
     (
-        errno::name(socktrace_common::routine::errno_of(kind)),
+        // A socket ended with no call failing reads as an ended failure's does.
+        if errno == 0 { "-".into() } else { errno::name(errno) },
         Cause::of_routine(kind).code(),
         TcpState::from_kernel(state).map(|s| s.name()).unwrap_or("-"),
     )
@@ -135,7 +137,17 @@ impl ProbeReport {
 
 /// Whether a cause code is a routine outcome's.
 fn is_routine_code(code: &str) -> bool {
-    [Cause::WouldBlock, Cause::Interrupted, Cause::InProgress, Cause::Cancelled].iter().any(|c| c.code() == code)
+    <Cause as clap::ValueEnum>::from_str(code, false).is_ok_and(|c| c.is_routine())
+}
+
+/// Where a routine outcome is counted in `routine`: by its errno, or by its cause for a socket
+/// ended without a failing call (`superseded`, `closed_at_once`).
+fn routine_key(label: &Label) -> String {
+    if label.0 == "-" {
+        label.1.to_string()
+    } else {
+        label.0.clone()
+    }
 }
 
 #[derive(Serialize)]
@@ -165,7 +177,7 @@ impl Summary {
     pub fn add(&mut self, f: &Failure, d: &Diagnosis) {
         let label = label(f, d);
         if d.cause.is_routine() {
-            *self.routine.entry(label.0.clone()).or_default() += 1;
+            *self.routine.entry(routine_key(&label)).or_default() += 1;
             *self.by_label.entry(label).or_default() += 1;
             return;
         }
@@ -188,7 +200,7 @@ impl Summary {
                 // Not routine: TCP refused the memory (counted, printed with --all-errors).
                 self.failures += n;
             } else {
-                *self.routine.entry(label.0.clone()).or_default() += n;
+                *self.routine.entry(routine_key(&label)).or_default() += n;
             }
             *self.by_label.entry(label).or_default() += n;
         }

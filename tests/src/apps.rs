@@ -592,6 +592,17 @@ pub fn python_read_timeout(lab: &Lab, mode: Mode) -> Result<AppRun> {
     Ok(run)
 }
 
+/// A scanner's pattern: 100 connects to the blackhole closed at once, then one closed after
+/// 50 ms (its source port reported).
+pub fn python_scan(lab: &Lab, mode: Mode) -> Result<AppRun> {
+    let script = apps_file("client.py");
+    let script = script.to_str().context("path")?;
+    let port = BLACKHOLE_PORT.to_string();
+    let run = run_client(lab, &[PYTHON, script, "scan", &lab.upstream_addr(), &port], mode)?;
+    ensure!(run.status.success() && run.report()["outcome"] == "closed", "client.py scan: {run:#?}");
+    Ok(run)
+}
+
 /// A program that exits (status 3) with a connect to the blackhole still waiting: the exit
 /// closes the socket, after the process's exit was traced.
 pub fn python_exit_while_connecting(lab: &Lab, mode: Mode) -> Result<AppRun> {

@@ -83,9 +83,13 @@ pub fn reported_first(e: i32, reported: i32) -> String {
     }
 }
 
-/// Seconds with one decimal: `2.0 s`.
+/// Seconds with one decimal (`2.0 s`), or milliseconds under a tenth of a second (`50.2 ms`).
 pub fn secs(ns: u64) -> String {
-    format!("{:.1} s", ns as f64 / 1e9)
+    match ns {
+        // Under a tenth of a second, "0.0 s" would hide what happened.
+        0..100_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.1} s", ns as f64 / 1e9),
+    }
 }
 
 /// `n thing` or `n things`.

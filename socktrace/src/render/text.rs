@@ -37,7 +37,7 @@ fn cause_color(c: Cause) -> &'static str {
         Cause::AbandonedConnect | Cause::AbandonedNoReply | Cause::AbandonedUnacked | Cause::AbandonedZeroWindow => {
             "1;35"
         }
-        Cause::Superseded => "2",
+        Cause::Superseded | Cause::ClosedAtOnce => "2",
         Cause::Unknown => "1",
     }
 }

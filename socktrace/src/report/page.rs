@@ -72,6 +72,7 @@ pub fn cause_color(code: &str) -> &'static str {
             AbandonedUnacked => "#5e3c99",
             AbandonedZeroWindow => "#b2abd2",
             Superseded => "#b8b8b8",
+            ClosedAtOnce => "#9c9c9c",
         },
         None => OTHERS[fnv1a(code) as usize % OTHERS.len()],
     }

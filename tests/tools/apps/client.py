@@ -7,6 +7,8 @@ outcome, with its pid.
                                  TimeoutError, then close
   client.py keepalive HOST PORT  http.client: two GETs on one connection, 1.5 s idle, close
   client.py unread HOST PORT     sends data, then waits (at most 10 s) in recv for an answer
+  client.py scan HOST PORT       100 non-blocking connects closed at once, then one closed
+                                 after 50 ms
   client.py exit HOST PORT       starts a non-blocking connect, waits 1 s, and exits with
                                  status 3 without closing: the exit closes the socket
 """
@@ -67,6 +69,22 @@ def main():
         except OSError as e:
             report(outcome=type(e).__name__, errno=e.errno, fd=fd, sport=sport, elapsed=time.monotonic() - t0)
         s.close()
+    elif mode == "scan":
+        def start():
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect((host, port))
+            except BlockingIOError:
+                pass
+            return s
+        for _ in range(100):
+            start().close()
+        s = start()
+        sport = s.getsockname()[1]
+        time.sleep(0.05)
+        s.close()
+        report(outcome="closed", sport=sport)
     elif mode == "exit":
         s = socket.socket()
         s.setblocking(False)
