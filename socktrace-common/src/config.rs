@@ -22,7 +22,9 @@ pub mod history_stats {
     /// reads 0, no failure before that read has a dropped packet to look up, and userspace
     /// skips the two map lookups per timeout or reset it would make.
     pub const DROPS_RECORDED: u32 = 2;
-    pub const SLOTS: u32 = 3;
+    /// Sockets that got no history because the map was full (its size: `--max-histories`).
+    pub const REFUSED: u32 = 3;
+    pub const SLOTS: u32 = 4;
 }
 
 /// The names userspace finds the kernel side by. Map and program names are the eBPF crate's
@@ -339,8 +341,13 @@ pub struct KernelOffsets {
     pub task_flags: u32,
     pub task_exit_code: u32,
     pub tp_bytes_retrans: u32,
+    /// `sock.sk_lock.owned`: set while a process's own call holds the socket (connect, close,
+    /// listen, shutdown), clear in softirq; what tells a traced process's socket from a
+    /// loopback peer's handled while the traced task is on the CPU.
+    pub sk_lock_owned: u32,
+    pub _pad: u32,
 }
-assert_size!(KernelOffsets, 112 * 4);
+assert_size!(KernelOffsets, 114 * 4);
 pod!(KernelOffsets);
 
 impl KernelOffsets {
@@ -361,8 +368,8 @@ pub struct TracedConfig {
     pub comm: [u8; TASK_COMM_LEN],
     /// The one process selected with SELECT_ONE_PID.
     pub tgid: u32,
-    /// Socket histories each CPU's LRU list holds (`MAX_SOCKETS` / possible CPUs).
-    pub history_cpu_share: u32,
+    /// The size of the history map (`SOCKETS`) as loaded: the kernel's log says when it is full.
+    pub max_histories: u32,
     /// socktrace's own process: never selected (its calls and sockets are not traced), and
     /// its marked `getsockopt` calls adopt sockets (see `adopt`).
     pub self_tgid: u32,

@@ -193,7 +193,7 @@ pub struct FailureEvent {
 }
 assert_size!(
     FailureEvent,
-    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 56 + 32 + 120
+    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 64 + 32 + 120
 );
 pod!(FailureEvent);
 

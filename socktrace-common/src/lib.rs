@@ -10,8 +10,11 @@ pub const TASK_COMM_LEN: usize = 16;
 /// The longest task name the kernel keeps (`-c` matches at most this many bytes).
 pub const TASK_COMM_MAX: usize = TASK_COMM_LEN - 1;
 
-/// How many socket histories the kernel keeps at most (an LRU map).
-pub const MAX_SOCKETS: u32 = 65536;
+/// How many socket histories the kernel keeps at most, as the eBPF object declares it: the
+/// floor userspace sizes the map from at load (`kernel::load`), never below this. A history
+/// lives as long as its socket: the map is never evicted from, and a socket that finds it full
+/// gets none (`history_stats::REFUSED`). Entries are allocated as sockets come, not up front.
+pub const MAX_SOCKETS: u32 = 262_144;
 
 /// How many state transitions each socket remembers (a ring: the newest overwrite the oldest).
 /// A power of two so the ring index is a mask the verifier can bound.

@@ -32,12 +32,16 @@ pub struct SentReset {
 }
 assert_size!(SentReset, 48);
 
-/// The table of RSTs sent on this host (`SENT_RESETS`): a plain array indexed by a hash of the
-/// sender's 4-tuple, not an LRU hash map, whose insert cost about 0.9 us per RST (its free list
-/// and eviction), paid by every RST any socket of the host sends. A newer RST whose 4-tuple
-/// lands on the same slot replaces the older: the receiver then finds no sender ("cannot
-/// tell"), never another one's, because of `SentResetSlot::check`.
-pub const SENT_RESET_SLOTS: u32 = 8192;
+/// The table of RSTs sent on this host (`SENT_RESETS`): a plain array of sets of
+/// `SENT_RESET_WAYS` slots, the set chosen by a hash of the sender's 4-tuple; not an LRU hash
+/// map, whose insert cost about 0.9 us per RST (its free list and eviction), paid by every RST
+/// any socket of the host sends. An RST takes its 4-tuple's slot in the set, else an empty
+/// one, else the oldest: a mass reset of 15,000 connections at once fills about a quarter of
+/// the table and loses almost none (a direct-mapped table of 8,192 lost half). A lost record
+/// leaves the receiver with no sender ("cannot tell"), never another one's, because of
+/// `SentResetSlot::check`. 64 bytes a slot: 4 MiB.
+pub const SENT_RESET_SLOTS: u32 = 65_536;
+pub const SENT_RESET_WAYS: u32 = 4;
 
 /// One slot of `SENT_RESETS`. Writers on two CPUs, or a reader while a writer writes, can
 /// leave or see a mix of two records: the writer stores `check` (`sent_reset_check` of the
@@ -52,8 +56,11 @@ pub struct SentResetSlot {
     pub reset: SentReset,
     /// 0: never written.
     pub check: u64,
+    /// Which 4-tuple the slot holds (`sent_reset_tag`): how the kernel finds it in its set,
+    /// without the check's cost. 0: never written.
+    pub tag: u64,
 }
-assert_size!(SentResetSlot, 56);
+assert_size!(SentResetSlot, 64);
 
 /// One round of a 64-bit mixer (splitmix64's finalizer) over `h` and the next word `v`: every
 /// bit of the result depends on every bit of both. Each round can be undone, so a chain that
@@ -106,11 +113,17 @@ pub const fn reversed(ours: &SockAddrs) -> SockAddrs {
     }
 }
 
-/// The slot of `SENT_RESETS` where the RST of the connection `sender` (as its sender sees it)
-/// is kept.
+/// The first slot of the set of `SENT_RESETS` where the RST of the connection `sender` (as
+/// its sender sees it) is kept.
 #[inline(always)]
-pub const fn sent_reset_slot(seed: u64, sender: &SockAddrs) -> u32 {
-    (sock_addrs_hash(seed, sender) >> 32) as u32 & (SENT_RESET_SLOTS - 1)
+pub const fn sent_reset_set(seed: u64, sender: &SockAddrs) -> u32 {
+    ((sock_addrs_hash(seed, sender) >> 32) as u32 & (SENT_RESET_SLOTS / SENT_RESET_WAYS - 1)) * SENT_RESET_WAYS
+}
+
+/// The tag of the connection `sender` in its set: never 0 (an empty slot's).
+#[inline(always)]
+pub const fn sent_reset_tag(seed: u64, sender: &SockAddrs) -> u64 {
+    sock_addrs_hash(seed, sender) | 1
 }
 
 /// The check of a `SentResetSlot`: the 4-tuple and every field of the record. Never 0 for a
@@ -177,7 +190,7 @@ pub const fn request_fd(slot: &RequestFd, req: u64) -> Option<i32> {
     }
 }
 const _: () = assert!(IO_URING_FD_SLOTS.is_power_of_two());
-const _: () = assert!(SENT_RESET_SLOTS.is_power_of_two());
+const _: () = assert!(SENT_RESET_SLOTS.is_power_of_two() && SENT_RESET_WAYS.is_power_of_two());
 
 #[cfg(test)]
 mod tests {
@@ -253,7 +266,7 @@ mod tests {
         assert_ne!(sent_reset_check(SEED, &a, &r), sent_reset_check(SEED ^ 1, &a, &r));
         let moved = (0..64u16).filter(|&p| {
             let k = tuple(40000 + p, 8080);
-            sent_reset_slot(SEED, &k) != sent_reset_slot(SEED ^ 1, &k)
+            sent_reset_set(SEED, &k) != sent_reset_set(SEED ^ 1, &k)
         });
         assert!(moved.count() >= 60);
     }

@@ -21,9 +21,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, runtime, sent_reset_check, sent_reset_slot, tcp_state, ConnectKey, ConnectedTo,
-    ListenerInfo, ListenerKey, RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead, SocketHistory, StampedState,
-    Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD, SENT_RESET_SLOTS,
+    config_flags, history_origin, net, runtime, sent_reset_check, sent_reset_set, sent_reset_tag, tcp_state,
+    ConnectKey, ConnectedTo, ListenerInfo, ListenerKey, RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead,
+    SocketHistory, StampedState, Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD, SENT_RESET_SLOTS,
+    SENT_RESET_WAYS,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -71,6 +72,9 @@ pub(crate) static SENT_RESETS: Array<SentResetSlot> = Array::with_max_entries(SE
 /// program's fallback recovered from (userspace reads it).
 #[map]
 pub(crate) static CONNECTED: LruHashMap<ConnectKey, ConnectedTo> = LruHashMap::with_max_entries(4096, 0);
+
+/// `insert`'s error when the key exists (another CPU created the history first).
+const EEXIST: i32 = 17;
 
 /// Only a transition this recent is taken to belong to the report that follows it.
 const SEED_WINDOW_NS: u64 = 10_000_000;
@@ -126,10 +130,18 @@ pub(crate) fn history_of<C: EbpfContext>(ctx: &C, sk: u64, create: Create) -> Op
     };
     let fresh = EMPTY_HISTORY.get(0)?;
     // BPF_NOEXIST: if another CPU created it meanwhile, keep theirs.
-    let created = SOCKETS.insert(sk, fresh, BPF_NOEXIST as u64).is_ok();
+    let created = match SOCKETS.insert(sk, fresh, BPF_NOEXIST as u64) {
+        Ok(()) => true,
+        Err(e) if e == -EEXIST => false,
+        Err(_) => {
+            // Full (E2BIG), or no memory for the entry.
+            crate::count_history_refused(ctx);
+            return None;
+        }
+    };
     let h = SOCKETS.get_ptr_mut(sk)?;
     if created {
-        count_history_created(ctx);
+        count_history_created();
         // SAFETY: `h` points at the live map value just created.
         unsafe { (*h).origin = origin };
         if create == Create::Seeded {
@@ -302,6 +314,16 @@ fn merge_addrs(h: *mut SocketHistory, sk: u64, head: &SockHead) -> SockAddrs {
     now
 }
 
+/// Whether the task on the CPU holds `sk` in its own call (`sk_lock.owned`: connect, listen,
+/// close, shutdown, and the backlog those calls process): a socket of the traced process, not
+/// a loopback peer's whose packets softirq handles while a traced task happens to be on the
+/// CPU. Where the kernel does not say, any socket a traced task touches counts.
+#[inline(always)]
+fn own_call<V: SockView>(sk: u64) -> bool {
+    let at = global!(OFFSETS.sk_lock_owned);
+    at == NO_FIELD || sk_field::<V, i32>(sk, at) != 0
+}
+
 /// `sk` goes from `old` to `new` (any context).
 #[inline(always)]
 fn on_state_change<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u64, old: i32, new: i32) -> u32 {
@@ -319,9 +341,10 @@ fn on_state_change<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u6
         // listen() runs in its caller's context: the owner is the current process.
         remember_listener(sk, current_tgid(), in_traced);
     }
-    let create = if in_traced {
-        let origin = if tracing_everything() { history_origin::ANY } else { history_origin::TRACED_TASK };
-        Create::Empty(origin)
+    let create = if in_traced && tracing_everything() {
+        Create::Empty(history_origin::ANY)
+    } else if in_traced && own_call::<V>(sk) {
+        Create::Empty(history_origin::TRACED_TASK)
     } else if (old == TCP_LISTEN && new == TCP_SYN_RECV) || (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
         // A passive open: the new connection is born LISTEN -> SYN_RECV (a state the kprobe on
         // tcp_set_state does not see: the clone sets it directly), then SYN_RECV -> ESTABLISHED.
@@ -585,12 +608,31 @@ fn keep_sent_reset(s: &Sent, reason: i32) {
         unsafe { bpf_get_current_comm((&raw mut sent.comm).cast(), socktrace_common::TASK_COMM_LEN as u32) };
     }
     let seed = global!(CONFIG.hash_seed);
-    let Some(slot) = SENT_RESETS.get_ptr_mut(sent_reset_slot(seed, key)) else { return };
+    let (set, tag) = (sent_reset_set(seed, key), sent_reset_tag(seed, key));
+    // The slot of the set that holds this 4-tuple, else an empty one, else the oldest.
+    let mut pick = set;
+    let mut oldest = u64::MAX;
+    for way in 0..SENT_RESET_WAYS {
+        let Some(slot) = SENT_RESETS.get_ptr(set + way) else { continue };
+        // SAFETY: `slot` points at a live array element; its words are copied out.
+        let (held, check, ts) = unsafe { ((*slot).tag, (*slot).check, (*slot).reset.ts_ns) };
+        if held == tag {
+            pick = set + way;
+            break;
+        }
+        let age_key = if check == 0 { 0 } else { ts };
+        if age_key < oldest {
+            oldest = age_key;
+            pick = set + way;
+        }
+    }
+    let Some(slot) = SENT_RESETS.get_ptr_mut(pick) else { return };
     // SAFETY: `slot` points at a live array element. Another CPU may write it at the same
     // time: a reader takes only a record that matches its check (see `SentResetSlot`).
     unsafe {
         (*slot).reset = sent;
         core::ptr::write_volatile(&raw mut (*slot).check, sent_reset_check(seed, key, &sent));
+        core::ptr::write_volatile(&raw mut (*slot).tag, tag);
     }
 }
 

@@ -33,13 +33,13 @@ mod resources;
 mod syscalls;
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns},
     },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use socktrace_common::{
@@ -58,13 +58,17 @@ static CONFIG: TracedConfig = TracedConfig::ZERO;
 #[map]
 static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
-/// How many socket histories the kernel keeps at most.
+/// How many socket histories the kernel keeps at most: userspace sizes the map at load.
 const MAX_SOCKETS: u32 = socktrace_common::MAX_SOCKETS;
 
-/// What the kernel remembers per socket; entries go on `tcp_destroy_sock`, LRU bounds the
-/// rest. Per-CPU LRU lists: no shared lock when sockets come and go fast on both CPUs.
+/// What the kernel remembers per socket, from its first traced event until `tcp_destroy_sock`
+/// removes it: a plain hash, never evicted from (an LRU would drop the history of the idle
+/// connection that fails next; a per-CPU LRU split it by the CPU the socket was born on).
+/// Entries are allocated as sockets come (`BPF_F_NO_PREALLOC`): memory follows the sockets
+/// traced, not the map's size. When the map is full, a new socket gets no history, and that
+/// is counted (`history_stats::REFUSED`).
 #[map]
-static SOCKETS: LruHashMap<u64, SocketHistory> = LruHashMap::with_max_entries(MAX_SOCKETS, BPF_F_NO_COMMON_LRU);
+static SOCKETS: HashMap<u64, SocketHistory> = HashMap::with_max_entries(MAX_SOCKETS, BPF_F_NO_PREALLOC);
 
 /// One all-zero `SocketHistory`, never written: the template for new entries (a
 /// SocketHistory does not fit on the 512-byte eBPF stack).
@@ -293,21 +297,22 @@ fn read_or_zero<T: Copy>(base: u64, offset: u32) -> T {
     }
 }
 
-/// A socket history was created. With per-CPU LRU lists each CPU draws from its own share of
-/// the map (`CONFIG.history_cpu_share`): once this CPU has that many live, the kernel is
-/// evicting, which is worth a (rare) log line; the exact counts go to userspace.
 #[inline(always)]
-fn count_history_created<C: aya_ebpf::EbpfContext>(ctx: &C) {
+fn count_history_created() {
     count(&HISTORY_STATS, history_stats::CREATED);
-    let created = HISTORY_STATS.get(history_stats::CREATED).copied().unwrap_or(0);
-    let destroyed = HISTORY_STATS.get(history_stats::DESTROYED).copied().unwrap_or(0);
-    let share = global!(CONFIG.history_cpu_share) as u64;
-    let live = created.wrapping_sub(destroyed);
-    if share != 0 && live >= share && live % 1024 == 0 {
+}
+
+/// A socket got no history: the map was full. Counted (userspace names it in the failures it
+/// leaves unexplained, and in the summary); a log line every 1024.
+#[inline(always)]
+fn count_history_refused<C: aya_ebpf::EbpfContext>(ctx: &C) {
+    count(&HISTORY_STATS, history_stats::REFUSED);
+    let refused = HISTORY_STATS.get(history_stats::REFUSED).copied().unwrap_or(0);
+    if refused % 1024 == 1 {
         aya_log_ebpf::warn!(
             ctx,
-            "socket history map about full ({} sockets): evicting the least recently used",
-            MAX_SOCKETS
+            "socket history map full ({} sockets): new sockets get no history (--max-histories)",
+            global!(CONFIG.max_histories)
         );
     }
 }

@@ -515,8 +515,19 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
 #[inline(always)]
 unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentResetSlot) -> bool {
     let key = socktrace_common::reversed(ours);
-    let slot_of = socktrace_common::sent_reset_slot(global!(CONFIG.hash_seed), &key);
-    let Some(slot) = SENT_RESETS.get_ptr(slot_of) else { return false };
+    let seed = global!(CONFIG.hash_seed);
+    let (set, tag) = (socktrace_common::sent_reset_set(seed, &key), socktrace_common::sent_reset_tag(seed, &key));
+    let mut found = None;
+    for way in 0..socktrace_common::SENT_RESET_WAYS {
+        if let Some(slot) = SENT_RESETS.get_ptr(set + way) {
+            // SAFETY: `slot` points at a live array element; one word is read.
+            if unsafe { core::ptr::read_volatile(&raw const (*slot).tag) } == tag {
+                found = Some(slot);
+                break;
+            }
+        }
+    }
+    let Some(slot) = found else { return false };
     // One helper call, not a struct copy: LLVM makes that a call to `memmove`, which kernels
     // before about 6.4 refuse with the ring buffer record as its argument.
     // SAFETY: `slot` points at a map value of that size; `out` is valid for writes of it (the

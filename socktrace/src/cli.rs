@@ -122,6 +122,13 @@ pub struct OutputArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub no_reply_after: std::time::Duration,
 
+    /// At most this many socket histories in the kernel (each up to 512 bytes of kernel
+    /// memory, allocated as sockets come). Default: twice the TCP sockets on this host at
+    /// attach, at least 262144. A socket that finds the map full gets no history, and that
+    /// is counted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_histories: Option<u32>,
+
     /// Colour text output by cause: auto (when stdout is a terminal and NO_COLOR is unset).
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     pub color: ColorChoice,
@@ -169,6 +176,7 @@ impl Default for OutputArgs {
             eof: false,
             all_sockets: false,
             no_reply_after: crate::session::DEFAULT_SILENCE,
+            max_histories: None,
             color: ColorChoice::Auto,
             wall_clock: false,
             output: None,
@@ -200,6 +208,7 @@ impl OutputArgs {
             agent: false,
             container_column: false,
             silence: self.no_reply_after,
+            max_histories: self.max_histories,
         })
     }
 

@@ -399,7 +399,7 @@ mod tests {
         reset.comm[..5].copy_from_slice(b"nginx");
         let key = reversed(&ev.history.addrs);
         assert_eq!((key.sport, key.dport), (9, 40122));
-        ev.peer_reset = SentResetSlot { reset, check: sent_reset_check(SEED, &key, &reset) };
+        ev.peer_reset = SentResetSlot { reset, check: sent_reset_check(SEED, &key, &reset), tag: 1 };
         let f = decode(&bytes(&ev), SEED).unwrap();
         let p = f.peer_reset.expect("the slot is this connection's");
         assert_eq!((p.tgid, p.comm.as_slice(), p.state), (4242, &b"nginx"[..], Some(TcpState::Established)));

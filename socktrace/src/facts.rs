@@ -70,8 +70,10 @@ pub struct StackRefs {
 /// failures that need it (a socket with no history before the call, a UDP error).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TraceGaps {
-    /// Socket histories the full map has evicted since the attach (None: not counted).
-    pub histories_evicted: Option<u64>,
+    /// Sockets that got no history since the attach because the map was full (None: not
+    /// counted), and the map's size.
+    pub histories_refused: Option<u64>,
+    pub max_histories: u32,
     /// The failing process's sockets open at attach could not be adopted.
     pub not_adopted: bool,
     /// Why errors reported on UDP sockets are not recorded on this kernel, if they are not.

@@ -52,8 +52,8 @@ pub struct Summary {
     pub lost: u64,
     /// Socket histories left in the kernel's map at the end.
     pub sockets_tracked: u64,
-    /// Socket histories the kernel's LRU map evicted to make room (it was full).
-    pub histories_evicted: u64,
+    /// Sockets that got no history because the kernel's history map was full.
+    pub histories_refused: u64,
     /// SYNs dropped for full accept queues in the watched namespaces during the session.
     pub listen_overflows: Option<u64>,
     /// Runs of socktrace's event programs the kernel skipped (events not seen), by event.
@@ -163,7 +163,7 @@ struct JsonSummary<'a> {
     lost: u64,
     undecodable: u64,
     sockets_tracked: u64,
-    histories_evicted: u64,
+    histories_refused: u64,
     listen_overflows: Option<u64>,
     /// Schema 6: runs of the event programs the kernel skipped, by event (none: empty).
     missed_runs: Vec<JsonMissed<'a>>,
@@ -290,7 +290,7 @@ impl Summary {
             lost: self.lost,
             undecodable: self.undecodable,
             sockets_tracked: self.sockets_tracked,
-            histories_evicted: self.histories_evicted,
+            histories_refused: self.histories_refused,
             listen_overflows: self.listen_overflows,
             missed_runs: self.missed_runs.iter().map(|(event, runs)| JsonMissed { event, runs: *runs }).collect(),
             probe_mode: probes.mode,
@@ -324,8 +324,8 @@ impl Summary {
             self.routine_text().map(|r| format!("; routine: {r}")).unwrap_or_default(),
             if self.lost > 0 { format!(", {} LOST (ring buffer full)", self.lost) } else { String::new() },
             if self.undecodable > 0 { format!(", {} undecodable records", self.undecodable) } else { String::new() },
-            if self.histories_evicted > 0 {
-                format!(", {} socket histories evicted (history map full)", self.histories_evicted)
+            if self.histories_refused > 0 {
+                format!(", {} sockets got no history (history map full: --max-histories)", self.histories_refused)
             } else {
                 String::new()
             },

@@ -293,7 +293,7 @@ fn unknown_says_the_socket_came_from_outside_the_trace() {
     let explain = ev["explain"].as_str().unwrap();
     assert!(explain.contains("nothing was recorded on this socket before this call"), "{explain}");
     assert!(
-        explain.contains("no history was evicted (the map never filled), so the socket came into the process"),
+        explain.contains("the history map was never full and histories are never evicted, so the socket came into the"),
         "{explain}"
     );
 }

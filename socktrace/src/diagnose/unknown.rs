@@ -37,24 +37,24 @@ fn unexplained_by_history(f: &Failure, e: i32) -> String {
     let state = state_name(f.state_now);
     if f.history_started_here {
         let g = &f.trace_gaps;
-        let why = match (g.histories_evicted, g.not_adopted) {
+        let why = match (g.histories_refused, g.not_adopted) {
             (_, true) => {
                 "it was open before the trace, and socktrace could not adopt this process's sockets at attach \
                           (see the notice at attach)"
                     .to_string()
             }
-            (Some(0), false) => "no history was evicted (the map never filled), so the socket came into the process \
-                                 from outside the trace: open before it and not adopted, or passed in from another \
-                                 process (SCM_RIGHTS, inheritance)"
+            (Some(0), false) => "the history map was never full and histories are never evicted, so the socket came \
+                                 into the process from outside the trace: open before it and not adopted, or passed \
+                                 in from another process (SCM_RIGHTS, inheritance)"
                 .to_string(),
             (Some(n), false) => format!(
-                "{n} socket histor{} evicted from the full map ({} sockets) since the attach: this one may be among \
-                 them, or it was open before the trace and not adopted",
-                if n == 1 { "y was" } else { "ies were" },
-                socktrace_common::MAX_SOCKETS
+                "the history map was full ({} sockets) when {n} socket{} came, and this one may be among them \
+                 (--max-histories raises the bound), or it was open before the trace and not adopted",
+                g.max_histories,
+                if n == 1 { "" } else { "s" },
             ),
-            (None, false) => "it was open before the trace and could not be adopted, or its history was evicted from \
-                              a full map"
+            (None, false) => "it was open before the trace and could not be adopted, or it came while the history map \
+                              was full"
                 .to_string(),
         };
         format!(
@@ -149,14 +149,19 @@ mod tests {
         assert_eq!(dg.cause, Cause::Unknown);
         assert!(dg.explain.contains("nothing was recorded on this socket before this call"), "{}", dg.explain);
         // Why, as exactly as the session can tell: the map never filled...
-        f.trace_gaps.histories_evicted = Some(0);
-        let dg = diagnose(&f);
-        assert!(dg.explain.contains("no history was evicted (the map never filled)"), "{}", dg.explain);
-        // ...or it did...
-        f.trace_gaps.histories_evicted = Some(12);
+        f.trace_gaps.histories_refused = Some(0);
         let dg = diagnose(&f);
         assert!(
-            dg.explain.contains("12 socket histories were evicted from the full map (65536 sockets)"),
+            dg.explain.contains("the history map was never full and histories are never evicted"),
+            "{}",
+            dg.explain
+        );
+        // ...or it did...
+        f.trace_gaps.histories_refused = Some(12);
+        f.trace_gaps.max_histories = 300_000;
+        let dg = diagnose(&f);
+        assert!(
+            dg.explain.contains("the history map was full (300000 sockets) when 12 sockets came"),
             "{}",
             dg.explain
         );

@@ -30,7 +30,7 @@ pub struct Metrics {
     routine: IntCounterVec,
     lost: IntCounter,
     undecodable: IntCounter,
-    histories_evicted: IntCounter,
+    histories_refused: IntCounter,
     listen_overflows: IntCounter,
     sockets_tracked: IntGauge,
     /// The kernel's cumulative counts last exported, to add only what is new.
@@ -46,7 +46,7 @@ pub struct KernelCounts {
     /// Routine outcomes counted in the kernel, not sent: (kind, state, count).
     pub routine: Vec<(u32, u8, u64)>,
     pub lost: u64,
-    pub histories_evicted: u64,
+    pub histories_refused: u64,
     pub listen_overflows: u64,
     pub sockets_tracked: u64,
 }
@@ -83,9 +83,9 @@ impl Metrics {
         )?;
         let lost = IntCounter::new("lost_events_total", "Failures the kernel could not send (ring buffer full)")?;
         let undecodable = IntCounter::new("undecodable_events_total", "Ring buffer records socktrace could not read")?;
-        let histories_evicted = IntCounter::new(
-            "histories_evicted_total",
-            "Socket histories the kernel's LRU map evicted to make room (their sockets' failures lack a cause)",
+        let histories_refused = IntCounter::new(
+            "histories_refused_total",
+            "Sockets that got no history because the kernel's history map was full (their failures may lack a cause; --max-histories)",
         )?;
         let listen_overflows = IntCounter::new(
             "listen_overflows_total",
@@ -107,7 +107,7 @@ impl Metrics {
         for c in [&failures, &routine] {
             registry.register(Box::new(c.clone()))?;
         }
-        for c in [&lost, &undecodable, &histories_evicted, &listen_overflows] {
+        for c in [&lost, &undecodable, &histories_refused, &listen_overflows] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(sockets_tracked.clone()))?;
@@ -120,7 +120,7 @@ impl Metrics {
             routine,
             lost,
             undecodable,
-            histories_evicted,
+            histories_refused,
             listen_overflows,
             sockets_tracked,
             seen: KernelCounts::default(),
@@ -171,7 +171,7 @@ impl Metrics {
             }
         }
         self.lost.inc_by(now.lost.saturating_sub(self.seen.lost));
-        self.histories_evicted.inc_by(now.histories_evicted.saturating_sub(self.seen.histories_evicted));
+        self.histories_refused.inc_by(now.histories_refused.saturating_sub(self.seen.histories_refused));
         self.listen_overflows.inc_by(now.listen_overflows.saturating_sub(self.seen.listen_overflows));
         self.sockets_tracked.set(now.sockets_tracked as i64);
         self.seen = now;

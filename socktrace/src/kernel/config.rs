@@ -55,6 +55,35 @@ pub struct ProbeOptions {
     /// A connection its process ends with nothing received for this long since its last send
     /// is reported (`--no-reply-after`); zero: never.
     pub silence: std::time::Duration,
+    /// The history map's size (`--max-histories`); None: `history_map_size` of the host.
+    pub max_histories: Option<u32>,
+}
+
+/// The history map's size when the user gave none: twice the TCP sockets allocated on this
+/// host (`/proc/net/sockstat`, every namespace), so that those there at attach and as many
+/// again fit, and never below the object's `MAX_SOCKETS`. Entries cost memory only when used.
+pub fn history_map_size(opts: &ProbeOptions) -> u32 {
+    if let Some(n) = opts.max_histories {
+        return n;
+    }
+    let allocated = std::fs::read_to_string("/proc/net/sockstat").ok().and_then(|s| tcp_sockets_allocated(&s));
+    sized_for(allocated.unwrap_or(0))
+}
+
+fn sized_for(allocated: u64) -> u32 {
+    allocated.saturating_mul(2).clamp(u64::from(MAX_SOCKETS), u64::from(u32::MAX / 2)) as u32
+}
+
+/// `alloc` of sockstat's `TCP:` line: TCP sockets allocated on the host, all namespaces.
+fn tcp_sockets_allocated(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "alloc" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
 }
 
 /// Which processes are traced; every selector given must match, all filtering in the kernel.
@@ -115,7 +144,6 @@ pub struct KernelFacts {
     pub file_op_data_span: bool,
     /// `socket.ops` follows `socket.sk`.
     pub socket_sk_ops_pair: bool,
-    pub possible_cpus: u32,
     /// Parameters of `tcp_reset` (2 from 5.14: it takes the segment).
     pub tcp_reset_arity: Option<usize>,
     /// The tracepoint `skb:kfree_skb` is in the BTF.
@@ -154,7 +182,6 @@ impl KernelFacts {
             fdtab_after_fdt: o.files_fdtab == o.files_fdt + 8 && (o.fdtable_max_fds, o.fdtable_fd) == (0, 8),
             file_op_data_span: o.file_private_data == o.file_f_op + 16,
             socket_sk_ops_pair: o.socket_ops == o.socket_sk + 8,
-            possible_cpus: aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1),
             cgroup_walk: kernel_version() < (5, 14) || std::env::var_os(CGROUP_WALK_ENV).is_some_and(|v| v == "1"),
             cgroup_ancestor_ids: btf.offset_of("cgroup", "ancestor_ids").is_ok(),
             port_range_ints: btf.offset_of("local_ports", "lock").is_ok(),
@@ -214,7 +241,7 @@ pub fn traced_config(sel: &Selection, opts: &ProbeOptions, kernel: &KernelFacts)
         c.cgroup_id = id;
         c.cgroup_level = level;
     }
-    c.history_cpu_share = MAX_SOCKETS / kernel.possible_cpus.max(1);
+    c.max_histories = opts.max_histories.unwrap_or(MAX_SOCKETS);
     c.self_tgid = std::process::id();
     c.drop_reason_no_socket = if kernel.drop_has_reason { kernel.drop_reason_no_socket } else { 0 };
     c.syscall_kinds = syscall_kinds();
@@ -263,15 +290,15 @@ mod tests {
     #[test]
     fn config_bits_follow_the_selection() {
         let opts = ProbeOptions { report_eof: true, ..ProbeOptions::default() };
-        let two_cpus = KernelFacts { possible_cpus: 2, ..KernelFacts::default() };
-        let one = traced_config(&Selection { tgids: vec![42], ..Selection::default() }, &opts, &two_cpus);
+        let facts = KernelFacts::default();
+        let one = traced_config(&Selection { tgids: vec![42], ..Selection::default() }, &opts, &facts);
         assert_eq!(one.flags, config_flags::REPORT_EOF | config_flags::SELECT_ONE_PID);
-        assert_eq!((one.tgid, one.history_cpu_share), (42, MAX_SOCKETS / 2));
+        assert_eq!((one.tgid, one.max_histories), (42, MAX_SOCKETS));
 
         let follow = traced_config(
             &Selection { tgids: vec![42], follow: true, ..Selection::default() },
             &ProbeOptions::default(),
-            &KernelFacts { send_reset_has_reason: true, possible_cpus: 1, ..KernelFacts::default() },
+            &KernelFacts { send_reset_has_reason: true, ..KernelFacts::default() },
         );
         assert_eq!(
             follow.flags,
@@ -282,7 +309,7 @@ mod tests {
         let named = traced_config(
             &Selection { comm: Some(b"a-very-long-task-name".to_vec()), cgroup: Some((7, 3)), ..Selection::default() },
             &ProbeOptions::default(),
-            &KernelFacts { sock_head: true, type_protocol_pair: true, possible_cpus: 4, ..KernelFacts::default() },
+            &KernelFacts { sock_head: true, type_protocol_pair: true, ..KernelFacts::default() },
         );
         assert_eq!(
             named.flags,
@@ -298,7 +325,7 @@ mod tests {
         let everything = traced_config(
             &Selection::default(),
             &ProbeOptions { send_routine: true, ..ProbeOptions::default() },
-            &two_cpus,
+            &facts,
         );
         assert_eq!(everything.flags, config_flags::SEND_ROUTINE | config_flags::TRACE_ALL);
     }
@@ -319,5 +346,16 @@ mod kernel_tests {
         assert!(facts.sock_head && facts.type_protocol_pair && facts.skb_headers_packed, "{facts:?}");
         assert!(facts.nr_after_arg0 && facts.fdtable_pair && facts.fdtab_after_fdt, "{facts:?}");
         assert!(facts.file_op_data_span && facts.socket_sk_ops_pair, "{facts:?}");
+    }
+
+    #[test]
+    fn the_history_map_fits_twice_the_hosts_tcp_sockets() {
+        let sockstat = "sockets: used 412\nTCP: inuse 7 orphan 0 tw 3 alloc 150123 mem 2\nUDP: inuse 4 mem 1\n";
+        assert_eq!(tcp_sockets_allocated(sockstat), Some(150_123));
+        assert_eq!(sized_for(150_123), 300_246);
+        assert_eq!(sized_for(12), MAX_SOCKETS);
+        assert_eq!(tcp_sockets_allocated("UDP: inuse 4 mem 1\n"), None);
+        let given = ProbeOptions { max_histories: Some(5000), ..ProbeOptions::default() };
+        assert_eq!(history_map_size(&given), 5000);
     }
 }

@@ -17,7 +17,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use socktrace_common::{history_stats, names, routine, traced_tgid, SocketHistory};
+use socktrace_common::{history_stats, names, routine, traced_tgid};
 
 /// The eBPF programs, built by `build.rs` from `socktrace-ebpf/`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/socktrace"));
@@ -55,7 +55,8 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
     routine: PerCpuArray<MapData, u64>,
     history_stats: PerCpuArray<MapData, u64>,
-    sockets: HashMap<MapData, u64, SocketHistory>,
+    /// The history map's size as loaded (`--max-histories`, or sized from the host).
+    max_histories: u32,
     /// Packets dropped on this host, by 4-tuple (`drops.rs`), when the drop probe runs.
     drop_records: Option<HashMap<MapData, socktrace_common::SockAddrs, socktrace_common::DropRecord>>,
     /// The last established connect of each traced process to each port (`CONNECTED`).
@@ -153,6 +154,8 @@ impl Probes {
                 );
             }
         }
+        // The history map's size, from the host's sockets unless given.
+        let opts = &ProbeOptions { max_histories: Some(super::config::history_map_size(opts)), ..opts.clone() };
         let config = traced_config(sel, opts, &facts);
         let log_level: u8 = opts.log_level.map(|l| l as u8).unwrap_or(0);
         raise_memlock_limit();
@@ -169,6 +172,7 @@ impl Probes {
             .override_global(names::CONFIG, &config, true)
             .override_global(names::LOG_LEVEL, &log_level, true)
             .map_max_entries(names::STACKS, if opts.kstack { KSTACK_ENTRIES } else { 1 })
+            .map_max_entries(names::SOCKETS, config.max_histories)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow!("loading socktrace's eBPF programs: {e}{}", hint_for_load_error()))?;
         // The loader's parse, just freed.
@@ -221,7 +225,7 @@ impl Probes {
             lost: take_map(&mut ebpf, names::LOST_EVENTS)?,
             routine: take_map(&mut ebpf, names::ROUTINE_COUNTS)?,
             history_stats: take_map(&mut ebpf, names::HISTORY_STATS)?,
-            sockets: take_map(&mut ebpf, names::SOCKETS)?,
+            max_histories: config.max_histories,
             connected: take_map(&mut ebpf, names::CONNECTED)?,
             stacks: if opts.kstack { Some(take_map(&mut ebpf, names::STACKS)?) } else { None },
 
@@ -382,20 +386,25 @@ impl Probes {
                 .map_or(true, |per_cpu| per_cpu.iter().any(|&n| n != 0))
     }
 
-    /// Socket histories the kernel holds now (bounded: LRU, and removed when sockets die).
-    pub fn sockets_tracked(&self) -> u64 {
-        self.sockets.keys().filter(|k| k.is_ok()).count() as u64
+    fn history_stat(&self, slot: u32) -> Result<u64> {
+        Ok(self.history_stats.get(&slot, 0).context("reading HISTORY_STATS")?.iter().sum())
     }
 
-    /// Histories the LRU evicted to make room (created, less destroyed, less still held:
-    /// `tracked`, what `sockets_tracked` counted, a walk of the map's keys done once).
-    pub fn histories_evicted(&self, tracked: u64) -> Result<u64> {
-        let sum = |slot| -> Result<u64> {
-            Ok(self.history_stats.get(&slot, 0).context("reading HISTORY_STATS")?.iter().sum())
-        };
-        let created = sum(history_stats::CREATED)?;
-        let destroyed = sum(history_stats::DESTROYED)?;
-        Ok(created.saturating_sub(destroyed).saturating_sub(tracked))
+    /// Socket histories the kernel holds now: created, less those removed as their sockets
+    /// died (the map is never evicted from), counted in the kernel: no walk of the map.
+    pub fn sockets_tracked(&self) -> u64 {
+        let created = self.history_stat(history_stats::CREATED).unwrap_or(0);
+        created.saturating_sub(self.history_stat(history_stats::DESTROYED).unwrap_or(0))
+    }
+
+    /// Sockets that got no history because the map was full (`--max-histories`).
+    pub fn histories_refused(&self) -> Result<u64> {
+        self.history_stat(history_stats::REFUSED)
+    }
+
+    /// The history map's size as loaded.
+    pub fn max_histories(&self) -> u32 {
+        self.max_histories
     }
 
     /// A map socktrace holds (the ring buffer, before the session takes it), to probe whether

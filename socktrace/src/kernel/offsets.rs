@@ -147,6 +147,8 @@ pub fn struct_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         icsk_retransmits: optional(btf.offset_of("tcp_sock", "inet_conn.icsk_retransmits")),
         task_flags: optional(btf.offset_of("task_struct", "flags")),
         task_exit_code: optional(btf.offset_of("task_struct", "exit_code")),
+        sk_lock_owned: optional(sk("sk_lock.owned")),
+        _pad: 0,
         io_kiocb_ctx: NO_FIELD,
         io_kiocb_file_node: NO_FIELD,
         io_ctx_files_nr: NO_FIELD,
@@ -456,6 +458,7 @@ mod tests {
             ("tcp_sock.inet_conn.icsk_retransmits", o.icsk_retransmits),
             ("task_struct.flags", o.task_flags),
             ("task_struct.exit_code", o.task_exit_code),
+            ("sock.sk_lock.owned", o.sk_lock_owned),
         ] {
             assert_ne!(at, NO_FIELD, "{name}");
         }

@@ -257,7 +257,7 @@ impl Aggregator {
                 total.printed += s.printed;
                 total.lost += s.lost;
                 total.undecodable += s.undecodable;
-                total.histories_evicted += s.histories_evicted;
+                total.histories_refused += s.histories_refused;
             }
             (total, summaries.len())
         });

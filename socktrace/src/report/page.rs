@@ -289,7 +289,7 @@ fn header(r: &Report, meta: &Meta) -> Markup {
                     "."
                     @if s.lost > 0 { " " strong.warn { (s.lost) " lost" } " (the ring buffer was full): failures happened that are in no line." }
                     @if s.undecodable > 0 { " " (s.undecodable) " undecodable kernel records." }
-                    @if s.histories_evicted > 0 { " " (s.histories_evicted) " socket histories evicted (history map full): some causes may be unknown." }
+                    @if s.histories_refused > 0 { " " (s.histories_refused) " sockets got no history (the history map was full): their failures may be unknown." }
                 }
             } @else if r.failures + r.routine > 0 {
                 p.summary.muted { "No summary line: the capture was cut before socktrace ended (or comes from an agent still running)." }

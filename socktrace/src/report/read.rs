@@ -158,7 +158,9 @@ pub struct Summary {
     pub printed: u64,
     pub lost: u64,
     pub undecodable: u64,
-    pub histories_evicted: u64,
+    /// Schema 8; before it, `histories_evicted` (an LRU's evictions), read the same way.
+    #[serde(alias = "histories_evicted")]
+    pub histories_refused: u64,
     pub rows: Vec<SummaryRow>,
 }
 

@@ -93,12 +93,12 @@ impl Enrichment {
         failure.cgroup = self.cgroups.lookup(failure.cgroup_id).cloned();
     }
 
-    /// What the trace may lack, for the failures nothing recorded explains (counted only for
-    /// those: a walk of the socket map's keys).
+    /// What the trace may lack, for the failures nothing recorded explains (a read of the
+    /// kernel's per-CPU counters: the same cost however many sockets there are).
     fn trace_gaps(&self, failure: &mut Failure, probes: &Probes) {
         if failure.history_started_here {
-            let tracked = probes.sockets_tracked();
-            failure.trace_gaps.histories_evicted = probes.histories_evicted(tracked).ok();
+            failure.trace_gaps.histories_refused = probes.histories_refused().ok();
+            failure.trace_gaps.max_histories = probes.max_histories();
             failure.trace_gaps.not_adopted = self.not_adopted.contains(&failure.pid);
         }
         if !failure.is_tcp && failure.protocol == socktrace_common::net::IPPROTO_UDP {

@@ -52,6 +52,8 @@ pub struct SessionOptions {
     pub container_column: bool,
     /// Report a connection the process ends after this long without an answer (0: never).
     pub silence: std::time::Duration,
+    /// The history map's size (`--max-histories`); None: sized from the host's sockets.
+    pub max_histories: Option<u32>,
 }
 
 impl Default for SessionOptions {
@@ -72,6 +74,7 @@ impl Default for SessionOptions {
             agent: false,
             container_column: false,
             silence: DEFAULT_SILENCE,
+            max_histories: None,
         }
     }
 }
@@ -89,6 +92,7 @@ impl SessionOptions {
             send_routine: self.all_errors,
             log_level: self.kernel_log,
             kstack: self.kstack,
+            max_histories: self.max_histories,
         }
     }
 }
@@ -368,7 +372,7 @@ fn finish(probes: Probes, selection: &Selection, printer: Printer, end: End) -> 
     }
     summary.add_kernel_counts(&routine);
     summary.sockets_tracked = probes.sockets_tracked();
-    summary.histories_evicted = probes.histories_evicted(summary.sockets_tracked)?;
+    summary.histories_refused = probes.histories_refused()?;
     summary.missed_runs = probes.missed_runs();
     let probe_report = ProbeReport::of(&probes);
     drop(probes);

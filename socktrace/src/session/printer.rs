@@ -173,7 +173,7 @@ impl Printer {
         m.update_kernel_counts(crate::export::prometheus::KernelCounts {
             routine: probes.routine_counts().unwrap_or_default(),
             lost: probes.lost_events().unwrap_or(0),
-            histories_evicted: probes.histories_evicted(sockets_tracked).unwrap_or(0),
+            histories_refused: probes.histories_refused().unwrap_or(0),
             listen_overflows: overflows.since_start().unwrap_or(0),
             sockets_tracked,
         });

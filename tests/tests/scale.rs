@@ -1,0 +1,178 @@
+//! Scale: a busy server's worth of connections, traced. 200,000 idle loopback connections held
+//! by several client processes (the per-process fd limit here is 20,000), each to its own
+//! server process; the servers then reset the oldest 5,000 at once, as an upstream restart
+//! does. socktrace must keep every traced socket's history (none refused, none evicted, none
+//! kept for the untraced servers' sockets), name the sender of at least 99% of the resets,
+//! lose no event, and answer SIGINT quickly afterwards.
+
+use socktrace_tests::{require_root, Tracer};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const CROWD: &str = env!("CARGO_BIN_EXE_crowd");
+
+/// Connections in all, per client process, and how many the servers reset at once.
+const CONNECTIONS: usize = 200_000;
+const PER_PROCESS: usize = 18_200;
+const RESETS: usize = 5_000;
+/// Ports of the servers: one each, above the ephemeral range.
+const PORT_BASE: u16 = 61_100;
+
+/// One crowd process, driven by lines; killed on drop.
+struct Crowd {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Crowd {
+    fn start(args: &[&str]) -> Crowd {
+        let mut child = Command::new(CROWD)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting crowd");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Crowd { child, stdin, lines }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("writing to crowd");
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next line, which must start with `prefix`, within `limit`.
+    #[track_caller]
+    fn expect(&self, prefix: &str, limit: Duration) -> String {
+        let line = self
+            .lines
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("crowd {} said nothing within {limit:?} (waiting for {prefix:?})", self.pid()));
+        assert!(line.starts_with(prefix), "crowd {}: expected {prefix:?}, got {line:?}", self.pid());
+        line
+    }
+
+    /// The number after `prefix` in the answer to `ask`.
+    fn count(&mut self, ask: &str, prefix: &str) -> usize {
+        self.send(ask);
+        let line = self.expect(prefix, Duration::from_secs(30));
+        line[prefix.len()..].trim().parse().expect("a count")
+    }
+}
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The servers, and the clients started (each waiting for `go`).
+fn start_crowd() -> (Vec<Crowd>, Vec<Crowd>) {
+    let pairs = CONNECTIONS.div_ceil(PER_PROCESS);
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..pairs {
+        let port = (PORT_BASE + i as u16).to_string();
+        let server = Crowd::start(&["server", &port]);
+        server.expect("listening", Duration::from_secs(10));
+        servers.push(server);
+        let n = PER_PROCESS.min(CONNECTIONS - i * PER_PROCESS).to_string();
+        let client = Crowd::start(&["client", "127.0.0.1", &port, &n]);
+        client.expect("ready", Duration::from_secs(10));
+        clients.push(client);
+    }
+    (servers, clients)
+}
+
+fn connect_all(clients: &mut [Crowd]) {
+    for c in clients.iter_mut() {
+        c.send("go");
+    }
+    for c in clients.iter() {
+        c.expect("connected", Duration::from_secs(240));
+    }
+}
+
+/// The servers reset the oldest `RESETS` connections together; waits (bounded) until the
+/// clients have read every reset, and returns how many they read.
+fn reset_oldest(servers: &mut [Crowd], clients: &mut [Crowd]) -> usize {
+    let pairs = servers.len();
+    for (i, s) in servers.iter_mut().enumerate() {
+        let k = RESETS / pairs + usize::from(i < RESETS % pairs);
+        s.send(&format!("reset {k}"));
+    }
+    for s in servers.iter() {
+        s.expect("reset", Duration::from_secs(60));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let read: usize = clients.iter_mut().map(|c| c.count("count", "resets ")).sum();
+        if read >= RESETS || Instant::now() > deadline {
+            return read;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_mass_reset_among_200000_connections_traced_from_before_they_exist() {
+    require_root();
+    let (mut servers, mut clients) = start_crowd();
+    let pids: Vec<String> = clients.iter().map(|c| c.pid().to_string()).collect();
+    let mut args = vec!["--json"];
+    for p in &pids {
+        args.extend(["-p", p]);
+    }
+    let tracer = Tracer::start(&args).expect("socktrace attaches");
+    connect_all(&mut clients);
+    let read = reset_oldest(&mut servers, &mut clients);
+    assert_eq!(read, RESETS, "the clients read every reset");
+
+    let asked = Instant::now();
+    tracer.signal(libc::SIGINT);
+    let out = tracer.wait(Duration::from_secs(60)).expect("socktrace ends");
+    let answered = asked.elapsed();
+    assert!(answered < Duration::from_secs(5), "SIGINT answered in {answered:?}; stderr:\n{}", out.stderr);
+
+    let (events, summary) = out.json().expect("JSON lines");
+    let summary = summary.expect("a summary");
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["histories_refused"], 0, "{summary}");
+    let server_pids: Vec<u64> = servers.iter().map(|s| u64::from(s.pid())).collect();
+    let resets: Vec<_> = events.iter().filter(|e| e["errno"] == "ECONNRESET").collect();
+    let named = resets
+        .iter()
+        .filter(|e| {
+            e["cause"] == "rst_received"
+                && e["facts"]["peer_reset"]["pid"].as_u64().is_some_and(|p| server_pids.contains(&p))
+        })
+        .count();
+    assert!(
+        named * 100 >= RESETS * 99,
+        "{named} of {RESETS} resets labelled rst_received with the sender named ({} ECONNRESET lines); first: {:#}",
+        resets.len(),
+        resets.first().map(|e| (*e).clone()).unwrap_or_default()
+    );
+    // Only the traced clients' sockets have histories: the servers' accepted sockets, handled
+    // in softirq while a client is on the CPU, do not.
+    let tracked = summary["sockets_tracked"].as_u64().unwrap();
+    assert!(tracked <= (CONNECTIONS - RESETS) as u64 + 1000, "{tracked} histories held at the end: {summary}");
+}
