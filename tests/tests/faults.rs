@@ -243,7 +243,8 @@ fn runs_with_only_the_documented_capabilities() {
 #[test]
 fn ring_buffer_overflow_is_counted_and_logged_with_debug() {
     require_root();
-    // 4 MiB of ring buffer holds about 10,900 events: 40,000 failures overflow it.
+    // 16 MiB of ring buffer (4 MiB on a small host) holds about 19,600 events (an event is
+    // about 850 bytes): 40,000 failures overflow it.
     let mut scenario = Scenario::start(SCENARIO, &["overflow", "40000"]).unwrap();
     let pid = scenario.pid.to_string();
     let t = Tracer::start(&["-p", &pid, "--json", "--summary", "--debug"]).unwrap();

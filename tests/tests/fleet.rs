@@ -279,7 +279,8 @@ fn otlp_logs_and_metrics_survive_a_collector_outage() {
         std::thread::sleep(Duration::from_millis(250));
     };
     assert!(dropped > 0, "records sent during the outage are counted as dropped");
-    assert!(rss_kib(agent.pid()) < rss_before + 32 * 1024, "memory stays bounded through the outage");
+    // The ring buffer's pages (16 MiB here) become resident as events pass through them.
+    assert!(rss_kib(agent.pid()) < rss_before + 48 * 1024, "memory stays bounded through the outage");
 
     agent.signal(libc::SIGTERM);
     let out = agent.wait(Duration::from_secs(30)).unwrap();
@@ -441,7 +442,9 @@ fn labels_stay_bounded_under_many_peers_and_containers() {
         }
         assert!(!series.iter().any(|l| l.contains("127.0.0.1") || l.contains("port")), "{series:#?}");
         let rss_after = rss(agent.pid());
-        assert!(rss_after < rss_before + 32 * 1024, "{labels:?}: RSS {rss_before} KiB -> {rss_after} KiB");
+        // Bounded: the ring buffer's pages (16 MiB on this host) become resident as events pass
+        // through them, the rest is the agent's own.
+        assert!(rss_after < rss_before + 48 * 1024, "{labels:?}: RSS {rss_before} KiB -> {rss_after} KiB");
         agent.signal(libc::SIGTERM);
         assert!(agent.wait(Duration::from_secs(15)).unwrap().status.success());
     }

@@ -72,7 +72,13 @@ const MAX_NAT_NAMESPACES: usize = 32;
 impl Namespaces {
     /// For the namespaces of `pids` (each once), or socktrace's own with no PID; and the
     /// host's other namespaces (`by_namespace`: each with a process living in it).
-    pub fn open(pids: &[u32], by_namespace: &std::collections::HashMap<u32, u32>) -> Namespaces {
+    /// `adopted`: the traced processes' sockets as adoption found them (their fds are not
+    /// read again).
+    pub fn open(
+        pids: &[u32],
+        by_namespace: &std::collections::HashMap<u32, u32>,
+        adopted: &crate::kernel::adopt::Adopted,
+    ) -> Namespaces {
         let mut diag = Vec::new();
         let mut own = Vec::new();
         for proc in distinct_namespaces(pids) {
@@ -104,7 +110,7 @@ impl Namespaces {
             .flat_map(|d| d.listeners_on(None).unwrap_or_default())
             .map(|l| l.inode)
             .collect();
-        let owners = socket_owners(Path::new("/proc"), &listeners);
+        let owners = socket_owners(Path::new("/proc"), &listeners, adopted);
         let host = netns::inode_of(Path::new("/proc/1/ns/net")).filter(|h| !own.contains(h));
         Namespaces { diag, others, owners, host, conntrack: conntrack::Conntrack::default() }
     }
@@ -355,40 +361,90 @@ fn listener_at(proc: &Path, namespaces: &mut Namespaces, dest: SocketAddr) -> Op
 }
 
 /// The processes with a descriptor on each socket of `inodes`, lowest PID first, with their
-/// names: one pass over /proc/*/fd.
-fn socket_owners(proc: &Path, inodes: &[u64]) -> std::collections::HashMap<u64, Vec<(u32, String)>> {
+/// names: one pass over /proc/*/fd, the processes shared among a few threads (a busy host has
+/// hundreds of thousands of descriptors, and this runs while socktrace attaches).
+fn socket_owners(
+    proc: &Path,
+    inodes: &[u64],
+    adopted: &crate::kernel::adopt::Adopted,
+) -> std::collections::HashMap<u64, Vec<(u32, String)>> {
     let mut out: std::collections::HashMap<u64, Vec<(u32, String)>> = std::collections::HashMap::new();
     if inodes.is_empty() {
         return out;
     }
     let Ok(dir) = std::fs::read_dir(proc) else { return out };
-    let mut pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| !adopted.scanned.contains(pid))
+        .collect();
     pids.sort_unstable();
-    for pid in pids {
-        let Ok(fds) = std::fs::read_dir(proc.join(pid.to_string()).join("fd")) else { continue };
-        let mut comm: Option<String> = None;
-        for fd in fds.filter_map(Result::ok) {
-            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
-            let Some(inode) = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
-            else {
-                continue;
-            };
-            if !inodes.contains(&inode) {
-                continue;
-            }
-            let comm = comm
-                .get_or_insert_with(|| {
-                    let c = std::fs::read(proc.join(pid.to_string()).join("comm")).unwrap_or_default();
-                    crate::text::escape_bytes(c.strip_suffix(b"\n").unwrap_or(&c))
+    let wanted: std::collections::HashSet<u64> = inodes.iter().copied().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    // Round-robin: neighbouring PIDs (a service's workers) land on different threads.
+    let found: Vec<(u32, u64)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (pids, wanted) = (&pids, &wanted);
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    for &pid in pids.iter().skip(t).step_by(threads) {
+                        sockets_held(proc, pid, wanted, &mut found);
+                    }
+                    found
                 })
-                .clone();
-            let owners = out.entry(inode).or_default();
-            if !owners.iter().any(|(p, _)| *p == pid) {
-                owners.push((pid, comm));
-            }
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    let mut found = found;
+    found.extend(adopted.held.iter().filter(|(_, inode)| wanted.contains(inode)));
+    found.sort_unstable();
+    let mut comms: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
+    for (pid, inode) in found {
+        let comm = comms
+            .entry(pid)
+            .or_insert_with(|| {
+                let c = std::fs::read(proc.join(pid.to_string()).join("comm")).unwrap_or_default();
+                crate::text::escape_bytes(c.strip_suffix(b"\n").unwrap_or(&c))
+            })
+            .clone();
+        let owners = out.entry(inode).or_default();
+        if !owners.iter().any(|(p, _)| *p == pid) {
+            owners.push((pid, comm));
         }
     }
     out
+}
+
+/// The sockets of `wanted` that `pid` holds a descriptor on, added to `found` as (pid, inode):
+/// each descriptor's link read relative to the process's fd directory, into one buffer.
+fn sockets_held(proc: &Path, pid: u32, wanted: &std::collections::HashSet<u64>, found: &mut Vec<(u32, u64)>) {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let fd_dir = proc.join(pid.to_string()).join("fd");
+    let Ok(entries) = std::fs::read_dir(&fd_dir) else { return };
+    let Ok(dir) = std::fs::File::open(&fd_dir) else { return };
+    let mut name = [0u8; 16];
+    let mut link = [0u8; 64];
+    for entry in entries.filter_map(Result::ok) {
+        let n = entry.file_name();
+        let bytes = n.as_bytes();
+        if bytes.len() >= name.len() {
+            continue;
+        }
+        name[..bytes.len()].copy_from_slice(bytes);
+        name[bytes.len()] = 0;
+        // SAFETY: `name` is NUL-terminated, `link` is writable for its length.
+        let len =
+            unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr().cast(), link.as_mut_ptr().cast(), link.len()) };
+        let Ok(len) = usize::try_from(len) else { continue };
+        let inode = std::str::from_utf8(&link[..len])
+            .ok()
+            .and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
+        if let Some(inode) = inode.filter(|i| wanted.contains(i)) {
+            found.push((pid, inode));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,13 @@ pub struct Adopted {
     pub sockets: usize,
     /// Processes whose sockets could not be adopted, with why.
     pub refused: Vec<(u32, String)>,
+    /// Sockets adopted that got no history: the history map was full (`--max-histories`).
+    pub without_history: u64,
+    /// (pid, socket inode) of every socket adopted: who holds which, known without reading
+    /// /proc/PID/fd again (`host::Namespaces` names listeners' owners from it).
+    pub held: Vec<(u32, u64)>,
+    /// The processes whose every socket is in `held`.
+    pub scanned: Vec<u32>,
 }
 
 /// Adopts every socket of every process the selection names now (by PID, name or cgroup);
@@ -30,10 +37,11 @@ pub fn existing_sockets(sel: &Selection) -> Adopted {
         return out;
     }
     for pid in processes(sel) {
-        match adopt_process(pid) {
+        match adopt_process(pid, &mut out.held) {
             Ok(n) => {
                 out.processes += 1;
                 out.sockets += n;
+                out.scanned.push(pid);
             }
             Err(e) => out.refused.push((pid, e.to_string())),
         }
@@ -128,11 +136,10 @@ fn mark(sock: &OwnedFd, optname: u64) -> Option<i32> {
     std::io::Error::last_os_error().raw_os_error()
 }
 
-/// Adopts every socket of `pid`: its descriptors are split among a few threads (one per CPU,
-/// at most eight), each duplicating and marking its share; a marked call on a descriptor that
-/// is not a socket fails (ENOTSOCK) and adopts nothing, which is cheaper than asking /proc
-/// what each one is.
-fn adopt_process(pid: u32) -> std::io::Result<usize> {
+/// Adopts every socket of `pid`, adding (pid, inode) of each to `held`: its descriptors are
+/// split among a few threads (one per CPU, at most eight), each duplicating its share and
+/// marking the copies that are sockets (`fstat` on the copy says, cheaper than asking /proc).
+fn adopt_process(pid: u32, held: &mut Vec<(u32, u64)>) -> std::io::Result<usize> {
     // SAFETY: plain syscall; the returned fd is owned below.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
     if pidfd < 0 {
@@ -140,14 +147,14 @@ fn adopt_process(pid: u32) -> std::io::Result<usize> {
     }
     // SAFETY: a fresh descriptor we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
+    // Every slot of its descriptor table, tried in turn: an empty one answers EBADF at once,
+    // cheaper than listing /proc/PID/fd (a dentry per descriptor).
+    let fds: Vec<i32> = (0..fd_table_size(pid)?).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let chunk = fds.len().div_ceil(threads).max(1);
-    let results: Vec<std::io::Result<usize>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = fds.chunks(chunk).map(|share| scope.spawn(|| adopt_fds(&pidfd, share))).collect();
+    // Strided, not chunked: the open descriptors crowd the low slots.
+    let shares: Vec<Vec<i32>> = (0..threads).map(|t| fds.iter().copied().skip(t).step_by(threads).collect()).collect();
+    let results: Vec<std::io::Result<Vec<u64>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = shares.iter().map(|share| scope.spawn(|| adopt_fds(&pidfd, share))).collect();
         workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("adoption thread panicked"))))
@@ -155,15 +162,27 @@ fn adopt_process(pid: u32) -> std::io::Result<usize> {
     });
     let mut adopted = 0;
     for r in results {
-        adopted += r?;
+        let inodes = r?;
+        adopted += inodes.len();
+        held.extend(inodes.into_iter().map(|i| (pid, i)));
     }
     Ok(adopted)
 }
 
-/// Duplicates each of `fds` (the process's descriptors) and marks the copy; how many were
-/// sockets.
-fn adopt_fds(pidfd: &OwnedFd, fds: &[i32]) -> std::io::Result<usize> {
-    let mut adopted = 0;
+/// The size of `pid`'s descriptor table (`FDSize` in /proc/PID/status): every open
+/// descriptor is below it.
+fn fd_table_size(pid: u32) -> std::io::Result<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:")?.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no FDSize in /proc/{pid}/status")))
+}
+
+/// Duplicates each of `fds` (the process's descriptors) and marks the copies that are sockets;
+/// their inodes.
+fn adopt_fds(pidfd: &OwnedFd, fds: &[i32]) -> std::io::Result<Vec<u64>> {
+    let mut adopted = Vec::new();
     for &fd in fds {
         // SAFETY: plain syscall; the returned fd is owned below.
         let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
@@ -176,9 +195,13 @@ fn adopt_fds(pidfd: &OwnedFd, fds: &[i32]) -> std::io::Result<usize> {
         }
         // SAFETY: a fresh descriptor we own; closed when dropped, right after the mark.
         let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
-        if mark(&copy, ADOPT_OPTNAME) != Some(libc::ENOTSOCK) {
-            adopted += 1;
+        // SAFETY: a valid descriptor and a zeroed stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(copy.as_raw_fd(), &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            continue;
         }
+        mark(&copy, ADOPT_OPTNAME);
+        adopted.push(st.st_ino);
     }
     Ok(adopted)
 }

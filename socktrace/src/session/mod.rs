@@ -135,11 +135,15 @@ impl Session {
         let pidfds = selection.tgids.iter().map(|&p| pidfd_open(p)).collect::<Result<Vec<_>>>()?;
         let mut probes = Probes::load_and_attach(opts.probe_mode, &opts.probe_options(), selection)?;
         // Sockets opened before the trace: adopted now that the probes record their events.
-        let adopted = crate::kernel::adopt::existing_sockets(selection);
+        let mut adopted = crate::kernel::adopt::existing_sockets(selection);
+        // The kernel counts the sockets the full map refused; at attach, those are adopted ones.
+        adopted.without_history = probes.histories_refused().unwrap_or(0);
         let overflows = crate::host::ListenOverflows::start(&selection.tgids);
         // Which namespace each process lives in: readable only while socktrace may ptrace.
         let by_namespace = crate::host::netns::processes_by_namespace(std::path::Path::new("/proc"));
-        let namespaces = crate::host::Namespaces::open(&selection.tgids, &by_namespace);
+        let namespaces = crate::host::Namespaces::open(&selection.tgids, &by_namespace, &adopted);
+        // Who held which socket served the namespaces' index: not kept for the session.
+        adopted.held = Vec::new();
         let netns_names = crate::host::netns::NetnsNames::open(&selection.tgids, by_namespace);
         // Opened before the capabilities go: the kernel shows code addresses to an opener with
         // CAP_SYSLOG only.
@@ -268,6 +272,10 @@ fn start_up_lines(probes: &Probes, selection: &Selection, adopted: &Adopted, ver
         0 => String::new(),
         1 => ", 1 socket adopted".into(),
         n => format!(", {n} sockets adopted"),
+    };
+    let sockets = match adopted.without_history {
+        0 => sockets,
+        n => format!("{sockets}, {n} without a history (map full: --max-histories)"),
     };
     let fallbacks = probes.fallbacks().len();
     let mode = match fallbacks {
