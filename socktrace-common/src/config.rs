@@ -377,7 +377,7 @@ pub struct TracedConfig {
     /// socket is a refused connect, which explains itself; the drop probe skips it.
     pub drop_reason_no_socket: u32,
     /// A random number of this load, the key of the hashes that place and check the records of
-    /// `SENT_RESETS` (`sent_reset_slot`, `sent_reset_check`): without it, a 4-tuple cannot be
+    /// `SENT_RESETS` (`sent_reset_set`, `sent_reset_check`): without it, a 4-tuple cannot be
     /// crafted to hash like another connection's.
     pub hash_seed: u64,
     /// A socket its traced process ends while waiting is reported when nothing was received
