@@ -62,16 +62,25 @@ pub struct ProbeOptions {
 /// The history map's size when the user gave none: twice the TCP sockets allocated on this
 /// host (`/proc/net/sockstat`, every namespace), so that those there at attach and as many
 /// again fit, and never below the object's `MAX_SOCKETS`. Entries cost memory only when used.
-pub fn history_map_size(opts: &ProbeOptions) -> u32 {
+///
+/// Where the map is preallocated (kernels before 6.1, see `load`), its whole size is memory
+/// from the start: 65,536 at least, 262,144 at most unless given.
+pub fn history_map_size(opts: &ProbeOptions, preallocated: bool) -> u32 {
     if let Some(n) = opts.max_histories {
         return n;
     }
     let allocated = std::fs::read_to_string("/proc/net/sockstat").ok().and_then(|s| tcp_sockets_allocated(&s));
-    sized_for(allocated.unwrap_or(0))
+    sized_for(allocated.unwrap_or(0), preallocated)
 }
 
-fn sized_for(allocated: u64) -> u32 {
-    allocated.saturating_mul(2).clamp(u64::from(MAX_SOCKETS), u64::from(u32::MAX / 2)) as u32
+/// Preallocated maps' bounds: about 25 MiB and 100 MiB of kernel memory.
+const PREALLOCATED_FLOOR: u32 = 65_536;
+const PREALLOCATED_CEILING: u32 = MAX_SOCKETS;
+
+fn sized_for(allocated: u64, preallocated: bool) -> u32 {
+    let (floor, ceiling) =
+        if preallocated { (PREALLOCATED_FLOOR, PREALLOCATED_CEILING) } else { (MAX_SOCKETS, u32::MAX / 2) };
+    allocated.saturating_mul(2).clamp(u64::from(floor), u64::from(ceiling)) as u32
 }
 
 /// `alloc` of sockstat's `TCP:` line: TCP sockets allocated on the host, all namespaces.
@@ -352,10 +361,12 @@ mod kernel_tests {
     fn the_history_map_fits_twice_the_hosts_tcp_sockets() {
         let sockstat = "sockets: used 412\nTCP: inuse 7 orphan 0 tw 3 alloc 150123 mem 2\nUDP: inuse 4 mem 1\n";
         assert_eq!(tcp_sockets_allocated(sockstat), Some(150_123));
-        assert_eq!(sized_for(150_123), 300_246);
-        assert_eq!(sized_for(12), MAX_SOCKETS);
+        assert_eq!(sized_for(150_123, false), 300_246);
+        assert_eq!(sized_for(12, false), MAX_SOCKETS);
+        assert_eq!(sized_for(12, true), 65_536);
+        assert_eq!(sized_for(150_123, true), MAX_SOCKETS);
         assert_eq!(tcp_sockets_allocated("UDP: inuse 4 mem 1\n"), None);
         let given = ProbeOptions { max_histories: Some(5000), ..ProbeOptions::default() };
-        assert_eq!(history_map_size(&given), 5000);
+        assert_eq!(history_map_size(&given, true), 5000);
     }
 }
