@@ -24,9 +24,8 @@ pub mod event_flags {
     pub const FIXED_FILE: u32 = 1 << 7;
     /// `timers` holds the socket's timer settings (a timeout: which timer gave up).
     pub const HAS_TIMERS: u32 = 1 << 8;
-    /// `peer_reset` holds a written slot of `SENT_RESETS`, the one the connection's reversed
-    /// 4-tuple hashes to: the RST's sender on this host if userspace finds its check matches
-    /// (`SentResetSlot`).
+    /// `peer_reset` holds the set of `SENT_RESETS` the connection's reversed 4-tuple hashes
+    /// to: the RST's sender on this host is the slot whose check matches (`SentResetSlot`).
     pub const HAS_PEER_RESET: u32 = 1 << 9;
     /// `icmp` holds the ICMP error received about this connection.
     pub const HAS_ICMP_SOURCE: u32 = 1 << 10;
@@ -182,10 +181,11 @@ pub struct FailureEvent {
     /// The socket's timers and their limits, for a timeout, when `HAS_TIMERS`.
     pub timers: TimerFacts,
     /// The RST this socket received, as its sender on this host sent it, when `HAS_PEER_RESET`:
-    /// the slot of `SENT_RESETS` its reversed 4-tuple hashes to, copied whole. Userspace takes
-    /// the record only if the check matches (`SentResetSlot`): the slot may hold another
-    /// connection's RST, or a copy torn by a writer.
-    pub peer_reset: SentResetSlot,
+    /// the set of `SENT_RESETS` its reversed 4-tuple hashes to, copied whole with one read (no
+    /// branch per slot for the verifier to follow: 5.10's ran out of instructions on them).
+    /// Userspace takes the slot whose check matches (`SentResetSlot`): the others hold other
+    /// connections' RSTs, and a copy torn by a writer matches none.
+    pub peer_reset: [SentResetSlot; crate::SENT_RESET_WAYS as usize],
     /// The ICMP error received about this connection's packets, if one was (`HAS_ICMP_SOURCE`).
     pub icmp: IcmpSource,
     /// What the socket was doing when its process ended it (`ENDED`).
@@ -193,7 +193,23 @@ pub struct FailureEvent {
 }
 assert_size!(
     FailureEvent,
-    8 * 4 + 4 * 6 + 16 + 40 + 48 + 16 * HISTORY_TRANSITIONS + 24 + 4 * 24 + 8 + 40 + 24 + 8 + 112 + 32 + 64 + 32 + 120
+    8 * 4
+        + 4 * 6
+        + 16
+        + 40
+        + 48
+        + 16 * HISTORY_TRANSITIONS
+        + 24
+        + 4 * 24
+        + 8
+        + 40
+        + 24
+        + 8
+        + 112
+        + 32
+        + 64 * 4
+        + 32
+        + 120
 );
 pod!(FailureEvent);
 

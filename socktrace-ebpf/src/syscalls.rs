@@ -485,7 +485,7 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
         }
         if core::ptr::read_volatile(flags) & event_flags::HAS_HISTORY != 0
             && (*ev).history.rst_received.ts_ns != 0
-            && find_sent_reset(&(*ev).history.addrs, &raw mut (*ev).peer_reset)
+            && find_sent_reset(&(*ev).history.addrs, (&raw mut (*ev).peer_reset).cast())
         {
             set(event_flags::HAS_PEER_RESET);
         }
@@ -506,36 +506,28 @@ fn send_failure<C: aya_ebpf::EbpfContext>(ctx: &C, call: &Call, ret: i64, sock: 
     entry.submit(wake as u64);
 }
 
-/// The slot of `SENT_RESETS` where the RST a socket of this host sent on the connection whose
-/// other end `ours` is (the 4-tuple reversed) would be, copied into `out`; whether the slot was
-/// ever written. Userspace checks the copy belongs to `ours` (see `SentResetSlot`).
+/// The set of `SENT_RESETS` where the RST a socket of this host sent on the connection whose
+/// other end `ours` is (the 4-tuple reversed) would be, copied into `out`; whether it was
+/// copied. Userspace takes the slot whose check belongs to `ours` (see `SentResetSlot`).
 ///
 /// # Safety
-/// `out` must be valid for writes of a `SentResetSlot`.
+/// `out` must be valid for writes of `SENT_RESET_WAYS` `SentResetSlot`s.
 #[inline(always)]
 unsafe fn find_sent_reset(ours: &SockAddrs, out: *mut SentResetSlot) -> bool {
     let key = socktrace_common::reversed(ours);
     let seed = global!(CONFIG.hash_seed);
-    let (set, tag) = (socktrace_common::sent_reset_set(seed, &key), socktrace_common::sent_reset_tag(seed, &key));
-    let mut found = None;
-    for way in 0..socktrace_common::SENT_RESET_WAYS {
-        if let Some(slot) = SENT_RESETS.get_ptr(set + way) {
-            // SAFETY: `slot` points at a live array element; one word is read.
-            if unsafe { core::ptr::read_volatile(&raw const (*slot).tag) } == tag {
-                found = Some(slot);
-                break;
-            }
-        }
+    let set = socktrace_common::sent_reset_set(seed, &key);
+    let Some(first) = SENT_RESETS.get_ptr(set) else { return false };
+    // The set's slots lie one after another in the array (64-byte values, packed): the whole
+    // set in one helper call, not a struct copy (LLVM makes that a call to `memmove`, which
+    // kernels before about 6.4 refuse with the ring buffer record as its argument).
+    let ways = socktrace_common::SENT_RESET_WAYS as usize;
+    // SAFETY: `set` is a multiple of the ways below the table's size, so the set lies within
+    // the array; `out` is valid for writes of that many slots (the caller's promise); the
+    // helper reads safely.
+    unsafe {
+        probe_read_kernel_raw(out.cast(), (core::mem::size_of::<SentResetSlot>() * ways) as u32, first.cast()) == 0
     }
-    let Some(slot) = found else { return false };
-    // One helper call, not a struct copy: LLVM makes that a call to `memmove`, which kernels
-    // before about 6.4 refuse with the ring buffer record as its argument.
-    // SAFETY: `slot` points at a map value of that size; `out` is valid for writes of it (the
-    // caller's promise); the helper reads safely.
-    let copied =
-        unsafe { probe_read_kernel_raw(out.cast(), core::mem::size_of::<SentResetSlot>() as u32, slot.cast()) == 0 };
-    // SAFETY: `out` now holds the copy.
-    copied && unsafe { core::ptr::read_volatile(&raw const (*out).check) } != 0
 }
 
 /// The ICMP error received about the packets of the connection `ours` (as its socket sees

@@ -252,8 +252,10 @@ fn peer_reset_of(ev: &FailureEvent, hash_seed: u64) -> Option<&socktrace_common:
         return None;
     }
     let key = socktrace_common::reversed(&ev.history.addrs);
-    let slot = &ev.peer_reset;
-    (slot.check == socktrace_common::sent_reset_check(hash_seed, &key, &slot.reset)).then_some(&slot.reset)
+    ev.peer_reset
+        .iter()
+        .find(|slot| slot.check != 0 && slot.check == socktrace_common::sent_reset_check(hash_seed, &key, &slot.reset))
+        .map(|slot| &slot.reset)
 }
 
 fn decode_history(h: &SocketHistory) -> History {
@@ -399,7 +401,8 @@ mod tests {
         reset.comm[..5].copy_from_slice(b"nginx");
         let key = reversed(&ev.history.addrs);
         assert_eq!((key.sport, key.dport), (9, 40122));
-        ev.peer_reset = SentResetSlot { reset, check: sent_reset_check(SEED, &key, &reset), tag: 1 };
+        // The connection's slot is the third of its set; the others hold nothing.
+        ev.peer_reset[2] = SentResetSlot { reset, check: sent_reset_check(SEED, &key, &reset), tag: 1 };
         let f = decode(&bytes(&ev), SEED).unwrap();
         let p = f.peer_reset.expect("the slot is this connection's");
         assert_eq!((p.tgid, p.comm.as_slice(), p.state), (4242, &b"nginx"[..], Some(TcpState::Established)));
@@ -408,11 +411,11 @@ mod tests {
         let mut other = ev;
         let mut their_key = key;
         their_key.sport = 10;
-        other.peer_reset.check = sent_reset_check(SEED, &their_key, &reset);
+        other.peer_reset[2].check = sent_reset_check(SEED, &their_key, &reset);
         assert!(decode(&bytes(&other), SEED).unwrap().peer_reset.is_none());
         // A copy torn between two writers: one record's fields, another's check.
         let mut torn = ev;
-        torn.peer_reset.reset.tgid = 1;
+        torn.peer_reset[2].reset.tgid = 1;
         assert!(decode(&bytes(&torn), SEED).unwrap().peer_reset.is_none());
         // Another load's record (another seed).
         assert!(decode(&bytes(&ev), SEED ^ 1).unwrap().peer_reset.is_none());

@@ -174,6 +174,24 @@ impl Namespaces {
         None
     }
 
+    /// For a task that is gone: the listener `reaches` accepts, from socket diagnostics of the
+    /// traced processes' namespace, when they all live in one (else which namespace the task
+    /// lived in is unknown, and a listener of another would be a wrong answer).
+    fn listener_in_the_only_namespace(&self, reaches: impl Fn(SocketAddr) -> bool) -> Option<Listener> {
+        let [d] = self.diag.as_slice() else { return None };
+        let l = d.listeners_on(None).ok()?.into_iter().find(|l| reaches(l.addr))?;
+        Some(Listener {
+            addr: l.addr,
+            queued: l.queued,
+            backlog: Some(l.backlog),
+            somaxconn: d.somaxconn,
+            owners: self.owners.get(&l.inode).cloned().unwrap_or_default(),
+            netns: None,
+            netns_owner: None,
+            syns_dropped_since_attach: None,
+        })
+    }
+
     /// The listener with socket inode `inode` on `port`, as socket diagnostics see it, and its
     /// namespace's somaxconn.
     fn listener(&self, port: u16, inode: u64) -> Option<(sock_diag::DiagListener, Option<u64>)> {
@@ -339,6 +357,10 @@ fn listener_at(proc: &Path, namespaces: &mut Namespaces, dest: SocketAddr) -> Op
             && (local.ip() == dest.ip() || (local.ip().is_unspecified() && dest.ip().is_loopback()))
     };
     let sockets = tcp_sockets(proc);
+    if sockets.is_empty() && !proc.exists() {
+        // The task exited before its failure was read: its namespace's table is gone with it.
+        return namespaces.listener_in_the_only_namespace(reaches);
+    }
     let Some(s) = sockets.iter().find(|s| s.state == Some(TcpState::Listen) && reaches(s.local)) else {
         // Not in the process's own namespace: in another of this host's, if any.
         return namespaces.listener_elsewhere(dest);
