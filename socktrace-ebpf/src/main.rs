@@ -302,19 +302,11 @@ fn count_history_created() {
     count(&HISTORY_STATS, history_stats::CREATED);
 }
 
-/// A socket got no history: the map was full. Counted (userspace names it in the failures it
-/// leaves unexplained, and in the summary); a log line every 1024.
+/// A socket got no history: the map was full. Counted: userspace names it in the failures it
+/// leaves unexplained, at attach and in the summary.
 #[inline(always)]
-fn count_history_refused<C: aya_ebpf::EbpfContext>(ctx: &C) {
+fn count_history_refused() {
     count(&HISTORY_STATS, history_stats::REFUSED);
-    let refused = HISTORY_STATS.get(history_stats::REFUSED).copied().unwrap_or(0);
-    if refused % 1024 == 1 {
-        aya_log_ebpf::warn!(
-            ctx,
-            "socket history map full ({} sockets): new sockets get no history (--max-histories)",
-            global!(CONFIG.max_histories)
-        );
-    }
 }
 
 #[inline(always)]
