@@ -421,7 +421,7 @@ mod tests {
         assert!(decode(&bytes(&ev), SEED ^ 1).unwrap().peer_reset.is_none());
         // The flag alone, on a slot never written.
         let mut empty = ev;
-        empty.peer_reset = SentResetSlot::default();
+        empty.peer_reset = Default::default();
         assert!(decode(&bytes(&empty), SEED).unwrap().peer_reset.is_none());
     }
 
