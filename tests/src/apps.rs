@@ -563,10 +563,15 @@ pub fn nginx_proxy(lab: &Lab, mode: Mode) -> Result<NginxRun> {
 // ---------------------------------------------------------------------------------------
 // CPython
 
-fn python_client(lab: &Lab, what: &str, port: u16, mode: Mode) -> Result<AppRun> {
+/// `client.py WHAT UPSTREAM PORT` in the client namespace, whatever its exit status.
+fn python_run(lab: &Lab, what: &str, port: u16, mode: Mode) -> Result<AppRun> {
     let script = apps_file("client.py");
     let script = script.to_str().context("path")?;
-    let run = run_client(lab, &[PYTHON, script, what, &lab.upstream_addr(), &port.to_string()], mode)?;
+    run_client(lab, &[PYTHON, script, what, &lab.upstream_addr(), &port.to_string()], mode)
+}
+
+fn python_client(lab: &Lab, what: &str, port: u16, mode: Mode) -> Result<AppRun> {
+    let run = python_run(lab, what, port, mode)?;
     ensure!(run.status.success(), "client.py {what}: {run:#?}");
     Ok(run)
 }
@@ -595,21 +600,15 @@ pub fn python_read_timeout(lab: &Lab, mode: Mode) -> Result<AppRun> {
 /// A scanner's pattern: 100 connects to the blackhole closed at once, then one closed after
 /// 50 ms (its source port reported).
 pub fn python_scan(lab: &Lab, mode: Mode) -> Result<AppRun> {
-    let script = apps_file("client.py");
-    let script = script.to_str().context("path")?;
-    let port = BLACKHOLE_PORT.to_string();
-    let run = run_client(lab, &[PYTHON, script, "scan", &lab.upstream_addr(), &port], mode)?;
-    ensure!(run.status.success() && run.report()["outcome"] == "closed", "client.py scan: {run:#?}");
+    let run = python_client(lab, "scan", BLACKHOLE_PORT, mode)?;
+    ensure!(run.report()["outcome"] == "closed", "client.py scan: {run:#?}");
     Ok(run)
 }
 
 /// A program that exits (status 3) with a connect to the blackhole still waiting: the exit
 /// closes the socket, after the process's exit was traced.
 pub fn python_exit_while_connecting(lab: &Lab, mode: Mode) -> Result<AppRun> {
-    let script = apps_file("client.py");
-    let script = script.to_str().context("path")?;
-    let port = BLACKHOLE_PORT.to_string();
-    let run = run_client(lab, &[PYTHON, script, "exit", &lab.upstream_addr(), &port], mode)?;
+    let run = python_run(lab, "exit", BLACKHOLE_PORT, mode)?;
     ensure!(run.status.code() == Some(3), "client.py exit should exit with 3: {run:#?}");
     ensure!(run.report()["outcome"] == "exiting", "client.py exit: {run:#?}");
     Ok(run)

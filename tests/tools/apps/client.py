@@ -25,6 +25,17 @@ def report(**kw):
     print(json.dumps(kw), flush=True)
 
 
+def start_connect(host, port):
+    """A non-blocking connect, left in progress."""
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect((host, port))
+    except BlockingIOError:
+        pass
+    return s
+
+
 def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     t0 = time.monotonic()
@@ -70,28 +81,15 @@ def main():
             report(outcome=type(e).__name__, errno=e.errno, fd=fd, sport=sport, elapsed=time.monotonic() - t0)
         s.close()
     elif mode == "scan":
-        def start():
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect((host, port))
-            except BlockingIOError:
-                pass
-            return s
         for _ in range(100):
-            start().close()
-        s = start()
+            start_connect(host, port).close()
+        s = start_connect(host, port)
         sport = s.getsockname()[1]
         time.sleep(0.05)
         s.close()
         report(outcome="closed", sport=sport)
     elif mode == "exit":
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect((host, port))
-        except BlockingIOError:
-            pass
+        s = start_connect(host, port)
         time.sleep(1)
         report(outcome="exiting", fd=s.fileno(), sport=s.getsockname()[1])
         os._exit(3)
