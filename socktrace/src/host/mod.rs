@@ -235,7 +235,9 @@ pub fn enrich(f: &mut Failure, namespaces: &mut Namespaces, now_ns: &dyn Fn() ->
         errno::ENFILE => f.host.file_nr = file_nr(),
         errno::EADDRNOTAVAIL | errno::EADDRINUSE if f.is_connect() => {
             if let Some(dest) = f.remote {
-                f.host.to_destination = Some(count_by_state(&tcp_sockets(Path::new(&proc)), |s| s.remote == dest));
+                // Not read from a task that is gone (no table): "no connections" would be wrong.
+                f.host.to_destination = tcp_sockets_of_namespace(Path::new(&proc))
+                    .map(|sockets| count_by_state(&sockets, |s| s.remote == dest));
             }
         }
         // Only where the kernel could not read TCP's memory itself (it does at the failure).
@@ -293,11 +295,14 @@ pub struct ProcSocket {
 }
 
 /// Every TCP socket of the process's network namespace (IPv4 and IPv6).
-fn tcp_sockets(proc: &Path) -> Vec<ProcSocket> {
-    let mut out = Vec::new();
+/// The TCP sockets of the task's namespace; None when neither table can be read: the task is
+/// gone, or exiting (a zombie's /proc directory outlives its namespaces).
+fn tcp_sockets_of_namespace(proc: &Path) -> Option<Vec<ProcSocket>> {
+    let mut out = None;
     for (file, v6) in [("net/tcp", false), ("net/tcp6", true)] {
         if let Ok(text) = std::fs::read_to_string(proc.join(file)) {
-            out.extend(text.lines().skip(1).filter_map(|l| parse_proc_tcp_line(l, v6)));
+            out.get_or_insert_with(Vec::new)
+                .extend(text.lines().skip(1).filter_map(|l| parse_proc_tcp_line(l, v6)));
         }
     }
     out
@@ -356,11 +361,11 @@ fn listener_at(proc: &Path, namespaces: &mut Namespaces, dest: SocketAddr) -> Op
         local.port() == dest.port()
             && (local.ip() == dest.ip() || (local.ip().is_unspecified() && dest.ip().is_loopback()))
     };
-    let sockets = tcp_sockets(proc);
-    if sockets.is_empty() && !proc.exists() {
-        // The task exited before its failure was read: its namespace's table is gone with it.
+    let Some(sockets) = tcp_sockets_of_namespace(proc) else {
+        // The task exited (or is exiting) before its failure was read: its namespace's table
+        // is gone with it.
         return namespaces.listener_in_the_only_namespace(reaches);
-    }
+    };
     let Some(s) = sockets.iter().find(|s| s.state == Some(TcpState::Listen) && reaches(s.local)) else {
         // Not in the process's own namespace: in another of this host's, if any.
         return namespaces.listener_elsewhere(dest);
@@ -493,6 +498,27 @@ mod tests {
         let mapped = "   0: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 9 1";
         assert_eq!(parse_proc_tcp_line(mapped, true).unwrap().remote, "127.0.0.1:50000".parse().unwrap());
         assert!(parse_proc_tcp_line("  sl  local_address rem_address   st", false).is_none());
+    }
+
+    /// A zombie's /proc directory outlives its namespaces: its tables cannot be read, which
+    /// says "gone", not "no sockets" (the listener is then looked up where the task lived).
+    #[test]
+    fn an_exited_task_has_no_socket_table() {
+        let own = Path::new("/proc/self");
+        assert!(tcp_sockets_of_namespace(own).is_some(), "this process's own table is readable");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let proc = Path::new("/proc").join(child.id().to_string());
+        let is_zombie = || {
+            std::fs::read_to_string(proc.join("stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_zombie() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(is_zombie() && proc.exists(), "the child is a zombie, its /proc directory still there");
+        assert!(tcp_sockets_of_namespace(&proc).is_none());
+        child.wait().unwrap();
     }
 
     #[test]
