@@ -5,6 +5,7 @@
 //! and say why.
 
 pub mod apps;
+pub mod crowd;
 pub mod fleet;
 
 use anyhow::{anyhow, bail, Context as _, Result};

@@ -5,97 +5,46 @@
 //! kept for the untraced servers' sockets), name the sender of at least 99% of the resets,
 //! lose no event, and answer SIGINT quickly afterwards.
 
+use socktrace_tests::crowd::Crowd;
 use socktrace_tests::{require_root, Tracer};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const CROWD: &str = env!("CARGO_BIN_EXE_crowd");
+/// The crowd binary: the one built beside this test, or `CROWD_BIN` (a VM's copy).
+fn crowd_bin() -> PathBuf {
+    std::env::var_os("CROWD_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_crowd")), PathBuf::from)
+}
 
-/// Connections in all, per client process, and how many the servers reset at once.
-const CONNECTIONS: usize = 200_000;
+/// Connections in all: 200,000, or `SOCKTRACE_SCALE_CONNECTIONS` (the 8-CPU VM's run, under
+/// emulation, holds fewer: enough that a history map split per CPU would overflow). The
+/// servers reset one in forty of them at once (5,000 of 200,000).
+fn connections() -> usize {
+    std::env::var("SOCKTRACE_SCALE_CONNECTIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(200_000)
+}
+
+/// One in forty of the connections, or `SOCKTRACE_SCALE_RESETS` (a bigger mass reset, measured
+/// by hand: 15,000 of 200,000).
+fn resets() -> usize {
+    std::env::var("SOCKTRACE_SCALE_RESETS").ok().and_then(|n| n.parse().ok()).unwrap_or(connections() / 40)
+}
+
+/// Connections per client process (the per-process descriptor limit here is 20,000).
 const PER_PROCESS: usize = 18_200;
-const RESETS: usize = 5_000;
 /// Ports of the servers: one each, above the ephemeral range.
 const PORT_BASE: u16 = 61_100;
 
-/// One crowd process, driven by lines; killed on drop.
-struct Crowd {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Crowd {
-    fn start(args: &[&str]) -> Crowd {
-        let mut child = Command::new(CROWD)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting crowd");
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Crowd { child, stdin, lines }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn send(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("writing to crowd");
-        self.stdin.flush().unwrap();
-    }
-
-    /// The next line, which must start with `prefix`, within `limit`.
-    #[track_caller]
-    fn expect(&self, prefix: &str, limit: Duration) -> String {
-        let line = self
-            .lines
-            .recv_timeout(limit)
-            .unwrap_or_else(|_| panic!("crowd {} said nothing within {limit:?} (waiting for {prefix:?})", self.pid()));
-        assert!(line.starts_with(prefix), "crowd {}: expected {prefix:?}, got {line:?}", self.pid());
-        line
-    }
-
-    /// The number after `prefix` in the answer to `ask`.
-    fn count(&mut self, ask: &str, prefix: &str) -> usize {
-        self.send(ask);
-        let line = self.expect(prefix, Duration::from_secs(30));
-        line[prefix.len()..].trim().parse().expect("a count")
-    }
-}
-
-impl Drop for Crowd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The servers, and the clients started (each waiting for `go`).
 fn start_crowd() -> (Vec<Crowd>, Vec<Crowd>) {
-    let pairs = CONNECTIONS.div_ceil(PER_PROCESS);
+    let pairs = connections().div_ceil(PER_PROCESS);
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for i in 0..pairs {
         let port = (PORT_BASE + i as u16).to_string();
-        let server = Crowd::start(&["server", &port]);
+        let server = Crowd::start(&crowd_bin(), &["server", &port]);
         server.expect("listening", Duration::from_secs(10));
         servers.push(server);
-        let n = PER_PROCESS.min(CONNECTIONS - i * PER_PROCESS).to_string();
-        let client = Crowd::start(&["client", "127.0.0.1", &port, &n]);
+        let n = PER_PROCESS.min(connections() - i * PER_PROCESS).to_string();
+        let client = Crowd::start(&crowd_bin(), &["client", "127.0.0.1", &port, &n]);
         client.expect("ready", Duration::from_secs(10));
         clients.push(client);
     }
@@ -111,12 +60,12 @@ fn connect_all(clients: &mut [Crowd]) {
     }
 }
 
-/// The servers reset the oldest `RESETS` connections together; waits (bounded) until the
+/// The servers reset the oldest `resets()` connections together; waits (bounded) until the
 /// clients have read every reset, and returns how many they read.
 fn reset_oldest(servers: &mut [Crowd], clients: &mut [Crowd]) -> usize {
     let pairs = servers.len();
     for (i, s) in servers.iter_mut().enumerate() {
-        let k = RESETS / pairs + usize::from(i < RESETS % pairs);
+        let k = resets() / pairs + usize::from(i < resets() % pairs);
         s.send(&format!("reset {k}"));
     }
     for s in servers.iter() {
@@ -125,7 +74,7 @@ fn reset_oldest(servers: &mut [Crowd], clients: &mut [Crowd]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let read: usize = clients.iter_mut().map(|c| c.count("count", "resets ")).sum();
-        if read >= RESETS || Instant::now() > deadline {
+        if read >= resets() || Instant::now() > deadline {
             return read;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -151,7 +100,7 @@ fn a_mass_reset_among_200000_connections_traced_from_before_they_exist() {
     let (tracer, _) = trace_clients(&clients);
     connect_all(&mut clients);
     let read = reset_oldest(&mut servers, &mut clients);
-    assert_eq!(read, RESETS, "the clients read every reset");
+    assert_eq!(read, resets(), "the clients read every reset");
     account(tracer, &servers);
 }
 
@@ -163,7 +112,7 @@ fn a_mass_reset_among_200000_connections_adopted_at_attach() {
     let (mut servers, mut clients) = start_crowd();
     connect_all(&mut clients);
     let (tracer, attach) = trace_clients(&clients);
-    eprintln!("scale: attached with {CONNECTIONS} connections in {attach:?}: {}", tracer.stderr.trim());
+    eprintln!("scale: attached with {} connections in {attach:?}: {}", connections(), tracer.stderr.trim());
     let adopted: usize = tracer
         .stderr
         .split(" sockets adopted")
@@ -171,13 +120,13 @@ fn a_mass_reset_among_200000_connections_adopted_at_attach() {
         .and_then(|head| head.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(adopted >= CONNECTIONS, "{adopted} sockets adopted: {}", tracer.stderr);
+    assert!(adopted >= connections(), "{adopted} sockets adopted: {}", tracer.stderr);
     assert!(!tracer.stderr.contains("without a history"), "{}", tracer.stderr);
     // A bound on the wait, not a benchmark: `./x bench`'s attach figures are the measure
     // (about 1.6 s here with the debug binary the tests run).
     assert!(attach < Duration::from_secs(20), "the attach took {attach:?}");
     let read = reset_oldest(&mut servers, &mut clients);
-    assert_eq!(read, RESETS, "the clients read every reset");
+    assert_eq!(read, resets(), "the clients read every reset");
     account(tracer, &servers);
 }
 
@@ -198,8 +147,8 @@ fn account(tracer: Tracer, servers: &[Crowd]) {
     assert_eq!(summary["lost"], 0, "{summary}");
     assert_eq!(summary["histories_refused"], 0, "{summary}");
     let server_pids: Vec<u64> = servers.iter().map(|s| u64::from(s.pid())).collect();
-    let resets: Vec<_> = events.iter().filter(|e| e["errno"] == "ECONNRESET").collect();
-    let named = resets
+    let reset_lines: Vec<_> = events.iter().filter(|e| e["errno"] == "ECONNRESET").collect();
+    let named = reset_lines
         .iter()
         .filter(|e| {
             e["cause"] == "rst_received"
@@ -208,16 +157,18 @@ fn account(tracer: Tracer, servers: &[Crowd]) {
         .count();
     let tracked = summary["sockets_tracked"].as_u64().unwrap();
     eprintln!(
-        "scale: SIGINT answered in {answered:?}; {named} of {RESETS} resets named; {} events; {tracked} histories held",
+        "scale: SIGINT answered in {answered:?}; {named} of {} resets named; {} events; {tracked} histories held",
+        resets(),
         events.len()
     );
     assert!(
-        named * 100 >= RESETS * 99,
-        "{named} of {RESETS} resets labelled rst_received with the sender named ({} ECONNRESET lines); first: {:#}",
-        resets.len(),
-        resets.first().map(|e| (*e).clone()).unwrap_or_default()
+        named * 100 >= resets() * 99,
+        "{named} of {} resets labelled rst_received with the sender named ({} ECONNRESET lines); first: {:#}",
+        resets(),
+        reset_lines.len(),
+        reset_lines.first().map(|e| (*e).clone()).unwrap_or_default()
     );
     // Only the traced clients' sockets have histories: the servers' accepted sockets, handled
     // in softirq while a client is on the CPU, do not.
-    assert!(tracked <= (CONNECTIONS - RESETS) as u64 + 1000, "{tracked} histories held at the end: {summary}");
+    assert!(tracked <= (connections() - resets()) as u64 + 1000, "{tracked} histories held at the end: {summary}");
 }

@@ -75,6 +75,19 @@ enum Task {
         /// Virtual machines booted at the same time.
         #[arg(long, value_name = "N", default_value_t = vm::DEFAULT_VM_JOBS)]
         jobs: usize,
+        /// Virtual CPUs of each guest.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        cpus: u32,
+        /// Memory of each guest, in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 2048)]
+        memory: u32,
+        /// Test binaries to run instead of the mode's suite, each BINARY or BINARY:FILTER
+        /// (repeatable; e.g. `--tests scale:traced_from_before`).
+        #[arg(long = "tests", value_name = "BINARY[:FILTER]")]
+        tests: Vec<String>,
+        /// Environment of the test binaries (repeatable; e.g. `--env SOCKTRACE_SCALE_CONNECTIONS=36400`).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
         /// Arguments for the test binaries after `--` (e.g. a test name filter).
         #[arg(last = true)]
         test_args: Vec<String>,
@@ -140,7 +153,7 @@ fn main() -> Result<()> {
             eprintln!("xtask: completions and man page in {}", out.display());
             Ok(())
         }
-        Task::VmTest { kernels, modes, debug, timeout, jobs, test_args } => {
+        Task::VmTest { kernels, modes, debug, timeout, jobs, cpus, memory, tests, env, test_args } => {
             let defaults = vm::MatrixOptions::default();
             let opts = vm::MatrixOptions {
                 kernels: if kernels.is_empty() { defaults.kernels } else { kernels },
@@ -150,6 +163,10 @@ fn main() -> Result<()> {
                 vm_timeout: Duration::from_secs(timeout),
                 jobs,
                 only: Vec::new(),
+                cpus,
+                memory_mib: memory,
+                tests,
+                env,
             };
             vm::vm_test(&root, &opts)
         }
@@ -285,7 +302,12 @@ fn test(args: &[String], with_vms: bool) -> Result<()> {
             test_args: args.to_vec(),
             ..vm::MatrixOptions::default()
         };
-        let outcomes = vm::run_matrix(&workspace_root(), &opts)?;
+        // The 8-CPU scale VM in the same queue (not when a test filter narrows the run).
+        let mut matrices = vec![opts];
+        if args.is_empty() {
+            matrices.push(vm::scale_vm());
+        }
+        let outcomes = vm::run_matrices(&workspace_root(), &matrices)?;
         println!("{}", vm::report_table(&outcomes));
         for o in &outcomes {
             totals.passed += o.passed;

@@ -44,6 +44,27 @@ pub const TEST_MATRIX: &[(&str, &str)] = &[("5.10", "tracepoint"), ("6.12", "kpr
 /// The test binaries of `socktrace-tests` that make up the scenario suite.
 const SUITE_TESTS: &[&str] = &["catalogue", "connect", "doors"];
 
+/// The test binaries built for the guests: the suite's, and `scale`, run only when asked
+/// (`--tests`, and the scale VM of `./x test`).
+const GUEST_TESTS: &[&str] = &["catalogue", "connect", "doors", "scale"];
+
+/// The VM `./x test` boots beside TEST_MATRIX: the scale test's connections traced from before
+/// they exist, on 8 virtual CPUs, where a history map split per CPU (65,536 / 8 = 8,192 each,
+/// charged to the CPU a socket was created on) would evict: 36,400 connections from two
+/// client processes, under emulation. 4 GiB, so socktrace sizes its ring buffer as on a
+/// production host.
+pub fn scale_vm() -> MatrixOptions {
+    MatrixOptions {
+        kernels: vec!["6.12".into()],
+        modes: vec!["auto".into()],
+        cpus: 8,
+        memory_mib: 4096,
+        tests: vec!["scale:traced_from_before".into()],
+        env: vec!["SOCKTRACE_SCALE_CONNECTIONS=36400".into()],
+        ..MatrixOptions::default()
+    }
+}
+
 /// The suite's binaries run in `mode` on the kernel `series`, each with the test-name filter
 /// it runs under, if any. `doors` (io_uring, copy paths, UDP, sockets older than the trace)
 /// runs whole in tracepoint mode only: what most of it tests does not depend on how the TCP
@@ -119,6 +140,41 @@ pub struct MatrixOptions {
     pub jobs: usize,
     /// When not empty, only these (kernel, mode) pairs of `kernels` × `modes`.
     pub only: Vec<(String, String)>,
+    /// Virtual CPUs and memory of each guest.
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Test binaries to run instead of the mode's suite, each `binary` or `binary:filter`
+    /// (one of GUEST_TESTS).
+    pub tests: Vec<String>,
+    /// Environment of the test binaries, each NAME=value.
+    pub env: Vec<String>,
+}
+
+impl MatrixOptions {
+    /// What one VM of this matrix is called in labels, logs and run directories.
+    fn vm_name(&self, series: &str, mode: &str, sep: char) -> String {
+        match self.cpus {
+            2 => format!("{series}{sep}{mode}"),
+            n => format!("{series}{sep}{mode}{sep}{n}cpu"),
+        }
+    }
+
+    /// The test binaries a VM runs, each with the filter it runs under, if any.
+    fn tests_for(&self, series: &str, mode: &str) -> Vec<(String, Option<String>)> {
+        if self.tests.is_empty() {
+            return suite_tests(series, mode)
+                .into_iter()
+                .map(|(t, f)| (t.to_string(), f.map(str::to_string)))
+                .collect();
+        }
+        self.tests
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((binary, filter)) => (binary.to_string(), Some(filter.to_string())),
+                None => (t.clone(), None),
+            })
+            .collect()
+    }
 }
 
 impl Default for MatrixOptions {
@@ -131,6 +187,10 @@ impl Default for MatrixOptions {
             vm_timeout: DEFAULT_VM_TIMEOUT,
             jobs: DEFAULT_VM_JOBS,
             only: Vec::new(),
+            cpus: 2,
+            memory_mib: 2048,
+            tests: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -160,31 +220,58 @@ pub struct VmOutcome {
 /// time. An `Err` means the matrix could not be run at all (build, download); a VM whose
 /// tests fail or hang is an outcome with `ok == false`.
 pub fn run_matrix(root: &Path, opts: &MatrixOptions) -> Result<Vec<VmOutcome>> {
+    run_matrices(root, std::slice::from_ref(opts))
+}
+
+/// Several matrices in one queue (the first's build, jobs and time limit for all): their VMs
+/// share the host's cores as one matrix's do.
+pub fn run_matrices(root: &Path, matrices: &[MatrixOptions]) -> Result<Vec<VmOutcome>> {
     ensure!(
         std::env::consts::ARCH == "x86_64",
         "vm-test boots Debian's amd64 kernels with this host's tools: it needs an x86_64 host"
     );
-    ensure!(!opts.kernels.is_empty() && !opts.modes.is_empty(), "no kernel or no mode to run");
-    for mode in &opts.modes {
-        // It names files and goes into the guest's shell script.
-        ensure!(
-            !mode.is_empty() && mode.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "probe mode {mode:?}: expected a word like tracepoint or kprobe"
-        );
+    let first = matrices.first().context("no matrix to run")?;
+    for opts in matrices {
+        ensure!(!opts.kernels.is_empty() && !opts.modes.is_empty(), "no kernel or no mode to run");
+        for mode in &opts.modes {
+            // It names files and goes into the guest's shell script.
+            ensure!(
+                !mode.is_empty() && mode.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "probe mode {mode:?}: expected a word like tracepoint or kprobe"
+            );
+        }
+        if !opts.tests.is_empty() {
+            for (test, _) in opts.tests_for("", "") {
+                ensure!(GUEST_TESTS.contains(&test.as_str()), "test binary {test:?}: expected one of {GUEST_TESTS:?}");
+            }
+        }
+        for var in &opts.env {
+            ensure!(
+                var.split_once('=').is_some_and(|(name, _)| {
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                }),
+                "environment {var:?}: expected NAME=value"
+            );
+        }
     }
     let vm_dir = root.join("target/vm");
-    let binaries = build_static_binaries(root, &static_target_dir(root), opts.release)?;
-    let kernels = opts.kernels.iter().map(|series| prepare_kernel(&vm_dir, series)).collect::<Result<Vec<_>>>()?;
+    let binaries = build_static_binaries(root, &static_target_dir(root), first.release)?;
+    let mut series: Vec<&String> = matrices.iter().flat_map(|o| &o.kernels).collect();
+    series.sort();
+    series.dedup();
+    let kernels = series.into_iter().map(|series| prepare_kernel(&vm_dir, series)).collect::<Result<Vec<_>>>()?;
     let logs = vm_dir.join("logs");
     fs::create_dir_all(&logs)?;
     // Longest first (measured: the 6.1 guests are the slowest, kprobe mode the quickest), so
     // that the last VM to start is a short one.
-    let mut runs: Vec<(usize, &GuestKernel, &str)> = Vec::new();
-    for kernel in &kernels {
-        for mode in &opts.modes {
-            let wanted = opts.only.is_empty() || opts.only.iter().any(|(k, m)| *k == kernel.series && m == mode);
-            if wanted {
-                runs.push((runs.len(), kernel, mode.as_str()));
+    let mut runs: Vec<(usize, &GuestKernel, &str, &MatrixOptions)> = Vec::new();
+    for opts in matrices {
+        for kernel in kernels.iter().filter(|k| opts.kernels.contains(&k.series)) {
+            for mode in &opts.modes {
+                let wanted = opts.only.is_empty() || opts.only.iter().any(|(k, m)| *k == kernel.series && m == mode);
+                if wanted {
+                    runs.push((runs.len(), kernel, mode.as_str(), opts));
+                }
             }
         }
     }
@@ -197,14 +284,14 @@ pub fn run_matrix(root: &Path, opts: &MatrixOptions) -> Result<Vec<VmOutcome>> {
         (series_rank, mode == "kprobe")
     };
     let mut queue = runs.clone();
-    queue.sort_by_key(|(_, k, mode)| expected(k, mode));
+    queue.sort_by_key(|(_, k, mode, _)| expected(k, mode));
     let queue = std::sync::Mutex::new(std::collections::VecDeque::from(queue));
-    let jobs = opts.jobs.clamp(1, runs.len().max(1));
+    let jobs = first.jobs.clamp(1, runs.len().max(1));
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
-                let Some((index, kernel, mode)) = queue.lock().unwrap().pop_front() else { break };
+                let Some((index, kernel, mode, opts)) = queue.lock().unwrap().pop_front() else { break };
                 let outcome = run_one(kernel, mode, &binaries, &vm_dir, &logs, opts);
                 let failed = outcome.is_err();
                 results.lock().unwrap().push((index, outcome));
@@ -230,20 +317,25 @@ fn run_one(
     logs: &Path,
     opts: &MatrixOptions,
 ) -> Result<VmOutcome> {
-    let label = format!("{}/{mode}", kernel.series);
-    let run_dir = vm_dir.join("run").join(format!("{}-{mode}", kernel.series));
-    let initramfs = build_initramfs(&run_dir, kernel, binaries, mode, &opts.test_args)?;
+    let label = opts.vm_name(&kernel.series, mode, '/');
+    let run_dir = vm_dir.join("run").join(opts.vm_name(&kernel.series, mode, '-'));
+    let tests = opts.tests_for(&kernel.series, mode);
+    let initramfs = build_initramfs(&run_dir, kernel, binaries, mode, &tests, opts)?;
     let size = fs::metadata(&initramfs)?.len();
     eprintln!("xtask: [{label}] initramfs {} ({:.1} MiB)", initramfs.display(), size as f64 / 1048576.0);
-    let log = logs.join(format!("{}-{mode}.log", kernel.series));
+    let log = logs.join(format!("{}.log", opts.vm_name(&kernel.series, mode, '-')));
     let mut boots = 1;
-    let mut console = boot(&label, kernel, &initramfs, opts.vm_timeout, &log, false)?;
+    let mut console = boot(&label, kernel, &initramfs, opts, &log, false)?;
     while !console.init_started() && !console.timed_out && boots < BOOT_ATTEMPTS {
         eprintln!("xtask: [{label}] the guest died before /init ran (an emulator fault at boot, see BOOT_ATTEMPTS): booting again");
         boots += 1;
-        console = boot(&label, kernel, &initramfs, opts.vm_timeout, &log, true)?;
+        console = boot(&label, kernel, &initramfs, opts, &log, true)?;
     }
-    Ok(judge(kernel, mode, console, boots, log))
+    let mut outcome = judge(kernel, mode, &tests, console, boots, log);
+    if opts.cpus != 2 {
+        outcome.mode = format!("{mode}/{}cpu", opts.cpus);
+    }
+    Ok(outcome)
 }
 
 /// `cargo xtask vm-test`: the matrix, a table of its outcomes, and an error if any failed.
@@ -298,7 +390,9 @@ pub fn report_table(outcomes: &[VmOutcome]) -> String {
 struct SuiteBinaries {
     socktrace: PathBuf,
     scenario: PathBuf,
-    /// (name, path) of each test binary in SUITE_TESTS.
+    /// The connection crowds of the scale test.
+    crowd: PathBuf,
+    /// (name, path) of each test binary in GUEST_TESTS.
     tests: Vec<(String, PathBuf)>,
 }
 
@@ -322,22 +416,23 @@ fn build_static_binaries(root: &Path, target_dir: &Path, release: bool) -> Resul
 
     let mut tests_build =
         static_cargo(root, target_dir, release, &["test", "--no-run", "--package", "socktrace-tests"]);
-    for t in SUITE_TESTS {
+    for t in GUEST_TESTS {
         tests_build.args(["--test", t]);
     }
     let artifacts = cargo_artifacts(&mut tests_build)?;
     let scenario = find_artifact(&artifacts, "scenario", false)?;
-    let tests = SUITE_TESTS
+    let crowd = find_artifact(&artifacts, "crowd", false)?;
+    let tests = GUEST_TESTS
         .iter()
         .map(|t| Ok((t.to_string(), find_artifact(&artifacts, t, true)?)))
         .collect::<Result<Vec<_>>>()?;
     eprintln!(
         "xtask: static {} build of socktrace, scenario and {} took {:.1}s",
         if release { "release" } else { "debug" },
-        SUITE_TESTS.join(", "),
+        GUEST_TESTS.join(", "),
         started.elapsed().as_secs_f64()
     );
-    Ok(SuiteBinaries { socktrace, scenario, tests })
+    Ok(SuiteBinaries { socktrace, scenario, crowd, tests })
 }
 
 /// `cargo SUBCOMMAND_ARGS` for the static build, in its own target directory.
@@ -742,7 +837,8 @@ fn build_initramfs(
     kernel: &GuestKernel,
     binaries: &SuiteBinaries,
     mode: &str,
-    test_args: &[String],
+    tests: &[(String, Option<String>)],
+    opts: &MatrixOptions,
 ) -> Result<PathBuf> {
     let root = run_dir.join("root");
     let _ = fs::remove_dir_all(&root);
@@ -782,6 +878,7 @@ fn build_initramfs(
     let opt = root.join("opt/socktrace");
     fs::copy(&binaries.socktrace, opt.join("socktrace"))?;
     fs::copy(&binaries.scenario, opt.join("scenario"))?;
+    fs::copy(&binaries.crowd, opt.join("crowd"))?;
     for (name, path) in &binaries.tests {
         fs::copy(path, opt.join(name))?;
     }
@@ -795,20 +892,26 @@ fn build_initramfs(
     )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     // Each as `binary` or `binary:filter` (see vm_init.sh).
-    let tests: Vec<String> = suite_tests(&kernel.series, mode)
-        .into_iter()
+    let tests: Vec<String> = tests
+        .iter()
         .filter(|(name, _)| binaries.tests.iter().any(|(n, _)| n == name))
         .map(|(name, filter)| match filter {
             Some(f) => format!("{name}:{f}"),
             None => name.to_string(),
         })
         .collect();
+    let exports: String = opts
+        .env
+        .iter()
+        .filter_map(|var| var.split_once('='))
+        .map(|(name, value)| format!("export {name}={}\n", shell_quote(value)))
+        .collect();
     let env = format!(
-        "MODULES={}\nTESTS={}\nPROBE_MODE={}\nset -- {}\n",
+        "MODULES={}\nTESTS={}\nPROBE_MODE={}\n{exports}set -- {}\n",
         shell_quote(&kernel.modules_to_load.join(" ")),
         shell_quote(&tests.join(" ")),
         shell_quote(mode),
-        test_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+        opts.test_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
     );
     fs::write(root.join("etc/vm-test.env"), env)?;
     let init = root.join("init");
@@ -952,12 +1055,14 @@ fn boot(
     label: &str,
     kernel: &GuestKernel,
     initramfs: &Path,
-    limit: Duration,
+    opts: &MatrixOptions,
     log: &Path,
     append: bool,
 ) -> Result<Console> {
+    let limit = opts.vm_timeout;
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "2048"])
+    qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
+        .args(["-smp", &opts.cpus.to_string(), "-m", &opts.memory_mib.to_string()])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -1092,7 +1197,14 @@ fn parse_result_marker(line: &str) -> Option<BinaryResult> {
     })
 }
 
-fn judge(kernel: &GuestKernel, mode: &str, console: Console, boots: u32, log: PathBuf) -> VmOutcome {
+fn judge(
+    kernel: &GuestKernel,
+    mode: &str,
+    tests: &[(String, Option<String>)],
+    console: Console,
+    boots: u32,
+    log: PathBuf,
+) -> VmOutcome {
     let results: Vec<BinaryResult> = console.lines.iter().filter_map(|l| parse_result_marker(l)).collect();
     let mut problems = Vec::new();
     if console.timed_out {
@@ -1101,8 +1213,8 @@ fn judge(kernel: &GuestKernel, mode: &str, console: Console, boots: u32, log: Pa
     if let Some(panic) = console.lines.iter().find(|l| l.contains("Kernel panic")) {
         problems.push(format!("the guest kernel panicked: {}", panic.trim()));
     }
-    for (test, _) in suite_tests(&kernel.series, mode) {
-        match results.iter().find(|r| r.test == test) {
+    for (test, _) in tests {
+        match results.iter().find(|r| r.test == *test) {
             None => problems.push(format!("{test} never reported a result (the guest stopped early)")),
             Some(r) if r.exit != Some(0) => problems.push(format!(
                 "{test} exited with {}",

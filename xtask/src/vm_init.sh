@@ -51,6 +51,7 @@ say "socktrace check --probe-mode $PROBE_MODE exited with $check_exit at $(uptim
 
 export SOCKTRACE_BIN=/opt/socktrace/socktrace
 export SCENARIO_BIN=/opt/socktrace/scenario
+export CROWD_BIN=/opt/socktrace/crowd
 export SOCKTRACE_TEST_PROBE_MODE="$PROBE_MODE"
 export RUST_BACKTRACE=1
 # Each test's wall time in the log (libtest's --report-time, unstable: unlocked here as for

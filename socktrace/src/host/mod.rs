@@ -301,8 +301,7 @@ fn tcp_sockets_of_namespace(proc: &Path) -> Option<Vec<ProcSocket>> {
     let mut out = None;
     for (file, v6) in [("net/tcp", false), ("net/tcp6", true)] {
         if let Ok(text) = std::fs::read_to_string(proc.join(file)) {
-            out.get_or_insert_with(Vec::new)
-                .extend(text.lines().skip(1).filter_map(|l| parse_proc_tcp_line(l, v6)));
+            out.get_or_insert_with(Vec::new).extend(text.lines().skip(1).filter_map(|l| parse_proc_tcp_line(l, v6)));
         }
     }
     out

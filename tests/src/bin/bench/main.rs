@@ -11,8 +11,13 @@
 //! (`kernel.bpf_stats_enabled`, which itself costs time, so never during the timed pairs): the
 //! time each socktrace program spends in the kernel, per run and per failing call.
 //!
-//! Usage: bench SCENARIO_BIN OUT_DIR [PAIRS]
+//! And a busy server (busy.rs): 100,000 idle keep-alive connections and a steady request load,
+//! traced and with the system-wide agent.
+//!
+//! Usage: bench SCENARIO_BIN OUT_DIR [PAIRS] (the `crowd` binary beside SCENARIO_BIN)
 //! Writes OUT_DIR/report.md (the tables) and OUT_DIR/slowdown.svg (slowdown vs failure rate).
+
+mod busy;
 
 use anyhow::{anyhow, Context as _, Result};
 use serde_json::Value;
@@ -550,8 +555,20 @@ fn main() -> Result<()> {
         }
     }
     drop(servers);
+    // The busy server (BENCH_WORKLOADS=busy, or every workload): socktrace only.
+    let busy_selected =
+        only_workloads.as_deref().is_none_or(|o| o.split(',').any(|n| n.starts_with("busy") || "busy".starts_with(n)));
+    let busy = if busy_selected && tools.contains(&Tool::Socktrace) {
+        let crowd = Path::new(&scenario).with_file_name("crowd");
+        busy::measure(&crowd, &modes_of(Tool::Socktrace), pairs, &tmp)?
+    } else {
+        Vec::new()
+    };
 
-    let report = render_report(&workloads, &tools, &cells, &bpf_runs, pairs);
+    let mut report = render_report(&workloads, &tools, &cells, &bpf_runs, pairs);
+    if !busy.is_empty() {
+        report.push_str(&busy::render(&busy, pairs));
+    }
     println!("{report}");
     std::fs::write(out_dir.join("report.md"), &report)?;
     std::fs::write(out_dir.join("slowdown.svg"), render_svg(&cells))?;
