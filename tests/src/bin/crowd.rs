@@ -13,12 +13,13 @@
 //!
 //!   crowd busy-server PORT P   an epoll server (one thread) listening on PORT..PORT+P-1: it
 //!                              keeps every connection and answers each request with its
-//!                              bytes, as a keep-alive service does; prints `listening`.
-//!                              stdin `count`: prints `connections N`.
-//!   crowd load ADDR PORT C MS  a load generator (one thread): C keep-alive connections to
-//!                              ADDR:PORT, each sending a 64-byte request as soon as the
-//!                              previous answer arrived, for MS milliseconds; then prints
-//!                              `done REQUESTS P50_NS P99_NS` and exits.
+//!                              bytes, as a keep-alive service's worker does; prints
+//!                              `listening`. stdin `count`: prints `connections N`.
+//!   crowd load ADDR PORT P C MS
+//!                              a load generator (one thread): C keep-alive connections to
+//!                              ADDR:PORT..PORT+P-1 in turn, each sending a 64-byte request as
+//!                              soon as the previous answer arrived, for MS milliseconds;
+//!                              then prints `done REQUESTS P50_NS P99_NS` and exits.
 //!
 //! All but `load` exit when stdin closes. Every wait is bounded by the driver, which owns the
 //! clock.
@@ -181,8 +182,9 @@ fn client(addr: std::net::Ipv4Addr, port: u16, n: usize) {
     }
 }
 
-/// Room for `n` descriptors: a busy server holds more than the default limit, and a guest's
-/// init starts with 1,024 (root may raise the hard limit up to fs.nr_open). Never lowers it.
+/// Room for `n` descriptors (a guest's init starts with 1,024): raised up to the hard limit,
+/// and past it where socktrace's tests may (CAP_SYS_RESOURCE, which a container may lack:
+/// the hard limit then bounds what one process holds). Never lowered.
 fn raise_fd_limit(n: u64) {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: a valid rlimit to fill, then to set.
@@ -191,10 +193,12 @@ fn raise_fd_limit(n: u64) {
         if lim.rlim_cur >= n {
             return;
         }
-        lim.rlim_cur = n;
-        lim.rlim_max = lim.rlim_max.max(n);
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            fail("setrlimit(RLIMIT_NOFILE)");
+        let wanted = libc::rlimit { rlim_cur: n, rlim_max: lim.rlim_max.max(n) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                fail("setrlimit(RLIMIT_NOFILE)");
+            }
         }
     }
 }
@@ -212,7 +216,7 @@ const STDIN_KEY: u64 = u64::MAX;
 const LISTENER_KEY: u64 = 1 << 32;
 
 fn busy_server(port: u16, ports: u16) {
-    raise_fd_limit(262_144);
+    raise_fd_limit(1 << 20);
     // SAFETY: plain epoll and socket calls on descriptors this function owns.
     let ep = unsafe { libc::epoll_create1(0) };
     if ep < 0 {
@@ -306,13 +310,12 @@ struct Pending {
 
 const REQUEST: usize = 64;
 
-fn load(addr: std::net::Ipv4Addr, port: u16, conns: usize, millis: u64) {
+fn load(addr: std::net::Ipv4Addr, port: u16, ports: u16, conns: usize, millis: u64) {
     // SAFETY: plain epoll and socket calls on descriptors this function owns.
     let ep = unsafe { libc::epoll_create1(0) };
     if ep < 0 {
         fail("epoll_create1");
     }
-    let sa = sockaddr(addr, port);
     let request = [b'x'; REQUEST];
     let send = |p: &mut Pending| {
         p.sent = std::time::Instant::now();
@@ -324,6 +327,7 @@ fn load(addr: std::net::Ipv4Addr, port: u16, conns: usize, millis: u64) {
     };
     let mut pending: Vec<Pending> = Vec::new();
     for i in 0..conns {
+        let sa = sockaddr(addr, port + (i % usize::from(ports.max(1))) as u16);
         // SAFETY: as above.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
         // SAFETY: valid pointer and length.
@@ -385,12 +389,13 @@ fn main() {
         "load" => load(
             arg(1).parse().expect("ADDR"),
             arg(2).parse().expect("PORT"),
-            arg(3).parse().expect("C"),
-            arg(4).parse().expect("MS"),
+            arg(3).parse().expect("P"),
+            arg(4).parse().expect("C"),
+            arg(5).parse().expect("MS"),
         ),
         _ => {
             eprintln!(
-                "usage: crowd server PORT | crowd client ADDR PORT N | crowd busy-server PORT P | crowd load ADDR PORT C MS"
+                "usage: crowd server PORT | crowd client ADDR PORT N | crowd busy-server PORT P | crowd load ADDR PORT P C MS"
             );
             std::process::exit(2);
         }

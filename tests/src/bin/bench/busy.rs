@@ -2,12 +2,14 @@
 //! connections while it answers a steady request load, the case where every socket the tracer
 //! keeps, adopts or walks is paid for. Built from `crowd` processes (tests/src/bin/crowd.rs):
 //!
-//! * an epoll server, one thread, listening on one port per holder;
-//! * holders: client processes that open IDLE connections in all to it and leave them idle
-//!   (the per-process descriptor limit here is 20,000, so several);
-//! * a load generator: LOAD_CONNECTIONS keep-alive connections, each sending a 64-byte request
-//!   as soon as the previous answer arrived, for one window; it reports the requests answered
-//!   and their latency percentiles.
+//! * a server of WORKERS epoll processes (one thread each, one port each, as a pre-forked
+//!   server's workers): the per-process descriptor limit here is 20,000, and root may not raise
+//!   it (no CAP_SYS_RESOURCE);
+//! * holders: one client process per worker that opens IDLE / WORKERS connections to it and
+//!   leaves them idle;
+//! * a load generator: LOAD_CONNECTIONS keep-alive connections spread over the workers, each
+//!   sending a 64-byte request as soon as the previous answer arrived, for one window; it
+//!   reports the requests answered and their latency percentiles.
 //!
 //! The crowd is set up once; then interleaved windows with and without socktrace, which
 //! attaches anew for each traced window (adopting the 100,000 connections: the attach time is
@@ -23,12 +25,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 const IDLE: usize = 100_000;
-/// IDLE / HOLDERS each (a divisor).
-const HOLDERS: usize = 8;
+/// Worker processes of the server, each with IDLE / WORKERS idle connections (a divisor).
+const WORKERS: usize = 8;
 const LOAD_CONNECTIONS: usize = 16;
 const WINDOW_MS: u64 = 5_000;
-/// The server's ports, one per holder (each port's connections share the ephemeral range of
-/// 127.0.0.1), above that range.
+/// The workers' ports (each port's connections share the ephemeral range of 127.0.0.1),
+/// above that range.
 const PORT_BASE: u16 = 61_300;
 
 /// One load window.
@@ -68,20 +70,21 @@ fn clock_ticks_per_second() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
 }
 
-/// The server and its idle connections, set up (bounded waits throughout).
+/// The server's workers and their idle connections, set up (bounded waits throughout).
 struct Crowds {
-    server: Crowd,
+    workers: Vec<Crowd>,
     _holders: Vec<Crowd>,
 }
 
-fn set_up(crowd: &Path) -> Crowds {
-    let server = Crowd::start(crowd, &["busy-server", &PORT_BASE.to_string(), &HOLDERS.to_string()]);
-    server.expect("listening", Duration::from_secs(10));
+fn set_up(crowd: &Path) -> Result<Crowds> {
+    let mut workers = Vec::new();
     let mut holders = Vec::new();
-    for i in 0..HOLDERS {
+    for i in 0..WORKERS {
         let port = (PORT_BASE + i as u16).to_string();
-        let n = (IDLE / HOLDERS).to_string();
-        let h = Crowd::start(crowd, &["client", "127.0.0.1", &port, &n]);
+        let w = Crowd::start(crowd, &["busy-server", &port, "1"]);
+        w.expect("listening", Duration::from_secs(10));
+        workers.push(w);
+        let h = Crowd::start(crowd, &["client", "127.0.0.1", &port, &(IDLE / WORKERS).to_string()]);
         h.expect("ready", Duration::from_secs(10));
         holders.push(h);
     }
@@ -91,20 +94,24 @@ fn set_up(crowd: &Path) -> Crowds {
     for h in &holders {
         h.expect("connected", Duration::from_secs(240));
     }
-    let mut crowds = Crowds { server, _holders: holders };
+    let mut crowds = Crowds { workers, _holders: holders };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while crowds.server.count("count", "connections ") < IDLE && std::time::Instant::now() < deadline {
+    loop {
+        let held: usize = crowds.workers.iter_mut().map(|w| w.count("count", "connections ")).sum();
+        if held >= IDLE {
+            return Ok(crowds);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the workers hold {held} of {IDLE} connections");
         std::thread::sleep(Duration::from_millis(200));
     }
-    crowds
 }
 
 /// One window of load, with socktrace attached in `mode` or without it.
-fn window(crowd: &Path, server_pid: u32, mode: Option<Mode>, out: &Path) -> Result<Window> {
+fn window(crowd: &Path, workers: &[u32], mode: Option<Mode>, out: &Path) -> Result<Window> {
     let running = match mode {
         None => None,
-        Some(Mode::Traced) => Some(start(Tool::Socktrace, Some(server_pid), out)?),
-        Some(Mode::SystemWide) => Some(start(Tool::Socktrace, None, out)?),
+        Some(Mode::Traced) => Some(start(Tool::Socktrace, workers, out)?),
+        Some(Mode::SystemWide) => Some(start(Tool::Socktrace, &[], out)?),
         Some(Mode::Collateral) => anyhow::bail!("the busy server is measured traced and system-wide"),
     };
     let tracer_pid = running.as_ref().map(|r| r.child.id());
@@ -122,7 +129,14 @@ fn window(crowd: &Path, server_pid: u32, mode: Option<Mode>, out: &Path) -> Resu
     });
     let load = Crowd::start(
         crowd,
-        &["load", "127.0.0.1", &PORT_BASE.to_string(), &LOAD_CONNECTIONS.to_string(), &WINDOW_MS.to_string()],
+        &[
+            "load",
+            "127.0.0.1",
+            &PORT_BASE.to_string(),
+            &WORKERS.to_string(),
+            &LOAD_CONNECTIONS.to_string(),
+            &WINDOW_MS.to_string(),
+        ],
     );
     let done = load.expect("done", Duration::from_millis(WINDOW_MS + 30_000));
     let cpu_secs = tracer_pid.map(|pid| (cpu_ticks(pid) - ticks_before) as f64 / clock_ticks_per_second());
@@ -157,20 +171,20 @@ fn window(crowd: &Path, server_pid: u32, mode: Option<Mode>, out: &Path) -> Resu
 /// Sets the crowd up, measures `pairs` interleaved pairs of windows in each mode, and tears
 /// the crowd down.
 pub fn measure(crowd: &Path, modes: &[Mode], pairs: usize, out: &Path) -> Result<Vec<BusyCell>> {
-    let crowds = set_up(crowd);
-    let server = crowds.server.pid();
+    let crowds = set_up(crowd)?;
+    let server: Vec<u32> = crowds.workers.iter().map(Crowd::pid).collect();
     // A warm-up window: the first after set-up is slower (caches, the holders' last work).
-    window(crowd, server, None, out)?;
+    window(crowd, &server, None, out)?;
     let mut cells = Vec::new();
     for &mode in modes.iter().filter(|m| **m != Mode::Collateral) {
         let mut cell = BusyCell { mode, pairs: Vec::new() };
         for i in 0..pairs {
             let pair = if i % 2 == 0 {
-                let untraced = window(crowd, server, None, out)?;
-                (untraced, window(crowd, server, Some(mode), out)?)
+                let untraced = window(crowd, &server, None, out)?;
+                (untraced, window(crowd, &server, Some(mode), out)?)
             } else {
-                let traced = window(crowd, server, Some(mode), out)?;
-                (window(crowd, server, None, out)?, traced)
+                let traced = window(crowd, &server, Some(mode), out)?;
+                (window(crowd, &server, None, out)?, traced)
             };
             cell.pairs.push(pair);
         }
@@ -191,8 +205,8 @@ fn throughput_ratio(cell: &BusyCell) -> (f64, f64, f64) {
 
 pub fn render(cells: &[BusyCell], pairs: usize) -> String {
     let mut out = format!(
-        "\nBusy server: an epoll server (one thread) holding {IDLE} idle keep-alive loopback connections while \
-         {LOAD_CONNECTIONS} connections send 64-byte requests back to back, in {:.0} s windows; median of {pairs} \
+        "\nBusy server: {WORKERS} epoll worker processes (one thread each) holding {IDLE} idle keep-alive loopback \
+         connections while {LOAD_CONNECTIONS} connections send 64-byte requests back to back, in {:.0} s windows; median of {pairs} \
          interleaved pairs [min–max]. socktrace attaches anew for each traced window (adopting every connection) \
          and its CPU is its own user + system time over the window, as a share of one core.\n\n\
          | mode | requests/s untraced | throughput traced/untraced | p99 untraced → traced | socktrace CPU | \
@@ -215,7 +229,7 @@ pub fn render(cells: &[BusyCell], pairs: usize) -> String {
             "| {} | {:.0} | {m:.2}x [{lo:.2}–{hi:.2}] | {:.0} µs → {:.0} µs | {:.1}% | {peak:.1} / {hwm:.1} MiB | {:.2} s \
              | {lost} |\n",
             match c.mode {
-                Mode::Traced => "traced (-p the server)",
+                Mode::Traced => "traced (-p each worker)",
                 _ => "system-wide agent",
             },
             median(&mut rate),

@@ -108,13 +108,15 @@ fn bpftrace_script(pid: u32, print: bool) -> String {
     format!("BEGIN {{ printf(\"ready\\n\"); }} {} /pid == {pid} && args->ret < 0/ {{ {action} }}", probes.join(","))
 }
 
-/// Starts `tool` tracing `pid` (None: everything) and waits for it to be attached.
-fn start(tool: Tool, pid: Option<u32>, out: &Path) -> Result<Running> {
+/// Starts `tool` tracing `pids` (none: everything; the peers trace the first) and waits for it
+/// to be attached.
+fn start(tool: Tool, pids: &[u32], out: &Path) -> Result<Running> {
+    let pid = pids.first().copied();
     let started = Instant::now();
     let (mut cmd, marker, marker_on_stderr) = match tool {
         Tool::Socktrace => {
             let mut c = Command::new(socktrace_bin());
-            if let Some(pid) = pid {
+            for pid in pids {
                 c.args(["-p", &pid.to_string()]);
             }
             c.args(["--json", "-o"]).arg(out);
@@ -337,7 +339,7 @@ fn run_workload(
                 }
                 Mode::SystemWide => None,
             };
-            Some(start(tool, pid, out)?)
+            Some(start(tool, &Vec::from_iter(pid), out)?)
         }
     };
     // The tracer's resident memory while the workload runs (start-up excluded), sampled.
@@ -565,7 +567,8 @@ fn main() -> Result<()> {
         Vec::new()
     };
 
-    let mut report = render_report(&workloads, &tools, &cells, &bpf_runs, pairs);
+    let mut report =
+        if cells.is_empty() { String::new() } else { render_report(&workloads, &tools, &cells, &bpf_runs, pairs) };
     if !busy.is_empty() {
         report.push_str(&busy::render(&busy, pairs));
     }
