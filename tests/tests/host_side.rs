@@ -2,6 +2,7 @@
 //! process's (a router's forward chain, a bridge), listeners socktrace never saw start, NAT.
 //! Every network here is namespaces and veth pairs the tests build and remove.
 
+use serde_json::json;
 use socktrace_tests::{assert_label, hook_chain, single_event, trace_scenario, Netns, Run};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
@@ -57,6 +58,31 @@ fn syns_dropped_in_a_router_namespaces_forward_chain() {
         explain.contains("were dropped on this host: a netfilter rule (nftables or iptables) dropped them"),
         "{explain}"
     );
+    assert!(
+        explain.contains(&format!(" in namespace {} (ip netns; netns {}) on ", net.router.name, sent["netns"])),
+        "the router's namespace is named: {explain}"
+    );
+    assert!(explain.contains(", at its forward hook, "), "the hook is named: {explain}");
+}
+
+/// The same drop behind a connect the program gives up on itself (its own timeout, 1.5 s:
+/// after the first retransmission): `abandoned_connect`, with the drops named where they
+/// happened, as for the kernel's timeout.
+#[test]
+fn an_abandoned_connect_names_a_drop_in_a_router_namespace() {
+    let net = routed("abn");
+    net.router.nft(&hook_chain("inet", "forward", &["tcp dport 9100 drop".into()]));
+    let r = in_netns(&net.client, &["give-up-connect", "10.199.8.2:9100", "1500"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 115, "EINPROGRESS");
+    assert_eq!(r.client_step("gave_up")["writable"], false);
+    let ev = single_event(&r);
+    assert_eq!((ev["cause"].as_str(), ev["syscall"].as_str()), (Some("abandoned_connect"), Some("close")), "{ev:#}");
+    let drops = ev["facts"]["drops"].as_array().unwrap_or_else(|| panic!("no drops: {ev:#}"));
+    let sent = drops.iter().find(|d| d["direction"] == "sent").unwrap_or_else(|| panic!("no sent drops: {ev:#}"));
+    assert!(sent["count"].as_u64().unwrap() >= 2, "the SYN and its retransmission: {ev:#}");
+    assert_eq!(sent["hook"], "forward", "{ev:#}");
+    assert_eq!(sent["netns_owner"]["name"].as_str(), Some(net.router.name.as_str()), "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
     assert!(
         explain.contains(&format!(" in namespace {} (ip netns; netns {}) on ", net.router.name, sent["netns"])),
         "the router's namespace is named: {explain}"
@@ -282,6 +308,38 @@ fn a_full_listener_in_another_namespace_older_than_the_trace() {
     );
     assert!(explain.contains(&want), "{explain}\nwanted: {want}");
     assert!(explain.contains(" since socktrace attached (ListenDrops)"), "{explain}");
+}
+
+/// An untraced listener of another namespace, older than the trace, whose namespace sets
+/// tcp_abort_on_overflow: its queue (TCP_DEFER_ACCEPT, backlog 2) overflows while the traced
+/// client's handshakes complete, and it resets the last one. The client's read names the
+/// listener's overflow, not "no socket".
+#[test]
+fn an_older_listener_of_another_namespace_that_resets_on_overflow() {
+    let client = Netns::new("aoc");
+    let server = Netns::new("aos");
+    client.veth_to(&server, "10.199.12.1/24", "10.199.12.2/24");
+    server.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_abort_on_overflow=1"]);
+    let _listener = Helper::python(
+        &server,
+        "import socket,time\n\
+         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 10)\n\
+         s.bind(('0.0.0.0', 9104)); s.listen(2); print('ready', flush=True); time.sleep(120)",
+    );
+    let r = in_netns(&client, &["overflow-client", "10.199.12.2:9104"], &[]);
+    assert_eq!(r.client_step("read")["errno"], 104, "ECONNRESET");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    let p = ev["facts"]["peer_reset"].as_object().unwrap_or_else(|| panic!("no peer_reset: {ev:#}"));
+    assert_eq!((&p["state"], &p["accept_queue"]), (&json!("LISTEN"), &json!([3, 2])), "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    assert!(
+        explain.contains(
+            "the listener of this host reset it: its accept queue was full (3 connections waiting, backlog 2)"
+        ),
+        "{explain}"
+    );
 }
 
 /// A router namespace standing in for the host rewrites a service address (DNAT in its

@@ -44,6 +44,7 @@ fn main() {
         ["connect-refused-and-ok"] => connect_refused_and_ok(),
         ["connect", addr] => connect_once(addr),
         ["nonblocking-connect", addr] => nonblocking_connect(addr),
+        ["give-up-connect", addr, ms] => give_up_connect(addr, ms.parse().unwrap_or(1000)),
         ["reset", call, ip] => reset_then(call, ip),
         ["forgotten"] => forgotten(),
         ["zero-window"] => zero_window(),
@@ -96,6 +97,10 @@ fn main() {
         ["queue-full"] => queue_full(false),
         ["queue-full", "before-trace"] => queue_full(true),
         ["abort-on-overflow"] => abort_on_overflow(),
+        ["overflow-client", addr] => parse_addr(addr).and_then(|dest| {
+            ready_then_wait();
+            overflow_client(dest)
+        }),
         ["send-memory"] => send_memory(),
         ["storm", rate, seconds] => storm(rate.parse().unwrap_or(1000), seconds.parse().unwrap_or(10)),
         ["exec", rest @ ..] => exec_into(rest),
@@ -443,6 +448,23 @@ fn nonblocking_connect(addr: &str) -> Result<()> {
     // SAFETY: valid fd and buffers.
     unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut i32).cast(), &mut len) };
     report("so_error", fd, err, json!({ "dport": addr.port() }));
+    Ok(())
+}
+
+/// What a program with its own connect timeout does: a non-blocking connect, writability
+/// awaited `ms` milliseconds, then the socket closed with no call failing.
+fn give_up_connect(addr: &str, ms: i32) -> Result<()> {
+    let addr = parse_addr(addr)?;
+    ready_then_wait();
+    let fd = tcp_socket(sockaddr(addr).family, libc::SOCK_NONBLOCK);
+    let e = connect_fd(fd, addr);
+    report("connect", fd, e, json!({ "dport": addr.port() }));
+    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: valid pollfd.
+    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: this scenario's own descriptor, closed once.
+    unsafe { libc::close(fd) };
+    report("gave_up", fd, 0, json!({ "writable": ready > 0 }));
     Ok(())
 }
 
@@ -1363,6 +1385,16 @@ fn abort_on_overflow() -> Result<()> {
     let e = check(unsafe { libc::listen(l, 2) } as isize);
     anyhow::ensure!(e == 0, "listen: errno {e}");
     let dest = SocketAddr::new(loopback("v4"), local_port(l));
+    overflow_client(dest)?;
+    close(l);
+    Ok(())
+}
+
+/// The client's half of `abort-on-overflow`, against a listener with TCP_DEFER_ACCEPT and a
+/// backlog of 2 at `dest` (this process's, or an older one's of another namespace): four
+/// connections complete their handshakes with data, one by one, into a queue that holds
+/// three; the fourth's read meets the listener's RST.
+fn overflow_client(dest: SocketAddr) -> Result<()> {
     let connect = || -> Result<i32> {
         let (fd, e) = connect_blocking(dest);
         anyhow::ensure!(e == 0, "connect: errno {e}");
@@ -1383,7 +1415,7 @@ fn abort_on_overflow() -> Result<()> {
     sleep_ms(50);
     let e = do_call("read", d);
     report("read", d, e, json!({ "dport": dest.port() }));
-    for fd in [a, b, c, d, l] {
+    for fd in [a, b, c, d] {
         close(fd);
     }
     Ok(())
