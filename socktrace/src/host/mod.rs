@@ -362,8 +362,9 @@ fn listener_at(proc: &Path, namespaces: &mut Namespaces, dest: SocketAddr) -> Op
     };
     let Some(sockets) = tcp_sockets_of_namespace(proc) else {
         // The task exited (or is exiting) before its failure was read: its namespace's table
-        // is gone with it.
-        return namespaces.listener_in_the_only_namespace(reaches);
+        // is gone with it. Its namespace's listener when the traced processes share one, else
+        // one of another namespace that has the destination's address.
+        return namespaces.listener_in_the_only_namespace(reaches).or_else(|| namespaces.listener_elsewhere(dest));
     };
     let Some(s) = sockets.iter().find(|s| s.state == Some(TcpState::Listen) && reaches(s.local)) else {
         // Not in the process's own namespace: in another of this host's, if any.
