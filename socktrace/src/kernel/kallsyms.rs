@@ -53,15 +53,10 @@ impl Symbols {
             let off = addr - at;
             return (off < 1 << 20).then(|| if off == 0 { name.clone() } else { format!("{name}+{off:#x}") });
         }
-        if let Some(known) = self.known.get(&addr) {
-            return known.clone();
+        if !self.known.contains_key(&addr) {
+            self.prefetch(&[addr]);
         }
-        let found = self.lookup(addr);
-        if self.known.len() >= REMEMBERED {
-            self.known.clear();
-        }
-        self.known.insert(addr, found.clone());
-        found
+        self.known.get(&addr).cloned().flatten()
     }
 
     /// Names every address of `addrs` not yet known in one pass over the table (a drop's
@@ -76,27 +71,25 @@ impl Symbols {
         if wanted.is_empty() {
             return;
         }
-        let Some(mut file) = self.file.as_ref() else { return };
-        if file.seek(std::io::SeekFrom::Start(0)).is_err() {
-            return;
-        }
         let mut best: Vec<Option<(u64, String)>> = vec![None; wanted.len()];
-        for line in BufReader::new(file).lines() {
-            let Ok(line) = line else { break };
-            let Some((a, name)) = code_symbol(&line) else { continue };
+        let read = self.each_code_symbol(|a, name| {
             // The addresses at or above `a`, whose best is below it.
             let from = wanted.partition_point(|&w| w < a);
-            for (w, b) in wanted[from..].iter().zip(&mut best[from..]) {
-                if b.as_ref().is_none_or(|(at, _)| *at < a) && *w >= a {
-                    *b = Some((a, name.to_string()));
+            for b in &mut best[from..] {
+                if b.as_ref().is_none_or(|(at, _)| *at < a) {
+                    *b = Some((a, String::from_utf8_lossy(name).into_owned()));
                 }
             }
+        });
+        if !read {
+            return;
         }
         if self.known.len() + wanted.len() >= REMEMBERED {
             self.known.clear();
         }
         for (addr, b) in wanted.into_iter().zip(best) {
             let found = b.and_then(|(at, name)| {
+                // Farther than any kernel function is long: not in the table's code.
                 let off = addr - at;
                 (off < 1 << 20).then(|| if off == 0 { name } else { format!("{name}+{off:#x}") })
             });
@@ -104,35 +97,43 @@ impl Symbols {
         }
     }
 
-    fn lookup(&mut self, addr: u64) -> Option<String> {
-        let mut file = self.file.as_ref()?;
-        file.seek(std::io::SeekFrom::Start(0)).ok()?;
-        let mut best: Option<(u64, String)> = None;
-        for line in BufReader::new(file).lines() {
-            let Ok(line) = line else { break };
-            let Some((a, name)) = code_symbol(&line) else { continue };
-            if a > addr || best.as_ref().is_some_and(|(b, _)| *b >= a) {
-                continue;
-            }
-            best = Some((a, name.to_string()));
+    /// Calls `f` with each code symbol of the table, in one pass from its start; false when
+    /// the table cannot be read. Lines are read into one reused buffer, in large reads: the
+    /// table has over 100,000 lines, and a string per line cost more than the kernel's own
+    /// formatting of them.
+    fn each_code_symbol(&self, mut f: impl FnMut(u64, &[u8])) -> bool {
+        let Some(mut file) = self.file.as_ref() else { return false };
+        if file.seek(std::io::SeekFrom::Start(0)).is_err() {
+            return false;
         }
-        let (at, name) = best?;
-        // Farther than any kernel function is long: the address is not in the table's code.
-        let off = addr - at;
-        (off < 1 << 20).then(|| if off == 0 { name } else { format!("{name}+{off:#x}") })
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+            if let Some((a, name)) = code_symbol(&line) {
+                f(a, name);
+            }
+        }
     }
 }
 
 /// A code symbol's line of the table (t/T, w/W for weak code): its address (never 0: hidden
-/// addresses read as 0) and name.
-fn code_symbol(line: &str) -> Option<(u64, &str)> {
-    let mut parts = line.split_ascii_whitespace();
+/// addresses read as 0) and name (a module's symbols end in a tab and `[module]`).
+fn code_symbol(line: &[u8]) -> Option<(u64, &[u8])> {
+    let mut parts = line.split(|&b| b == b' ' || b == b'\t' || b == b'\n').filter(|p| !p.is_empty());
     let (a, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
-    if !matches!(kind, "t" | "T" | "w" | "W") {
+    if !matches!(kind, b"t" | b"T" | b"w" | b"W") || a.len() > 16 {
         return None;
     }
-    let a = u64::from_str_radix(a, 16).ok()?;
-    (a != 0).then_some((a, name))
+    let mut addr = 0u64;
+    for &d in a {
+        addr = (addr << 4) | u64::from((d as char).to_digit(16)?);
+    }
+    (addr != 0).then_some((addr, name))
 }
 
 #[cfg(test)]
