@@ -207,7 +207,12 @@ impl Namespaces {
 pub fn enrich(f: &mut Failure, namespaces: &mut Namespaces, now_ns: &dyn Fn() -> u64) {
     // A connection that failed while connecting, or was reset: its destination may be one
     // this host rewrites (a Service address, a published port).
+    // Not a connect an RST refused: the kernel's TCP tracker deletes an entry whose only answer
+    // is an RST at once, so no table could show it, and each read walks a whole table (most
+    // of socktrace's CPU in a stream of refused connects).
+    let refused_by_rst = f.errno == Some(errno::ECONNREFUSED) && f.history.rst_received.is_some();
     let connect_failed = f.is_connect()
+        && !refused_by_rst
         && matches!(f.errno, Some(errno::ECONNREFUSED | errno::ETIMEDOUT | errno::EHOSTUNREACH | errno::ENETUNREACH));
     let abandoned = f.ended.as_ref().is_some_and(|e| matches!(e.from, Some(TcpState::SynSent | TcpState::SynRecv)));
     let reset = matches!(f.errno, Some(errno::ECONNRESET | errno::EPIPE));
