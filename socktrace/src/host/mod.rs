@@ -174,13 +174,20 @@ impl Namespaces {
         None
     }
 
-    /// For a task that is gone: the listener `reaches` accepts, from socket diagnostics of the
-    /// traced processes' namespace, when they all live in one (else which namespace the task
-    /// lived in is unknown, and a listener of another would be a wrong answer).
-    fn listener_in_the_only_namespace(&self, reaches: impl Fn(SocketAddr) -> bool) -> Option<Listener> {
+    /// The listener on `port` that `reaches` accepts, from socket diagnostics of the traced
+    /// processes' namespace, when they all live in one: Some(None) when it has none there. None
+    /// when they live in several (which one a task lives in is not known here, and a listener
+    /// of another would be a wrong answer) or the diagnostics failed.
+    fn listener_in_the_only_namespace(
+        &self,
+        port: u16,
+        reaches: impl Fn(SocketAddr) -> bool,
+    ) -> Option<Option<Listener>> {
         let [d] = self.diag.as_slice() else { return None };
-        let l = d.listeners_on(None).ok()?.into_iter().find(|l| reaches(l.addr))?;
-        Some(Listener {
+        let Some(l) = d.listeners_on(Some(port)).ok()?.into_iter().find(|l| reaches(l.addr)) else {
+            return Some(None);
+        };
+        Some(Some(Listener {
             addr: l.addr,
             queued: l.queued,
             backlog: Some(l.backlog),
@@ -189,7 +196,7 @@ impl Namespaces {
             netns: None,
             netns_owner: None,
             syns_dropped_since_attach: None,
-        })
+        }))
     }
 
     /// The listener with socket inode `inode` on `port`, as socket diagnostics see it, and its
@@ -300,6 +307,27 @@ pub struct ProcSocket {
 }
 
 /// Every TCP socket of the process's network namespace (IPv4 and IPv6).
+/// The listening TCP sockets of the task's namespace; None when neither table can be read.
+/// The kernel lists the listeners first: the read stops at the first other socket, so a
+/// host's hundreds of thousands of connections (TIME_WAIT included) are not read for it.
+fn listeners_of_namespace(proc: &Path) -> Option<Vec<ProcSocket>> {
+    use std::io::BufRead as _;
+    let mut out = None;
+    for (file, v6) in [("net/tcp", false), ("net/tcp6", true)] {
+        let Ok(f) = std::fs::File::open(proc.join(file)) else { continue };
+        let found = out.get_or_insert_with(Vec::new);
+        for line in std::io::BufReader::new(f).lines().skip(1) {
+            let Ok(line) = line else { break };
+            match parse_proc_tcp_line(&line, v6) {
+                Some(s) if s.state == Some(TcpState::Listen) => found.push(s),
+                Some(_) => break,
+                None => {}
+            }
+        }
+    }
+    out
+}
+
 /// The TCP sockets of the task's namespace; None when neither table can be read: the task is
 /// gone, or exiting (a zombie's /proc directory outlives its namespaces).
 fn tcp_sockets_of_namespace(proc: &Path) -> Option<Vec<ProcSocket>> {
@@ -357,19 +385,23 @@ fn count_by_state(sockets: &[ProcSocket], keep: impl Fn(&ProcSocket) -> bool) ->
 }
 
 /// The listener the connect to `dest` would reach in the process's namespace: one on that
-/// port bound to that address or to any.
-/// Found in the task's own /proc/net/tcp (readable without privilege); socket diagnostics, by
-/// its inode, add its backlog; the owners come from the kernel or from attach.
+/// port bound to that address or to any; else one of another namespace of this host.
+/// Found in the task's own /proc/net/tcp (readable without privilege; its listeners only);
+/// socket diagnostics, by its inode, add its backlog; the owners come from the kernel or from
+/// attach.
 fn listener_at(proc: &Path, namespaces: &mut Namespaces, dest: SocketAddr) -> Option<Listener> {
     let reaches = |local: SocketAddr| {
         local.port() == dest.port()
             && (local.ip() == dest.ip() || (local.ip().is_unspecified() && dest.ip().is_loopback()))
     };
-    let Some(sockets) = tcp_sockets_of_namespace(proc) else {
+    let Some(sockets) = listeners_of_namespace(proc) else {
         // The task exited (or is exiting) before its failure was read: its namespace's table
         // is gone with it. Its namespace's listener when the traced processes share one, else
         // one of another namespace that has the destination's address.
-        return namespaces.listener_in_the_only_namespace(reaches).or_else(|| namespaces.listener_elsewhere(dest));
+        return match namespaces.listener_in_the_only_namespace(dest.port(), reaches) {
+            Some(Some(found)) => Some(found),
+            _ => namespaces.listener_elsewhere(dest),
+        };
     };
     let Some(s) = sockets.iter().find(|s| s.state == Some(TcpState::Listen) && reaches(s.local)) else {
         // Not in the process's own namespace: in another of this host's, if any.
@@ -523,7 +555,20 @@ mod tests {
         }
         assert!(is_zombie() && proc.exists(), "the child is a zombie, its /proc directory still there");
         assert!(tcp_sockets_of_namespace(&proc).is_none());
+        assert!(listeners_of_namespace(&proc).is_none());
         child.wait().unwrap();
+    }
+
+    /// The listeners of a namespace, read up to its first other socket: this process's own
+    /// listener is among them, its connection not.
+    #[test]
+    fn listeners_are_read_alone() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let found = listeners_of_namespace(Path::new("/proc/self")).unwrap();
+        assert!(found.iter().any(|s| s.local == addr), "{addr} among {} listeners", found.len());
+        assert!(found.iter().all(|s| s.state == Some(TcpState::Listen)));
     }
 
     #[test]
