@@ -415,10 +415,15 @@ fn on_state_change<C: EbpfContext + StackIdContext, V: SockView>(ctx: &C, sk: u6
     if in_traced && crate::ended::is_end(old, new) {
         crate::ended::on_end(ctx, sk, h, old, new, &head);
     }
-    if new == TCP_CLOSE && RUNTIME.get(runtime::ERROR_AT_CLOSE).copied() == Some(1) {
-        // No error-report hook on this kernel: every abort sets sk_err before the close, so
-        // the close is where the report is taken, in the state the socket leaves (`head` was
-        // read before the kernel stores the new state).
+    // SAFETY: `h` points at a live history.
+    let reported = unsafe { (*h).error_report.ts_ns } != 0;
+    if new == TCP_CLOSE && (!reported || RUNTIME.get(runtime::ERROR_AT_CLOSE).copied() == Some(1)) {
+        // Every abort sets sk_err before the close, so the close is where the report is taken
+        // when this kernel has no error-report hook, in the state the socket leaves (`head`
+        // was read before the kernel stores the new state). With a hook, the close still
+        // takes it when nothing reported it yet: `tcp_done` wakes the failing call before the
+        // kernel reports the error, and the call's program may copy the history on another
+        // CPU before the hook has run; the hook then stamps it again, with its own stack.
         let err: i32 = sk_field::<V, i32>(sk, global!(OFFSETS.sk_err));
         if err != 0 {
             // SAFETY: `h` points at a live history.
