@@ -49,25 +49,31 @@ fn sockaddr(addr: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
 
 const SA_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
 
-fn server(port: u16) {
-    raise_fd_limit(65_536);
+/// A listener on `addr`:`port` (SO_REUSEADDR, backlog 4096); `flags` go to socket(2).
+fn listen_on(addr: std::net::Ipv4Addr, port: u16, flags: libc::c_int) -> i32 {
     // SAFETY: plain socket calls on a descriptor this function owns.
-    let listener = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    if listener < 0 {
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | flags, 0) };
+    if fd < 0 {
         fail("socket");
     }
     let one: libc::c_int = 1;
-    let sa = sockaddr(std::net::Ipv4Addr::UNSPECIFIED, port);
+    let sa = sockaddr(addr, port);
     // SAFETY: valid pointers and lengths.
     unsafe {
-        libc::setsockopt(listener, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
-        if libc::bind(listener, (&raw const sa).cast(), SA_LEN) != 0 {
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
+        if libc::bind(fd, (&raw const sa).cast(), SA_LEN) != 0 {
             fail("bind");
         }
-        if libc::listen(listener, 4096) != 0 {
+        if libc::listen(fd, 4096) != 0 {
             fail("listen");
         }
     }
+    fd
+}
+
+fn server(port: u16) {
+    raise_fd_limit(65_536);
+    let listener = listen_on(std::net::Ipv4Addr::UNSPECIFIED, port, 0);
     let accepted: Arc<Mutex<Vec<i32>>> = Arc::default();
     let keep = Arc::clone(&accepted);
     std::thread::spawn(move || loop {
@@ -224,23 +230,7 @@ fn busy_server(port: u16, ports: u16) {
     }
     let mut listeners = Vec::new();
     for i in 0..ports {
-        // SAFETY: as above.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-        if fd < 0 {
-            fail("socket");
-        }
-        let one: libc::c_int = 1;
-        let sa = sockaddr(std::net::Ipv4Addr::LOCALHOST, port + i);
-        // SAFETY: valid pointers and lengths.
-        unsafe {
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
-            if libc::bind(fd, (&raw const sa).cast(), SA_LEN) != 0 {
-                fail("bind");
-            }
-            if libc::listen(fd, 4096) != 0 {
-                fail("listen");
-            }
-        }
+        let fd = listen_on(std::net::Ipv4Addr::LOCALHOST, port + i, libc::SOCK_NONBLOCK);
         epoll_add(ep, fd, LISTENER_KEY + u64::from(i));
         listeners.push(fd);
     }

@@ -16,12 +16,11 @@
 //! measured too). socktrace's CPU is its utime + stime over the window; its memory, the
 //! resident size sampled during the window and the high-water mark since start-up.
 
-use super::{median, start, status_kib, stop, Mode, Tool};
+use super::{median, start, status_kib, stop, Mode, PeakRss, Tool};
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 use socktrace_tests::crowd::Crowd;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 const IDLE: usize = 100_000;
@@ -116,17 +115,7 @@ fn window(crowd: &Path, workers: &[u32], mode: Option<Mode>, out: &Path) -> Resu
     };
     let tracer_pid = running.as_ref().map(|r| r.child.id());
     let ticks_before = tracer_pid.map(cpu_ticks).unwrap_or(0);
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let sampler = std::thread::spawn(move || {
-        let mut peak = 0;
-        while let Some(pid) = tracer_pid {
-            peak = peak.max(status_kib(pid, "VmRSS:"));
-            if stop_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                break;
-            }
-        }
-        peak
-    });
+    let sampler = PeakRss::sample(tracer_pid, Duration::from_millis(50));
     let load = Crowd::start(
         crowd,
         &[
@@ -140,8 +129,7 @@ fn window(crowd: &Path, workers: &[u32], mode: Option<Mode>, out: &Path) -> Resu
     );
     let done = load.expect("done", Duration::from_millis(WINDOW_MS + 30_000));
     let cpu_secs = tracer_pid.map(|pid| (cpu_ticks(pid) - ticks_before) as f64 / clock_ticks_per_second());
-    let _ = stop_tx.send(());
-    let peak_kib = sampler.join().unwrap_or(0);
+    let peak_kib = sampler.peak_kib();
     let numbers: Vec<u64> = done.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect();
     let [requests, _p50, p99_ns] = numbers[..] else { anyhow::bail!("the load generator said {done:?}") };
     let tracer = match running {

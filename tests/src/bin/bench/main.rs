@@ -176,6 +176,35 @@ fn status_kib(pid: u32, key: &str) -> u64 {
     socktrace_tests::proc_status_kib(pid, key).unwrap_or(0)
 }
 
+/// A process's peak resident memory, sampled on a thread until `peak_kib` (0 without a
+/// process).
+struct PeakRss {
+    stop: mpsc::Sender<()>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    fn sample(pid: Option<u32>, every: Duration) -> PeakRss {
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            while let Some(pid) = pid {
+                peak = peak.max(status_kib(pid, "VmRSS:"));
+                if stop_rx.recv_timeout(every).is_ok() {
+                    break;
+                }
+            }
+            peak
+        });
+        PeakRss { stop, sampler }
+    }
+
+    fn peak_kib(self) -> u64 {
+        let _ = self.stop.send(());
+        self.sampler.join().unwrap_or(0)
+    }
+}
+
 /// Stops the tracer and returns how many failing calls it accounted for.
 fn stop(tool: Tool, mut r: Running) -> Result<u64> {
     // SAFETY: our own child.
@@ -343,18 +372,7 @@ fn run_workload(
         }
     };
     // The tracer's resident memory while the workload runs (start-up excluded), sampled.
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let tracer_pid = running.as_ref().map(|r| r.child.id());
-    let sampler = std::thread::spawn(move || {
-        let mut peak = 0;
-        while let Some(pid) = tracer_pid {
-            peak = peak.max(status_kib(pid, "VmRSS:"));
-            if stop_rx.recv_timeout(Duration::from_millis(10)).is_ok() {
-                break;
-            }
-        }
-        peak
-    });
+    let sampler = PeakRss::sample(running.as_ref().map(|r| r.child.id()), Duration::from_millis(10));
     if stats {
         set_bpf_stats(true)?;
     }
@@ -370,8 +388,7 @@ fn run_workload(
         set_bpf_stats(false)?;
     }
     drop(floor);
-    let _ = stop_tx.send(());
-    let peak_kib = sampler.join().unwrap_or(0);
+    let peak_kib = sampler.peak_kib();
     let r = report.iter().find(|v| v["step"] == "bench").ok_or_else(|| anyhow!("no bench report"))?;
     let (ns, failures) = (r["ns"].as_u64().unwrap_or(0), r["failures"].as_u64().unwrap_or(0));
     let (seen, attach, hwm_kib) = match (tracer, running) {
