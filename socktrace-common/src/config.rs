@@ -58,7 +58,9 @@ pub mod names {
     pub const STACKS: &str = "STACKS";
     /// The last established connect of each traced process to each port (`ConnectedTo`).
     pub const CONNECTED: &str = "CONNECTED";
-    pub const MAPS: [&str; 17] = [
+    /// Bare SYNs no socket owned, by their source (`RefusedSyn`).
+    pub const REFUSED_SYNS: &str = "REFUSED_SYNS";
+    pub const MAPS: [&str; 18] = [
         EVENTS,
         SOCKETS,
         TRACED_TGIDS,
@@ -76,6 +78,7 @@ pub mod names {
         TRACED_PEERS,
         STACKS,
         CONNECTED,
+        REFUSED_SYNS,
     ];
     /// The one program that sees every failing call.
     pub const SYS_EXIT: &str = "sys_exit";

@@ -1,6 +1,7 @@
 //! The kernel's direct-mapped tables, each slot checked by a hash so a reader never takes
-//! another key's record or a torn one: RSTs sent on this host (`SENT_RESETS`) and the fds of
-//! io_uring requests (`IO_URING_FDS`).
+//! another key's record or a torn one: RSTs sent on this host (`SENT_RESETS`), SYNs this host
+//! refused for want of a listener (`REFUSED_SYNS`) and the fds of io_uring requests
+//! (`IO_URING_FDS`).
 
 use crate::{SockAddrs, TASK_COMM_LEN};
 
@@ -143,6 +144,52 @@ pub const fn sent_reset_check(seed: u64, sender: &SockAddrs, r: &SentReset) -> u
     }
 }
 
+/// A bare SYN that no socket of this host owned, answered with an RST (nothing listens there),
+/// as it arrived: `syn.saddr`/`sport` the connecting end, `syn.daddr`/`dport` the address
+/// that refused, after any NAT on its way. Kept by the connecting end alone, so that a
+/// refused connect whose destination this host rewrote (a Service address DNATed to a pod's
+/// closed port) can name the address that refused it: its socket saw the RST come from the
+/// address it dialled, and the kernel's TCP tracker deletes a refused connection's entry at
+/// once, so no conntrack table shows the rewrite afterwards. Userspace reads the slot of a
+/// refused connect's own end (`refused_syn_slot`) and takes the record only if its check
+/// matches (`refused_syn_check`): a slot rewritten for another end, or torn by two writers,
+/// gives no address, never a wrong one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusedSyn {
+    pub ts_ns: u64,
+    pub syn: SockAddrs,
+    /// 0: never written.
+    pub check: u64,
+}
+assert_size!(RefusedSyn, 56);
+pod!(RefusedSyn);
+
+/// Slots of `REFUSED_SYNS` (896 KiB): a record is read milliseconds after it is written, so
+/// only a storm of refusals from thousands of ends at once can overwrite one first (the
+/// refusal is then explained without the rewritten address).
+pub const REFUSED_SYN_SLOTS: u32 = 16_384;
+
+/// The slot of `REFUSED_SYNS` of the SYNs sent from `syn`'s source (family, address, port).
+#[inline(always)]
+pub const fn refused_syn_slot(seed: u64, syn: &SockAddrs) -> u32 {
+    let mut h = mix(seed ^ 0x5359_4e00, syn.family as u64 | (syn.sport as u64) << 16);
+    h = mix(h, word_at(&syn.saddr, 0));
+    h = mix(h, word_at(&syn.saddr, 8));
+    (h >> 32) as u32 & (REFUSED_SYN_SLOTS - 1)
+}
+
+/// The check of a `RefusedSyn`: its 4-tuple and its time. Never 0 for a written slot.
+#[inline(always)]
+pub const fn refused_syn_check(seed: u64, r: &RefusedSyn) -> u64 {
+    let h = mix(sock_addrs_hash(seed, &r.syn), r.ts_ns);
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
 /// Slots of the io_uring door's table of request fds (a power of two; 1 MiB of kernel memory):
 /// with N requests in flight, about N/65536 of them find their slot taken by another.
 pub const IO_URING_FD_SLOTS: u32 = 65536;
@@ -189,7 +236,7 @@ pub const fn request_fd(slot: &RequestFd, req: u64) -> Option<i32> {
         None
     }
 }
-const _: () = assert!(IO_URING_FD_SLOTS.is_power_of_two());
+const _: () = assert!(IO_URING_FD_SLOTS.is_power_of_two() && REFUSED_SYN_SLOTS.is_power_of_two());
 const _: () = assert!(SENT_RESET_SLOTS.is_power_of_two() && SENT_RESET_WAYS.is_power_of_two());
 
 #[cfg(test)]
@@ -280,6 +327,33 @@ mod tests {
             assert_ne!(sent_reset_check(SEED, &a, &empty.reset), empty.check);
             assert_eq!(sent_reset_check(SEED, &a, &reset()), sent_reset_check(SEED, &a, &reset()));
         }
+    }
+
+    /// A refused SYN's slot depends on its source alone (the connecting end is all a refused
+    /// connect knows of it when its destination was rewritten); its check on every field.
+    #[test]
+    fn a_refused_syn_is_placed_by_its_source_and_checked_whole() {
+        let syn = tuple(40000, 9105);
+        let r = RefusedSyn { ts_ns: 77, syn, check: 0 };
+        let mut rewritten = syn;
+        rewritten.daddr[..4].copy_from_slice(&[10, 96, 7, 10]);
+        rewritten.dport = 81;
+        assert_eq!(refused_syn_slot(SEED, &syn), refused_syn_slot(SEED, &rewritten));
+        assert!(refused_syn_slot(SEED, &syn) < REFUSED_SYN_SLOTS);
+        let base = refused_syn_check(SEED, &r);
+        for other in [
+            RefusedSyn { syn: rewritten, ..r },
+            RefusedSyn { ts_ns: 78, ..r },
+            RefusedSyn { syn: tuple(40001, 9105), ..r },
+        ] {
+            assert_ne!(refused_syn_check(SEED, &other), base);
+        }
+        assert_ne!(refused_syn_check(SEED ^ 1, &r), base);
+        assert_ne!(base, 0);
+        // The ports of one client spread over the slots.
+        let slots: std::collections::HashSet<u32> =
+            (0..1000u16).map(|p| refused_syn_slot(SEED, &tuple(30_000 + p, 80))).collect();
+        assert!(slots.len() > 950, "{}", slots.len());
     }
 
     /// Connections of one client differ only in the source port: they spread over the sets,

@@ -21,10 +21,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use socktrace_common::{
-    config_flags, history_origin, net, runtime, sent_reset_check, sent_reset_set, sent_reset_tag, tcp_state,
-    ConnectKey, ConnectedTo, ListenerInfo, ListenerKey, RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead,
-    SocketHistory, StampedState, Transition, UdpError, HISTORY_TRANSITIONS, NO_FIELD, SENT_RESET_SLOTS,
-    SENT_RESET_WAYS,
+    config_flags, history_origin, net, refused_syn_check, refused_syn_slot, reversed, runtime, sent_reset_check,
+    sent_reset_set, sent_reset_tag, tcp_state, ConnectKey, ConnectedTo, ListenerInfo, ListenerKey, RefusedSyn,
+    RstSegment, SentReset, SentResetSlot, SockAddrs, SockHead, SocketHistory, StampedState, Transition, UdpError,
+    HISTORY_TRANSITIONS, NO_FIELD, REFUSED_SYN_SLOTS, SENT_RESET_SLOTS, SENT_RESET_WAYS,
 };
 
 /// The last state change seen on each CPU, for any TCP socket: when the kernel reports an
@@ -66,6 +66,12 @@ pub(crate) static UDP_ERRORS: LruHashMap<u64, UdpError> = LruHashMap::with_max_e
 /// cost about 0.9 us for every RST of the host.
 #[map]
 pub(crate) static SENT_RESETS: Array<SentResetSlot> = Array::with_max_entries(SENT_RESET_SLOTS, 0);
+
+/// Bare SYNs no socket of this host owned (refused: nothing listens), by their source: a
+/// refused connect whose destination this host rewrote names the address that refused it
+/// (see `socktrace_common::RefusedSyn`). Read by userspace only.
+#[map]
+pub(crate) static REFUSED_SYNS: Array<RefusedSyn> = Array::with_max_entries(REFUSED_SYN_SLOTS, 0);
 
 /// The last established connect of each traced process to each port: what tells a connect
 /// that lost a race (Happy Eyeballs) from one given up on (`ended`), and a refusal the
@@ -553,28 +559,30 @@ fn sent_for_segment(listener: u64, state: u8, skb: u64) -> Option<Sent> {
     let ip = data + network as u64;
     // The TCP header up to its flags: ports (bytes 0-3), then the flags (byte 13).
     let tcp: [u8; 14] = crate::read_or_zero(data + transport as u64, 0);
-    // No socket answering a bare SYN: a refused connect, which explains itself ("nothing
-    // listens"). Not kept: it is the commonest RST of all, and a storm of refused connects
-    // would push the RSTs that need naming out of their slots.
-    use socktrace_common::tcp_flags::{ACK, SYN};
-    if listener == 0 && tcp[13] & (SYN | ACK) == SYN {
+    let version: u8 = read::<u8>(ip, 0).unwrap_or(0) >> 4;
+    // The segment as it arrived: from the peer to the sender of the RST.
+    let mut syn: SockAddrs = zeroed::<SockAddrs, 5>();
+    syn.sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    syn.dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    if version == 4 {
+        syn.family = net::AF_INET;
+        let addrs: [u8; 8] = read(ip, 12).unwrap_or([0; 8]);
+        syn.saddr[..4].copy_from_slice(&addrs[..4]);
+        syn.daddr[..4].copy_from_slice(&addrs[4..]);
+    } else if version == 6 {
+        syn.family = net::AF_INET6;
+        syn.saddr = read(ip, 8).unwrap_or([0; 16]);
+        syn.daddr = read(ip, 24).unwrap_or([0; 16]);
+    } else {
         return None;
     }
-    let version: u8 = read::<u8>(ip, 0).unwrap_or(0) >> 4;
-    let mut key: SockAddrs = zeroed::<SockAddrs, 5>();
-    // The segment came from the peer: its destination is the sender of the RST.
-    key.sport = u16::from_be_bytes([tcp[2], tcp[3]]);
-    key.dport = u16::from_be_bytes([tcp[0], tcp[1]]);
-    if version == 4 {
-        key.family = net::AF_INET;
-        let addrs: [u8; 8] = read(ip, 12).unwrap_or([0; 8]);
-        key.saddr[..4].copy_from_slice(&addrs[4..]);
-        key.daddr[..4].copy_from_slice(&addrs[..4]);
-    } else if version == 6 {
-        key.family = net::AF_INET6;
-        key.daddr = read(ip, 8).unwrap_or([0; 16]);
-        key.saddr = read(ip, 24).unwrap_or([0; 16]);
-    } else {
+    // No socket answering a bare SYN: a refused connect, which explains itself ("nothing
+    // listens") unless this host rewrote its destination. Kept apart, by its source only (a
+    // store, no search): it is the commonest RST of all, and a storm of refused connects would
+    // push the RSTs that need naming out of their slots.
+    use socktrace_common::tcp_flags::{ACK, SYN};
+    if listener == 0 && tcp[13] & (SYN | ACK) == SYN {
+        keep_refused_syn(&syn);
         return None;
     }
     let (queued, backlog) = if listener != 0 {
@@ -585,7 +593,26 @@ fn sent_for_segment(listener: u64, state: u8, skb: u64) -> Option<Sent> {
     } else {
         (0, 0)
     };
-    Some(Sent { addrs: key, state, queued, backlog })
+    Some(Sent { addrs: reversed(&syn), state, queued, backlog })
+}
+
+/// Keeps a refused SYN in its source's slot of `REFUSED_SYNS`, check last.
+#[inline(always)]
+fn keep_refused_syn(syn: &SockAddrs) {
+    if syn.sport == 0 || syn.dport == 0 {
+        return;
+    }
+    let seed = global!(CONFIG.hash_seed);
+    let Some(slot) = REFUSED_SYNS.get_ptr_mut(refused_syn_slot(seed, syn)) else { return };
+    let record = RefusedSyn { ts_ns: now_ns(), syn: *syn, check: 0 };
+    let check = refused_syn_check(seed, &record);
+    // SAFETY: `slot` points at a live array element. Another CPU may write it at the same
+    // time: the reader takes only a record that matches its check.
+    unsafe {
+        (*slot).ts_ns = record.ts_ns;
+        (*slot).syn = record.syn;
+        (*slot).check = check;
+    }
 }
 
 /// Keeps who sent an RST on which connection, for the receiving socket to name its sender.

@@ -492,19 +492,34 @@ pub struct HostFacts {
     pub listener: Option<Listener>,
     /// TCP memory: pages in use (the namespace's sockstat) and `tcp_mem` (min, pressure, max).
     pub tcp_mem: Option<(u64, [u64; 3])>,
-    /// The connection's destination as this host's NAT rewrote it (from conntrack).
+    /// The connection's destination as this host's NAT rewrote it (from conntrack, or from
+    /// the RST of the address it was sent to).
     pub nat: Option<Nat>,
 }
 
 /// A destination this host rewrote (DNAT): what the program dialled, where the connection
-/// went, and the namespace whose connection tracking did it.
+/// went, and where that was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nat {
     pub dialled: SocketAddr,
     pub translated: SocketAddr,
-    /// None: the process's own namespace.
+    pub seen: NatSeen,
+    /// `NatSeen::Conntrack`: the namespace whose table holds the rewrite (None: the
+    /// process's own). `NatSeen::Refusal`: the namespace the translated address lives in,
+    /// which refused (None: not found).
     pub netns: Option<u32>,
     pub netns_owner: Option<NetnsOwner>,
+}
+
+/// Where socktrace saw that this host rewrote a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatSeen {
+    /// In a connection tracking table, read at the failure.
+    Conntrack,
+    /// Only in the refusal: the SYN from the connecting end reached another address, which
+    /// answered it with RST (the kernel's TCP tracker deletes a refused connection's entry
+    /// at once, so no table shows the rewrite).
+    Refusal,
 }
 
 /// A listening socket of the namespace that a connect's destination reaches, as

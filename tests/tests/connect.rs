@@ -39,7 +39,7 @@ fn refused_connect_is_labelled_and_successful_connect_is_silent() {
     assert!(ev["explain"].as_str().unwrap().contains("nothing listens on 127.0.0.1:"), "{ev:#}");
     assert!(ev["ts_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000, "ts_ns is wall-clock ns");
     assert!(ev["cause_age_ns"].as_u64().is_some(), "the RST was seen, so its age is known");
-    assert_eq!(ev["schema"], 8);
+    assert_eq!(ev["schema"], 9);
     // The refusing RST came from no socket, answering a bare SYN: the kernel keeps no record
     // of such RSTs (the refusal explains itself, and they are the commonest of all).
     assert!(ev["facts"]["peer_reset"].is_null(), "{ev:#}");

@@ -152,7 +152,7 @@ fn prometheus_counts_failures_per_container_and_cause() {
     let (events, summary) = out.json().unwrap();
     assert!(summary.is_some());
     let ev = events.iter().find(|e| e["pid"] == a_pid).unwrap_or_else(|| panic!("{events:#?}"));
-    assert_eq!(ev["schema"], 8);
+    assert_eq!(ev["schema"], 9);
     assert_eq!(ev["container"], json!({"runtime": "docker", "id": docker_id}));
     assert_eq!(ev["pod"], Value::Null);
     assert_eq!(ev["cgroup"], format!("/{top}/system.slice/docker-{docker_id}.scope"));

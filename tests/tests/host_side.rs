@@ -345,14 +345,16 @@ fn an_older_listener_of_another_namespace_that_resets_on_overflow() {
 /// A router namespace standing in for the host rewrites a service address (DNAT in its
 /// prerouting chain, as kube-proxy does for a Service) to ports of the server namespace:
 /// 10.96.7.10:81 to one whose SYNs the server's firewall drops, :82 to a listener that resets
-/// the connection. A process lives in the router's namespace, as one does in a host's.
+/// the connection, :83 to a port where nothing listens. A process lives in the router's
+/// namespace, as one does in a host's.
 fn natted(tag: &str) -> (Routed, Helper) {
     let net = routed(tag);
     net.client.ip(&["route", "add", "10.96.7.0/24", "via", "10.199.7.2"]);
     net.router.nft(
         "table ip socktrace_test {\n  chain prerouting {\n    type nat hook prerouting priority -100;\n    \
          ip daddr 10.96.7.10 tcp dport 81 dnat to 10.199.8.2:9105\n    \
-         ip daddr 10.96.7.10 tcp dport 82 dnat to 10.199.8.2:9106\n  }\n}\n",
+         ip daddr 10.96.7.10 tcp dport 82 dnat to 10.199.8.2:9106\n    \
+         ip daddr 10.96.7.10 tcp dport 83 dnat to 10.199.8.2:9107\n  }\n}\n",
     );
     net.server.input_rules("inet", &["tcp dport 9105 drop".into()]);
     let resident = Helper::python(&net.router, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
@@ -387,6 +389,49 @@ fn a_dnat_to_a_silent_port_names_both_addresses() {
     let ev = single_event(&r);
     assert_label(ev, "ETIMEDOUT", Some("SYN_SENT"), "timeout");
     assert_natted(ev, &net, "10.96.7.10:81", "10.199.8.2:9105");
+}
+
+/// The service's port is closed: the server's kernel refuses the rewritten SYN, and the
+/// router's connection tracking deletes the entry with the RST, so no table shows the rewrite
+/// at the failure. The refusal names the address that refused, where nothing listens, in
+/// the server's namespace (a process lives in it, as one does in a pod), and the address
+/// dialled.
+#[test]
+fn a_dnat_to_a_closed_port_names_both_addresses() {
+    let (net, _resident) = natted("natc");
+    let _server_resident = Helper::python(&net.server, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
+    let r = in_netns(&net.client, &["connect", "10.96.7.10:83"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 111, "ECONNREFUSED");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
+    let nat = &ev["facts"]["nat"];
+    assert_eq!(
+        (nat["dialled"].as_str(), nat["translated"].as_str(), nat["seen"].as_str()),
+        (Some("10.96.7.10:83"), Some("10.199.8.2:9107"), Some("refusal")),
+        "{ev:#}"
+    );
+    assert_eq!(nat["netns_owner"]["name"].as_str(), Some(net.server.name.as_str()), "{ev:#}");
+    let explain = ev["explain"].as_str().unwrap();
+    let want = format!(
+        "peer answered the SYN with RST: nothing listens on 10.199.8.2:9107, in namespace {} (ip netns; netns {}), \
+         where this host's NAT sends connections to 10.96.7.10:83",
+        net.server.name, nat["netns"]
+    );
+    assert!(explain.contains(&want), "{explain}\nwanted: {want}");
+}
+
+/// A refused connect whose destination nobody rewrote has no NAT, though the kernel kept its
+/// refused SYN.
+#[test]
+fn a_refusal_without_nat_names_no_rewrite() {
+    let (net, _resident) = natted("natn");
+    let _server_resident = Helper::python(&net.server, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
+    let r = in_netns(&net.client, &["connect", "10.199.8.2:9107"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 111, "ECONNREFUSED");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
+    assert!(ev["facts"]["nat"].is_null(), "{ev:#}");
+    assert!(!ev["explain"].as_str().unwrap().contains("NAT"), "{ev:#}");
 }
 
 /// The service's listener resets the connection: the reset names both addresses.

@@ -52,12 +52,7 @@ pub fn rst_received(f: &Failure, e: i32) -> Option<Diagnosis> {
     let sender = sender(f, rst);
     let explain = match (e, state) {
         (ECONNREFUSED, Some(SynSent)) => match &f.host.nat {
-            Some(n) => format!(
-                "peer answered the SYN with RST: nothing listens on {}, where {}, sends connections to {}",
-                n.translated,
-                super::nat::by_whom(n),
-                n.dialled
-            ),
+            Some(n) => format!("peer answered the SYN with RST: {}", super::nat::refused(n)),
             None => format!("peer answered the SYN with RST: nothing listens on {remote}"),
         },
         (_, Some(CloseWait)) => format!(

@@ -5,7 +5,7 @@
 //! towards a destination, which listener a connect waited for and how full its queue is, the
 //! system's file table, TCP's memory.
 
-use crate::facts::{Failure, Listener, Nat};
+use crate::facts::{Failure, Listener, Nat, NatSeen};
 use crate::model::{errno, TcpState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -127,7 +127,7 @@ impl Namespaces {
     ) -> Option<Nat> {
         let found = |t: conntrack::Tracked| t.dnat().then_some((t.orig_dst, t.reply_src));
         if let Some((dialled, translated)) = self.conntrack.lookup(proc, conn, failure_ns, now_ns).and_then(found) {
-            return Some(Nat { dialled, translated, netns: None, netns_owner: None });
+            return Some(Nat { dialled, translated, seen: NatSeen::Conntrack, netns: None, netns_owner: None });
         }
         let host = self.host.and_then(|ns| self.others.iter().find(|o| o.inode == ns));
         let order =
@@ -136,8 +136,22 @@ impl Namespaces {
         candidates.into_iter().find_map(|(inode, pid)| {
             let dir = Path::new("/proc").join(pid.to_string());
             let (dialled, translated) = self.conntrack.lookup(&dir, conn, failure_ns, now_ns).and_then(found)?;
-            Some(Nat { dialled, translated, netns: Some(inode), netns_owner: None })
+            Some(Nat { dialled, translated, seen: NatSeen::Conntrack, netns: Some(inode), netns_owner: None })
         })
+    }
+
+    /// The network namespace `ip` is an address of: the task `proc`'s own (also for a loopback
+    /// address), the host's, or another's; None when none of them has it.
+    fn address_lives_in(&self, proc: &Path, ip: IpAddr) -> Option<u32> {
+        let ip = unmapped(ip);
+        if ip.is_loopback() || has_address(proc, ip) {
+            return netns::inode_of(&proc.join("ns/net"));
+        }
+        let host = self.host.and_then(|ns| self.others.iter().find(|o| o.inode == ns));
+        host.into_iter()
+            .chain(self.others.iter().filter(|o| Some(o.inode) != self.host))
+            .find(|o| has_address(&Path::new("/proc").join(o.pid.to_string()), ip))
+            .map(|o| o.inode)
     }
 
     /// A listener of another namespace of this host that a connect to `dest` reaches: one
@@ -207,6 +221,39 @@ impl Namespaces {
             Some((l, d.somaxconn))
         })
     }
+}
+
+/// A refusal's NAT: a connect an RST refused in SYN_SENT whose SYN reached another address than
+/// the one dialled, so this host rewrote its destination. `refused`: the last bare SYN sent
+/// from the connect's own end that this host refused for want of a listener (when, and the
+/// address it reached), as the kernel kept it. The kernel's TCP tracker deleted the
+/// connection's entry with the RST, so this is all that shows the rewrite. The namespace that
+/// refused is the one the translated address lives in.
+pub fn nat_of_refusal(f: &Failure, refused: Option<(u64, SocketAddr)>, namespaces: &Namespaces) -> Option<Nat> {
+    let (dialled, translated) = refusal_rewrote(f, refused?)?;
+    let proc = format!("/proc/{}/task/{}", f.pid, f.tid);
+    let netns = namespaces.address_lives_in(Path::new(&proc), translated.ip());
+    Some(Nat { dialled, translated, seen: NatSeen::Refusal, netns, netns_owner: None })
+}
+
+/// The refused SYN `(ts, reached)` is this failure's own (sent from its end while it
+/// connected, refused before its RST arrived) and reached another address than the one
+/// dialled: the dialled and the reached address.
+fn refusal_rewrote(f: &Failure, (ts, reached): (u64, SocketAddr)) -> Option<(SocketAddr, SocketAddr)> {
+    let rst = f.history.rst_received.filter(|r| r.state == Some(TcpState::SynSent))?;
+    if f.errno != Some(errno::ECONNREFUSED) {
+        return None;
+    }
+    let dialled = f.remote?;
+    let connecting_since =
+        f.history.transitions.iter().rev().find(|t| t.new == Some(TcpState::SynSent)).map(|t| t.ts_ns);
+    // Without its SYN_SENT transition, an RST answers a SYN within seconds.
+    let earliest = connecting_since.unwrap_or(rst.ts_ns.saturating_sub(10_000_000_000));
+    if ts < earliest || ts > rst.ts_ns {
+        return None;
+    }
+    let same = unmapped(reached.ip()) == unmapped(dialled.ip()) && reached.port() == dialled.port();
+    (!same).then_some((dialled, SocketAddr::new(unmapped(reached.ip()), reached.port())))
 }
 
 /// Reads what the diagnosis of this failure needs from the host, if anything. `now_ns`:
@@ -710,5 +757,48 @@ mod netstat_tests {
         let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 17 19\nIpExt: InNoRoutes\nIpExt: 0\n";
         assert_eq!(super::parse_netstat_field(text, "TcpExt:", "ListenOverflows"), Some(17));
         assert_eq!(super::parse_netstat_field(text, "TcpExt:", "Nothing"), None);
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use crate::facts::{Failure, History, Stamp, StateChange};
+    use crate::model::{errno::*, Syscall, TcpState::*};
+
+    fn refused(rst_ns: u64, connecting_ns: Option<u64>) -> Failure {
+        let rst = Stamp { ts_ns: rst_ns, state: Some(SynSent), current_tgid: 0 };
+        let transitions = connecting_ns
+            .map(|ts| StateChange { ts_ns: ts, old: Some(Close), new: Some(SynSent), in_traced_task: true })
+            .into_iter()
+            .collect();
+        let h = History { rst_received: Some(rst), transitions, ..Default::default() };
+        let mut f = Failure::for_test(Syscall::Connect, Some(ECONNREFUSED), Close, h);
+        f.remote = Some("10.96.7.10:81".parse().unwrap());
+        f
+    }
+
+    /// The SYN of this connect reached another address: both are named. One that reached
+    /// the dialled address, one from before the connect or after its RST, or another errno:
+    /// nothing (a wrong rewrite is worse than none).
+    #[test]
+    fn a_refusal_names_a_rewrite_only_for_its_own_syn() {
+        let f = refused(5_000, Some(1_000));
+        let closed = "10.199.8.2:9105".parse().unwrap();
+        assert_eq!(super::refusal_rewrote(&f, (4_000, closed)), Some(("10.96.7.10:81".parse().unwrap(), closed)));
+        assert_eq!(super::refusal_rewrote(&f, (4_000, "10.96.7.10:81".parse().unwrap())), None);
+        // The dialled address as a dual-stack socket sees it.
+        assert_eq!(super::refusal_rewrote(&f, (4_000, "[::ffff:10.96.7.10]:81".parse().unwrap())), None);
+        assert_eq!(super::refusal_rewrote(&f, (999, closed)), None, "an earlier connect's");
+        assert_eq!(super::refusal_rewrote(&f, (5_001, closed)), None, "a later connect's");
+        let mut timed_out = f.clone();
+        timed_out.errno = Some(ETIMEDOUT);
+        assert_eq!(super::refusal_rewrote(&timed_out, (4_000, closed)), None);
+        let mut in_established = f.clone();
+        in_established.history.rst_received.as_mut().unwrap().state = Some(Established);
+        assert_eq!(super::refusal_rewrote(&in_established, (4_000, closed)), None);
+        // Without the SYN_SENT transition: within seconds of the RST.
+        let f = refused(20_000_000_000, None);
+        assert!(super::refusal_rewrote(&f, (19_000_000_000, closed)).is_some());
+        assert_eq!(super::refusal_rewrote(&f, (9_000_000_000, closed)), None);
     }
 }

@@ -59,6 +59,8 @@ pub struct Probes {
     drop_records: Option<HashMap<MapData, socktrace_common::SockAddrs, socktrace_common::DropRecord>>,
     /// The last established connect of each traced process to each port (`CONNECTED`).
     connected: HashMap<MapData, socktrace_common::ConnectKey, socktrace_common::ConnectedTo>,
+    /// Bare SYNs no socket owned, by their source (`REFUSED_SYNS`).
+    refused_syns: aya::maps::Array<MapData, socktrace_common::RefusedSyn>,
     /// The kernel stacks (`--kstack` only).
     stacks: Option<aya::maps::StackTraceMap<MapData>>,
     traced: HashMap<MapData, u32, u8>,
@@ -230,6 +232,7 @@ impl Probes {
             history_stats: take_map(&mut ebpf, names::HISTORY_STATS)?,
             max_histories: config.max_histories,
             connected: take_map(&mut ebpf, names::CONNECTED)?,
+            refused_syns: take_map(&mut ebpf, names::REFUSED_SYNS)?,
             stacks: if opts.kstack { Some(take_map(&mut ebpf, names::STACKS)?) } else { None },
 
             traced,
@@ -349,6 +352,34 @@ impl Probes {
     pub fn connected(&self, tgid: u32, port: u16) -> Option<socktrace_common::ConnectedTo> {
         let key = socktrace_common::ConnectKey { tgid, port, _pad: 0 };
         self.connected.get(&key, 0).ok()
+    }
+
+    /// The last bare SYN sent from `from` that this host refused for want of a listener, if
+    /// its slot still holds it whole: when, and the address it reached (after any NAT).
+    pub fn refused_syn(&self, from: std::net::SocketAddr) -> Option<(u64, std::net::SocketAddr)> {
+        let mut syn = socktrace_common::SockAddrs { sport: from.port(), ..Default::default() };
+        match from.ip() {
+            std::net::IpAddr::V4(a) => {
+                syn.family = socktrace_common::net::AF_INET;
+                syn.saddr[..4].copy_from_slice(&a.octets());
+            }
+            std::net::IpAddr::V6(a) => {
+                syn.family = socktrace_common::net::AF_INET6;
+                syn.saddr = a.octets();
+            }
+        }
+        let r = self.refused_syns.get(&socktrace_common::refused_syn_slot(self.hash_seed, &syn), 0).ok()?;
+        let ours = r.syn.family == syn.family && r.syn.sport == syn.sport && r.syn.saddr == syn.saddr;
+        if !ours || r.check != socktrace_common::refused_syn_check(self.hash_seed, &r) {
+            return None;
+        }
+        let to = match r.syn.family {
+            socktrace_common::net::AF_INET => {
+                std::net::IpAddr::from(<[u8; 4]>::try_from(&r.syn.daddr[..4]).expect("four bytes"))
+            }
+            _ => std::net::IpAddr::from(r.syn.daddr),
+        };
+        Some((r.ts_ns, std::net::SocketAddr::new(to, r.syn.dport)))
     }
 
     /// The kernel stack `id` (`STACKS` id plus one, as events carry it): its code addresses,

@@ -159,12 +159,14 @@ pub struct JsonFacts {
     pub nat: Option<JsonNat>,
 }
 
-/// A destination this host rewrote: dialled, where it went, in whose namespace (null: the
-/// process's own).
+/// A destination this host rewrote: dialled, where it went, where that was seen
+/// (`conntrack`: in the table of `netns`, null: the process's own; `refusal`: only by the
+/// refused SYN, `netns` the namespace that refused, null: not found).
 #[derive(Serialize, Debug, PartialEq)]
 pub struct JsonNat {
     pub dialled: String,
     pub translated: String,
+    pub seen: &'static str,
     pub netns: Option<u32>,
     pub netns_owner: Option<JsonNetnsOwner>,
 }
@@ -550,6 +552,10 @@ pub fn to_json(f: &Failure, d: &Diagnosis, clock: &Clock) -> JsonFailure {
             nat: f.host.nat.as_ref().map(|n| JsonNat {
                 dialled: n.dialled.to_string(),
                 translated: n.translated.to_string(),
+                seen: match n.seen {
+                    crate::facts::NatSeen::Conntrack => "conntrack",
+                    crate::facts::NatSeen::Refusal => "refusal",
+                },
                 netns: n.netns,
                 netns_owner: n.netns_owner.as_ref().map(netns_owner),
             }),

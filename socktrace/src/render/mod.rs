@@ -12,7 +12,7 @@ pub use json::json_line;
 pub use text::{text_line, TextStyle};
 
 /// JSON schema version: bumped when a key changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Converts kernel monotonic timestamps to wall-clock and to time since attach.
 #[derive(Clone, Copy, Debug)]
