@@ -12,7 +12,7 @@ use crate::{
 };
 use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     helpers::generated::{bpf_get_current_comm, bpf_jiffies64},
     macros::{btf_tracepoint, fentry, kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
@@ -69,9 +69,9 @@ pub(crate) static SENT_RESETS: Array<SentResetSlot> = Array::with_max_entries(SE
 
 /// Bare SYNs no socket of this host owned (refused: nothing listens), by their source: a
 /// refused connect whose destination this host rewrote names the address that refused it
-/// (see `socktrace_common::RefusedSyn`). Read by userspace only.
+/// (see `socktrace_common::RefusedSyn`). Read by userspace only, through a mapping of it.
 #[map]
-pub(crate) static REFUSED_SYNS: Array<RefusedSyn> = Array::with_max_entries(REFUSED_SYN_SLOTS, 0);
+pub(crate) static REFUSED_SYNS: Array<RefusedSyn> = Array::with_max_entries(REFUSED_SYN_SLOTS, BPF_F_MMAPABLE);
 
 /// The last established connect of each traced process to each port: what tells a connect
 /// that lost a race (Happy Eyeballs) from one given up on (`ended`), and a refusal the

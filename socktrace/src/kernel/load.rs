@@ -60,7 +60,7 @@ pub struct Probes {
     /// The last established connect of each traced process to each port (`CONNECTED`).
     connected: HashMap<MapData, socktrace_common::ConnectKey, socktrace_common::ConnectedTo>,
     /// Bare SYNs no socket owned, by their source (`REFUSED_SYNS`).
-    refused_syns: aya::maps::Array<MapData, socktrace_common::RefusedSyn>,
+    refused_syns: super::mapped::MappedArray<socktrace_common::RefusedSyn>,
     /// The kernel stacks (`--kstack` only).
     stacks: Option<aya::maps::StackTraceMap<MapData>>,
     traced: HashMap<MapData, u32, u8>,
@@ -232,7 +232,11 @@ impl Probes {
             history_stats: take_map(&mut ebpf, names::HISTORY_STATS)?,
             max_histories: config.max_histories,
             connected: take_map(&mut ebpf, names::CONNECTED)?,
-            refused_syns: take_map(&mut ebpf, names::REFUSED_SYNS)?,
+            refused_syns: super::mapped::MappedArray::of(
+                ebpf.take_map(names::REFUSED_SYNS)
+                    .context("map REFUSED_SYNS is missing from socktrace's eBPF object")?,
+                socktrace_common::REFUSED_SYN_SLOTS,
+            )?,
             stacks: if opts.kstack { Some(take_map(&mut ebpf, names::STACKS)?) } else { None },
 
             traced,
@@ -368,7 +372,7 @@ impl Probes {
                 syn.saddr = a.octets();
             }
         }
-        let r = self.refused_syns.get(&socktrace_common::refused_syn_slot(self.hash_seed, &syn), 0).ok()?;
+        let r = self.refused_syns.get(socktrace_common::refused_syn_slot(self.hash_seed, &syn))?;
         let ours = r.syn.family == syn.family && r.syn.sport == syn.sport && r.syn.saddr == syn.saddr;
         if !ours || r.check != socktrace_common::refused_syn_check(self.hash_seed, &r) {
             return None;

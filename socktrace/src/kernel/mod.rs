@@ -7,6 +7,7 @@ pub mod config;
 pub mod jiffies;
 pub mod kallsyms;
 pub mod load;
+pub mod mapped;
 pub mod object;
 pub mod offsets;
 pub mod privileges;

@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tool {
     Socktrace,
+    /// Another socktrace binary (`BENCH_PEER=PATH`), run in the same pairs as this one's: an
+    /// older tree's, to compare two versions in one run rather than across runs.
+    SocktracePeer,
     Strace,
     BpftracePrint,
     BpftraceCount,
@@ -41,6 +44,7 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Socktrace => "socktrace",
+            Tool::SocktracePeer => "socktrace (BENCH_PEER)",
             Tool::Strace => "strace -f -Z",
             Tool::BpftracePrint => "bpftrace printing each event",
             Tool::BpftraceCount => "bpftrace counting only in kernel",
@@ -50,6 +54,7 @@ impl Tool {
     fn available(self) -> bool {
         let bin = match self {
             Tool::Socktrace => return true,
+            Tool::SocktracePeer => return peer_bin().is_some(),
             Tool::Strace => "strace",
             Tool::BpftracePrint | Tool::BpftraceCount => "bpftrace",
         };
@@ -60,6 +65,11 @@ impl Tool {
             .status()
             .is_ok_and(|s| s.success())
     }
+}
+
+/// `BENCH_PEER`: the socktrace binary to compare with, if any.
+fn peer_bin() -> Option<PathBuf> {
+    std::env::var_os("BENCH_PEER").map(PathBuf::from)
 }
 
 /// Whom the tool traces while the workload runs.
@@ -114,8 +124,9 @@ fn start(tool: Tool, pids: &[u32], out: &Path) -> Result<Running> {
     let pid = pids.first().copied();
     let started = Instant::now();
     let (mut cmd, marker, marker_on_stderr) = match tool {
-        Tool::Socktrace => {
-            let mut c = Command::new(socktrace_bin());
+        Tool::Socktrace | Tool::SocktracePeer => {
+            let bin = if tool == Tool::Socktrace { socktrace_bin() } else { peer_bin().context("BENCH_PEER")? };
+            let mut c = Command::new(bin);
             for pid in pids {
                 c.args(["-p", &pid.to_string()]);
             }
@@ -212,7 +223,7 @@ fn stop(tool: Tool, mut r: Running) -> Result<u64> {
     wait_timeout(&mut r.child, Duration::from_secs(120))?.ok_or_else(|| anyhow!("{} did not stop", tool.name()))?;
     let printed = r.lines.take().unwrap().join().unwrap_or(0);
     Ok(match tool {
-        Tool::Socktrace => {
+        Tool::Socktrace | Tool::SocktracePeer => {
             let text = std::fs::read_to_string(&r.out)?;
             let summary: Value = text
                 .lines()
@@ -406,10 +417,12 @@ fn run_workload(
     Ok(RunResult { ns, failures, seen, attach, peak_kib, hwm_kib, bpf, floor_ns })
 }
 
-/// One (traced or collateral or system-wide) run beside its untraced twin.
+/// One (traced or collateral or system-wide) run beside its untraced twin, and with
+/// `BENCH_PEER` the peer binary's run in the same mode.
 struct Pair {
     untraced: RunResult,
     traced: RunResult,
+    peer: Option<RunResult>,
 }
 
 impl Pair {
@@ -432,6 +445,23 @@ impl Cell {
         r.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let m = if r.is_empty() { f64::NAN } else { r[r.len() / 2] };
         (m, r.first().copied().unwrap_or(f64::NAN), r.last().copied().unwrap_or(f64::NAN))
+    }
+
+    /// With `BENCH_PEER`: the peer's (median, min, max) slowdown over the same untraced runs,
+    /// and the median of this binary's time over the peer's, pair by pair.
+    fn against_peer(&self) -> Option<((f64, f64, f64), f64)> {
+        let mut peer: Vec<f64> = self
+            .pairs
+            .iter()
+            .map(|p| Some(p.peer.as_ref()?.ns as f64 / p.untraced.ns as f64))
+            .collect::<Option<_>>()?;
+        let mut ours_over_peer: Vec<f64> =
+            self.pairs.iter().filter_map(|p| Some(p.traced.ns as f64 / p.peer.as_ref()?.ns as f64)).collect();
+        let (lo, hi) = (
+            peer.iter().copied().fold(f64::INFINITY, f64::min),
+            peer.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        Some(((median(&mut peer), lo, hi), median(&mut ours_over_peer)))
     }
 
     /// The workload's own failing calls against what the tool accounted for.
@@ -533,6 +563,7 @@ fn main() -> Result<()> {
     // (a comma list of traced, collateral, system-wide) likewise.
     let only = std::env::var("BENCH_ONLY").ok();
     let only_modes = std::env::var("BENCH_MODES").ok();
+    let with_peer = Tool::SocktracePeer.available();
     let tools: Vec<Tool> = [Tool::Socktrace, Tool::Strace, Tool::BpftracePrint, Tool::BpftraceCount]
         .into_iter()
         .filter(|t| t.available())
@@ -554,18 +585,34 @@ fn main() -> Result<()> {
         for &tool in tools.iter().filter(|&&t| t == Tool::Socktrace || !w.socktrace_only) {
             for mode in modes_of(tool) {
                 let mut cell = Cell { workload: wi, tool, mode, pairs: Vec::new() };
+                // The runs of a pair: untraced, traced, and the peer's with BENCH_PEER.
+                let runs: Vec<Option<Tool>> = if tool == Tool::Socktrace && with_peer {
+                    vec![None, Some(tool), Some(Tool::SocktracePeer)]
+                } else {
+                    vec![None, Some(tool)]
+                };
                 for i in 0..pairs {
-                    // Interleaved, alternating which goes first.
-                    let pair = if i % 2 == 0 {
-                        let untraced = run_workload(&scenario, w, None, &tmp, false)?;
-                        Pair { untraced, traced: run_workload(&scenario, w, Some((tool, mode)), &tmp, false)? }
-                    } else {
-                        let traced = run_workload(&scenario, w, Some((tool, mode)), &tmp, false)?;
-                        Pair { untraced: run_workload(&scenario, w, None, &tmp, false)?, traced }
-                    };
-                    cell.pairs.push(pair);
+                    // Interleaved, rotating which goes first.
+                    let mut results: Vec<Option<RunResult>> = (0..runs.len()).map(|_| None).collect();
+                    for k in 0..runs.len() {
+                        let at = (i + k) % runs.len();
+                        results[at] = Some(run_workload(&scenario, w, runs[at].map(|t| (t, mode)), &tmp, false)?);
+                    }
+                    let mut results = results.into_iter().map(|r| r.expect("every run made"));
+                    let (untraced, traced) = (results.next().unwrap(), results.next().unwrap());
+                    cell.pairs.push(Pair { untraced, traced, peer: results.next() });
                 }
-                eprintln!("bench: {:<58} {:<33} {:<11} {:.2}x", w.name, tool.name(), mode.name(), cell.slowdown().0);
+                let vs_peer = cell
+                    .against_peer()
+                    .map(|((p, _, _), ratio)| format!("  peer {p:.2}x, ours/peer {ratio:.3}"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "bench: {:<58} {:<33} {:<11} {:.2}x{vs_peer}",
+                    w.name,
+                    tool.name(),
+                    mode.name(),
+                    cell.slowdown().0
+                );
                 cells.push(cell);
                 if tool == Tool::Socktrace && mode != Mode::SystemWide {
                     bpf_runs.push((wi, mode, run_workload(&scenario, w, Some((tool, mode)), &tmp, true)?));
@@ -629,6 +676,24 @@ fn render_report(
                 }
             }
             out.push('\n');
+        }
+    }
+    if cells.iter().any(|c| c.against_peer().is_some()) {
+        out.push_str(&format!(
+            "\nAgainst the peer binary (`BENCH_PEER={}`), run in the same interleaved pairs: each one's median \
+             slowdown over the same untraced runs [min–max], and the median of socktrace's time over the peer's, \
+             pair by pair (below 1: socktrace is faster).\n\n| workload | mode | socktrace | peer | socktrace/peer |\n\
+             |---|---|---|---|---|\n",
+            peer_bin().map(|p| p.display().to_string()).unwrap_or_default()
+        ));
+        for c in cells {
+            let Some(((p, plo, phi), ratio)) = c.against_peer() else { continue };
+            let (m, lo, hi) = c.slowdown();
+            out.push_str(&format!(
+                "| {} | {} | {m:.2}x [{lo:.2}–{hi:.2}] | {p:.2}x [{plo:.2}–{phi:.2}] | {ratio:.3} |\n",
+                workloads[c.workload].name,
+                c.mode.name()
+            ));
         }
     }
     if !bpf_runs.is_empty() {
