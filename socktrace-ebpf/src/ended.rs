@@ -62,6 +62,17 @@ pub(crate) fn on_end<C: EbpfContext>(ctx: &C, sk: u64, h: *mut SocketHistory, ol
     if read::<i32>(sk, global!(OFFSETS.sk_err)).unwrap_or(0) != 0 {
         return;
     }
+    let connecting = old as u8 == tcp_state::SYN_SENT || old as u8 == tcp_state::SYN_RECV;
+    if connecting && local_port(sk, head) == 0 {
+        // A connect that failed before its SYN (no local port left: EADDRNOTAVAIL) closes in
+        // connect() itself; that call's failure is the event.
+        return;
+    }
+    // Counted before the facts are gathered: the commonest end of all in a scanner's storm.
+    if old as u8 == tcp_state::SYN_SENT && closed_at_once(h) {
+        crate::count(&ROUTINE_COUNTS, routine::CLOSED_AT_ONCE * routine::STATES + tcp_state::SYN_SENT as u32);
+        return;
+    }
     let Some(facts) = END_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU; zeroed
     // with word stores (see `zero`) and filled here.
@@ -71,16 +82,6 @@ pub(crate) fn on_end<C: EbpfContext>(ctx: &C, sk: u64, h: *mut SocketHistory, ol
     };
     facts.from_state = old as u8;
     facts.to_state = new as u8;
-    let connecting = old as u8 == tcp_state::SYN_SENT || old as u8 == tcp_state::SYN_RECV;
-    if connecting && local_port(sk, head) == 0 {
-        // A connect that failed before its SYN (no local port left: EADDRNOTAVAIL) closes in
-        // connect() itself; that call's failure is the event.
-        return;
-    }
-    if old as u8 == tcp_state::SYN_SENT && closed_at_once(h) {
-        crate::count(&ROUTINE_COUNTS, routine::CLOSED_AT_ONCE * routine::STATES + tcp_state::SYN_SENT as u32);
-        return;
-    }
     if !connecting {
         // A shutdown(SHUT_WR) is not an end: the program may still read the answer. A close
         // (or SHUT_RDWR) shuts both ways before the state changes; an abortive close or a

@@ -434,6 +434,124 @@ fn a_refusal_without_nat_names_no_rewrite() {
     assert!(!ev["explain"].as_str().unwrap().contains("NAT"), "{ev:#}");
 }
 
+/// The host's own namespace as a container host's: a client namespace and a server namespace
+/// each joined to it by a veth pair, and its prerouting chain rewriting a service address to
+/// the server (DNAT, as kube-proxy or Docker do): 10.96.9.10:82 to a listener that resets,
+/// :83 to a closed port. Everything it adds to the host's namespace (the two links and their
+/// routes, an nftables table, IPv4 forwarding) it removes or restores on drop.
+struct HostNat {
+    client: Netns,
+    server: Netns,
+    links: Vec<String>,
+    table: String,
+    forwarding_was: String,
+}
+
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn host_natted(tag: &str) -> HostNat {
+    let client = Netns::new(&format!("{tag}c"));
+    let server = Netns::new(&format!("{tag}s"));
+    let id = std::process::id();
+    let forwarding_was = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim().to_string();
+    let mut host =
+        HostNat { links: Vec::new(), table: format!("socktrace_test_{tag}_{id}"), forwarding_was, client, server };
+    for (ns, side, host_cidr, ns_cidr, gateway) in [
+        (&host.client, "c", "10.199.31.254/24", "10.199.31.1/24", "10.199.31.254"),
+        (&host.server, "s", "10.199.32.254/24", "10.199.32.2/24", "10.199.32.254"),
+    ] {
+        let (ours, theirs) = (format!("sth{side}{id}"), format!("stn{side}{id}"));
+        sh(&["ip", "link", "add", &ours, "type", "veth", "peer", "name", &theirs, "netns", &ns.name]);
+        host.links.push(ours.clone());
+        sh(&["ip", "addr", "add", host_cidr, "dev", &ours]);
+        sh(&["ip", "link", "set", &ours, "up"]);
+        ns.ip(&["addr", "add", ns_cidr, "dev", &theirs]);
+        ns.ip(&["link", "set", &theirs, "up"]);
+        ns.ip(&["route", "add", "default", "via", gateway]);
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    let ruleset = format!(
+        "table ip {} {{\n  chain prerouting {{\n    type nat hook prerouting priority -100;\n    \
+         ip daddr 10.96.9.10 tcp dport 82 dnat to 10.199.32.2:9106\n    \
+         ip daddr 10.96.9.10 tcp dport 83 dnat to 10.199.32.2:9107\n  }}\n}}\n",
+        host.table
+    );
+    let mut nft =
+        std::process::Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), ruleset.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft rejected: {ruleset}");
+    host.client.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
+    host
+}
+
+impl Drop for HostNat {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &self.table]).output();
+        for l in &self.links {
+            let _ = std::process::Command::new("ip").args(["link", "del", l]).output();
+        }
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forwarding_was);
+    }
+}
+
+/// The host's namespace rewrites the service address to a closed port of the server's: the
+/// refusal names the address that refused, in the server's namespace (a process lives in
+/// it, as one does in a pod), and the address dialled.
+#[test]
+fn a_dnat_in_the_host_namespace_to_a_closed_port_names_both_addresses() {
+    let host = host_natted("hnc");
+    let _server_resident = Helper::python(&host.server, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
+    let r = in_netns(&host.client, &["connect", "10.96.9.10:83"], &[]);
+    assert_eq!(r.client_step("connect")["errno"], 111, "ECONNREFUSED");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
+    let nat = &ev["facts"]["nat"];
+    assert_eq!(
+        (nat["dialled"].as_str(), nat["translated"].as_str(), nat["seen"].as_str()),
+        (Some("10.96.9.10:83"), Some("10.199.32.2:9107"), Some("refusal")),
+        "{ev:#}"
+    );
+    let explain = ev["explain"].as_str().unwrap();
+    let want = format!(
+        "nothing listens on 10.199.32.2:9107, in namespace {} (ip netns; netns {}), where this host's NAT sends \
+         connections to 10.96.9.10:83",
+        host.server.name, nat["netns"]
+    );
+    assert!(explain.contains(&want), "{explain}\nwanted: {want}");
+}
+
+/// The host's namespace rewrites the service address to a listener that resets: the reset
+/// names both addresses and the host's namespace, whose connection tracking holds the entry.
+#[test]
+fn a_dnat_in_the_host_namespace_to_a_listener_that_resets_names_both_addresses() {
+    let host = host_natted("hnr");
+    let r = in_netns(&host.client, &["veth-reset", &host.server.name, "10.199.32.2:9106", "10.96.9.10:82"], &[]);
+    assert_eq!(r.client_step("read")["errno"], 104, "ECONNRESET");
+    let ev = single_event(&r);
+    assert_label(ev, "ECONNRESET", Some("ESTABLISHED"), "rst_received");
+    let nat = &ev["facts"]["nat"];
+    assert_eq!(
+        (
+            nat["dialled"].as_str(),
+            nat["translated"].as_str(),
+            nat["seen"].as_str(),
+            nat["netns_owner"]["kind"].as_str()
+        ),
+        (Some("10.96.9.10:82"), Some("10.199.32.2:9106"), Some("conntrack"), Some("host")),
+        "{ev:#}"
+    );
+    let explain = ev["explain"].as_str().unwrap();
+    let want = format!(
+        "; the program dialled 10.96.9.10:82, which this host's NAT, in the host's namespace (netns {}), sent on to \
+         10.199.32.2:9106",
+        nat["netns"]
+    );
+    assert!(explain.contains(&want), "{explain}\nwanted: {want}");
+}
+
 /// The service's listener resets the connection: the reset names both addresses.
 #[test]
 fn a_dnat_to_a_listener_that_resets_names_both_addresses() {

@@ -111,7 +111,7 @@ impl Namespaces {
             .map(|l| l.inode)
             .collect();
         let owners = socket_owners(Path::new("/proc"), &listeners, adopted);
-        let host = netns::inode_of(Path::new("/proc/1/ns/net")).filter(|h| !own.contains(h));
+        let host = netns::host_namespace(Path::new("/proc")).filter(|h| !own.contains(h));
         Namespaces { diag, others, owners, host, conntrack: conntrack::Conntrack::default() }
     }
 

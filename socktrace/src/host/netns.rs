@@ -40,12 +40,7 @@ impl NetnsNames {
             .chain(own)
             .flatten()
             .collect();
-        NetnsNames {
-            traced,
-            host: inode_of(Path::new("/proc/1/ns/net")),
-            at_attach: by_namespace,
-            known: HashMap::new(),
-        }
+        NetnsNames { traced, host: host_namespace(Path::new("/proc")), at_attach: by_namespace, known: HashMap::new() }
     }
 
     /// Whose namespace `inode` is, where the host can tell.
@@ -72,6 +67,16 @@ impl NetnsNames {
         self.known.insert(inode, (Instant::now(), owner.clone()));
         owner
     }
+}
+
+/// The host's network namespace: PID 1's; or, where PID 1's link cannot be read (an init
+/// holding a capability socktrace lacks, in a sandbox), kthreadd's (PID 2), a kernel thread,
+/// which lives in the initial namespaces on every kernel.
+pub fn host_namespace(proc: &Path) -> Option<u32> {
+    inode_of(&proc.join("1/ns/net")).or_else(|| {
+        let comm = std::fs::read(proc.join("2/comm")).ok()?;
+        (comm == b"kthreadd\n").then(|| inode_of(&proc.join("2/ns/net")))?
+    })
 }
 
 /// The inode of the namespace a `ns/net` link (or an `ip netns` file) refers to.
@@ -141,6 +146,26 @@ fn process(proc: &Path, pid: u32) -> Option<NetnsOwner> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PID 1's link, else kthreadd's; never another PID 2's (in a PID namespace of its own,
+    /// PID 2 is anybody).
+    #[test]
+    fn the_host_namespace_is_pid_1s_else_kthreadds() {
+        let proc = std::env::temp_dir().join(format!("socktrace-hostns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&proc);
+        for pid in ["1", "2"] {
+            std::fs::create_dir_all(proc.join(pid).join("ns")).unwrap();
+        }
+        std::fs::write(proc.join("2/ns/net"), "").unwrap();
+        std::fs::write(proc.join("2/comm"), "kthreadd\n").unwrap();
+        let kthreadd = inode_of(&proc.join("2/ns/net")).unwrap();
+        assert_eq!(host_namespace(&proc), Some(kthreadd));
+        std::fs::write(proc.join("2/comm"), "bash\n").unwrap();
+        assert_eq!(host_namespace(&proc), None);
+        std::fs::write(proc.join("1/ns/net"), "").unwrap();
+        assert_eq!(host_namespace(&proc), inode_of(&proc.join("1/ns/net")));
+        std::fs::remove_dir_all(&proc).unwrap();
+    }
 
     #[test]
     fn an_ip_netns_file_and_a_process_name_their_namespace() {
