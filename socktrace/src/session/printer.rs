@@ -35,6 +35,11 @@ pub struct Printer {
 /// another address to show (Happy Eyeballs tries the next within 250 ms).
 const FALLBACK_WINDOW_NS: u64 = 300_000_000;
 
+/// At most this many failed connects are held at once: in a storm of refusals (tens of
+/// thousands a second) the oldest goes out early, without waiting out its window, rather
+/// than every one of the storm being kept in memory (about 2 KiB each) for 300 ms.
+const MAX_HELD: usize = 1024;
+
 /// Whether a failure waits for the program's fallback: a connect to an address that failed.
 fn awaits_fallback(f: &Failure) -> bool {
     use crate::model::errno::*;
@@ -55,6 +60,9 @@ impl Printer {
             };
             self.enrichment.enrich(&mut failure, probes);
             if awaits_fallback(&failure) {
+                if self.held.len() >= MAX_HELD {
+                    self.release_oldest(probes)?;
+                }
                 self.held.push_back(failure);
                 continue;
             }
@@ -82,15 +90,24 @@ impl Printer {
             if !all && f.ts_ns.saturating_add(FALLBACK_WINDOW_NS) > now {
                 break;
             }
-            let Some(mut f) = self.held.pop_front() else { break };
-            let port = f.remote.map_or(0, |r| r.port());
-            f.fallback = probes
-                .connected(f.pid, port)
-                .and_then(|c| Some((c.ts_ns, crate::event::remote_endpoint(&c.addr)?)))
-                .filter(|&(ts, addr)| ts > f.ts_ns && Some(addr) != f.remote);
-            self.report(f, probes)?;
+            self.release_oldest(probes)?;
+        }
+        if self.held.is_empty() && self.held.capacity() > MAX_HELD {
+            // A storm's queue gives its memory back.
+            self.held.shrink_to(MAX_HELD);
         }
         Ok(())
+    }
+
+    /// Reports the oldest held connect with the fallback the program made so far, if any.
+    fn release_oldest(&mut self, probes: &Probes) -> Result<(), End> {
+        let Some(mut f) = self.held.pop_front() else { return Ok(()) };
+        let port = f.remote.map_or(0, |r| r.port());
+        f.fallback = probes
+            .connected(f.pid, port)
+            .and_then(|c| Some((c.ts_ns, crate::event::remote_endpoint(&c.addr)?)))
+            .filter(|&(ts, addr)| ts > f.ts_ns && Some(addr) != f.remote);
+        self.report(f, probes)
     }
 
     pub fn flush(&mut self) -> Result<(), End> {
