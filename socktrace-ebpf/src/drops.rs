@@ -171,7 +171,13 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
             let last = LAST_STACK.get_ptr_mut(0);
             match last {
                 // Another flow of the same path, just walked on this CPU: its frames.
-                Some(l) if (*l).frames[0] != 0 && (*l).path == path => (*d).frames = (*l).frames,
+                Some(l)
+                    if (*l).frames[0] != 0
+                        && now.wrapping_sub((*l).walked_ns) < STACK_REUSE_NS
+                        && (*l).path == path =>
+                {
+                    (*d).frames = (*l).frames
+                }
                 _ if stack_allowed(now) => {
                     // The helper zero-fills what the stack does not cover, and all of it on
                     // failure.
@@ -183,6 +189,7 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
                     );
                     if let Some(l) = last {
                         (*l).path = path;
+                        (*l).walked_ns = now;
                         (*l).frames = (*d).frames;
                     }
                 }
@@ -209,16 +216,21 @@ struct DropPath {
     daddr: [u8; 16],
 }
 
-/// The last drop whose stack this CPU walked, and its frames.
+/// The last drop whose stack this CPU walked, when, and its frames.
 #[repr(C)]
 struct StackedDrop {
     path: DropPath,
+    walked_ns: u64,
     frames: [u64; DROP_FRAMES],
 }
 
-/// This CPU's last walked drop (`StackedDrop`): a drop of the same path copies its frames
-/// instead of walking the stack again (about 3 µs), so a storm of drops on one path keeps
-/// every record's frames at the cost of a copy.
+/// A walked stack stands for its path's drops this long: a path's hooks change only with its
+/// namespace's routes or addresses, and a storm walks it again each second.
+const STACK_REUSE_NS: u64 = 1_000_000_000;
+
+/// This CPU's last walked drop (`StackedDrop`): a drop of the same path within a second
+/// copies its frames instead of walking the stack again (about 3 µs), so a storm of drops on
+/// one path keeps every record's frames at the cost of a copy.
 #[map]
 static LAST_STACK: PerCpuArray<StackedDrop> = PerCpuArray::with_max_entries(1, 0);
 

@@ -50,6 +50,8 @@ pub struct Namespaces {
     /// The host's namespace (PID 1's), when it is not a traced one.
     host: Option<u32>,
     conntrack: conntrack::Conntrack,
+    /// Destinations whose last NAT lookup found no rewrite, and when (CLOCK_MONOTONIC ns).
+    not_rewritten: std::collections::HashMap<SocketAddr, u64>,
 }
 
 /// A network namespace of this host other than the traced processes', as attach found it.
@@ -68,6 +70,12 @@ struct OtherNamespace {
 const MAX_OTHER_NAMESPACES: usize = 128;
 /// At most this many namespaces' connection tracking tables are read for one failure.
 const MAX_NAT_NAMESPACES: usize = 32;
+/// A destination no table showed rewritten is not looked up again for this long: a table read
+/// walks the whole table (most of socktrace's CPU in a stream of resets: 0.5 s per 12,000
+/// before this), and NAT rules change far less often than connections fail.
+const NOT_REWRITTEN_FOR_NS: u64 = 10_000_000_000;
+/// At most this many such destinations are remembered.
+const MAX_NOT_REWRITTEN: usize = 4096;
 
 impl Namespaces {
     /// For the namespaces of `pids` (each once), or socktrace's own with no PID; and the
@@ -112,13 +120,44 @@ impl Namespaces {
             .collect();
         let owners = socket_owners(Path::new("/proc"), &listeners, adopted);
         let host = netns::host_namespace(Path::new("/proc")).filter(|h| !own.contains(h));
-        Namespaces { diag, others, owners, host, conntrack: conntrack::Conntrack::default() }
+        Namespaces {
+            diag,
+            others,
+            owners,
+            host,
+            conntrack: conntrack::Conntrack::default(),
+            not_rewritten: Default::default(),
+        }
     }
 
     /// The connection `local` -> `remote` of the task `proc` (a /proc/PID/task/TID directory)
     /// as this host's NAT rewrote it: looked up in its own namespace's connection tracking,
     /// then the host's, then the others'; the first that rewrote its destination.
     fn nat(
+        &mut self,
+        proc: &Path,
+        conn: (SocketAddr, SocketAddr),
+        failure_ns: u64,
+        now_ns: &dyn Fn() -> u64,
+    ) -> Option<Nat> {
+        let remote = conn.1;
+        if self.not_rewritten.get(&remote).is_some_and(|&at| failure_ns.saturating_sub(at) < NOT_REWRITTEN_FOR_NS) {
+            return None;
+        }
+        let nat = self.nat_in_tables(proc, conn, failure_ns, now_ns);
+        if nat.is_none() {
+            if self.not_rewritten.len() >= MAX_NOT_REWRITTEN {
+                self.not_rewritten.clear();
+            }
+            self.not_rewritten.insert(remote, failure_ns);
+        } else {
+            self.not_rewritten.remove(&remote);
+        }
+        nat
+    }
+
+    /// `nat`'s walk of the tables.
+    fn nat_in_tables(
         &mut self,
         proc: &Path,
         conn: (SocketAddr, SocketAddr),
@@ -800,5 +839,38 @@ mod refusal_tests {
         let f = refused(20_000_000_000, None);
         assert!(super::refusal_rewrote(&f, (19_000_000_000, closed)).is_some());
         assert_eq!(super::refusal_rewrote(&f, (9_000_000_000, closed)), None);
+    }
+}
+
+#[cfg(test)]
+mod not_rewritten_tests {
+    /// A destination no table showed rewritten is not looked up again for ten seconds (each
+    /// read walks a whole table); after that, or for another destination, it is.
+    #[test]
+    fn a_destination_found_unrewritten_is_not_read_again_for_a_while() {
+        let proc = std::env::temp_dir().join(format!("socktrace-nat-{}", std::process::id()));
+        std::fs::create_dir_all(proc.join("net")).unwrap();
+        let table = proc.join("net/nf_conntrack");
+        let line = |dport: u16, to: &str| {
+            format!(
+                "ipv4     2 tcp      6 117 ESTABLISHED src=10.0.0.1 dst=10.96.0.10 sport=40000 dport={dport} src={to} \
+                 dst=10.0.0.1 sport={dport} dport=40000 mark=0 zone=0 use=2\n"
+            )
+        };
+        std::fs::write(&table, line(80, "10.96.0.10")).unwrap();
+        let mut ns = super::Namespaces::default();
+        let conn = |p: u16| ("10.0.0.1:40000".parse().unwrap(), format!("10.96.0.10:{p}").parse().unwrap());
+        let clock = std::cell::Cell::new(1_000u64);
+        let now = || clock.get();
+        assert_eq!(ns.nat(&proc, conn(80), 500, &now), None);
+        // The rule appears: within ten seconds the destination is not read again.
+        std::fs::write(&table, line(80, "10.244.1.5")).unwrap();
+        clock.set(2_000);
+        assert_eq!(ns.nat(&proc, conn(80), 1_500, &now), None);
+        // Later, it is.
+        clock.set(20_000_000_000);
+        let nat = ns.nat(&proc, conn(80), 11_000_000_000, &now).expect("the rewrite, read again");
+        assert_eq!(nat.translated, "10.244.1.5:80".parse().unwrap());
+        std::fs::remove_dir_all(&proc).unwrap();
     }
 }
