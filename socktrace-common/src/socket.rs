@@ -105,7 +105,8 @@ pub struct StampedState {
     pub ts_ns: u64,
     pub state: u8,
     pub _pad: [u8; 3],
-    /// Event-specific value: errno for an error report, reason for a sent reset.
+    /// Event-specific value: errno for an error report, reason for a sent reset; for an RST
+    /// received in SYN_SENT, the socket's `snd_una`, its SYN's sequence number (0: not read).
     pub value: i32,
     /// The task on the CPU when the event ran (often not the socket's owner: softirq).
     pub current_tgid: u32,

@@ -152,20 +152,25 @@ pub const fn sent_reset_check(seed: u64, sender: &SockAddrs, r: &SentReset) -> u
 /// address it dialled, and the kernel's TCP tracker deletes a refused connection's entry at
 /// once, so no conntrack table shows the rewrite afterwards. Userspace reads the slot of a
 /// refused connect's own end (`refused_syn_slot`) and takes the record only if its check
-/// matches (`refused_syn_check`): a slot rewritten for another end, or torn by two writers,
-/// gives no address, never a wrong one.
+/// matches (`refused_syn_check`) and the RST its socket received acknowledges this SYN's
+/// sequence number (another socket may share the end: connect() reuses a local port for
+/// other destinations): a slot rewritten for another end or another connection, or torn by
+/// two writers, gives no address, never a wrong one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RefusedSyn {
     pub ts_ns: u64,
     pub syn: SockAddrs,
+    /// The SYN's sequence number (host order).
+    pub seq: u32,
+    pub _pad: u32,
     /// 0: never written.
     pub check: u64,
 }
-assert_size!(RefusedSyn, 56);
+assert_size!(RefusedSyn, 64);
 pod!(RefusedSyn);
 
-/// Slots of `REFUSED_SYNS` (896 KiB): a record is read milliseconds after it is written, so
+/// Slots of `REFUSED_SYNS` (1 MiB): a record is read milliseconds after it is written, so
 /// only a storm of refusals from thousands of ends at once can overwrite one first (the
 /// refusal is then explained without the rewritten address).
 pub const REFUSED_SYN_SLOTS: u32 = 16_384;
@@ -179,10 +184,11 @@ pub const fn refused_syn_slot(seed: u64, syn: &SockAddrs) -> u32 {
     (h >> 32) as u32 & (REFUSED_SYN_SLOTS - 1)
 }
 
-/// The check of a `RefusedSyn`: its 4-tuple and its time. Never 0 for a written slot.
+/// The check of a `RefusedSyn`: its 4-tuple, time and sequence number. Never 0 for a written
+/// slot.
 #[inline(always)]
-pub const fn refused_syn_check(seed: u64, r: &RefusedSyn) -> u64 {
-    let h = mix(sock_addrs_hash(seed, &r.syn), r.ts_ns);
+pub const fn refused_syn_check(seed: u64, syn: &SockAddrs, ts_ns: u64, seq: u32) -> u64 {
+    let h = mix(mix(sock_addrs_hash(seed, syn), ts_ns), seq as u64);
     if h == 0 {
         1
     } else {
@@ -334,21 +340,23 @@ mod tests {
     #[test]
     fn a_refused_syn_is_placed_by_its_source_and_checked_whole() {
         let syn = tuple(40000, 9105);
-        let r = RefusedSyn { ts_ns: 77, syn, check: 0 };
+        let r = RefusedSyn { ts_ns: 77, syn, seq: 1000, ..Default::default() };
+        let check = |r: &RefusedSyn| refused_syn_check(SEED, &r.syn, r.ts_ns, r.seq);
         let mut rewritten = syn;
         rewritten.daddr[..4].copy_from_slice(&[10, 96, 7, 10]);
         rewritten.dport = 81;
         assert_eq!(refused_syn_slot(SEED, &syn), refused_syn_slot(SEED, &rewritten));
         assert!(refused_syn_slot(SEED, &syn) < REFUSED_SYN_SLOTS);
-        let base = refused_syn_check(SEED, &r);
+        let base = check(&r);
         for other in [
             RefusedSyn { syn: rewritten, ..r },
             RefusedSyn { ts_ns: 78, ..r },
+            RefusedSyn { seq: 1001, ..r },
             RefusedSyn { syn: tuple(40001, 9105), ..r },
         ] {
-            assert_ne!(refused_syn_check(SEED, &other), base);
+            assert_ne!(check(&other), base);
         }
-        assert_ne!(refused_syn_check(SEED ^ 1, &r), base);
+        assert_ne!(refused_syn_check(SEED ^ 1, &r.syn, r.ts_ns, r.seq), base);
         assert_ne!(base, 0);
         // The ports of one client spread over the slots.
         let slots: std::collections::HashSet<u32> =

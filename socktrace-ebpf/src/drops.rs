@@ -137,12 +137,13 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     let Some(d) = DROPS.get_ptr_mut(key) else { return };
     // SAFETY: `d` points at a live map value; a lost update between CPUs only miscounts.
     unsafe {
-        // The flow's packets dropped again where the last was (same code, namespace and
-        // device) took the same path: its frames still say where.
+        // The flow's packets dropped again where the last was (same code, namespace, device
+        // and flags) took the same path: its frames still say where.
         let same_place = (*d).count != 0
             && (*d).location == location
             && (*d).netns == netns
             && (*d).ifindex == ifindex
+            && (*d).last_flags == flags
             && (*d).frames[0] != 0;
         if (*d).count == 0 {
             (*d).first_ns = now;
@@ -163,10 +164,13 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
                 location,
                 netns,
                 ifindex,
+                reason,
                 family: key.family,
                 dport: key.dport,
                 saddr: key.saddr,
                 daddr: key.daddr,
+                flags,
+                _pad: [0; 7],
             };
             let last = LAST_STACK.get_ptr_mut(0);
             match last {
@@ -200,21 +204,27 @@ fn on_drop(ctx: &RawTracePointContext, skb: u64, location: u64, reason: u32) {
     }
 }
 
-/// Where a packet was dropped, as far as it decides the hooks it went through: the drop site,
-/// the namespace and device, the addresses and the destination port (policy routing can
-/// choose by them). Two flows of one path (a storm of SYNs from one client's ports to one
-/// service) were dropped by the same hooks.
+/// Where and why a packet was dropped, as far as it decides the hooks it went through: the
+/// drop site (every netfilter drop is `nf_hook_slow`'s) and reason, the namespace and device,
+/// the addresses and destination port (policy routing can choose by them), and the TCP flags
+/// (a rule may drop a SYN in one chain and an invalid ACK in another). Two flows of one path
+/// (a storm of SYNs from one client's ports to one service) were dropped by the same hooks.
+/// No implicit padding: the whole struct is compared and copied.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 struct DropPath {
     location: u64,
     netns: u32,
     ifindex: u32,
+    reason: u32,
     family: u16,
     dport: u16,
     saddr: [u8; 16],
     daddr: [u8; 16],
+    flags: u8,
+    _pad: [u8; 7],
 }
+const _: () = assert!(core::mem::size_of::<DropPath>() == 64);
 
 /// The last drop whose stack this CPU walked, when, and its frames.
 #[repr(C)]

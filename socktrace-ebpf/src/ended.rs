@@ -7,7 +7,7 @@
 //! syscall's exit, this is the only place both are known). Only the ends worth a look are
 //! sent: a connect never answered, data unacknowledged and being retransmitted, a closed
 //! window, nothing received since the last send for the configured silence; userspace names
-//! them. The RSTs of dying processes are marked in `history::keep_sent_reset`.
+//! them. The RSTs of dying processes are marked in `resets::keep_sent_reset`.
 
 use crate::history::{read_addrs, CONNECTED};
 use crate::syscalls::{copy_history, read_sock, Sock};

@@ -29,6 +29,7 @@ mod follow;
 mod history;
 mod icmp;
 mod io_uring;
+mod resets;
 mod resources;
 mod syscalls;
 

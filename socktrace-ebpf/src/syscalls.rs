@@ -13,9 +13,11 @@ use crate::fdwalk::{fd_table, learn_from_own_socket, sock_of_task_fd, type_proto
 use crate::resources::{read_resource, read_timers, send_refused_memory};
 use crate::{
     count, global,
-    history::{adopt, history_of, Create, SENT_RESETS, UDP_ERRORS},
+    history::{adopt, history_of, Create, UDP_ERRORS},
     icmp::ICMP_SOURCES,
-    is_traced, now_ns, read, sock_head, zero, ProbedSock, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
+    is_traced, now_ns, read,
+    resets::SENT_RESETS,
+    sock_head, zero, ProbedSock, EMPTY_HISTORY, EVENTS, LOST_EVENTS, ROUTINE_COUNTS,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},

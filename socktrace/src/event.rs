@@ -286,6 +286,10 @@ fn decode_history(h: &SocketHistory) -> History {
             (None, None)
         },
         rst_segment: (h.rst_segment.seen != 0).then_some(h.rst_segment),
+        refused_syn_seq: (h.rst_received.ts_ns != 0
+            && h.rst_received.state == socktrace_common::tcp_state::SYN_SENT
+            && h.rst_received.value != 0)
+            .then_some(h.rst_received.value as u32),
     }
 }
 

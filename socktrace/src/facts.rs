@@ -47,6 +47,9 @@ pub struct History {
     pub at_attach_idle_jiffies: (Option<u32>, Option<u32>),
     /// The RST segment behind `rst_received`, where the kernel showed it.
     pub rst_segment: Option<socktrace_common::RstSegment>,
+    /// The sequence number of the SYN an RST refused (the socket's `snd_una` when it arrived
+    /// in SYN_SENT), where the kernel read it.
+    pub refused_syn_seq: Option<u32>,
 }
 
 /// The kernel stack at one event behind a failure, innermost frame first (`func+0xoff`).
@@ -509,6 +512,16 @@ pub struct Nat {
     /// which refused (None: not found).
     pub netns: Option<u32>,
     pub netns_owner: Option<NetnsOwner>,
+}
+
+/// A bare SYN this host refused for want of a listener, as the kernel kept it by its source
+/// (`REFUSED_SYNS`): what shows a refused connect's rewritten destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedSyn {
+    pub ts_ns: u64,
+    /// The address it reached, after any NAT on its way.
+    pub reached: SocketAddr,
+    pub seq: u32,
 }
 
 /// Where socktrace saw that this host rewrote a destination.

@@ -438,14 +438,19 @@ fn a_refusal_without_nat_names_no_rewrite() {
 /// each joined to it by a veth pair, and its prerouting chain rewriting a service address to
 /// the server (DNAT, as kube-proxy or Docker do): 10.96.9.10:82 to a listener that resets,
 /// :83 to a closed port. Everything it adds to the host's namespace (the two links and their
-/// routes, an nftables table, IPv4 forwarding) it removes or restores on drop.
+/// routes, an nftables table, IPv4 forwarding) it removes or restores on drop. One at a time:
+/// the host's namespace is shared by the tests of this binary.
 struct HostNat {
     client: Netns,
     server: Netns,
     links: Vec<String>,
     table: String,
     forwarding_was: String,
+    /// Dropped last: the next test's setup waits for this one's teardown.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static HOST_NAMESPACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn sh(args: &[&str]) {
     let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -453,12 +458,19 @@ fn sh(args: &[&str]) {
 }
 
 fn host_natted(tag: &str) -> HostNat {
+    let one_at_a_time = HOST_NAMESPACE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let client = Netns::new(&format!("{tag}c"));
     let server = Netns::new(&format!("{tag}s"));
     let id = std::process::id();
     let forwarding_was = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim().to_string();
-    let mut host =
-        HostNat { links: Vec::new(), table: format!("socktrace_test_{tag}_{id}"), forwarding_was, client, server };
+    let mut host = HostNat {
+        links: Vec::new(),
+        table: format!("socktrace_test_{tag}_{id}"),
+        forwarding_was,
+        client,
+        server,
+        _one_at_a_time: one_at_a_time,
+    };
     for (ns, side, host_cidr, ns_cidr, gateway) in [
         (&host.client, "c", "10.199.31.254/24", "10.199.31.1/24", "10.199.31.254"),
         (&host.server, "s", "10.199.32.254/24", "10.199.32.2/24", "10.199.32.254"),

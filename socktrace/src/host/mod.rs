@@ -5,7 +5,7 @@
 //! towards a destination, which listener a connect waited for and how full its queue is, the
 //! system's file table, TCP's memory.
 
-use crate::facts::{Failure, Listener, Nat, NatSeen};
+use crate::facts::{Failure, Listener, Nat, NatSeen, RefusedSyn};
 use crate::model::{errno, TcpState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -50,8 +50,11 @@ pub struct Namespaces {
     /// The host's namespace (PID 1's), when it is not a traced one.
     host: Option<u32>,
     conntrack: conntrack::Conntrack,
-    /// Destinations whose last NAT lookup found no rewrite, and when (CLOCK_MONOTONIC ns).
-    not_rewritten: std::collections::HashMap<SocketAddr, u64>,
+    /// Destinations whose last NAT lookup for a process found no rewrite, and when
+    /// (CLOCK_MONOTONIC ns), by process and destination.
+    not_rewritten: std::collections::HashMap<(u32, SocketAddr), u64>,
+    /// The namespace each address was last found in (`address_lives_in`), and when.
+    address_owners: std::collections::HashMap<IpAddr, (u64, Option<u32>)>,
 }
 
 /// A network namespace of this host other than the traced processes', as attach found it.
@@ -127,6 +130,7 @@ impl Namespaces {
             host,
             conntrack: conntrack::Conntrack::default(),
             not_rewritten: Default::default(),
+            address_owners: Default::default(),
         }
     }
 
@@ -140,7 +144,9 @@ impl Namespaces {
         failure_ns: u64,
         now_ns: &dyn Fn() -> u64,
     ) -> Option<Nat> {
-        let remote = conn.1;
+        // By process: its namespace decides which tables are read.
+        let pid = proc.components().nth(2).and_then(|c| c.as_os_str().to_str()?.parse().ok()).unwrap_or(0);
+        let remote = (pid, conn.1);
         if self.not_rewritten.get(&remote).is_some_and(|&at| failure_ns.saturating_sub(at) < NOT_REWRITTEN_FOR_NS) {
             return None;
         }
@@ -180,17 +186,33 @@ impl Namespaces {
     }
 
     /// The network namespace `ip` is an address of: the task `proc`'s own (also for a loopback
-    /// address), the host's, or another's; None when none of them has it.
-    fn address_lives_in(&self, proc: &Path, ip: IpAddr) -> Option<u32> {
+    /// address), or the one other namespace that has it; None when none has it or several do
+    /// (namespaces may reuse addresses: a guess could name the wrong one). Remembered for
+    /// `NOT_REWRITTEN_FOR_NS` (each answer reads up to `MAX_OTHER_NAMESPACES` route tables).
+    fn address_lives_in(&mut self, proc: &Path, ip: IpAddr, now_ns: u64) -> Option<u32> {
         let ip = unmapped(ip);
         if ip.is_loopback() || has_address(proc, ip) {
             return netns::inode_of(&proc.join("ns/net"));
         }
-        let host = self.host.and_then(|ns| self.others.iter().find(|o| o.inode == ns));
-        host.into_iter()
-            .chain(self.others.iter().filter(|o| Some(o.inode) != self.host))
-            .find(|o| has_address(&Path::new("/proc").join(o.pid.to_string()), ip))
-            .map(|o| o.inode)
+        if let Some(&(at, found)) = self.address_owners.get(&ip) {
+            if now_ns.saturating_sub(at) < NOT_REWRITTEN_FOR_NS {
+                return found;
+            }
+        }
+        let mut holders = self
+            .others
+            .iter()
+            .filter(|o| has_address(&Path::new("/proc").join(o.pid.to_string()), ip))
+            .map(|o| o.inode);
+        let found = match (holders.next(), holders.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        };
+        if self.address_owners.len() >= MAX_NOT_REWRITTEN {
+            self.address_owners.clear();
+        }
+        self.address_owners.insert(ip, (now_ns, found));
+        found
     }
 
     /// A listener of another namespace of this host that a connect to `dest` reaches: one
@@ -264,23 +286,31 @@ impl Namespaces {
 
 /// A refusal's NAT: a connect an RST refused in SYN_SENT whose SYN reached another address than
 /// the one dialled, so this host rewrote its destination. `refused`: the last bare SYN sent
-/// from the connect's own end that this host refused for want of a listener (when, and the
-/// address it reached), as the kernel kept it. The kernel's TCP tracker deleted the
+/// from the connect's own end that this host refused. The kernel's TCP tracker deleted the
 /// connection's entry with the RST, so this is all that shows the rewrite. The namespace that
-/// refused is the one the translated address lives in.
-pub fn nat_of_refusal(f: &Failure, refused: Option<(u64, SocketAddr)>, namespaces: &Namespaces) -> Option<Nat> {
+/// refused is the one the translated address lives in, when exactly one has it.
+pub fn nat_of_refusal(f: &Failure, refused: Option<RefusedSyn>, namespaces: &mut Namespaces) -> Option<Nat> {
     let (dialled, translated) = refusal_rewrote(f, refused?)?;
     let proc = format!("/proc/{}/task/{}", f.pid, f.tid);
-    let netns = namespaces.address_lives_in(Path::new(&proc), translated.ip());
+    let netns = namespaces.address_lives_in(Path::new(&proc), translated.ip(), f.ts_ns);
     Some(Nat { dialled, translated, seen: NatSeen::Refusal, netns, netns_owner: None })
 }
 
-/// The refused SYN `(ts, reached)` is this failure's own (sent from its end while it
-/// connected, refused before its RST arrived) and reached another address than the one
-/// dialled: the dialled and the reached address.
-fn refusal_rewrote(f: &Failure, (ts, reached): (u64, SocketAddr)) -> Option<(SocketAddr, SocketAddr)> {
+/// The refused SYN is this failure's own and reached another address than the one dialled:
+/// the dialled and the reached address. Its own: the RST the socket received acknowledges
+/// the SYN's sequence number (another socket can share the local end: connect() reuses a
+/// port for other destinations), and it was refused while the connect waited.
+fn refusal_rewrote(f: &Failure, syn: RefusedSyn) -> Option<(SocketAddr, SocketAddr)> {
+    let RefusedSyn { ts_ns: ts, reached, seq } = syn;
     let rst = f.history.rst_received.filter(|r| r.state == Some(TcpState::SynSent))?;
     if f.errno != Some(errno::ECONNREFUSED) {
+        return None;
+    }
+    // The SYN's sequence number, as the socket had it when the RST came, or as the RST
+    // acknowledged it; without either, nothing ties the record to this connection, and no
+    // rewrite is named.
+    let ours = f.history.refused_syn_seq.or(f.history.rst_segment.map(|s| s.ack_seq.wrapping_sub(1)))?;
+    if ours != seq {
         return None;
     }
     let dialled = f.remote?;
@@ -801,44 +831,63 @@ mod netstat_tests {
 
 #[cfg(test)]
 mod refusal_tests {
-    use crate::facts::{Failure, History, Stamp, StateChange};
+    use super::refusal_rewrote;
+    use crate::facts::{Failure, History, RefusedSyn, Stamp, StateChange};
     use crate::model::{errno::*, Syscall, TcpState::*};
+    use std::net::SocketAddr;
 
+    /// A connect to 10.96.7.10:81 refused at `rst_ns`; its SYN's sequence number is 1000.
     fn refused(rst_ns: u64, connecting_ns: Option<u64>) -> Failure {
         let rst = Stamp { ts_ns: rst_ns, state: Some(SynSent), current_tgid: 0 };
         let transitions = connecting_ns
             .map(|ts| StateChange { ts_ns: ts, old: Some(Close), new: Some(SynSent), in_traced_task: true })
             .into_iter()
             .collect();
-        let h = History { rst_received: Some(rst), transitions, ..Default::default() };
+        let segment = socktrace_common::RstSegment { ack_seq: 1001, flags: 0x14, seen: 1, ..Default::default() };
+        let h = History { rst_received: Some(rst), transitions, rst_segment: Some(segment), ..Default::default() };
         let mut f = Failure::for_test(Syscall::Connect, Some(ECONNREFUSED), Close, h);
         f.remote = Some("10.96.7.10:81".parse().unwrap());
         f
     }
 
+    fn syn(ts_ns: u64, reached: &str) -> RefusedSyn {
+        RefusedSyn { ts_ns, reached: reached.parse().unwrap(), seq: 1000 }
+    }
+
     /// The SYN of this connect reached another address: both are named. One that reached
-    /// the dialled address, one from before the connect or after its RST, or another errno:
-    /// nothing (a wrong rewrite is worse than none).
+    /// the dialled address, another socket's on the same end (another sequence number), one
+    /// from before the connect or after its RST, or another errno: nothing (a wrong rewrite is
+    /// worse than none).
     #[test]
     fn a_refusal_names_a_rewrite_only_for_its_own_syn() {
         let f = refused(5_000, Some(1_000));
-        let closed = "10.199.8.2:9105".parse().unwrap();
-        assert_eq!(super::refusal_rewrote(&f, (4_000, closed)), Some(("10.96.7.10:81".parse().unwrap(), closed)));
-        assert_eq!(super::refusal_rewrote(&f, (4_000, "10.96.7.10:81".parse().unwrap())), None);
+        let closed: SocketAddr = "10.199.8.2:9105".parse().unwrap();
+        let dialled: SocketAddr = "10.96.7.10:81".parse().unwrap();
+        assert_eq!(refusal_rewrote(&f, syn(4_000, "10.199.8.2:9105")), Some((dialled, closed)));
+        assert_eq!(refusal_rewrote(&f, syn(4_000, "10.96.7.10:81")), None);
         // The dialled address as a dual-stack socket sees it.
-        assert_eq!(super::refusal_rewrote(&f, (4_000, "[::ffff:10.96.7.10]:81".parse().unwrap())), None);
-        assert_eq!(super::refusal_rewrote(&f, (999, closed)), None, "an earlier connect's");
-        assert_eq!(super::refusal_rewrote(&f, (5_001, closed)), None, "a later connect's");
+        assert_eq!(refusal_rewrote(&f, syn(4_000, "[::ffff:10.96.7.10]:81")), None);
+        assert_eq!(refusal_rewrote(&f, RefusedSyn { seq: 7, ..syn(4_000, "10.199.8.2:9105") }), None, "another's");
+        assert_eq!(refusal_rewrote(&f, syn(999, "10.199.8.2:9105")), None, "an earlier connect's");
+        assert_eq!(refusal_rewrote(&f, syn(5_001, "10.199.8.2:9105")), None, "a later connect's");
+        let mut unseen = f.clone();
+        unseen.history.rst_segment = None;
+        assert_eq!(refusal_rewrote(&unseen, syn(4_000, "10.199.8.2:9105")), None, "no RST segment");
+        // The socket's own sequence number, read when the RST came, serves as well.
+        unseen.history.refused_syn_seq = Some(1000);
+        assert!(refusal_rewrote(&unseen, syn(4_000, "10.199.8.2:9105")).is_some());
+        unseen.history.refused_syn_seq = Some(999);
+        assert_eq!(refusal_rewrote(&unseen, syn(4_000, "10.199.8.2:9105")), None, "another's");
         let mut timed_out = f.clone();
         timed_out.errno = Some(ETIMEDOUT);
-        assert_eq!(super::refusal_rewrote(&timed_out, (4_000, closed)), None);
+        assert_eq!(refusal_rewrote(&timed_out, syn(4_000, "10.199.8.2:9105")), None);
         let mut in_established = f.clone();
         in_established.history.rst_received.as_mut().unwrap().state = Some(Established);
-        assert_eq!(super::refusal_rewrote(&in_established, (4_000, closed)), None);
+        assert_eq!(refusal_rewrote(&in_established, syn(4_000, "10.199.8.2:9105")), None);
         // Without the SYN_SENT transition: within seconds of the RST.
         let f = refused(20_000_000_000, None);
-        assert!(super::refusal_rewrote(&f, (19_000_000_000, closed)).is_some());
-        assert_eq!(super::refusal_rewrote(&f, (9_000_000_000, closed)), None);
+        assert!(refusal_rewrote(&f, syn(19_000_000_000, "10.199.8.2:9105")).is_some());
+        assert_eq!(refusal_rewrote(&f, syn(9_000_000_000, "10.199.8.2:9105")), None);
     }
 }
 

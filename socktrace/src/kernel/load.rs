@@ -359,8 +359,9 @@ impl Probes {
     }
 
     /// The last bare SYN sent from `from` that this host refused for want of a listener, if
-    /// its slot still holds it whole: when, and the address it reached (after any NAT).
-    pub fn refused_syn(&self, from: std::net::SocketAddr) -> Option<(u64, std::net::SocketAddr)> {
+    /// its slot still holds it whole: when, the address it reached (after any NAT), and its
+    /// sequence number.
+    pub fn refused_syn(&self, from: std::net::SocketAddr) -> Option<crate::facts::RefusedSyn> {
         let mut syn = socktrace_common::SockAddrs { sport: from.port(), ..Default::default() };
         match from.ip() {
             std::net::IpAddr::V4(a) => {
@@ -374,7 +375,7 @@ impl Probes {
         }
         let r = self.refused_syns.get(socktrace_common::refused_syn_slot(self.hash_seed, &syn))?;
         let ours = r.syn.family == syn.family && r.syn.sport == syn.sport && r.syn.saddr == syn.saddr;
-        if !ours || r.check != socktrace_common::refused_syn_check(self.hash_seed, &r) {
+        if !ours || r.check != socktrace_common::refused_syn_check(self.hash_seed, &r.syn, r.ts_ns, r.seq) {
             return None;
         }
         let to = match r.syn.family {
@@ -383,7 +384,11 @@ impl Probes {
             }
             _ => std::net::IpAddr::from(r.syn.daddr),
         };
-        Some((r.ts_ns, std::net::SocketAddr::new(to, r.syn.dport)))
+        Some(crate::facts::RefusedSyn {
+            ts_ns: r.ts_ns,
+            reached: std::net::SocketAddr::new(to, r.syn.dport),
+            seq: r.seq,
+        })
     }
 
     /// The kernel stack `id` (`STACKS` id plus one, as events carry it): its code addresses,

@@ -21,10 +21,20 @@ unsafe impl<T: Send> Send for MappedArray<T> {}
 // SAFETY: as above: `get` takes `&self` and copies.
 unsafe impl<T: Sync> Sync for MappedArray<T> {}
 
-impl<T: Copy> MappedArray<T> {
-    /// Maps the array `map` of `slots` values of `T`.
+impl<T: aya::Pod> MappedArray<T> {
+    /// Maps the array `map` of `slots` values of `T`: checked against what the kernel made of
+    /// it (the value size, unpadded: the kernel lays values out 8 bytes apart; the entries).
     pub fn of(map: aya::maps::Map, slots: u32) -> Result<Self> {
         let aya::maps::Map::Array(data) = map else { return Err(anyhow!("not an array map")) };
+        let info = data.info().context("reading a BPF array's description")?;
+        let size = std::mem::size_of::<T>();
+        if info.value_size() as usize != size || !size.is_multiple_of(8) || info.max_entries() < slots {
+            return Err(anyhow!(
+                "a BPF array of {} values of {} bytes cannot be read as {slots} values of {size}",
+                info.max_entries(),
+                info.value_size()
+            ));
+        }
         // SAFETY: sysconf reads a constant of the system.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
         let bytes = (slots as usize * std::mem::size_of::<T>()).div_ceil(page) * page;

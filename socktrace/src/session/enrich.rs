@@ -47,8 +47,11 @@ impl Enrichment {
             && failure.history.rst_received.is_some_and(|r| r.state == Some(crate::model::TcpState::SynSent));
         if refused_by_rst && failure.host.nat.is_none() {
             if let Some(local) = failure.local {
-                failure.host.nat =
-                    crate::host::nat_of_refusal(failure, probes.refused_syn(local_unmapped(local)), &self.namespaces);
+                failure.host.nat = crate::host::nat_of_refusal(
+                    failure,
+                    probes.refused_syn(local_unmapped(local)),
+                    &mut self.namespaces,
+                );
             }
         }
         if let Some(l) = failure.host.listener.as_mut() {

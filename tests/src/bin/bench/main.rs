@@ -592,10 +592,12 @@ fn main() -> Result<()> {
                     vec![None, Some(tool)]
                 };
                 for i in 0..pairs {
-                    // Interleaved, rotating which goes first.
+                    // Interleaved, rotating which goes first, and every other cycle of
+                    // rotations backwards: each run precedes each other one as often.
                     let mut results: Vec<Option<RunResult>> = (0..runs.len()).map(|_| None).collect();
-                    for k in 0..runs.len() {
-                        let at = (i + k) % runs.len();
+                    let n = runs.len();
+                    for k in 0..n {
+                        let at = if (i / n).is_multiple_of(2) { (i + k) % n } else { (i + n - k) % n };
                         results[at] = Some(run_workload(&scenario, w, runs[at].map(|t| (t, mode)), &tmp, false)?);
                     }
                     let mut results = results.into_iter().map(|r| r.expect("every run made"));
