@@ -399,23 +399,30 @@ fn a_dnat_to_a_silent_port_names_both_addresses() {
 #[test]
 fn a_dnat_to_a_closed_port_names_both_addresses() {
     let (net, _resident) = natted("natc");
-    let _server_resident = Helper::python(&net.server, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
-    let r = in_netns(&net.client, &["connect", "10.96.7.10:83"], &[]);
+    refused_through_nat(&net.client, &net.server, "10.96.7.10:83", "10.199.8.2:9107");
+}
+
+/// A connect from `client` to `dialled`, which this host rewrites to `translated`, a closed
+/// port of `server`'s namespace (a process lives in it, as one does in a pod): refused, and
+/// the refusal names both addresses and the server's namespace.
+fn refused_through_nat(client: &Netns, server: &Netns, dialled: &str, translated: &str) {
+    let _server_resident = Helper::python(server, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
+    let r = in_netns(client, &["connect", dialled], &[]);
     assert_eq!(r.client_step("connect")["errno"], 111, "ECONNREFUSED");
     let ev = single_event(&r);
     assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
     let nat = &ev["facts"]["nat"];
     assert_eq!(
         (nat["dialled"].as_str(), nat["translated"].as_str(), nat["seen"].as_str()),
-        (Some("10.96.7.10:83"), Some("10.199.8.2:9107"), Some("refusal")),
+        (Some(dialled), Some(translated), Some("refusal")),
         "{ev:#}"
     );
-    assert_eq!(nat["netns_owner"]["name"].as_str(), Some(net.server.name.as_str()), "{ev:#}");
+    assert_eq!(nat["netns_owner"]["name"].as_str(), Some(server.name.as_str()), "{ev:#}");
     let explain = ev["explain"].as_str().unwrap();
     let want = format!(
-        "peer answered the SYN with RST: nothing listens on 10.199.8.2:9107, in namespace {} (ip netns; netns {}), \
-         where this host's NAT sends connections to 10.96.7.10:83",
-        net.server.name, nat["netns"]
+        "peer answered the SYN with RST: nothing listens on {translated}, in namespace {} (ip netns; netns {}), \
+         where this host's NAT sends connections to {dialled}",
+        server.name, nat["netns"]
     );
     assert!(explain.contains(&want), "{explain}\nwanted: {want}");
 }
@@ -515,24 +522,7 @@ impl Drop for HostNat {
 #[test]
 fn a_dnat_in_the_host_namespace_to_a_closed_port_names_both_addresses() {
     let host = host_natted("hnc");
-    let _server_resident = Helper::python(&host.server, "import time\nprint('ready', flush=True)\ntime.sleep(120)");
-    let r = in_netns(&host.client, &["connect", "10.96.9.10:83"], &[]);
-    assert_eq!(r.client_step("connect")["errno"], 111, "ECONNREFUSED");
-    let ev = single_event(&r);
-    assert_label(ev, "ECONNREFUSED", Some("SYN_SENT"), "rst_received");
-    let nat = &ev["facts"]["nat"];
-    assert_eq!(
-        (nat["dialled"].as_str(), nat["translated"].as_str(), nat["seen"].as_str()),
-        (Some("10.96.9.10:83"), Some("10.199.32.2:9107"), Some("refusal")),
-        "{ev:#}"
-    );
-    let explain = ev["explain"].as_str().unwrap();
-    let want = format!(
-        "nothing listens on 10.199.32.2:9107, in namespace {} (ip netns; netns {}), where this host's NAT sends \
-         connections to 10.96.9.10:83",
-        host.server.name, nat["netns"]
-    );
-    assert!(explain.contains(&want), "{explain}\nwanted: {want}");
+    refused_through_nat(&host.client, &host.server, "10.96.9.10:83", "10.199.32.2:9107");
 }
 
 /// The host's namespace rewrites the service address to a listener that resets: the reset

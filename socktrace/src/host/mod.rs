@@ -139,13 +139,12 @@ impl Namespaces {
     /// then the host's, then the others'; the first that rewrote its destination.
     fn nat(
         &mut self,
-        proc: &Path,
+        (pid, proc): (u32, &Path),
         conn: (SocketAddr, SocketAddr),
         failure_ns: u64,
         now_ns: &dyn Fn() -> u64,
     ) -> Option<Nat> {
         // By process: its namespace decides which tables are read.
-        let pid = proc.components().nth(2).and_then(|c| c.as_os_str().to_str()?.parse().ok()).unwrap_or(0);
         let remote = (pid, conn.1);
         if self.not_rewritten.get(&remote).is_some_and(|&at| failure_ns.saturating_sub(at) < NOT_REWRITTEN_FOR_NS) {
             return None;
@@ -285,23 +284,30 @@ impl Namespaces {
 }
 
 /// A refusal's NAT: a connect an RST refused in SYN_SENT whose SYN reached another address than
-/// the one dialled, so this host rewrote its destination. `refused`: the last bare SYN sent
-/// from the connect's own end that this host refused. The kernel's TCP tracker deleted the
-/// connection's entry with the RST, so this is all that shows the rewrite. The namespace that
-/// refused is the one the translated address lives in, when exactly one has it.
-pub fn nat_of_refusal(f: &Failure, refused: Option<RefusedSyn>, namespaces: &mut Namespaces) -> Option<Nat> {
-    let (dialled, translated) = refusal_rewrote(f, refused?)?;
+/// the one dialled, so this host rewrote its destination. `refused_from`: the last bare SYN
+/// sent from a local end that this host refused (looked up only for such a refusal). The
+/// kernel's TCP tracker deleted the connection's entry with the RST, so this is all that
+/// shows the rewrite. The namespace that refused is the one the translated address lives in,
+/// when exactly one has it.
+pub fn nat_of_refusal(
+    f: &Failure,
+    refused_from: impl FnOnce(SocketAddr) -> Option<RefusedSyn>,
+    namespaces: &mut Namespaces,
+) -> Option<Nat> {
+    // The local end as the SYN carried it: a dual-stack socket's IPv4 end is IPv4.
+    let local = f.local.map(|l| SocketAddr::new(unmapped(l.ip()), l.port()));
+    let (dialled, translated) = refusal_rewrote(f, || refused_from(local?))?;
     let proc = format!("/proc/{}/task/{}", f.pid, f.tid);
     let netns = namespaces.address_lives_in(Path::new(&proc), translated.ip(), f.ts_ns);
     Some(Nat { dialled, translated, seen: NatSeen::Refusal, netns, netns_owner: None })
 }
 
-/// The refused SYN is this failure's own and reached another address than the one dialled:
-/// the dialled and the reached address. Its own: the RST the socket received acknowledges
-/// the SYN's sequence number (another socket can share the local end: connect() reuses a
-/// port for other destinations), and it was refused while the connect waited.
-fn refusal_rewrote(f: &Failure, syn: RefusedSyn) -> Option<(SocketAddr, SocketAddr)> {
-    let RefusedSyn { ts_ns: ts, reached, seq } = syn;
+/// The refused SYN (`syn`, looked up only for a connect an RST refused in SYN_SENT) is this
+/// failure's own and reached another address than the one dialled: the dialled and the
+/// reached address. Its own: the RST the socket received acknowledges the SYN's sequence
+/// number (another socket can share the local end: connect() reuses a port for other
+/// destinations), and it was refused while the connect waited.
+fn refusal_rewrote(f: &Failure, syn: impl FnOnce() -> Option<RefusedSyn>) -> Option<(SocketAddr, SocketAddr)> {
     let rst = f.history.rst_received.filter(|r| r.state == Some(TcpState::SynSent))?;
     if f.errno != Some(errno::ECONNREFUSED) {
         return None;
@@ -310,10 +316,11 @@ fn refusal_rewrote(f: &Failure, syn: RefusedSyn) -> Option<(SocketAddr, SocketAd
     // acknowledged it; without either, nothing ties the record to this connection, and no
     // rewrite is named.
     let ours = f.history.refused_syn_seq.or(f.history.rst_segment.map(|s| s.ack_seq.wrapping_sub(1)))?;
+    let dialled = f.remote?;
+    let RefusedSyn { ts_ns: ts, reached, seq } = syn()?;
     if ours != seq {
         return None;
     }
-    let dialled = f.remote?;
     let connecting_since =
         f.history.transitions.iter().rev().find(|t| t.new == Some(TcpState::SynSent)).map(|t| t.ts_ns);
     // Without its SYN_SENT transition, an RST answers a SYN within seconds.
@@ -321,8 +328,8 @@ fn refusal_rewrote(f: &Failure, syn: RefusedSyn) -> Option<(SocketAddr, SocketAd
     if ts < earliest || ts > rst.ts_ns {
         return None;
     }
-    let same = unmapped(reached.ip()) == unmapped(dialled.ip()) && reached.port() == dialled.port();
-    (!same).then_some((dialled, SocketAddr::new(unmapped(reached.ip()), reached.port())))
+    let reached = SocketAddr::new(unmapped(reached.ip()), reached.port());
+    (reached != SocketAddr::new(unmapped(dialled.ip()), dialled.port())).then_some((dialled, reached))
 }
 
 /// Reads what the diagnosis of this failure needs from the host, if anything. `now_ns`:
@@ -342,7 +349,7 @@ pub fn enrich(f: &mut Failure, namespaces: &mut Namespaces, now_ns: &dyn Fn() ->
     if f.is_tcp && (connect_failed || abandoned || reset) {
         if let (Some(local), Some(remote)) = (f.local, f.remote) {
             let proc = format!("/proc/{}/task/{}", f.pid, f.tid);
-            f.host.nat = namespaces.nat(Path::new(&proc), (local, remote), f.ts_ns, now_ns);
+            f.host.nat = namespaces.nat((f.pid, Path::new(&proc)), (local, remote), f.ts_ns, now_ns);
         }
     }
     // A connect the program gave up on may have waited for a listener of this host whose
@@ -863,31 +870,35 @@ mod refusal_tests {
         let f = refused(5_000, Some(1_000));
         let closed: SocketAddr = "10.199.8.2:9105".parse().unwrap();
         let dialled: SocketAddr = "10.96.7.10:81".parse().unwrap();
-        assert_eq!(refusal_rewrote(&f, syn(4_000, "10.199.8.2:9105")), Some((dialled, closed)));
-        assert_eq!(refusal_rewrote(&f, syn(4_000, "10.96.7.10:81")), None);
+        assert_eq!(refusal_rewrote(&f, || Some(syn(4_000, "10.199.8.2:9105"))), Some((dialled, closed)));
+        assert_eq!(refusal_rewrote(&f, || Some(syn(4_000, "10.96.7.10:81"))), None);
         // The dialled address as a dual-stack socket sees it.
-        assert_eq!(refusal_rewrote(&f, syn(4_000, "[::ffff:10.96.7.10]:81")), None);
-        assert_eq!(refusal_rewrote(&f, RefusedSyn { seq: 7, ..syn(4_000, "10.199.8.2:9105") }), None, "another's");
-        assert_eq!(refusal_rewrote(&f, syn(999, "10.199.8.2:9105")), None, "an earlier connect's");
-        assert_eq!(refusal_rewrote(&f, syn(5_001, "10.199.8.2:9105")), None, "a later connect's");
+        assert_eq!(refusal_rewrote(&f, || Some(syn(4_000, "[::ffff:10.96.7.10]:81"))), None);
+        assert_eq!(
+            refusal_rewrote(&f, || Some(RefusedSyn { seq: 7, ..syn(4_000, "10.199.8.2:9105") })),
+            None,
+            "another's"
+        );
+        assert_eq!(refusal_rewrote(&f, || Some(syn(999, "10.199.8.2:9105"))), None, "an earlier connect's");
+        assert_eq!(refusal_rewrote(&f, || Some(syn(5_001, "10.199.8.2:9105"))), None, "a later connect's");
         let mut unseen = f.clone();
         unseen.history.rst_segment = None;
-        assert_eq!(refusal_rewrote(&unseen, syn(4_000, "10.199.8.2:9105")), None, "no RST segment");
+        assert_eq!(refusal_rewrote(&unseen, || Some(syn(4_000, "10.199.8.2:9105"))), None, "no RST segment");
         // The socket's own sequence number, read when the RST came, serves as well.
         unseen.history.refused_syn_seq = Some(1000);
-        assert!(refusal_rewrote(&unseen, syn(4_000, "10.199.8.2:9105")).is_some());
+        assert!(refusal_rewrote(&unseen, || Some(syn(4_000, "10.199.8.2:9105"))).is_some());
         unseen.history.refused_syn_seq = Some(999);
-        assert_eq!(refusal_rewrote(&unseen, syn(4_000, "10.199.8.2:9105")), None, "another's");
+        assert_eq!(refusal_rewrote(&unseen, || Some(syn(4_000, "10.199.8.2:9105"))), None, "another's");
         let mut timed_out = f.clone();
         timed_out.errno = Some(ETIMEDOUT);
-        assert_eq!(refusal_rewrote(&timed_out, syn(4_000, "10.199.8.2:9105")), None);
+        assert_eq!(refusal_rewrote(&timed_out, || Some(syn(4_000, "10.199.8.2:9105"))), None);
         let mut in_established = f.clone();
         in_established.history.rst_received.as_mut().unwrap().state = Some(Established);
-        assert_eq!(refusal_rewrote(&in_established, syn(4_000, "10.199.8.2:9105")), None);
+        assert_eq!(refusal_rewrote(&in_established, || Some(syn(4_000, "10.199.8.2:9105"))), None);
         // Without the SYN_SENT transition: within seconds of the RST.
         let f = refused(20_000_000_000, None);
-        assert!(refusal_rewrote(&f, syn(19_000_000_000, "10.199.8.2:9105")).is_some());
-        assert_eq!(refusal_rewrote(&f, syn(9_000_000_000, "10.199.8.2:9105")), None);
+        assert!(refusal_rewrote(&f, || Some(syn(19_000_000_000, "10.199.8.2:9105"))).is_some());
+        assert_eq!(refusal_rewrote(&f, || Some(syn(9_000_000_000, "10.199.8.2:9105"))), None);
     }
 }
 
@@ -911,14 +922,14 @@ mod not_rewritten_tests {
         let conn = |p: u16| ("10.0.0.1:40000".parse().unwrap(), format!("10.96.0.10:{p}").parse().unwrap());
         let clock = std::cell::Cell::new(1_000u64);
         let now = || clock.get();
-        assert_eq!(ns.nat(&proc, conn(80), 500, &now), None);
+        assert_eq!(ns.nat((1, &proc), conn(80), 500, &now), None);
         // The rule appears: within ten seconds the destination is not read again.
         std::fs::write(&table, line(80, "10.244.1.5")).unwrap();
         clock.set(2_000);
-        assert_eq!(ns.nat(&proc, conn(80), 1_500, &now), None);
+        assert_eq!(ns.nat((1, &proc), conn(80), 1_500, &now), None);
         // Later, it is.
         clock.set(20_000_000_000);
-        let nat = ns.nat(&proc, conn(80), 11_000_000_000, &now).expect("the rewrite, read again");
+        let nat = ns.nat((1, &proc), conn(80), 11_000_000_000, &now).expect("the rewrite, read again");
         assert_eq!(nat.translated, "10.244.1.5:80".parse().unwrap());
         std::fs::remove_dir_all(&proc).unwrap();
     }

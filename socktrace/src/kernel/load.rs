@@ -378,17 +378,7 @@ impl Probes {
         if !ours || r.check != socktrace_common::refused_syn_check(self.hash_seed, &r.syn, r.ts_ns, r.seq) {
             return None;
         }
-        let to = match r.syn.family {
-            socktrace_common::net::AF_INET => {
-                std::net::IpAddr::from(<[u8; 4]>::try_from(&r.syn.daddr[..4]).expect("four bytes"))
-            }
-            _ => std::net::IpAddr::from(r.syn.daddr),
-        };
-        Some(crate::facts::RefusedSyn {
-            ts_ns: r.ts_ns,
-            reached: std::net::SocketAddr::new(to, r.syn.dport),
-            seq: r.seq,
-        })
+        Some(crate::facts::RefusedSyn { ts_ns: r.ts_ns, reached: crate::event::remote_endpoint(&r.syn)?, seq: r.seq })
     }
 
     /// The kernel stack `id` (`STACKS` id plus one, as events carry it): its code addresses,

@@ -43,16 +43,9 @@ impl Enrichment {
         // failure; never for the others).
         crate::host::enrich(failure, &mut self.namespaces, &|| crate::render::clock_ns(libc::CLOCK_MONOTONIC));
         // A refused connect's rewrite shows only in the kernel's record of the refused SYN.
-        let refused_by_rst = failure.errno == Some(crate::model::errno::ECONNREFUSED)
-            && failure.history.rst_received.is_some_and(|r| r.state == Some(crate::model::TcpState::SynSent));
-        if refused_by_rst && failure.host.nat.is_none() {
-            if let Some(local) = failure.local {
-                failure.host.nat = crate::host::nat_of_refusal(
-                    failure,
-                    probes.refused_syn(local_unmapped(local)),
-                    &mut self.namespaces,
-                );
-            }
+        if failure.host.nat.is_none() {
+            failure.host.nat =
+                crate::host::nat_of_refusal(failure, |local| probes.refused_syn(local), &mut self.namespaces);
         }
         if let Some(l) = failure.host.listener.as_mut() {
             l.netns_owner = l.netns.and_then(|ns| self.netns_names.owner(ns, failure.pid));
@@ -172,17 +165,6 @@ impl DropsSeen {
         }
         self.none_before_ns = now;
         false
-    }
-}
-
-/// A socket's own address as its packets carry it: a dual-stack socket's IPv4 end is IPv4.
-fn local_unmapped(a: std::net::SocketAddr) -> std::net::SocketAddr {
-    match a.ip() {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
-            None => a,
-        },
-        _ => a,
     }
 }
 
